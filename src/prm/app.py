@@ -1,0 +1,206 @@
+"""create_app(): routers, middleware, error handlers, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prm import __version__, modules
+from prm.core import jobs, metrics
+from prm.core import logging as prm_logging
+from prm.core.db import Database, resolve_database_url
+from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
+from prm.core.idempotency import IdempotencyMiddleware
+from prm.core.ratelimit import RateLimiter
+from prm.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+PROBLEM = "application/problem+json"
+
+DESCRIPTION = """
+Patient Relationship Management backend: patients, scheduling, messaging, journeys, tickets,
+intake, FHIR.
+
+**Authentication.** Staff log in with `POST /auth/token` (OAuth2 password flow; use the
+*Authorize* button). Integrations send an API key as `Authorization: Bearer prm_...` or
+`X-API-Key`. Every error is an RFC 9457 `application/problem+json` document.
+"""
+
+
+def problem_response(status: int, code: str, title: str, detail: str, request: Request | None = None,
+                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
+                            "code": code}
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie", "form"}:
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM,
+                            headers=exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_path(tuple(e.get("loc", ()))), "in": str(e.get("loc", ("body",))[0]),
+             "message": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "Invalid request"
+        return problem_response(422, "validation_failed", "Validation failed", detail, request, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed"),
+                 401: ("unauthenticated", "Unauthenticated"), 403: ("permission_denied", "Forbidden")}
+        code, title = codes.get(exc.status_code, ("http_error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route for {request.method} {request.url.path}"
+        return problem_response(exc.status_code, code, title, detail, request,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request.unhandled", error=type(exc).__name__)
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        return problem_response(500, "internal_error", "Internal server error",
+                                "An unexpected error occurred; it has been logged.", request,
+                                request_id=request_id)
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (honouring `X-Request-ID`), binds it to logs, echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "migrations"
+    return here if here.exists() else Path.cwd() / "migrations"
+
+
+def alembic_head() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    prm_logging.configure(settings.log_level, json=settings.log_json)
+    jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
+                            max_seconds=settings.job_retry_max_seconds)
+    router_modules = modules.load()
+    db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
+                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+    jobs.bind(db.sessionmaker)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if settings.run_worker:
+            from prm.worker import InProcessWorker
+
+            worker = InProcessWorker(db.url, concurrency=settings.worker_concurrency)
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            if database is None:
+                await db.dispose()
+
+    app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  swagger_ui_parameters={"persistAuthorization": True})
+    app.state.settings = settings
+    app.state.db = db
+    app.state.rate_limiter = RateLimiter(settings.redis_url)
+    app.state.alembic_head = alembic_head()
+
+    install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
+    app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/health", tags=["ops"], summary="Liveness: the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/ready", tags=["ops"], summary="Readiness: database reachable and migrated to head",
+             responses={503: {"description": "Not ready"}})
+    async def ready(request: Request) -> dict[str, Any]:
+        try:
+            async with db.engine.connect() as conn:
+                current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except Exception as exc:
+            raise Unavailable(f"Database not ready: {type(exc).__name__}", code="database_unavailable") from None
+        head = request.app.state.alembic_head
+        if current != head:
+            raise Unavailable(f"Database at migration {current}, code expects {head}; run `prm migrate`",
+                              code="migrations_pending")
+        return {"status": "ready", "migration": current}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        try:
+            async with db.sessionmaker() as session:
+                await metrics.refresh_job_gauges(session)
+        except Exception:  # metrics must answer even when the database does not
+            log.warning("metrics.jobs_unavailable")
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    for module in router_modules:
+        for router in getattr(module, "routers", None) or [module.router]:
+            app.include_router(router)
+    return app

@@ -1,0 +1,75 @@
+"""Append-only audit log: who read or changed which patient data, when, from where, with what.
+
+Rows are never updated or deleted: a trigger in the database refuses both (see the foundation
+migration). Services call `record(...)` in the request's transaction, so an action that rolls back
+leaves no audit row claiming it happened, and one that commits always has its row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String
+from sqlalchemy.dialects.postgresql import INET, JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prm.core import clock
+from prm.core.auth import Principal
+from prm.core.models import Base
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_org_at", "org_id", "at"),
+        Index("ix_audit_log_org_resource", "org_id", "resource_type", "resource_id"),
+        Index("ix_audit_log_org_patient", "org_id", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=clock.now)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[uuid.UUID | None]
+    actor_role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[uuid.UUID | None]
+    ip: Mapped[str | None] = mapped_column(INET)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+async def record(
+    session: AsyncSession,
+    who: Principal,
+    action: str,
+    resource_type: str,
+    resource_id: object | None = None,
+    *,
+    patient_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one audit row. `details` must not hold PHI values, only field names and ids."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    session.add(
+        AuditEntry(
+            org_id=who.org_id,
+            at=clock.now(),
+            actor_kind=who.kind,
+            actor_id=who.subject_id,
+            actor_role=who.role,
+            action=action,
+            resource_type=resource_type,
+            resource_id=str(resource_id) if resource_id is not None else None,
+            patient_id=patient_id,
+            ip=who.ip,
+            request_id=request_id,
+            details=details or {},
+        )
+    )

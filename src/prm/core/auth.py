@@ -1,0 +1,216 @@
+"""Authentication (JWT for staff, hashed API keys for integrations) and scope checks.
+
+Routers declare what they need with `who: Principal = Requires("patients:read")`; that one
+dependency authenticates the caller, checks the scopes and binds the org id to the log context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import jwt
+import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy import select, update
+
+from prm.core import clock
+from prm.core.db import Session
+from prm.core.errors import PermissionDenied, Unauthenticated
+from prm.identity.scopes import scopes_for
+from prm.settings import Settings
+
+API_KEY_PREFIX = "prm_"
+_hasher = PasswordHasher()
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An integration API key")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: always one organisation, one role, a set of scopes."""
+
+    org_id: uuid.UUID
+    kind: Literal["user", "api_key", "system"]
+    subject_id: uuid.UUID | None
+    role: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    ip: str | None = None
+
+    @property
+    def credential(self) -> str:
+        return f"{self.kind}:{self.subject_id}" if self.subject_id else self.kind
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        return self.subject_id if self.kind == "user" else None
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+    @classmethod
+    def system(cls, org_id: uuid.UUID) -> Principal:
+        """The service acting on its own (jobs, event handlers, webhooks)."""
+        return cls(org_id=org_id, kind="system", subject_id=None, role="admin", scopes=scopes_for("admin"))
+
+
+# --- passwords ---------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A real hash to verify against when the user does not exist, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+
+
+def burn_password_check(password: str) -> None:
+    verify_password(_DUMMY_HASH, password)
+
+
+# --- access tokens -----------------------------------------------------------------------------
+
+
+def issue_token(settings: Settings, *, user_id: uuid.UUID, org_id: uuid.UUID, role: str) -> tuple[str, int]:
+    ttl = timedelta(minutes=settings.access_token_ttl_minutes)
+    issued = clock.now()
+    claims = {
+        "sub": str(user_id),
+        "org": str(org_id),
+        "role": role,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, settings.jwt_secret(), algorithm=settings.jwt_algorithm), int(ttl.total_seconds())
+
+
+def decode_token(settings: Settings, token: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            settings.jwt_secret(),
+            algorithms=[settings.jwt_algorithm],
+            options={"require": ["sub", "org", "exp"], "verify_exp": False},
+        )
+    except jwt.PyJWTError:
+        raise Unauthenticated("Invalid access token") from None
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """Return (full key shown once, lookup prefix, sha256 of the secret part)."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return f"{API_KEY_PREFIX}{prefix}_{secret}", prefix, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_api_key(key: str) -> tuple[str, str] | None:
+    if not key.startswith(API_KEY_PREFIX):
+        return None
+    prefix, sep, secret = key[len(API_KEY_PREFIX):].partition("_")
+    if not sep or not prefix or not secret:
+        return None
+    return prefix, secret
+
+
+# --- the dependency ----------------------------------------------------------------------------
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def authenticate(session: Any, request: Request, bearer: str | None, api_key: str | None) -> Principal:
+    from prm.identity.models import ApiKey, Organisation, User
+
+    settings: Settings = request.app.state.settings
+    ip = request.client.host if request.client else None
+    raw = api_key or bearer
+    if not raw:
+        raise Unauthenticated()
+    now = clock.now()
+    parts = split_api_key(raw)
+    if parts is not None:
+        prefix, secret = parts
+        row = (
+            await session.execute(
+                select(ApiKey)
+                .join(Organisation, Organisation.id == ApiKey.org_id)
+                .where(ApiKey.prefix == prefix, Organisation.is_active.is_(True))
+            )
+        ).scalar_one_or_none()
+        if (
+            row is None
+            or not hmac.compare_digest(row.secret_hash, hash_secret(secret))
+            or row.revoked_at is not None
+            or (row.expires_at is not None and row.expires_at <= now)
+        ):
+            raise Unauthenticated("Invalid API key")
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
+                         scopes=scopes_for(row.role), ip=ip)
+
+    claims = decode_token(settings, raw)
+    if claims["exp"] <= int(now.timestamp()):
+        raise Unauthenticated("Access token expired")
+    try:
+        user_id = uuid.UUID(claims["sub"])
+        org_id = uuid.UUID(claims["org"])
+    except ValueError:
+        raise Unauthenticated("Invalid access token") from None
+    user = (
+        await session.execute(
+            select(User)
+            .join(Organisation, Organisation.id == User.org_id)
+            .where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True),
+                   Organisation.is_active.is_(True))
+        )
+    ).scalar_one_or_none()
+    if user is None:
+        raise Unauthenticated("Invalid access token")
+    return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
+                     scopes=scopes_for(user.role), ip=ip)
+
+
+def Requires(*scopes: str) -> Any:  # noqa: N802 - reads like a declaration in signatures
+    """Authenticate the caller and require every scope in `scopes` (none: any signed-in caller)."""
+
+    async def dependency(
+        request: Request,
+        session: Session,
+        bearer: str | None = Depends(oauth2_scheme),
+        api_key: str | None = Depends(api_key_header),
+    ) -> Principal:
+        principal = await authenticate(session, request, bearer, api_key)
+        request.state.principal = principal
+        structlog.contextvars.bind_contextvars(org_id=str(principal.org_id))
+        missing = [s for s in scopes if not principal.has(s)]
+        if missing:
+            raise PermissionDenied(
+                f"This credential lacks the scope(s): {', '.join(missing)}", missing_scopes=missing
+            )
+        return principal
+
+    return Depends(dependency)

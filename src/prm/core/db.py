@@ -1,0 +1,82 @@
+"""Engine, sessions and the one-transaction-per-request dependency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from prm.core import embedded
+from prm.settings import Settings
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """A libpq URI for the configured database, starting the embedded server if none is set."""
+    if settings.database_url:
+        return settings.database_url
+    return embedded.start(settings.data_dir / "pgdata")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise any PostgreSQL URI to the psycopg 3 SQLAlchemy dialect."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in {"postgresql", "postgres"}:
+        raise ValueError(f"unsupported database scheme {parts.scheme!r}")
+    return urlunsplit(("postgresql+psycopg", *parts[1:]))
+
+
+def libpq_url(url: str) -> str:
+    """The same URI without a SQLAlchemy driver suffix (for psycopg and procrastinate)."""
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql", *parts[1:]))
+
+
+@dataclass
+class Database:
+    url: str
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> Database:
+        engine = create_async_engine(
+            sqlalchemy_url(url),
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            echo=echo,
+        )
+        return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def make_sessionmaker(bind: object) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)  # type: ignore[call-overload]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: commit when the endpoint returns, roll back when it raises.
+
+    Used with `scope="function"`, so the commit happens before the response is sent: a client
+    never sees a success for a write that did not commit.
+    """
+    db: Database = request.app.state.db
+    async with db.sessionmaker() as session:
+        request.state.session = session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,127 @@
+"""Domain events: stored in the publisher's transaction, delivered at least once to subscribers.
+
+`publish(session, Event(...))` inserts the event and defers one `events.deliver` job per
+subscriber registered for its type (or for `"*"`), all in the caller's transaction: a request
+that rolls back leaves neither event nor job. A module subscribes with
+`@subscriber("appointment.booked", name="journeys.advance_on_booking")` in its own package; the
+publisher never imports it. Delivery is at least once, so every handler must be idempotent; a
+successful delivery is recorded and a repeated one is skipped as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import ForeignKey, Index, String, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prm.core import clock, jobs
+from prm.core.models import Base
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, "Event"], Awaitable[None]]
+
+
+class EventRecord(Base):
+    __tablename__ = "domain_events"
+    __table_args__ = (Index("ix_domain_events_org_type_at", "org_id", "type", "occurred_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    occurred_at: Mapped[datetime]
+
+
+class EventDelivery(Base):
+    __tablename__ = "event_deliveries"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("domain_events.id", ondelete="CASCADE"),
+                                                primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(150), primary_key=True)
+    delivered_at: Mapped[datetime]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A fact another module may care about: `<domain>.<past verb>` and a JSON payload."""
+
+    type: str
+    org_id: uuid.UUID
+    payload: dict[str, Any]
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    occurred_at: datetime = field(default_factory=clock.now)
+
+
+_subscribers: dict[str, dict[str, Handler]] = {}
+
+
+def subscriber(event_type: str, *, name: str) -> Callable[[Handler], Handler]:
+    """Register `handler(session, event)` for `event_type` (`"*"` for every event)."""
+
+    def decorate(handler: Handler) -> Handler:
+        existing = _subscribers.setdefault(event_type, {}).get(name)
+        if existing is not None and existing is not handler:
+            raise RuntimeError(f"subscriber {name!r} registered twice for {event_type!r}")
+        _subscribers[event_type][name] = handler
+        return handler
+
+    return decorate
+
+
+def subscribers_for(event_type: str) -> dict[str, Handler]:
+    return {**_subscribers.get("*", {}), **_subscribers.get(event_type, {})}
+
+
+async def publish(session: AsyncSession, event: Event) -> Event:
+    """Store `event` and queue its delivery to every subscriber, in the caller's transaction."""
+    session.add(
+        EventRecord(id=event.id, org_id=event.org_id, type=event.type, payload=event.payload,
+                    occurred_at=event.occurred_at)
+    )
+    await session.flush()
+    for name in subscribers_for(event.type):
+        await jobs.defer(session, "events.deliver", org_id=str(event.org_id), event_id=str(event.id), subscriber=name)
+    log.info("event.published", event_type=event.type, event_id=str(event.id))
+    return event
+
+
+async def load(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
+    row = await session.get(EventRecord, event_id)
+    if row is None:
+        return None
+    return Event(type=row.type, org_id=row.org_id, payload=row.payload, id=row.id, occurred_at=row.occurred_at)
+
+
+@jobs.job("events.deliver")
+async def deliver(session: AsyncSession, *, event_id: str, subscriber: str, org_id: str | None = None) -> bool:
+    """Hand one stored event to one subscriber; False when there was nothing (left) to do."""
+    event = await load(session, uuid.UUID(event_id))
+    if event is None:
+        return False
+    handler = subscribers_for(event.type).get(subscriber)
+    if handler is None:
+        log.warning("event.no_subscriber", event_type=event.type, subscriber=subscriber)
+        return False
+    already = await session.scalar(
+        select(EventDelivery.event_id).where(
+            EventDelivery.event_id == event.id, EventDelivery.subscriber == subscriber
+        ).with_for_update()
+    )
+    if already is not None:
+        return False
+    await handler(session, event)
+    await session.execute(
+        insert(EventDelivery)
+        .values(event_id=event.id, subscriber=subscriber, delivered_at=clock.now())
+        .on_conflict_do_nothing()
+    )
+    return True

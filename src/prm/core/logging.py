@@ -1,0 +1,73 @@
+"""structlog JSON logs with request and org ids, and PHI kept out.
+
+Log calls pass ids and counts, never patient data; the redaction processor is the safety net: any
+key that names personal data (name, phone, email, body, address, date of birth, ...) has its value
+replaced by "[redacted]", at any depth.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+PHI_KEYS = frozenset(
+    {
+        "name", "given_name", "family_name", "full_name", "first_name", "last_name",
+        "phone", "phone_number", "phones", "mobile", "to", "from", "from_", "sender", "recipient",
+        "email", "emails", "address", "body", "text", "message", "transcript", "content",
+        "birth_date", "date_of_birth", "dob", "password", "token", "secret", "authorization",
+        "api_key", "notes", "description", "subject",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if str(k).lower() in PHI_KEYS else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key in list(event_dict):
+        if key == "event":
+            continue
+        if key.lower() in PHI_KEYS:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact(event_dict[key])
+    return event_dict
+
+
+def configure(level: str = "INFO", *, json: bool = True) -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_phi,
+    ]
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # Route the standard library (uvicorn, procrastinate, alembic) through the same redaction.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,43 @@
+"""Cursor-free, offset pagination shared by every list endpoint: `Page[XRead]`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
+
+MAX_LIMIT = 200
+
+
+class PageParams(BaseModel):
+    limit: int = 50
+    offset: int = 0
+
+
+def _page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+Paging = Annotated[PageParams, Depends(_page_params)]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+async def paginate(session: AsyncSession, stmt: Select[Any], params: PageParams) -> tuple[list[Any], int]:
+    """Run `stmt` for one page and count all its rows. Returns (rows, total)."""
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    rows = (await session.execute(stmt.limit(params.limit).offset(params.offset))).scalars().all()
+    return list(rows), int(total or 0)

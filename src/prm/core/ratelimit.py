@@ -1,0 +1,50 @@
+"""Rate limits with the `limits` library: in memory, or in Redis when `REDIS_URL` is set."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from fastapi import Depends, Request
+from limits import parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from prm.core.errors import RateLimited
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str | None = None) -> None:
+        self.storage: Storage = (
+            storage_from_string("async+" + redis_url) if redis_url else MemoryStorage()
+        )
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.backend = "redis" if redis_url else "memory"
+
+    async def hit(self, rule: str, *key: str) -> None:
+        """Count one hit against `rule` ("10/minute") for `key`; raise RateLimited past it."""
+        limit = parse(rule)
+        if await self.strategy.hit(limit, *key):
+            return
+        stats = await self.strategy.get_window_stats(limit, *key)
+        raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def limit(setting_name: str, bucket: str) -> Any:
+    """A route dependency applying the rule in settings field `setting_name`, per client address."""
+
+    async def dependency(request: Request) -> None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        rule = getattr(request.app.state.settings, setting_name)
+        await limiter.hit(rule, bucket, client_ip(request))
+
+    return Depends(dependency)

@@ -1,0 +1,55 @@
+"""Organisations, staff users and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.identity.scopes import ROLES
+
+
+class Organisation(IdMixin, TimestampMixin, Base):
+    __tablename__ = "organisations"
+
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+_role_check = "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")"
+
+
+class User(IdMixin, TimestampMixin, OrgMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_role_check, name="role"),
+        Index("uq_users_email_lower", text("lower(email)"), unique=True),
+    )
+
+    email: Mapped[str] = mapped_column(String(320))
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    last_login_at: Mapped[datetime | None]
+
+
+class ApiKey(IdMixin, TimestampMixin, OrgMixin, Base):
+    """An integration credential. Only a SHA-256 of the secret is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_role_check, name="role"),)
+
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,113 @@
+"""Login, the caller's identity, and the admin API for organisations, users and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel
+
+from prm.core import audit, ratelimit
+from prm.core.auth import Principal, Requires, issue_token
+from prm.core.db import Session
+from prm.identity import service
+from prm.identity.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    Me,
+    OrganisationCreate,
+    OrganisationRead,
+    Token,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
+
+router = APIRouter(tags=["identity"])
+
+
+@router.post("/auth/token", response_model=Token, dependencies=[ratelimit.limit("rate_limit_login", "login")],
+             summary="Log in (OAuth2 password flow): username is the email")
+async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session) -> Token:
+    user = await service.login(session, form.username, form.password)
+    access, ttl = issue_token(request.app.state.settings, user_id=user.id, org_id=user.org_id, role=user.role)
+    return Token(access_token=access, expires_in=ttl)
+
+
+@router.get("/auth/me", response_model=Me, summary="Who am I: organisation, role and scopes")
+async def me(who: Principal = Requires()) -> Me:
+    return Me(org_id=who.org_id, kind=who.kind, subject_id=who.subject_id, role=who.role, scopes=sorted(who.scopes))
+
+
+admin = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@admin.get("/organisation", response_model=OrganisationRead, summary="The caller's organisation")
+async def my_organisation(session: Session, who: Principal = Requires()) -> OrganisationRead:
+    return OrganisationRead.model_validate(await service.get_organisation(session, who.org_id))
+
+
+class OrganisationSignup(BaseModel):
+    organisation: OrganisationCreate
+    admin: UserCreate
+
+
+class OrganisationCreated(BaseModel):
+    organisation: OrganisationRead
+    admin: UserRead
+
+
+@admin.post("/organisations", status_code=201, response_model=OrganisationCreated,
+            summary="Create another organisation with its first admin (no access to it is granted to the caller)")
+async def create_organisation(body: OrganisationSignup, session: Session,
+                              who: Principal = Requires("admin")) -> OrganisationCreated:
+    org = await service.create_organisation(session, body.organisation)
+    first = await service.create_user(session, org.id, body.admin.model_copy(update={"role": "admin"}))
+    await audit.record(session, who, "create", "organisation", org.id)
+    return OrganisationCreated(organisation=OrganisationRead.model_validate(org), admin=UserRead.model_validate(first))
+
+
+@admin.get("/users", response_model=list[UserRead])
+async def list_users(session: Session, who: Principal = Requires("admin")) -> list[UserRead]:
+    return [UserRead.model_validate(u) for u in await service.list_users(session, who.org_id)]
+
+
+@admin.post("/users", status_code=201, response_model=UserRead)
+async def create_user(body: UserCreate, session: Session, who: Principal = Requires("admin")) -> UserRead:
+    user = await service.create_user(session, who.org_id, body)
+    await audit.record(session, who, "create", "user", user.id)
+    return UserRead.model_validate(user)
+
+
+@admin.patch("/users/{user_id}", response_model=UserRead)
+async def update_user(user_id: uuid.UUID, body: UserUpdate, session: Session,
+                      who: Principal = Requires("admin")) -> UserRead:
+    user = await service.update_user(session, who.org_id, user_id, body)
+    await audit.record(session, who, "update", "user", user.id, details={"fields": sorted(body.model_fields_set)})
+    return UserRead.model_validate(user)
+
+
+@admin.get("/api-keys", response_model=list[ApiKeyRead])
+async def list_api_keys(session: Session, who: Principal = Requires("admin")) -> list[ApiKeyRead]:
+    return [ApiKeyRead.model_validate(k) for k in await service.list_api_keys(session, who.org_id)]
+
+
+@admin.post("/api-keys", status_code=201, response_model=ApiKeyCreated,
+            summary="Create an API key; the key is in this response only")
+async def create_api_key(body: ApiKeyCreate, session: Session, who: Principal = Requires("admin")) -> ApiKeyCreated:
+    key, full = await service.create_api_key(session, who.org_id, body, created_by=who.user_id)
+    await audit.record(session, who, "create", "api_key", key.id)
+    return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), key=full)
+
+
+@admin.post("/api-keys/{key_id}/revoke", response_model=ApiKeyRead)
+async def revoke_api_key(key_id: uuid.UUID, session: Session, who: Principal = Requires("admin")) -> ApiKeyRead:
+    key = await service.revoke_api_key(session, who.org_id, str(key_id))
+    await audit.record(session, who, "revoke", "api_key", key.id)
+    return ApiKeyRead.model_validate(key)
+
+
+routers = [router, admin]

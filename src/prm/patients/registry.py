@@ -1,0 +1,63 @@
+"""Extension points of the patient record that other modules join, so `patients` never imports them.
+
+* Merge: `@on_merge("appointments")` registers `async def fn(session, org_id, duplicate_id,
+  survivor_id) -> int` that moves every row of that module linked to the duplicate onto the
+  survivor and returns how many it moved. `merge` in `patients.service` calls them all in the
+  merge's transaction.
+* Timeline: `@timeline_source("appointments")` registers `async def fn(session, org_id,
+  patient_id, before, limit) -> list[TimelineEntry]` returning that module's newest entries for
+  the patient that happened strictly before `before` (None: no bound), at most `limit` of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+MergeHandler = Callable[[AsyncSession, uuid.UUID, uuid.UUID, uuid.UUID], Awaitable[int]]
+TimelineSource = Callable[
+    [AsyncSession, uuid.UUID, uuid.UUID, datetime | None, int], Awaitable[list["TimelineEntry"]]
+]
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # e.g. "appointment.booked", "message.inbound", "ticket.opened"
+    source: str  # the module: "appointments", "communications", ...
+    resource_id: str
+    summary: str  # short, human readable, no message bodies
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+_merge_handlers: dict[str, MergeHandler] = {}
+_timeline_sources: dict[str, TimelineSource] = {}
+
+
+def on_merge(module: str) -> Callable[[MergeHandler], MergeHandler]:
+    def decorate(fn: MergeHandler) -> MergeHandler:
+        _merge_handlers[module] = fn
+        return fn
+
+    return decorate
+
+
+def timeline_source(module: str) -> Callable[[TimelineSource], TimelineSource]:
+    def decorate(fn: TimelineSource) -> TimelineSource:
+        _timeline_sources[module] = fn
+        return fn
+
+    return decorate
+
+
+def merge_handlers() -> dict[str, MergeHandler]:
+    return dict(_merge_handlers)
+
+
+def timeline_sources() -> dict[str, TimelineSource]:
+    return dict(_timeline_sources)

@@ -1,0 +1,94 @@
+"""One settings object for the whole service, read from the environment and `.env`.
+
+Every field here is documented in `deploy/.env.example`; `tests/unit/test_settings.py` fails when
+the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- runtime -------------------------------------------------------------------------------
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # --- database --------------------------------------------------------------------------------
+    database_url: str | None = None
+    prm_data_dir: Path = Path(".prm")
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_echo: bool = False
+
+    # --- auth ------------------------------------------------------------------------------------
+    secret_key: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    access_token_ttl_minutes: int = 60
+
+    # --- jobs ------------------------------------------------------------------------------------
+    run_worker: bool = True
+    worker_concurrency: int = 4
+    job_max_attempts: int = 8
+    job_retry_base_seconds: int = 5
+    job_retry_max_seconds: int = 3600
+
+    # --- redis, rate limits, idempotency ---------------------------------------------------------
+    redis_url: str | None = None
+    rate_limit_login: str = "10/minute"
+    rate_limit_webhooks: str = "600/minute"
+    idempotency_ttl_hours: int = 24
+
+    # --- demo ------------------------------------------------------------------------------------
+    seed_demo: bool = True
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def data_dir(self) -> Path:
+        return self.prm_data_dir.resolve()
+
+    def jwt_secret(self) -> str:
+        """The signing key for access tokens.
+
+        Production must set `SECRET_KEY`. Elsewhere a random key is generated once and kept in the
+        data directory, so tokens survive a restart of `make run`.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.environment == "production":
+            raise RuntimeError("SECRET_KEY must be set when ENVIRONMENT=production")
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
