@@ -35,7 +35,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from prm.core import clock
 from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
@@ -94,6 +94,17 @@ class Patient(IdMixin, TimestampMixin, OrgMixin, Base):
     primary_email: Mapped[str | None] = mapped_column(String(320))  # copy of the primary email row
     deleted_at: Mapped[datetime | None]
     search_name: Mapped[str] = mapped_column(Text, Computed(SEARCH_NAME_SQL, persisted=True))
+
+    # Loaded explicitly (selectinload) where needed; never lazily in async code.
+    phones: Mapped[list[PatientPhone]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="(PatientPhone.is_primary.desc(), PatientPhone.created_at)")
+    emails: Mapped[list[PatientEmail]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="(PatientEmail.is_primary.desc(), PatientEmail.created_at)")
+    identifiers: Mapped[list[PatientIdentifier]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="(PatientIdentifier.system, PatientIdentifier.value)")
 
     @property
     def display_name(self) -> str:
