@@ -52,8 +52,11 @@ def to_ics(invite: Invite, *, domain: str = "prm.dev") -> bytes:
     event.add("summary", invite.summary)
     event.add("location", invite.location)
     where = "video call" if invite.mode == "video" else invite.location
-    event.add("description", f"{invite.summary} ({where}). Times shown in your calendar's zone; "
-                             f"the clinic's zone is {invite.timezone}.")
+    event.add(
+        "description",
+        f"{invite.summary} ({where}). Times shown in your calendar's zone; "
+        f"the clinic's zone is {invite.timezone}.",
+    )
     event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     event.add("transp", "OPAQUE")
     if invite.organizer_email:

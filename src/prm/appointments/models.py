@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from prm.appointments.state_machine import HOLDS_TIME, STATUSES
+from prm.appointments.state_machine import HOLDS_TIME, STATUSES, allowed_actions
 from prm.core import clock
 from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
 
@@ -103,6 +103,10 @@ class Service(IdMixin, TimestampMixin, OrgMixin, Base):
 
     practitioners: Mapped[list[Practitioner]] = relationship(secondary=service_practitioners, lazy="selectin")
 
+    @property
+    def practitioner_ids(self) -> list[uuid.UUID]:
+        return [p.id for p in self.practitioners]
+
 
 class AvailabilityRule(IdMixin, TimestampMixin, OrgMixin, Base):
     """Weekly working hours of one practitioner at one location, in the location's local time."""
@@ -111,7 +115,9 @@ class AvailabilityRule(IdMixin, TimestampMixin, OrgMixin, Base):
     __table_args__ = (
         CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
         CheckConstraint("start_time < end_time", name="times"),
-        CheckConstraint("valid_until IS NULL OR valid_from IS NULL OR valid_from <= valid_until", name="validity"),
+        CheckConstraint(
+            "valid_until IS NULL OR valid_from IS NULL OR valid_from <= valid_until", name="validity"
+        ),
         Index("ix_availability_rules_practitioner", "practitioner_id", "location_id"),
     )
 
@@ -177,13 +183,19 @@ class Appointment(IdMixin, TimestampMixin, OrgMixin, Base):
     cancelled_by: Mapped[str | None] = mapped_column(String(80))
     cancel_reason: Mapped[str | None] = mapped_column(Text)
 
+    @property
+    def allowed_actions(self) -> list[str]:
+        return allowed_actions(self.status)
+
 
 class AppointmentChange(Base):
     """Append-only history of an appointment: every status change and every move."""
 
     __tablename__ = "appointment_changes"
-    __table_args__ = (Index("ix_appointment_changes_appointment", "appointment_id", "id"),
-                      Index("ix_appointment_changes_org_at", "org_id", "at"))
+    __table_args__ = (
+        Index("ix_appointment_changes_appointment", "appointment_id", "id"),
+        Index("ix_appointment_changes_org_at", "org_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))

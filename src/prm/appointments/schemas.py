@@ -114,11 +114,14 @@ class ServiceCreate(BaseModel):
     buffer_before_minutes: int = Field(0, ge=0, le=240)
     buffer_after_minutes: int = Field(0, ge=0, le=240)
     mode: Mode = "in_person"
-    min_notice_minutes: int = Field(60, ge=0, description="How long before its start a slot stops being offered")
+    min_notice_minutes: int = Field(
+        60, ge=0, description="How long before its start a slot stops being offered"
+    )
     horizon_days: int = Field(90, gt=0, le=730, description="How far ahead slots are offered")
     slot_step_minutes: int = Field(15, gt=0, le=24 * 60, description="Spacing of offered start times")
-    keywords: list[str] = Field(default_factory=list,
-                                description="Aliases a chat bot may match, e.g. ['cleaning', 'limpieza']")
+    keywords: list[str] = Field(
+        default_factory=list, description="Aliases a chat bot may match, e.g. ['cleaning', 'limpieza']"
+    )
     practitioner_ids: list[uuid.UUID] = Field(default_factory=list, description="Who offers this service")
     is_active: bool = True
 
@@ -187,8 +190,9 @@ class RuleRead(_Read):
 
 class ExceptionCreate(BaseModel):
     kind: Literal["time_off", "extra_hours"]
-    location_id: uuid.UUID | None = Field(None, description="Required for extra hours; time off without one "
-                                                            "applies at every location")
+    location_id: uuid.UUID | None = Field(
+        None, description="Required for extra hours; time off without one applies at every location"
+    )
     start_at: datetime = Field(description="With an offset; without one it is read in the location's zone")
     end_at: datetime
     reason: str = Field("", max_length=200)

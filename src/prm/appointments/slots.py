@@ -174,8 +174,9 @@ def windows(schedule: Schedule, first: date, last: date) -> list[Interval]:
     while day <= last:
         for rule in schedule.rules:
             if rule.applies(day):
-                found.append((to_instant(day, rule.start_time, tz),
-                              to_instant(day, rule.end_time, tz, end=True)))
+                found.append(
+                    (to_instant(day, rule.start_time, tz), to_instant(day, rule.end_time, tz, end=True))
+                )
         day += timedelta(days=1)
     found.extend((a.astimezone(UTC), b.astimezone(UTC)) for a, b in schedule.extra)
     return merge(found)
@@ -183,8 +184,9 @@ def windows(schedule: Schedule, first: date, last: date) -> list[Interval]:
 
 def availability(schedule: Schedule, first: date, last: date) -> list[Interval]:
     """Where an appointment may lie: windows minus time off."""
-    return subtract(windows(schedule, first, last), merge((a.astimezone(UTC), b.astimezone(UTC))
-                                                          for a, b in schedule.off))
+    return subtract(
+        windows(schedule, first, last), merge((a.astimezone(UTC), b.astimezone(UTC)) for a, b in schedule.off)
+    )
 
 
 def _forbidden_starts(busy: Iterable[Interval], times: ServiceTimes) -> list[Interval]:
@@ -228,16 +230,24 @@ def slots_for(schedule: Schedule, times: ServiceTimes, query: Query) -> list[Slo
                 local = start.astimezone(tz)
                 if query.start_date <= local.date() <= query.end_date:
                     end = start + times.duration
-                    out.append(Slot(start_at=start, end_at=end, local_start=local,
-                                    local_end=end.astimezone(tz), timezone=schedule.timezone,
-                                    practitioner_id=schedule.practitioner_id,
-                                    location_id=schedule.location_id))
+                    out.append(
+                        Slot(
+                            start_at=start,
+                            end_at=end,
+                            local_start=local,
+                            local_end=end.astimezone(tz),
+                            timezone=schedule.timezone,
+                            practitioner_id=schedule.practitioner_id,
+                            location_id=schedule.location_id,
+                        )
+                    )
             start += times.step
     return out
 
 
-def compute_slots(schedules: Iterable[Schedule], times: ServiceTimes, query: Query,
-                  *, limit: int | None = None) -> list[Slot]:
+def compute_slots(
+    schedules: Iterable[Schedule], times: ServiceTimes, query: Query, *, limit: int | None = None
+) -> list[Slot]:
     """Slots of every schedule, ordered by start then practitioner; at most `limit`."""
     found: list[Slot] = []
     for schedule in schedules:
