@@ -19,8 +19,9 @@ from prm.patients.models import Patient
 NOW = datetime(2026, 3, 23, 8, 0, tzinfo=UTC)
 
 
-async def make_patient(session: AsyncSession, org_id: uuid.UUID, *, given: str = "Ana",
-                       family: str = "García") -> Patient:
+async def make_patient(
+    session: AsyncSession, org_id: uuid.UUID, *, given: str = "Ana", family: str = "García"
+) -> Patient:
     patient = Patient(org_id=org_id, given_name=given, family_name=family, source="api")
     session.add(patient)
     await session.flush()
@@ -38,22 +39,52 @@ class Clinic:
 
 
 async def build_clinic(session: AsyncSession, org_id: uuid.UUID) -> Clinic:
-    location = await service.create_location(session, org_id, LocationCreate(name="Centro", timezone="Europe/Madrid"))
-    vega = await service.create_practitioner(session, org_id, PractitionerCreate(
-        name="Dr Vega", email="vega@example.org", timezone="Europe/Madrid"))
-    ruiz = await service.create_practitioner(session, org_id, PractitionerCreate(name="Dr Ruiz",
-                                                                                 timezone="Europe/Madrid"))
+    location = await service.create_location(
+        session, org_id, LocationCreate(name="Centro", timezone="Europe/Madrid")
+    )
+    vega = await service.create_practitioner(
+        session,
+        org_id,
+        PractitionerCreate(name="Dr Vega", email="vega@example.org", timezone="Europe/Madrid"),
+    )
+    ruiz = await service.create_practitioner(
+        session, org_id, PractitionerCreate(name="Dr Ruiz", timezone="Europe/Madrid")
+    )
     for practitioner in (vega, ruiz):
         for weekday in range(5):
-            await service.add_rule(session, org_id, practitioner.id, RuleCreate(
-                location_id=location.id, weekday=weekday, start_time=time(9), end_time=time(13)))
-    cleaning = await service.create_service(session, org_id, ServiceCreate(
-        name="Cleaning", duration_minutes=30, buffer_before_minutes=5, buffer_after_minutes=10,
-        min_notice_minutes=60, horizon_days=60, slot_step_minutes=15, keywords=["limpieza", "Hygiene"],
-        practitioner_ids=[vega.id, ruiz.id]))
-    checkup = await service.create_service(session, org_id, ServiceCreate(
-        name="Check-up", duration_minutes=60, mode="video", min_notice_minutes=0, slot_step_minutes=60,
-        practitioner_ids=[vega.id]))
+            await service.add_rule(
+                session,
+                org_id,
+                practitioner.id,
+                RuleCreate(location_id=location.id, weekday=weekday, start_time=time(9), end_time=time(13)),
+            )
+    cleaning = await service.create_service(
+        session,
+        org_id,
+        ServiceCreate(
+            name="Cleaning",
+            duration_minutes=30,
+            buffer_before_minutes=5,
+            buffer_after_minutes=10,
+            min_notice_minutes=60,
+            horizon_days=60,
+            slot_step_minutes=15,
+            keywords=["limpieza", "Hygiene"],
+            practitioner_ids=[vega.id, ruiz.id],
+        ),
+    )
+    checkup = await service.create_service(
+        session,
+        org_id,
+        ServiceCreate(
+            name="Check-up",
+            duration_minutes=60,
+            mode="video",
+            min_notice_minutes=0,
+            slot_step_minutes=60,
+            practitioner_ids=[vega.id],
+        ),
+    )
     return Clinic(org_id, location, vega, ruiz, cleaning, checkup)
 
 

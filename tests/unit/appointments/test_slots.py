@@ -48,7 +48,18 @@ def test_weekly_rule_gives_grid_in_local_time() -> None:
     times = ServiceTimes(duration=minutes(30), step=minutes(15))
     slots = compute_slots([schedule], times, Query(date(2026, 1, 12), date(2026, 1, 18), now=EPOCH))
     assert [s.local_start.strftime("%H:%M") for s in slots] == [
-        "09:00", "09:15", "09:30", "09:45", "10:00", "10:15", "10:30", "10:45", "11:00", "11:15", "11:30"]
+        "09:00",
+        "09:15",
+        "09:30",
+        "09:45",
+        "10:00",
+        "10:15",
+        "10:30",
+        "10:45",
+        "11:00",
+        "11:15",
+        "11:30",
+    ]
     assert slots[0].start_at == utc(2026, 1, 12, 8, 0)
     assert slots[-1].end_at == utc(2026, 1, 12, 11, 0)
     assert all(s.start_at.tzinfo == UTC and s.timezone == MADRID for s in slots)
@@ -57,8 +68,10 @@ def test_weekly_rule_gives_grid_in_local_time() -> None:
 def _nine_oclock(zone: str, first: date, last: date) -> list[tuple[str, datetime]]:
     schedule = Schedule(P1, LOC, zone, rules=every_day(time(9), time(10)))
     times = ServiceTimes(duration=minutes(60), step=minutes(60))
-    return [(s.local_start.isoformat(), s.start_at)
-            for s in compute_slots([schedule], times, Query(first, last, now=EPOCH))]
+    return [
+        (s.local_start.isoformat(), s.start_at)
+        for s in compute_slots([schedule], times, Query(first, last, now=EPOCH))
+    ]
 
 
 def test_madrid_spring_forward_keeps_local_nine() -> None:
@@ -94,10 +107,15 @@ def test_nonexistent_local_time_moves_forward_by_the_gap() -> None:
     assert to_instant(date(2026, 3, 29), time(2, 30), tz) == utc(2026, 3, 29, 1, 30)  # 03:30 CEST
     # a night window 01:00-04:00 on the spring day lasts two real hours and never offers 02:xx
     schedule = Schedule(P1, LOC, MADRID, rules=[Rule(6, time(1), time(4))])
-    slots = compute_slots([schedule], ServiceTimes(duration=minutes(60), step=minutes(60)),
-                          Query(date(2026, 3, 29), date(2026, 3, 29), now=EPOCH))
+    slots = compute_slots(
+        [schedule],
+        ServiceTimes(duration=minutes(60), step=minutes(60)),
+        Query(date(2026, 3, 29), date(2026, 3, 29), now=EPOCH),
+    )
     assert [s.local_start.isoformat() for s in slots] == [
-        "2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00"]
+        "2026-03-29T01:00:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+    ]
 
 
 def test_ambiguous_local_time_window_covers_both_occurrences() -> None:
@@ -106,18 +124,25 @@ def test_ambiguous_local_time_window_covers_both_occurrences() -> None:
     assert to_instant(date(2026, 11, 1), time(1, 30), tz) == utc(2026, 11, 1, 5, 30)  # first (EDT)
     assert to_instant(date(2026, 11, 1), time(1, 30), tz, end=True) == utc(2026, 11, 1, 6, 30)  # second (EST)
     schedule = Schedule(P1, LOC, NEW_YORK, rules=[Rule(6, time(0), time(3))])
-    slots = compute_slots([schedule], ServiceTimes(duration=minutes(60), step=minutes(60)),
-                          Query(date(2026, 11, 1), date(2026, 11, 1), now=EPOCH))
+    slots = compute_slots(
+        [schedule],
+        ServiceTimes(duration=minutes(60), step=minutes(60)),
+        Query(date(2026, 11, 1), date(2026, 11, 1), now=EPOCH),
+    )
     assert [s.local_start.isoformat() for s in slots] == [
-        "2026-11-01T00:00:00-04:00", "2026-11-01T01:00:00-04:00",
-        "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]
+        "2026-11-01T00:00:00-04:00",
+        "2026-11-01T01:00:00-04:00",
+        "2026-11-01T01:00:00-05:00",
+        "2026-11-01T02:00:00-05:00",
+    ]
     assert len({s.start_at for s in slots}) == 4
 
 
 def test_bookings_and_buffers_remove_slots_but_adjacent_fits() -> None:
     schedule = Schedule(P1, LOC, "UTC", rules=[Rule(0, time(9), time(12))])
-    times = ServiceTimes(duration=minutes(30), buffer_before=minutes(10), buffer_after=minutes(5),
-                         step=minutes(15))
+    times = ServiceTimes(
+        duration=minutes(30), buffer_before=minutes(10), buffer_after=minutes(5), step=minutes(15)
+    )
     # an existing appointment 10:00-10:30 with the same buffers blocks 09:50-10:35
     busy = {P1: [times.blocked(utc(2026, 1, 12, 10))]}
     query = Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH, busy=busy)
@@ -128,8 +153,11 @@ def test_bookings_and_buffers_remove_slots_but_adjacent_fits() -> None:
     # 10:45 blocks 10:35-11:20: touches the booking's after-buffer, allowed; 10:30 is refused
     assert "10:30" not in starts and "10:45" in starts
     # another practitioner's bookings do not matter
-    other = compute_slots([Schedule(P2, LOC, "UTC", rules=[Rule(0, time(9), time(12))])], times,
-                          Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH, busy=busy))
+    other = compute_slots(
+        [Schedule(P2, LOC, "UTC", rules=[Rule(0, time(9), time(12))])],
+        times,
+        Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH, busy=busy),
+    )
     assert len(other) == 11
 
 
@@ -137,15 +165,19 @@ def test_time_off_and_extra_hours() -> None:
     off = [(utc(2026, 1, 12, 10), utc(2026, 1, 12, 11))]
     extra = [(utc(2026, 1, 13, 15), utc(2026, 1, 13, 16))]  # a Tuesday without a rule
     schedule = Schedule(P1, LOC, "UTC", rules=[Rule(0, time(9), time(12))], off=off, extra=extra)
-    slots = compute_slots([schedule], ServiceTimes(duration=minutes(60), step=minutes(60)),
-                          Query(date(2026, 1, 12), date(2026, 1, 13), now=EPOCH))
+    slots = compute_slots(
+        [schedule],
+        ServiceTimes(duration=minutes(60), step=minutes(60)),
+        Query(date(2026, 1, 12), date(2026, 1, 13), now=EPOCH),
+    )
     assert [s.start_at for s in slots] == [utc(2026, 1, 12, 9), utc(2026, 1, 12, 11), utc(2026, 1, 13, 15)]
 
 
 def test_minimum_notice_and_horizon() -> None:
     schedule = Schedule(P1, LOC, "UTC", rules=every_day(time(9), time(17)))
-    times = ServiceTimes(duration=minutes(60), step=minutes(30), min_notice=timedelta(hours=2),
-                         horizon=timedelta(days=1))
+    times = ServiceTimes(
+        duration=minutes(60), step=minutes(30), min_notice=timedelta(hours=2), horizon=timedelta(days=1)
+    )
     now = utc(2026, 1, 12, 9, 40)
     slots = compute_slots([schedule], times, Query(date(2026, 1, 12), date(2026, 1, 20), now=now))
     assert slots[0].start_at == utc(2026, 1, 12, 12)  # 11:40 rounded up to the grid
@@ -159,21 +191,31 @@ def test_rule_validity_dates_and_limit() -> None:
     times = ServiceTimes(duration=minutes(30), step=minutes(30))
     slots = compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH))
     assert sorted({s.start_at.date() for s in slots}) == [date(2026, 1, 19), date(2026, 1, 26)]
-    assert len(compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH),
-                             limit=3)) == 3
+    assert (
+        len(compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH), limit=3))
+        == 3
+    )
 
 
 def test_several_practitioners_sorted_by_start() -> None:
     a = Schedule(P1, LOC, "UTC", rules=[Rule(0, time(9), time(10))])
     b = Schedule(P2, LOC, MADRID, rules=[Rule(0, time(9), time(10))])  # 08:00 UTC
-    slots = compute_slots([a, b], ServiceTimes(duration=minutes(60), step=minutes(60)),
-                          Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH))
+    slots = compute_slots(
+        [a, b],
+        ServiceTimes(duration=minutes(60), step=minutes(60)),
+        Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH),
+    )
     assert [(s.practitioner_id, s.start_at.hour) for s in slots] == [(P2, 8), (P1, 9)]
 
 
 def test_checking_a_single_start() -> None:
-    schedule = Schedule(P1, LOC, MADRID, rules=[Rule(0, time(9), time(12))],
-                        off=[(utc(2026, 1, 12, 9), utc(2026, 1, 12, 9, 30))])
+    schedule = Schedule(
+        P1,
+        LOC,
+        MADRID,
+        rules=[Rule(0, time(9), time(12))],
+        off=[(utc(2026, 1, 12, 9), utc(2026, 1, 12, 9, 30))],
+    )
     times = ServiceTimes(duration=minutes(30), buffer_after=minutes(10))
     assert within_availability(schedule, times, utc(2026, 1, 12, 8))
     assert not within_availability(schedule, times, utc(2026, 1, 12, 7, 45))  # 08:45 local
@@ -214,11 +256,13 @@ def scenarios(draw: st.DrawFn) -> tuple[Schedule, ServiceTimes, Query]:
 
     extra = [interval() for _ in range(draw(st.integers(0, 2)))]
     off = [interval() for _ in range(draw(st.integers(0, 3)))]
-    times = ServiceTimes(duration=minutes(draw(st.integers(1, 12)) * 5),
-                         buffer_before=minutes(draw(st.integers(0, 4)) * 5),
-                         buffer_after=minutes(draw(st.integers(0, 4)) * 5),
-                         step=minutes(draw(st.sampled_from([5, 10, 15, 30]))),
-                         min_notice=minutes(draw(st.integers(0, 600))))
+    times = ServiceTimes(
+        duration=minutes(draw(st.integers(1, 12)) * 5),
+        buffer_before=minutes(draw(st.integers(0, 4)) * 5),
+        buffer_after=minutes(draw(st.integers(0, 4)) * 5),
+        step=minutes(draw(st.sampled_from([5, 10, 15, 30]))),
+        min_notice=minutes(draw(st.integers(0, 600))),
+    )
     busy = [interval() for _ in range(draw(st.integers(0, 8)))]
     now = base + minutes(draw(st.integers(-1440, 2 * 1440)))
     schedule = Schedule(P1, LOC, zone, rules=rules, extra=extra, off=off)

@@ -49,11 +49,19 @@ def test_which_statuses_hold_time() -> None:
 
 def test_ics_document() -> None:
     appointment_id = uuid.uuid4()
-    invite = Invite(appointment_id=appointment_id, start_at=datetime(2026, 3, 30, 7, tzinfo=UTC),
-                    end_at=datetime(2026, 3, 30, 7, 30, tzinfo=UTC), status="booked", sequence=2,
-                    summary="Cleaning with Dr Vega", location="Centro", timezone="Europe/Madrid",
-                    mode="in_person", stamp=datetime(2026, 3, 1, tzinfo=UTC),
-                    organizer_email="desk@example.org")
+    invite = Invite(
+        appointment_id=appointment_id,
+        start_at=datetime(2026, 3, 30, 7, tzinfo=UTC),
+        end_at=datetime(2026, 3, 30, 7, 30, tzinfo=UTC),
+        status="booked",
+        sequence=2,
+        summary="Cleaning with Dr Vega",
+        location="Centro",
+        timezone="Europe/Madrid",
+        mode="in_person",
+        stamp=datetime(2026, 3, 1, tzinfo=UTC),
+        organizer_email="desk@example.org",
+    )
     cal = Calendar.from_ical(to_ics(invite))
     event = cal.walk("VEVENT")[0]
     assert str(event["uid"]) == f"appointment-{appointment_id}@prm.dev"
