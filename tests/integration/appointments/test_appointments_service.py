@@ -328,10 +328,11 @@ async def test_slot_conflict_detection(
             async with session.begin_nested():
                 await session.execute(
                     text(
-                        "INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, location_id, "
-                        "start_at, end_at, blocked_from, blocked_until, status, mode) SELECT gen_random_uuid(), org_id, "
-                        ":luis, practitioner_id, service_id, location_id, start_at, end_at, blocked_from, "
-                        "blocked_until, 'booked', mode FROM appointments WHERE id = :id"
+                        "INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, "
+                        "location_id, start_at, end_at, blocked_from, blocked_until, status, mode) "
+                        "SELECT gen_random_uuid(), org_id, :luis, practitioner_id, service_id, location_id, "
+                        "start_at, end_at, blocked_from, blocked_until, 'booked', mode "
+                        "FROM appointments WHERE id = :id"
                     ),
                     {"luis": luis.id, "id": appt.id},
                 )
