@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -31,6 +33,12 @@ def _redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value
+
+
+def safe_frames(exc: BaseException, limit: int = 30) -> list[str]:
+    """Where an exception came from (file:line in function), without its message or locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
 
 
 def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
