@@ -44,10 +44,10 @@ async def count_things(session, event: Event) -> None:
     HANDLED.append(str(event.id))
 
 
-test_router = APIRouter()
+probe_router = APIRouter()
 
 
-@test_router.post("/_test/defer")
+@probe_router.post("/_test/defer")
 async def defer_then_maybe_fail(session: Session, fail: bool = False,
                                 who: Principal = Requires()) -> dict[str, str]:
     marker = uuid.uuid4().hex
@@ -61,7 +61,7 @@ async def defer_then_maybe_fail(session: Session, fail: bool = False,
 @pytest.fixture(scope="module")
 async def job_app(settings, db):
     app = create_app(settings, database=db)
-    app.include_router(test_router)
+    app.include_router(probe_router)
     return app
 
 
