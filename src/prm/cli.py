@@ -112,8 +112,11 @@ def serve(
         if created:
             _print_demo(created)
     app = create_app(settings)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
-                proxy_headers=True, forwarded_allow_ips="*")
+    try:
+        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
+                    proxy_headers=True, forwarded_allow_ips="*")
+    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
+        pass
 
 
 def _print_demo(created: dict[str, Any]) -> None:
