@@ -42,7 +42,7 @@ async def test_cli_creates_org_user_and_key_that_work_on_the_api(cli_env, commit
     c = committed.client(key)
     me = await c.get("/auth/me")
     assert me.status_code == 200 and me.json()["role"] == "integration"
-    other_org, _ = await committed.org()
+    _other_org, _ = await committed.org()
     assert (await c.get(f"/admin/users/{uuid.uuid4()}")).status_code in (403, 404, 405)
 
     listed = await invoke("api-keys", "list", "--org", slug)
@@ -55,7 +55,8 @@ async def test_cli_creates_org_user_and_key_that_work_on_the_api(cli_env, commit
 async def test_cli_reports_bad_input_clearly(cli_env) -> None:
     r = await invoke("orgs", "create", "X", "--slug", "bad-tz", "--timezone", "Nowhere/City")
     assert r.exit_code == 1 and "time zone" in r.output
-    r = await invoke("users", "create", "--org", "no-such-org", "--email", "a@b.example", "--password", "long enough pw")
+    r = await invoke("users", "create", "--org", "no-such-org", "--email", "a@b.example",
+                     "--password", "long enough pw")
     assert r.exit_code == 1 and "no-such-org" in r.output
     r = await invoke("users", "create", "--org", "x", "--email", "not-an-email", "--password", "short")
     assert r.exit_code == 1 and "email" in r.output

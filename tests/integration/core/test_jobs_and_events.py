@@ -71,7 +71,7 @@ async def _count(db, sql: str, **params: Any) -> int:
 
 
 async def test_job_deferred_in_request_commits_with_it(job_app, db, committed) -> None:
-    org, key = await committed.org()
+    _org, key = await committed.org()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=job_app), base_url="https://t",
                                  headers={"Authorization": f"Bearer {key}"}) as c:
         r = await c.post("/_test/defer")
@@ -82,7 +82,7 @@ async def test_job_deferred_in_request_commits_with_it(job_app, db, committed) -
 
 
 async def test_failed_request_leaves_no_job_event_or_row(job_app, db, committed) -> None:
-    org, key = await committed.org()
+    _org, key = await committed.org()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=job_app), base_url="https://t",
                                  headers={"Authorization": f"Bearer {key}"}) as c:
         r = await c.post("/_test/defer", params={"fail": "true"})
