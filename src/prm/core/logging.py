@@ -52,6 +52,19 @@ def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+class _MessageFreeExceptions(logging.Filter):
+    """Library log records (uvicorn, procrastinate) keep the exception type and frames, not its text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.error = type(exc).__name__
+            record.frames = safe_frames(exc)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "INFO", *, json: bool = True) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -71,9 +84,11 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name,
+                               structlog.stdlib.ExtraAdder(allow=["error", "frames"]), *shared],
         )
     )
+    handler.addFilter(_MessageFreeExceptions())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

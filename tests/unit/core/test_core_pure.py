@@ -82,3 +82,19 @@ def test_problem_documents() -> None:
     problem = ValidationFailed.field("phones.0.number", "not a phone number").problem("/patients")
     assert problem["status"] == 422 and problem["errors"][0]["field"] == "phones.0.number"
     assert NotFound("nope").problem()["type"].endswith("/not_found")
+
+
+def test_library_exceptions_are_logged_without_their_message(capsys) -> None:
+    import logging
+
+    from prm.core.logging import configure
+
+    configure("INFO", json=True)
+    try:
+        raise RuntimeError("Jane Doe +44 7700 900123")
+    except RuntimeError:
+        logging.getLogger("procrastinate.worker").exception("Job failed")
+    out = capsys.readouterr().out
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["error"] == "RuntimeError" and line["frames"]
+    assert "Jane" not in out and "7700" not in out
