@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
@@ -47,7 +47,7 @@ setup = APIRouter(tags=["scheduling setup"])
 booking = APIRouter(tags=["appointments"])
 routers = [setup, booking]
 
-CONFLICTS = {
+CONFLICTS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Slot taken, patient overlap, or a transition not allowed from this status"}
 }
 

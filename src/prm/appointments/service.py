@@ -413,6 +413,7 @@ async def _schedules(
         if exc.kind == "time_off" and exc.location_id is None:
             off_everywhere[exc.practitioner_id].append(span)
             continue
+        assert exc.location_id is not None  # the check constraint: only time off may omit it
         key = (exc.practitioner_id, exc.location_id)
         if location_id is not None and exc.location_id != location_id:
             continue
@@ -857,23 +858,21 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
         due_at = appointment.start_at - timedelta(minutes=offset)
         if due_at <= now:
             continue
+        reminder_id = uuid.uuid4()
+        # the job goes first (the reminder row only carries its id), in the same transaction
+        job_id = await jobs.defer(
+            session, REMINDER_JOB, schedule_at=due_at, org_id=str(appointment.org_id), reminder_id=str(reminder_id)
+        )
         reminder = AppointmentReminder(
-            id=uuid.uuid4(),
+            id=reminder_id,
             org_id=appointment.org_id,
             appointment_id=appointment.id,
             offset_minutes=offset,
             due_at=due_at,
             status="scheduled",
+            job_id=job_id,
         )
         session.add(reminder)
-        await session.flush()
-        reminder.job_id = await jobs.defer(
-            session,
-            REMINDER_JOB,
-            schedule_at=due_at,
-            org_id=str(appointment.org_id),
-            reminder_id=str(reminder.id),
-        )
         created.append(reminder)
     await session.flush()
     return created
@@ -972,7 +971,7 @@ def _filtered(
     status: str | None = None,
     start_from: datetime | None = None,
     start_before: datetime | None = None,
-) -> Select[tuple[Appointment]]:
+) -> Select[Any]:
     stmt = select(Appointment).where(Appointment.org_id == org_id)
     if patient_id is not None:
         stmt = stmt.where(Appointment.patient_id == patient_id)
