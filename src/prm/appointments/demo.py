@@ -27,9 +27,7 @@ HOURS = ((time(9), time(14)), (time(15), time(18)))
 
 
 async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None:
-    existing = await session.scalar(
-        select(Location).where(Location.org_id == org.id, Location.name == LOCATION_NAME)
-    )
+    existing = await session.scalar(select(Location).where(Location.org_id == org.id, Location.name == LOCATION_NAME))
     if existing is not None:
         return
     zone = getattr(org, "timezone", None) or "Europe/Madrid"

@@ -165,3 +165,56 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
                 await b.close()
     finally:
         await _cleanup_reminder_jobs(committed, org.id)
+
+
+@pytest.mark.slow
+async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_booking(committed) -> None:  # type: ignore[no-untyped-def]
+    """A waits on nothing, B waits on A, then A waits on B: PostgreSQL aborts B (it waited first);
+    B's savepoint retry waits for A, A commits, B answers slot_taken. Nobody gets a 500."""
+    from prm.appointments.schemas import AppointmentCreate
+    from prm.core.auth import Principal
+    from prm.core.errors import Conflict
+
+    org, _ = await committed.org()
+    async with committed.session() as s:
+        clinic = await build_clinic(s, org.id)
+        p1, p2 = await make_patient(s, org.id, given="A"), await make_patient(s, org.id, given="B")
+        await s.commit()
+    who = Principal.system(org.id)
+
+    def booking(patient_id, hour: int, minute: int) -> AppointmentCreate:  # type: ignore[no-untyped-def]
+        return AppointmentCreate(
+            patient_id=patient_id,
+            service_id=clinic.cleaning.id,
+            practitioner_id=clinic.vega.id,
+            start_at=datetime(2026, 3, 24, hour - 1, minute, tzinfo=UTC),
+        )
+
+    try:
+        with clock.frozen(NOW):
+            a, b = committed.session(), committed.session()
+            try:
+                # cleaning blocks [start - 5 min, end + 10 min): X 10:00 blocks 09:55-10:40
+                await service.book(a, org.id, booking(p1.id, 10, 0), who)
+                # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits for A
+                racing = asyncio.ensure_future(service.book(b, org.id, booking(p2.id, 10, 30), who))
+                assert await _blocked_on_a_lock(committed), racing.done() and racing.exception()
+                # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A now waits for B -> deadlock
+                z = await service.book(a, org.id, booking(p1.id, 11, 0), who)
+                assert z.status == "booked"
+                await a.commit()
+                with pytest.raises(Conflict) as err:
+                    await racing
+                assert err.value.code == "slot_taken"
+            finally:
+                await a.close()
+                await b.close()
+            async with committed.session() as s:
+                held = await s.scalar(
+                    select(func.count())
+                    .select_from(Appointment)
+                    .where(Appointment.org_id == org.id, Appointment.practitioner_id == clinic.vega.id)
+                )
+                assert held == 2
+    finally:
+        await _cleanup_reminder_jobs(committed, org.id)

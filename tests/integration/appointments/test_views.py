@@ -58,7 +58,10 @@ async def test_agenda_for_a_day_and_a_week(
                 f"/practitioners/{clinic.ruiz.id}/agenda", params={"start_date": "2026-03-23", "days": 7}
             )
         ).json()["entries"] == []
-        # each appointment shown in an agenda is an audited read of patient data
+        listed = (await client.get("/appointments", params={"practitioner_id": str(clinic.vega.id)})).json()
+        assert listed["total"] == 3 and next(a["start_at"] for a in listed["items"]) == "2026-03-24T08:00:00Z"
+        assert (await client.get("/appointments", params={"status": "cancelled"})).json()["total"] == 0
+        # each appointment shown in an agenda or a list is an audited read of patient data
         reads = await session.scalar(
             select(func.count())
             .select_from(AuditEntry)
@@ -68,7 +71,7 @@ async def test_agenda_for_a_day_and_a_week(
                 AuditEntry.resource_type == "appointment",
             )
         )
-        assert reads == 5
+        assert reads == 8
 
 
 async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
