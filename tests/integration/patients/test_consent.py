@@ -84,9 +84,10 @@ async def test_consent_rejects_unknown_keys_and_unknown_patients(session, org, o
 
 async def test_deceased_or_deleted_patients_are_never_contacted(client, session, org):
     patient = await make_patient(session, org)
-    await patients.set_consent(session, org.id, patient.id, channel="email", purpose="marketing", granted=True,
-                               source="api")
-    r = await client.patch(f"/patients/{patient.id}", json={"status": "deceased", "deceased_date": "2026-01-01"})
+    await patients.set_consent(session, org.id, patient.id, channel="email", purpose="marketing",
+                               granted=True, source="api")
+    r = await client.patch(f"/patients/{patient.id}",
+                           json={"status": "deceased", "deceased_date": "2026-01-01"})
     assert r.status_code == 200
     await session.refresh(patient)  # the API wrote through its own session
     d = await patients.consent_allows(session, org.id, patient.id, channel="email", purpose="care")
@@ -115,7 +116,8 @@ async def test_consent_api(client, make_client):
     assert r.status_code == 200, r.text
     body = r.json()
     state = {(s["channel"], s["purpose"]): s for s in body["contact"] + body["data_sharing"]}
-    assert state[("whatsapp", "marketing")]["allowed"] and state[("whatsapp", "marketing")]["source"] == "intake_form"
+    whatsapp_marketing = state[("whatsapp", "marketing")]
+    assert whatsapp_marketing["allowed"] and whatsapp_marketing["source"] == "intake_form"
     assert not state[("voice", "care")]["allowed"] and state[("voice", "care")]["reason"] == "opted_out"
     assert not state[(None, "ehr_export")]["allowed"]
     assert state[(None, "ai_processing")]["allowed"] and state[(None, "ai_processing")]["basis"] == "default"
@@ -131,5 +133,6 @@ async def test_consent_api(client, make_client):
 
     support = await make_client("support_agent")
     assert (await support.get(f"/patients/{pid}/consent")).status_code == 200
-    denied = await support.post(f"/patients/{pid}/consent", json={"changes": [{"channel": "sms", "granted": True}]})
+    denied = await support.post(f"/patients/{pid}/consent",
+                                json={"changes": [{"channel": "sms", "granted": True}]})
     assert denied.status_code == 403

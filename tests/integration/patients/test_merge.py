@@ -93,7 +93,8 @@ async def test_merge_conflicts(client):
     same = await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": a["id"]})
     assert same.status_code == 409 and same.json()["code"] == "merge_into_self"
 
-    assert (await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})).status_code == 200
+    first = await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
+    assert first.status_code == 200
     into_merged = await client.post(f"/patients/{b['id']}/merge", json={"duplicate_id": c["id"]})
     assert into_merged.status_code == 409 and into_merged.json()["code"] == "survivor_merged"
     again = await client.post(f"/patients/{c['id']}/merge", json={"duplicate_id": b["id"]})
@@ -112,7 +113,8 @@ async def test_merge_is_all_or_nothing(client, session, org, monkeypatch):
 
     monkeypatch.setitem(registry._merge_handlers, "zz_broken", broken)
     a = await _create(client, phones=[{"number": "+34612000011"}])
-    b = await _create(client, phones=[{"number": "+34612000012"}], identifiers=[{"system": "mrn", "value": "B"}])
+    b = await _create(client, phones=[{"number": "+34612000012"}],
+                      identifiers=[{"system": "mrn", "value": "B"}])
 
     with pytest.raises(RuntimeError):
         await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
@@ -120,8 +122,8 @@ async def test_merge_is_all_or_nothing(client, session, org, monkeypatch):
     dup = await session.get(Patient, uuid.UUID(b["id"]))
     await session.refresh(dup)
     assert dup.status == "active" and dup.merged_into_id is None
-    owner = await session.scalar(select(PatientIdentifier.patient_id).where(PatientIdentifier.value == "B",
-                                                                            PatientIdentifier.org_id == org.id))
+    owner = await session.scalar(select(PatientIdentifier.patient_id).where(
+        PatientIdentifier.value == "B", PatientIdentifier.org_id == org.id))
     assert owner == uuid.UUID(b["id"])
 
 

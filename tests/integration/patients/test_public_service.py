@@ -72,7 +72,8 @@ async def test_to_fhir_is_a_valid_r4b_patient(client, session, org):
     created = (await client.post("/patients", json={
         "given_name": "José Luis", "family_name": "Núñez", "birth_date": "1984-03-07", "gender": "male",
         "phones": [{"number": "+34612345678"}], "emails": [{"email": "jl@example.org", "kind": "work"}],
-        "identifiers": [{"system": "mrn", "value": "M1"}, {"system": "https://ehr.example.org/id", "value": "E1"}],
+        "identifiers": [{"system": "mrn", "value": "M1"},
+                        {"system": "https://ehr.example.org/id", "value": "E1"}],
         "address": {"line": ["Calle Mayor 1"], "city": "Madrid", "country": "ES"},
         "preferred_language": "es", "status": "deceased", "deceased_date": "2026-01-01",
     })).json()
@@ -153,7 +154,8 @@ async def test_update_validates_and_changes_nothing_on_error(client):
         "given_name": "Changed", "phones": [{"number": "+34612000601"}, {"number": "nope"}]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "phones.1.number"
     two_primaries = await client.patch(f"/patients/{created['id']}", json={
-        "phones": [{"number": "+34612000601", "is_primary": True}, {"number": "+34612000602", "is_primary": True}]})
+        "phones": [{"number": "+34612000601", "is_primary": True},
+                   {"number": "+34612000602", "is_primary": True}]})
     assert two_primaries.status_code == 422
     null_name = await client.patch(f"/patients/{created['id']}", json={"given_name": None})
     assert null_name.status_code == 422
