@@ -539,8 +539,8 @@ class Filters:
 
 
 async def _set_similarity(session: AsyncSession, threshold: float) -> None:
-    await session.execute(select(func.set_config("pg_trgm.word_similarity_threshold", str(threshold), True)))
-    await session.execute(select(func.set_config("pg_trgm.similarity_threshold", str(threshold), True)))
+    """The per-word match threshold of `%>>` (strict word similarity) for this transaction."""
+    await session.execute(select(func.set_config("pg_trgm.strict_word_similarity_threshold", str(threshold), True)))
 
 
 async def search(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams
@@ -576,18 +576,33 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     if filters.q is not None and not query:
         raise ValidationFailed.field("q", "must contain letters or digits")
     if query:
+        # Every word of the query (those of 3+ letters, when there are any) must match a word of the
+        # name: fuzzily (trigram strict word similarity ≥ PATIENT_SEARCH_SIMILARITY: typos) or as its
+        # beginning (typing ahead). Both use the trigram GIN index; words combine with a BitmapAnd.
+        words = query.split()
         await _set_similarity(session, _settings().patient_search_similarity)
-        rank = func.word_similarity(query, Patient.search_name)
-        stmt = stmt.where(or_(Patient.search_name.op("%>")(query), Patient.search_name.op("%")(query)))
-        ordered = stmt.order_by(rank.desc(), Patient.family_name, Patient.given_name, Patient.id)
+        for word in [w for w in words if len(w) >= 3] or words:
+            similar = Patient.search_name.op("%>>")(word)
+            if len(word) >= 3:
+                similar = or_(similar, Patient.search_name.regexp_match("(^| )" + re.escape(word)))
+            stmt = stmt.where(similar)
+        ordered = stmt.order_by(func.word_similarity(query, Patient.search_name).desc(),
+                                func.length(Patient.search_name), Patient.family_name, Patient.given_name,
+                                Patient.id)
     else:
         ordered = stmt.order_by(Patient.family_name, Patient.given_name, Patient.id)
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    rows = (await session.execute(
-        _with_contacts(ordered).limit(paging.limit).offset(paging.offset))).scalars().all()
+    # One pass: the page and the total (a window count) together; a page past the end counts apart.
+    result = (await session.execute(
+        _with_contacts(ordered.add_columns(func.count().over().label("total")))
+        .limit(paging.limit).offset(paging.offset))).all()
+    rows = [row[0] for row in result]
+    if result:
+        total = int(result[0][1])
+    else:
+        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     await audit.record(session, who, "search", "patient", None,
                        details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
-    return list(rows), int(total or 0)
+    return rows, total
 
 
 # --- duplicates --------------------------------------------------------------------------------------
@@ -627,7 +642,9 @@ async def find_duplicates(session: AsyncSession, org_id: uuid.UUID, facts: dupli
                                      Patient.deleted_at.is_(None), Patient.status != "merged").limit(500)
         )).scalars())
     full = names.full_name(facts.given_name, facts.family_name)
-    if full:
+    # A name alone scores at most NAME_WEIGHT: above that, every candidate that can reach the
+    # threshold shares a phone, an email or a (transposed) birth date, all found above.
+    if full and threshold <= duplicates.NAME_WEIGHT:
         # Only names similar enough to reach the threshold together with the other signals matter.
         await session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.45", True)))
         ids.update((await session.execute(
