@@ -719,12 +719,16 @@ async def transition(
     """Apply a lifecycle action (confirm, check_in, complete, no_show, cancel); 409 lists allowed ones."""
     appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
-    appointment.status = sm.transition(before, action)
+    target = sm.transition(before, action)
+    if action == "no_show" and clock.now() < appointment.start_at:
+        raise Conflict("A patient can only be marked as a no-show once the appointment has started",
+                       code="not_started", allowed_actions=sm.allowed_actions(before))
+    appointment.status = target
     setattr(appointment, _STAMPS[action], clock.now())
     if action == "cancel":
         appointment.cancel_reason = reason
         appointment.cancelled_by = who.credential
-    if not sm.holds_time(appointment.status) or action == "complete":
+    if appointment.status not in sm.REMINDABLE:  # checked in, done or off: pending reminders are moot
         await _void_reminders(session, appointment)
     await session.flush()
     session.add(_history(appointment, action, who, from_status=before, reason=reason))
@@ -886,7 +890,7 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
         return False
     appointment = await session.get(Appointment, reminder.appointment_id)
     assert appointment is not None
-    if not sm.holds_time(appointment.status) or appointment.status == "completed":
+    if appointment.status not in sm.REMINDABLE:
         reminder.status = "void"
         return False
     service = await session.get(Service, appointment.service_id)
