@@ -899,6 +899,15 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
     assert service and practitioner and location
     reminder.status = "due"
     reminder.fired_at = clock.now()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "remind",
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"reminder_id": str(reminder.id), "offset_minutes": reminder.offset_minutes},
+    )
     await session.flush()
     await events.publish(
         session,
