@@ -620,8 +620,9 @@ async def book(session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate
     """
     await _patient(session, org_id, data.patient_id)
     service = await _ref(session, Service, org_id, data.service_id, "service_id", "service")
-    practitioner = await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
-    if practitioner.id not in service.practitioner_ids:
+    practitioner = next((p for p in service.practitioners if p.id == data.practitioner_id and p.is_active), None)
+    if practitioner is None:
+        await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
         raise ValidationFailed.field(
             "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
         )
