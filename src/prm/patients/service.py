@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy import Integer, Select, and_, cast, delete, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
@@ -582,14 +582,19 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
         # Every word of the query (those of 3+ letters, when there are any) must match a word of the
         # name: fuzzily (trigram strict word similarity ≥ PATIENT_SEARCH_SIMILARITY: typos) or as its
         # beginning (typing ahead). Both use the trigram GIN index; words combine with a BitmapAnd.
+        # Ranking uses cheap regular expressions, not a similarity per row: names with more query
+        # words as whole words first, then more words as prefixes, then shorter names.
         words = query.split()
         await _set_similarity(session, _settings().patient_search_similarity)
+        exact: list[ColumnElement[Any]] = []
+        prefix: list[ColumnElement[Any]] = []
         for word in [w for w in words if len(w) >= 3] or words:
             similar: ColumnElement[bool] = Patient.search_name.op("%>>")(word)
-            if len(word) >= 3:
-                similar = or_(similar, Patient.search_name.regexp_match("(^| )" + re.escape(word)))
-            stmt = stmt.where(similar)
-        ordered = stmt.order_by(func.word_similarity(query, Patient.search_name).desc(),
+            starts = Patient.search_name.regexp_match(r"\m" + re.escape(word))
+            stmt = stmt.where(or_(similar, starts) if len(word) >= 3 else similar)
+            exact.append(cast(Patient.search_name.regexp_match(r"\m" + re.escape(word) + r"\M"), Integer))
+            prefix.append(cast(starts, Integer))
+        ordered = stmt.order_by(sum(exact[1:], exact[0]).desc(), sum(prefix[1:], prefix[0]).desc(),
                                 func.length(Patient.search_name), Patient.family_name, Patient.given_name,
                                 Patient.id)
     else:
