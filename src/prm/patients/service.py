@@ -309,7 +309,8 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
     """A patient known only by a phone number (an inbound message or call from an unknown number).
 
     Get-or-create: concurrent callers for the same number are serialised by a transaction-scoped
-    advisory lock, and a live patient that already has the number is returned instead.
+    advisory lock, and a live patient that already has the number is returned instead. A `source`
+    that is a channel (`whatsapp`, `sms`, `voice`, `email`) becomes the preferred channel.
     """
     number = normalise_phone(phone)
     lock_key = func.hashtext(f"patient-phone:{org_id}:{number}")
@@ -319,7 +320,7 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
         return existing
     patient = Patient(org_id=org_id, is_provisional=True, source=source[:32], primary_phone=number,
                       given_name="", family_name="", gender="unknown", preferred_language="en", tags=[],
-                      status="active")
+                      status="active", preferred_channel=source if source in CHANNELS else None)
     patient.phones = [PatientPhone(org_id=org_id, number=number, kind="mobile", is_primary=True)]
     patient.emails = []
     patient.identifiers = []

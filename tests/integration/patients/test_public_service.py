@@ -50,6 +50,7 @@ async def test_create_provisional(session, org):
 
     assert patient.is_provisional and patient.primary_phone == "+14155550177"
     assert patient.source == "sms" and patient.status == "active"
+    assert patient.preferred_channel == "sms"
     assert patient.display_name == "+14155550177"
     again = await patients.create_provisional(session, org.id, phone="4155550177", source="sms")
     assert again.id == patient.id  # get-or-create
