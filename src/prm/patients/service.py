@@ -510,13 +510,18 @@ async def _replace_children(session: AsyncSession, patient: Patient, attr: str,
 
 
 async def delete_patient(session: AsyncSession, who: Principal, patient_id: uuid.UUID) -> None:
-    """Soft delete: the row stays (other modules' references stay valid) but reads say 404."""
+    """Soft delete: the row stays (other modules' references stay valid) but reads say 404; its
+    identifiers are released."""
     patient = await get(session, who.org_id, patient_id, for_update=True)
     if patient.merged_into_id is not None:
         raise _merged_conflict(patient)
     patient.deleted_at = clock.now()
+    # Identifiers are unique per organisation and system: release them so they can be registered again.
+    released = await session.execute(delete(PatientIdentifier).where(
+        PatientIdentifier.org_id == who.org_id, PatientIdentifier.patient_id == patient.id))
     await session.flush()
-    await audit.record(session, who, "delete", "patient", patient.id, patient_id=patient.id)
+    await audit.record(session, who, "delete", "patient", patient.id, patient_id=patient.id,
+                       details={"identifiers_released": int(getattr(released, "rowcount", 0) or 0)})
     await events.publish(session, Event(type="patient.deleted", org_id=who.org_id,
                                         payload={"patient_id": str(patient.id)}))
 
