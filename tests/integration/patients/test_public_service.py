@@ -50,6 +50,7 @@ async def test_create_provisional(session, org):
 
     assert patient.is_provisional and patient.primary_phone == "+14155550177"
     assert patient.source == "sms" and patient.status == "active"
+    assert patient.preferred_channel == "sms"
     assert patient.display_name == "+14155550177"
     again = await patients.create_provisional(session, org.id, phone="4155550177", source="sms")
     assert again.id == patient.id  # get-or-create
@@ -142,8 +143,13 @@ async def test_identifier_unique_per_org_and_system(client, make_client, other_o
     assert (await theirs.post("/patients", json=body)).status_code == 201
 
     second = (await client.post("/patients", json={"given_name": "C", "family_name": "D"})).json()
-    steal = await client.patch(f"/patients/{second['id']}", json={"identifiers": [{"system": "mrn",
-                                                                                   "value": "X-1"}]})
+    holder = (await client.get("/patients", params={"identifier": "mrn|X-1"})).json()["items"][0]
+    assert (await client.delete(f"/patients/{holder['id']}")).status_code == 204
+    reused = await client.post("/patients", json={**body, "given_name": "Again"})
+    assert reused.status_code == 201  # a deleted patient's identifiers are released
+
+    steal = await client.patch(f"/patients/{second['id']}",
+                               json={"identifiers": [{"system": "mrn", "value": "X-1"}]})
     assert steal.status_code == 409
 
 
@@ -177,3 +183,35 @@ async def test_list_filters_by_status_tag_and_provisional(client, session, org):
     assert await families(tag="vip") == ["Active"]
     assert await families(is_provisional="true") == [""]
     assert len(await families()) == 3
+
+
+async def test_update_replaces_identifiers_and_emails(client, session, org):
+    created = (await client.post("/patients", json={
+        "given_name": "A", "family_name": "B", "emails": [{"email": "a@example.org"}],
+        "identifiers": [{"system": "mrn", "value": "K-1"}, {"system": "urn:oid:1.2", "value": "OLD"}]})).json()
+
+    r = await client.patch(f"/patients/{created['id']}", json={
+        "emails": [{"email": "new@example.org", "is_primary": True}, {"email": "A@Example.org", "kind": "work"}],
+        "identifiers": [{"system": "mrn", "value": "K-1", "label": "MRN"}, {"system": "urn:oid:1.2", "value": "NEW"}],
+        "address": {"line": ["1 High St"], "city": "London"}, "tags": ["a", "A", "b"],
+        "preferred_language": "en-gb", "gender": "female",
+    })
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [(e["email"], e["kind"], e["is_primary"]) for e in body["emails"]] == [
+        ("new@example.org", "personal", True), ("A@example.org", "work", False)]
+    assert body["primary_email"] == "new@example.org"
+    assert {(i["system"], i["value"], i["label"]) for i in body["identifiers"]} == {
+        ("mrn", "K-1", "MRN"), ("urn:oid:1.2", "NEW", None)}
+    assert body["address"] == {"line": ["1 High St"], "city": "London"}
+    assert body["tags"] == ["a", "b"] and body["preferred_language"] == "en-GB"
+    # the old identifier is free again
+    other = await client.post("/patients", json={"given_name": "C", "family_name": "D",
+                                                 "identifiers": [{"system": "urn:oid:1.2", "value": "OLD"}]})
+    assert other.status_code == 201
+    # an update that changes nothing records no change
+    same = await client.patch(f"/patients/{created['id']}", json={"gender": "female"})
+    assert same.status_code == 200
+    items = (await client.get(f"/patients/{created['id']}/timeline")).json()["items"]
+    assert [i["kind"] for i in items].count("patient.updated") == 1
