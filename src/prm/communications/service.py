@@ -119,7 +119,7 @@ async def send(session: AsyncSession, org_id: uuid.UUID, data: CommunicationCrea
         if existing is not None:
             return existing
     _check_shape(data)
-    patient = await patients.get(session, org_id, data.patient_id)
+    patient = await patients.resolve(session, org_id, data.patient_id)
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
