@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
@@ -275,7 +277,7 @@ async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: Batch
     if f.preferred_channel:
         stmt = stmt.where(Patient.preferred_channel == f.preferred_channel)
     if f.tags:
-        stmt = stmt.where(Patient.tags.overlap(f.tags))
+        stmt = stmt.where(Patient.tags.op("&&")(cast(pg_array(f.tags), ARRAY(Text))))
     return list(await session.scalars(stmt.order_by(Patient.created_at, Patient.id).limit(10_000)))
 
 
