@@ -337,3 +337,18 @@ async def test_timeline_and_merge_hooks(session: AsyncSession, org: Organisation
     rows, _ = await communications.list_communications(
         session, org.id, communications.CommunicationFilters(patient_id=a.id), communications.PageParams())
     assert len(rows) == 1
+
+
+async def test_demo_seed_adds_templates_channels_and_conversations(session: AsyncSession, org: Organisation,
+                                                                   messaging_settings: Settings) -> None:
+    from prm.communications import demo as communications_demo
+    from prm.notifications import demo as notifications_demo
+
+    context: dict = {}
+    await notifications_demo.seed(session, org, context)
+    await notifications_demo.seed(session, org, context)  # idempotent-ish: nothing added twice
+    await communications_demo.seed(session, org, context)
+    await jobs.run_due(session)
+    assert context["notification_templates"] == []
+    assert len(context["communications"]) == 4
+    assert len(await sandbox.outbox(session, org.id, channel="whatsapp")) == 2
