@@ -13,16 +13,26 @@ from prm.notifications.models import NotificationTemplate
 
 
 async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None:
-    existing = set((await session.execute(select(NotificationTemplate.key, NotificationTemplate.channel,
-                                                 NotificationTemplate.locale)
-                                          .where(NotificationTemplate.org_id == org.id))).tuples())
+    rows = await session.execute(
+        select(NotificationTemplate.key, NotificationTemplate.channel, NotificationTemplate.locale).where(
+            NotificationTemplate.org_id == org.id
+        )
+    )
+    existing = {(key, channel, locale) for key, channel, locale in rows.all()}
     added = []
     for (key, channel, locale), source in sorted(defaults.DEFAULTS.items()):
         if locale != "en" or (key, channel, locale) in existing:
             continue
         template = NotificationTemplate(
-            id=uuid.uuid4(), org_id=org.id, key=key, channel=channel, locale=locale, subject=source.subject,
-            body=source.body, html_body=source.html_body, variables=list(source.variables),
+            id=uuid.uuid4(),
+            org_id=org.id,
+            key=key,
+            channel=channel,
+            locale=locale,
+            subject=source.subject,
+            body=source.body,
+            html_body=source.html_body,
+            variables=list(source.variables),
             description="Demo copy of the built-in template",
         )
         session.add(template)
