@@ -48,9 +48,9 @@ def _reminder(patient_id: uuid.UUID) -> dict[str, object]:
 
 async def test_reminder_is_sent_delivered_and_respects_stop(
     session: AsyncSession,
-    twilio_org: Organisation,
-    twilio_api: TwilioFake,
-    messaging_settings: Settings,
+    twilio_org: Organisation,  # noqa: F811
+    twilio_api: TwilioFake,  # noqa: F811
+    messaging_settings: Settings,  # noqa: F811
     anon_client: httpx.AsyncClient,
 ) -> None:
     patient = await patient_with_contacts(session, twilio_org, given_name="Eva", preferred_channel="sms")
