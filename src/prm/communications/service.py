@@ -33,7 +33,7 @@ from prm.adapters.channels import (
 )
 from prm.adapters.sandbox import SandboxChannel
 from prm.communications import rules
-from prm.communications.models import ChannelConfig, Communication, SandboxMessage
+from prm.communications.models import ChannelConfig, Communication, InboundEvent, SandboxMessage
 from prm.communications.schemas import ChannelConfigWrite, CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs
 from prm.core.auth import Principal
@@ -98,9 +98,7 @@ def _check_shape(data: CommunicationCreate) -> None:
     if data.attachments and ch != "email":
         raise ValidationFailed.field("attachments", "attachments are for email only")
     if (data.subject or data.html_body) and ch != "email":
-        raise ValidationFailed.field(
-            "subject" if data.subject else "html_body", "only email has a subject/HTML"
-        )
+        raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
     if ch == "email" and not data.subject:
         raise ValidationFailed.field("subject", "an email needs a subject")
     if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
@@ -136,9 +134,7 @@ async def send(
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
-        raise ValidationFailed.field(
-            "patient_id", f"the patient has no {kind} for {data.channel}", code="no_address"
-        )
+        raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
     if (
         data.channel == "whatsapp"
@@ -153,6 +149,8 @@ async def send(
         )
     now = clock.now()
     config = await channel_config(session, org_id, data.channel)
+    if config is not None and not config.enabled:
+        raise Conflict(f"The {data.channel} channel is disabled for this organisation", code="channel_disabled")
     comm = Communication(
         id=uuid.uuid4(),
         org_id=org_id,
@@ -237,9 +235,7 @@ async def list_communications(
         stmt = stmt.where(Communication.created_at >= filters.since)
     if filters.until:
         stmt = stmt.where(Communication.created_at < filters.until)
-    rows, total = await paginate(
-        session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging
-    )
+    rows, total = await paginate(session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging)
     if who is not None:
         await audit.record(
             session,
@@ -487,7 +483,28 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     comm.error_code = None
     comm.error_message = None
     log.info("communication.sent", communication_id=communication_id, provider=result.provider)
+    if result.provider_message_id:
+        await _apply_early_statuses(session, result.provider, result.provider_message_id)
     return comm.status
+
+
+async def _apply_early_statuses(session: AsyncSession, provider: str, provider_message_id: str) -> None:
+    """Apply status callbacks that arrived before this message's id was stored (they were kept)."""
+    early = await session.scalars(
+        select(InboundEvent)
+        .where(
+            InboundEvent.provider == provider,
+            InboundEvent.kind == "status",
+            InboundEvent.outcome == "unmatched",
+            InboundEvent.external_id.startswith(f"{provider_message_id}:", autoescape=True),
+        )
+        .order_by(InboundEvent.received_at)
+    )
+    for event in early:
+        status = event.external_id.rsplit(":", 1)[1]
+        await apply_status(session, provider=provider, provider_message_id=provider_message_id, status=status)
+        event.outcome = "processed"
+        event.processed_at = clock.now()
 
 
 async def _dispatch(session: AsyncSession, comm: Communication) -> SendResult:
@@ -669,9 +686,7 @@ async def _move_to_survivor(
     moved = 0
     for model in (Communication, SandboxMessage):
         result = await session.execute(
-            update(model)
-            .where(model.org_id == org_id, model.patient_id == duplicate_id)
-            .values(patient_id=survivor_id)
+            update(model).where(model.org_id == org_id, model.patient_id == duplicate_id).values(patient_id=survivor_id)
         )
         moved += result.rowcount or 0  # type: ignore[attr-defined]
     return moved
