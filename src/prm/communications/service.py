@@ -225,6 +225,8 @@ async def list_communications(
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)
+    if filters.conversation_id:
+        stmt = stmt.where(Communication.conversation_id == filters.conversation_id)
     if filters.channel:
         stmt = stmt.where(Communication.channel == filters.channel)
     if filters.status:
@@ -667,13 +669,32 @@ async def put_channel_config(
 
 
 async def org_for_number(session: AsyncSession, channel: str, number: str) -> ChannelConfig | None:
-    """The enabled channel configuration whose sender is `number` (inbound routing)."""
+    """The enabled channel configuration whose sender is `number` (inbound routing).
+
+    The configuration of `channel` itself first; else another phone channel with that number (one
+    Twilio number often serves SMS, WhatsApp and voice but is configured for one of them only).
+    """
     result: ChannelConfig | None = await session.scalar(
-        select(ChannelConfig).where(
-            ChannelConfig.channel == channel, ChannelConfig.sender == number, ChannelConfig.enabled.is_(True)
+        select(ChannelConfig)
+        .where(
+            ChannelConfig.channel.in_(PHONE_CHANNELS),
+            ChannelConfig.sender == number,
+            ChannelConfig.enabled.is_(True),
         )
+        .order_by((ChannelConfig.channel == channel).desc(), ChannelConfig.created_at)
+        .limit(1)
     )
     return result
+
+
+async def attach_conversation(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Communication:
+    """Link a message to a conversation (for the conversations module)."""
+    comm = await get(session, org_id, communication_id)
+    comm.conversation_id = conversation_id
+    await session.flush()
+    return comm
 
 
 # --- the patient record's extension points -------------------------------------------------------

@@ -512,3 +512,22 @@ async def test_disabled_channel_refuses_to_send(
     patient = await patient_with_contacts(session, org)
     r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     assert r.status_code == 409 and r.json()["code"] == "channel_disabled"
+
+
+async def test_sms_to_a_number_configured_for_whatsapp_reaches_that_org_and_can_join_a_conversation(
+    session: AsyncSession,
+    anon_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    org: Organisation,
+    messaging_settings: Settings,
+) -> None:
+    await configure_channel(session, org, "whatsapp", sender="+34910000201")
+    phone = new_phone()
+    r = await inbound(anon_client, messaging_settings, from_=phone, to="+34910000201", body="hi", channel="sms")
+    assert r.status_code == 200
+    [comm] = await session.scalars(select(Communication).where(Communication.org_id == org.id))
+    assert comm.channel == "sms"
+    conversation_id = uuid.uuid4()
+    await communications.attach_conversation(session, org.id, comm.id, conversation_id)
+    listed = await client.get("/communications", params={"conversation_id": str(conversation_id)})
+    assert [i["id"] for i in listed.json()["items"]] == [str(comm.id)]
