@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters import registry as adapters
@@ -177,8 +178,22 @@ async def send(
         attempts=0,
         details={},
     )
-    session.add(comm)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(comm)
+            await session.flush()
+    except IntegrityError:
+        if not data.idempotency_key:
+            raise
+        # a concurrent request with the same key won the race: answer with its message
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
+            )
+        )
+        if existing is None:
+            raise
+        return existing
     schedule_at = data.send_at if data.send_at and data.send_at > now else None
     job_id = await jobs.defer(
         session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id), schedule_at=schedule_at
