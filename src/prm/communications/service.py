@@ -513,7 +513,8 @@ async def _apply_early_statuses(session: AsyncSession, provider: str, provider_m
             InboundEvent.provider == provider,
             InboundEvent.kind == "status",
             InboundEvent.outcome == "unmatched",
-            InboundEvent.external_id.startswith(f"{provider_message_id}:", autoescape=True),
+            # exact ids (one per status word) so the unique index answers, however large the table
+            InboundEvent.external_id.in_([f"{provider_message_id}:{word}" for word in rules.TWILIO_STATUS]),
         )
         .order_by(InboundEvent.received_at)
     )
