@@ -1,7 +1,7 @@
 """appointments: practitioners, locations, services, availability, appointments (exclusion constraints), history, reminders
 
 Revision ID: 20261125_0003
-Revises: 20261125_0002
+Revises: 20261125_0004
 Create Date: 2026-11-25 14:46:09.394567
 """
 
@@ -24,7 +24,7 @@ EXCLUDE_PATIENT = (
 )
 
 revision = '20261125_0003'
-down_revision = '20261125_0002'
+down_revision = '20261125_0004'
 branch_labels = None
 depends_on = None
 
