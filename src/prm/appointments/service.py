@@ -1210,18 +1210,3 @@ async def timeline(
             )
         )
     return out
-
-
-__all__ = [
-    "agenda",
-    "available_slots",
-    "book",
-    "cancel",
-    "find_services",
-    "ics",
-    "list_services",
-    "patient_history",
-    "reschedule",
-    "transition",
-    "upcoming_for_patient",
-]
