@@ -100,7 +100,6 @@ def serve(
     import uvicorn
 
     from prm.app import create_app
-
     from prm.core import logging as prm_logging
 
     settings = get_settings()
