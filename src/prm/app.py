@@ -140,6 +140,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
+    from prm.adapters import registry as adapters
+
+    adapters.configure(settings)
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
                                       max_overflow=settings.db_max_overflow, echo=settings.db_echo)
     jobs.bind(db.sessionmaker)

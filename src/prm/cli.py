@@ -100,9 +100,11 @@ def serve(
     import uvicorn
 
     from prm.app import create_app
+    from prm.core import logging as prm_logging
 
     settings = get_settings()
     settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
+    prm_logging.configure(settings.log_level, json=settings.log_json)
     if migrate_first:
         migrate_database(settings)
     if demo if demo is not None else settings.seed_demo:

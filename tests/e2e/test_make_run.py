@@ -30,10 +30,10 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
                             cwd=data_dir.parent, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> httpx.Response:
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited early"
+        assert proc.poll() is None, "server exited early:\n" + log.read_text()[-4000:]
         try:
             r = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
             if r.status_code == 200:
@@ -53,7 +53,7 @@ def test_serve_on_embedded_database_with_demo_clinic(tmp_path: Path) -> None:
     data_dir, port, log = tmp_path / ".prm", _free_port(), tmp_path / "serve.log"
     proc = _start(data_dir, port, log)
     try:
-        _wait_ready(port, proc)
+        _wait_ready(port, proc, log)
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         token = httpx.post(f"http://127.0.0.1:{port}/auth/token",
                            data={"username": "admin@demo-clinic.example", "password": "demo-password-123"})
@@ -70,7 +70,7 @@ def test_serve_on_embedded_database_with_demo_clinic(tmp_path: Path) -> None:
     # Second start: same data, no second demo clinic, the old key still works.
     proc = _start(data_dir, port, tmp_path / "serve2.log")
     try:
-        _wait_ready(port, proc)
+        _wait_ready(port, proc, tmp_path / "serve2.log")
         me = httpx.get(f"http://127.0.0.1:{port}/auth/me", headers={"Authorization": f"Bearer {api_key}"})
         assert me.status_code == 200
         assert "Demo clinic created" not in (tmp_path / "serve2.log").read_text()

@@ -52,6 +52,22 @@ def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+class _CurrentStdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now (test runners swap it), never to a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _stdout_logger(*args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stdout)
+
+
 class _MessageFreeExceptions(logging.Filter):
     """Library log records (uvicorn, procrastinate) keep the exception type and frames, not its text."""
 
@@ -76,11 +92,11 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=_stdout_logger,
         cache_logger_on_first_use=False,
     )
     # Route the standard library (uvicorn, procrastinate, alembic) through the same redaction.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _CurrentStdout()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
