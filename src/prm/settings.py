@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     rate_limit_webhooks: str = "600/minute"
     idempotency_ttl_hours: int = 24
 
+    # --- patients --------------------------------------------------------------------------------
+    default_phone_region: str = "US"
+    patient_duplicate_threshold: float = Field(default=0.7, ge=0, le=1)
+    patient_search_similarity: float = Field(default=0.3, ge=0, le=1)
+    consent_default_ai_processing: bool = True
+    consent_default_ehr_export: bool = True
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
