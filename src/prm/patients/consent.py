@@ -52,7 +52,8 @@ def check_key(channel: str | None, purpose: str) -> None:
         raise ValueError(f"purpose must be one of {', '.join(CONTACT_PURPOSES)}")
 
 
-def default_for(channel: str | None, purpose: str, data_sharing_defaults: dict[str, bool] | None = None) -> bool:
+def default_for(channel: str | None, purpose: str,
+                data_sharing_defaults: dict[str, bool] | None = None) -> bool:
     if channel is None:
         return bool((data_sharing_defaults or {}).get(purpose, False))
     return CONTACT_DEFAULTS[purpose]

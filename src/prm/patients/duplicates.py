@@ -2,15 +2,14 @@
 
 The score is a sum of weighted signals, capped to [0, 1]:
 
-| signal                                   | weight                                  | reason code            |
-| ---------------------------------------- | --------------------------------------- | ---------------------- |
-| name similarity s (rapidfuzz, folded)    | 0.5 × s, counted only when s ≥ 0.6      | `name_similar` / `name_exact` |
-| same date of birth                       | +0.3                                    | `birth_date_exact`     |
-| date of birth with day/month swapped, or | +0.2                                    | `birth_date_transposed`|
-| two adjacent digits swapped              |                                         |                        |
-| both dates known and otherwise different | −0.2                                    | (no reason; a penalty) |
-| a phone number in common (E.164)         | +0.25                                   | `same_phone`           |
-| an email address in common (any case)    | +0.25                                   | `same_email`           |
+| signal                                          | weight                    | reason code           |
+| ----------------------------------------------- | ------------------------- | --------------------- |
+| name similarity s (rapidfuzz, folded names)     | 0.5 × s, only if s ≥ 0.6  | name_exact/similar    |
+| same date of birth                              | +0.3                      | birth_date_exact      |
+| birth date with day/month or 2 digits swapped   | +0.2                      | birth_date_transposed |
+| both birth dates known and otherwise different  | −0.2                      | (none: a penalty)     |
+| a phone number in common (E.164)                | +0.25                     | same_phone            |
+| an email address in common (any case)           | +0.25                     | same_email            |
 
 Name similarity is the best of rapidfuzz's `token_sort_ratio` (word order does not matter:
 "García José" = "José García") and `token_set_ratio` scaled by 0.95 (one name contained in the

@@ -12,7 +12,7 @@ _FOLD = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d",
 
 
 def fold(text: str | None) -> str:
-    """Lower case, accents removed, punctuation dropped, spaces collapsed: "  Núñez-García " → "nunez garcia"."""
+    """Lower case, accents and punctuation removed, spaces collapsed: " Núñez-García" → "nunez garcia"."""
     if not text:
         return ""
     decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_FOLD))

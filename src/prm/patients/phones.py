@@ -30,8 +30,8 @@ def normalise(raw: str, default_region: str = "US") -> str:
         text = "+" + text[2:]
     try:
         number = phonenumbers.parse(text, (default_region or "US").upper())
-    except NumberParseException as exc:
-        raise InvalidPhoneNumber(f"not a phone number ({exc.error_type.name.lower()})") from None
+    except NumberParseException:
+        raise InvalidPhoneNumber("not a phone number") from None
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber("not a valid number for its country")
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
