@@ -24,7 +24,7 @@ from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFa
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity.models import User
-from prm.patients.models import Patient
+from prm.patients import service as patients
 from prm.patients.registry import TimelineEntry, on_merge, timeline_source
 from prm.settings import Settings, get_settings
 from prm.tickets import rules
@@ -146,12 +146,9 @@ async def _lock(
 
 
 async def _require_patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> None:
-    found = await session.scalar(
-        select(Patient.id).where(
-            Patient.id == patient_id, Patient.org_id == org_id, Patient.deleted_at.is_(None)
-        )
-    )
-    if found is None:
+    try:
+        await patients.get(session, org_id, patient_id)
+    except NotFound:
         raise ValidationFailed.field(
             "patient_id", "no such patient in this organisation", code="patient_not_found"
         )

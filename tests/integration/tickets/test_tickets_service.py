@@ -16,8 +16,7 @@ from prm.core.events import EventRecord
 from prm.patients.registry import merge_handlers, timeline_sources
 from prm.tickets import service
 from prm.tickets.models import Ticket
-from tests.fixtures.conversation_fixtures import make_simple_patient
-from tests.fixtures.factories import make_user
+from tests.fixtures.factories import make_patient, make_user
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -32,7 +31,7 @@ async def _events(session, org_id, type_: str) -> list[dict]:
 
 
 async def test_create_ticket(session, org, client: httpx.AsyncClient) -> None:
-    patient = await make_simple_patient(session, org)
+    patient = await make_patient(session, org)
     with clock.frozen(T0):
         r = await client.post(
             "/tickets",
@@ -63,7 +62,7 @@ async def test_create_ticket(session, org, client: httpx.AsyncClient) -> None:
 
 
 async def test_create_ticket_rejects_bad_input(session, org, other_org, client: httpx.AsyncClient) -> None:
-    foreign = await make_simple_patient(session, other_org)
+    foreign = await make_patient(session, other_org)
     r = await client.post("/tickets", json={"subject": "x", "patient_id": str(foreign.id)})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "patient_id"
     r = await client.post("/tickets", json={"subject": "x", "assignee_id": str(uuid.uuid4())})
@@ -76,7 +75,7 @@ async def test_create_ticket_rejects_bad_input(session, org, other_org, client: 
 
 async def test_list_tickets_with_filters(session, org, other_org, client: httpx.AsyncClient) -> None:
     agent = await make_user(session, org, role="support_agent")
-    patient = await make_simple_patient(session, org)
+    patient = await make_patient(session, org)
     with clock.frozen(T0) as c:
 
         async def create(**body) -> dict:
@@ -127,7 +126,7 @@ async def test_list_tickets_with_filters(session, org, other_org, client: httpx.
 
 
 async def test_get_ticket_by_id(session, org, client: httpx.AsyncClient) -> None:
-    patient = await make_simple_patient(session, org)
+    patient = await make_patient(session, org)
     created = (
         await client.post(
             "/tickets", json={"subject": "Call me back", "patient_id": str(patient.id), "auto_assign": False}
@@ -372,8 +371,8 @@ async def test_permissions(session, org, make_client) -> None:
 
 
 async def test_merge_and_timeline_hooks(session, org) -> None:
-    keep = await make_simple_patient(session, org)
-    dup = await make_simple_patient(session, org)
+    keep = await make_patient(session, org)
+    dup = await make_patient(session, org)
     with clock.frozen(T0):
         ticket = await service.create(
             session, org.id, service.TicketCreate(subject="x", patient_id=dup.id), _system(org)
