@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     consent_default_ai_processing: bool = True
     consent_default_ehr_export: bool = True
 
+    # --- appointments ----------------------------------------------------------------------------
+    reminder_offsets_minutes: str = "1440,120"
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 

@@ -1,0 +1,1 @@
+"""Scheduling and appointments: practitioners, locations, services, availability, booking, reminders."""

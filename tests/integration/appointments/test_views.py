@@ -1,0 +1,196 @@
+"""Agenda, calendar invites, service matching, permissions and the patient-merge hook."""
+
+from __future__ import annotations
+
+import httpx
+from icalendar import Calendar
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.appointments import service
+from prm.appointments.models import Appointment
+from prm.appointments.schemas import AppointmentCreate
+from prm.core import clock
+from prm.core.audit import AuditEntry
+from prm.patients.registry import merge_handlers
+
+from .conftest import NOW, Clinic, make_patient
+from .test_appointments_service import at, principal_for
+
+
+async def test_agenda_for_a_day_and_a_week(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    who = principal_for(clinic)
+    with clock.frozen(NOW):
+        for day, hour in ((24, 9), (24, 11), (26, 10)):
+            patient = await make_patient(session, clinic.org_id, given=f"P{day}{hour}")
+            await service.book(
+                session,
+                clinic.org_id,
+                AppointmentCreate(
+                    patient_id=patient.id,
+                    service_id=clinic.cleaning.id,
+                    practitioner_id=clinic.vega.id,
+                    start_at=at(day, hour),
+                ),
+                who,
+            )
+        r = await client.get(f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-24"})
+        assert r.status_code == 200, r.text
+        day = r.json()
+        assert day["timezone"] == "Europe/Madrid" and day["end_date"] == "2026-03-24"
+        assert [e["local_start"] for e in day["entries"]] == [
+            "2026-03-24T09:00:00+01:00",
+            "2026-03-24T11:00:00+01:00",
+        ]
+        assert (
+            day["entries"][0]["service_name"] == "Cleaning" and day["entries"][0]["location_name"] == "Centro"
+        )
+        week = (
+            await client.get(
+                f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-23", "days": 7}
+            )
+        ).json()
+        assert len(week["entries"]) == 3 and week["end_date"] == "2026-03-29"
+        assert (
+            await client.get(
+                f"/practitioners/{clinic.ruiz.id}/agenda", params={"start_date": "2026-03-23", "days": 7}
+            )
+        ).json()["entries"] == []
+        # each appointment shown in an agenda is an audited read of patient data
+        reads = await session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(
+                AuditEntry.org_id == clinic.org_id,
+                AuditEntry.action == "read",
+                AuditEntry.resource_type == "appointment",
+            )
+        )
+        assert reads == 5
+
+
+async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
+    who = principal_for(clinic)
+    patient = await make_patient(session, clinic.org_id)
+    with clock.frozen(NOW):
+        appt = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(24, 10),
+            ),
+            who,
+        )
+        r = await client.get(f"/appointments/{appt.id}/invite.ics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
+        event = Calendar.from_ical(r.content).walk("VEVENT")[0]
+        assert event.decoded("dtstart") == at(24, 10) and event.decoded("dtend") == at(24, 10, 30)
+        assert str(event["summary"]) == "Cleaning with Dr Vega" and int(event["sequence"]) == 0
+        await service.reschedule(session, clinic.org_id, appt.id, start_at=at(25, 10), who=who)
+        event = Calendar.from_ical((await client.get(f"/appointments/{appt.id}/invite.ics")).content).walk(
+            "VEVENT"
+        )[0]
+        assert int(event["sequence"]) == 1 and event.decoded("dtstart") == at(25, 10)
+
+
+async def test_services_matching_and_setup_api(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient, make_client
+) -> None:  # type: ignore[no-untyped-def]
+    assert [s.name for s in await service.list_services(session, clinic.org_id)] == ["Check-up", "Cleaning"]
+    assert [s.name for s in await service.find_services(session, clinic.org_id, "I need a cleaning")] == [
+        "Cleaning"
+    ]
+    assert [s.name for s in await service.find_services(session, clinic.org_id, "LIMPIEZA dental")] == [
+        "Cleaning"
+    ]
+    assert [s.name for s in await service.find_services(session, clinic.org_id, "check")] == ["Check-up"]
+    assert await service.find_services(session, clinic.org_id, "  ") == []
+    r = await client.get("/services", params={"q": "hygiene"})
+    assert [s["name"] for s in r.json()] == ["Cleaning"]
+    assert r.json()[0]["keywords"] == ["limpieza", "hygiene"]
+    # setup API round trip
+    r = await client.post("/locations", json={"name": "Norte", "timezone": "America/New_York"})
+    assert r.status_code == 201
+    loc_id = r.json()["id"]
+    assert (await client.patch(f"/locations/{loc_id}", json={"address": "5th Ave"})).json()[
+        "address"
+    ] == "5th Ave"
+    r = await client.post("/practitioners", json={"name": "Dr Kim", "timezone": "America/New_York"})
+    kim = r.json()["id"]
+    assert (await client.patch(f"/practitioners/{kim}", json={"title": "DDS"})).json()["title"] == "DDS"
+    r = await client.post(
+        "/practitioners", json={"name": "Dr X", "user_id": "00000000-0000-0000-0000-000000000000"}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "user_id"
+    r = await client.patch(
+        f"/services/{clinic.cleaning.id}", json={"practitioner_ids": [kim], "duration_minutes": 45}
+    )
+    assert (
+        r.status_code == 200 and r.json()["practitioner_ids"] == [kim] and r.json()["duration_minutes"] == 45
+    )
+    r = await client.post(
+        "/services", json={"name": "Bad", "duration_minutes": 30, "practitioner_ids": [loc_id]}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "practitioner_ids.0"
+    assert len((await client.get("/practitioners")).json()) == 3
+    assert len((await client.get("/locations")).json()) == 2
+    assert (await client.get(f"/services/{clinic.checkup.id}")).json()["mode"] == "video"
+    # roles: a support agent reads the schedule but cannot book or change the setup
+    agent = await make_client("support_agent")
+    assert (await agent.get("/services")).status_code == 200
+    assert (await agent.post("/locations", json={"name": "N", "timezone": "UTC"})).status_code == 403
+    assert (await agent.post("/appointments", json={})).status_code == 403
+
+
+async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: Clinic) -> None:
+    who = principal_for(clinic)
+    survivor = await make_patient(session, clinic.org_id, given="Ana")
+    duplicate = await make_patient(session, clinic.org_id, given="Ana M.")
+    with clock.frozen(NOW):
+        kept = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=survivor.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(24, 10),
+            ),
+            who,
+        )
+        twin = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=duplicate.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.ruiz.id,
+                start_at=at(24, 10),
+            ),
+            who,
+        )
+        other = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=duplicate.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.ruiz.id,
+                start_at=at(26, 10),
+            ),
+            who,
+        )
+        moved = await merge_handlers()["appointments"](session, clinic.org_id, duplicate.id, survivor.id)
+    assert moved == 2
+    rows = {
+        a.id: a
+        for a in await session.scalars(select(Appointment).where(Appointment.patient_id == survivor.id))
+    }
+    assert set(rows) == {kept.id, twin.id, other.id}
+    assert rows[twin.id].status == "cancelled" and "patient merge" in (rows[twin.id].cancel_reason or "")
+    assert rows[other.id].status == "booked"
