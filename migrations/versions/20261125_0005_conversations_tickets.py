@@ -1,8 +1,9 @@
 """conversations and tickets: conversations (one open per patient and channel, assistant state),
-tickets (SLA, optimistic version, full-text search), ticket comments.
+tickets (SLA, optimistic version, full-text search), ticket comments; and the foreign key from
+communications.conversation_id to conversations.
 
 Revision ID: 20261125_0005
-Revises: 20261125_0002
+Revises: 20261125_0003, 20261125_0004 (joins the appointments and messaging heads)
 Create Date: 2026-11-25 14:49:07.499105
 """
 
@@ -13,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261125_0005'
-down_revision = '20261125_0002'
+down_revision = ('20261125_0003', '20261125_0004')
 branch_labels = None
 depends_on = None
 
@@ -108,9 +109,13 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_ticket_comments_org_id'), 'ticket_comments', ['org_id'], unique=False)
     op.create_index('ix_ticket_comments_ticket_created', 'ticket_comments', ['ticket_id', 'created_at'], unique=False)
+    op.create_foreign_key(op.f('fk_communications_conversation_id_conversations'), 'communications',
+                          'conversations', ['conversation_id'], ['id'], ondelete='SET NULL')
 
 
 def downgrade() -> None:
+    op.drop_constraint(op.f('fk_communications_conversation_id_conversations'), 'communications',
+                       type_='foreignkey')
     op.drop_table('ticket_comments')
     op.drop_table('tickets')
     op.drop_table('conversations')

@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     # --- appointments ----------------------------------------------------------------------------
     reminder_offsets_minutes: str = "1440,120"
 
+    # --- messaging -------------------------------------------------------------------------------
+    messaging_provider_sms: Literal["sandbox", "twilio"] = "sandbox"
+    messaging_provider_whatsapp: Literal["sandbox", "twilio"] = "sandbox"
+    messaging_provider_voice: Literal["sandbox", "twilio"] = "sandbox"
+    messaging_provider_email: Literal["sandbox", "smtp"] = "sandbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_timeout_seconds: float = 10.0
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_use_tls: bool = False
+    smtp_starttls: bool = True
+    smtp_from: str = "PRM <no-reply@localhost>"
+    communication_max_attempts: int = 5
+    communication_retry_base_seconds: int = 30
+    communication_retry_max_seconds: int = 3600
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
@@ -82,7 +102,8 @@ class Settings(BaseSettings):
     ticket_auto_assign_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["support_agent", "coordinator"])
 
-    @field_validator("database_url", "redis_url", mode="before")
+    @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
+                     "smtp_password", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,0 +1,168 @@
+"""Twilio WhatsApp, SMS and voice over Twilio's REST API, with httpx.
+
+Direct HTTP (rather than the SDK's synchronous client) keeps sending async and lets tests fake
+Twilio faithfully at the HTTP layer with `respx`. Errors are classified for the retry policy:
+
+* transient: timeouts and connection errors, HTTP 429, HTTP 5xx;
+* permanent: any other 4xx, e.g. 21211 invalid `To` number, 21610 recipient unsubscribed (STOP),
+  63016 WhatsApp free-form message outside the 24-hour window, 21408 region not enabled.
+
+No number, body or credential is ever logged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from xml.sax.saxutils import escape
+
+import httpx
+import structlog
+
+from prm.adapters.channels import (
+    OutboundCall,
+    OutboundMessage,
+    PermanentDeliveryError,
+    SendResult,
+    TransientDeliveryError,
+)
+
+log = structlog.get_logger(__name__)
+
+API_VERSION = "2010-04-01"
+WHATSAPP_PREFIX = "whatsapp:"
+
+# Codes Twilio documents as "the request can never succeed as sent" (kept for reference and docs;
+# every 4xx other than 429 is treated as permanent anyway).
+PERMANENT_CODES = {
+    "21211": "invalid 'To' phone number",
+    "21408": "permission to send to this region is not enabled",
+    "21610": "recipient has unsubscribed (replied STOP)",
+    "21612": "the 'To' number cannot be reached on this channel",
+    "21614": "'To' number is not a mobile number",
+    "63016": "WhatsApp free-form message outside the 24-hour session window; use a template",
+}
+
+
+def address(channel: str, number: str) -> str:
+    """The address Twilio expects: `whatsapp:+34...` on WhatsApp, plain E.164 otherwise."""
+    if channel == "whatsapp" and not number.startswith(WHATSAPP_PREFIX):
+        return WHATSAPP_PREFIX + number
+    return number
+
+
+def strip_channel(number: str) -> tuple[str, str]:
+    """(`whatsapp` or `sms`, bare E.164) for an address Twilio sent us."""
+    if number.startswith(WHATSAPP_PREFIX):
+        return "whatsapp", number[len(WHATSAPP_PREFIX):]
+    return "sms", number
+
+
+def say_twiml(text: str, language: str = "en") -> str:
+    lang = {"en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "pt": "pt-PT"}.get(language, language)
+    return f'<Response><Say language="{escape(lang)}">{escape(text)}</Say></Response>'
+
+
+class TwilioChannel:
+    """`TextChannel` and `VoiceChannel` for Twilio."""
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        base_url: str = "https://api.twilio.com",
+        timeout_seconds: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth = (account_sid, auth_token)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout_seconds
+        self._http = http
+
+    def _url(self, resource: str) -> str:
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/{resource}.json"
+
+    async def _post(self, resource: str, form: list[tuple[str, str]]) -> dict[str, Any]:
+        try:
+            if self._http is not None:
+                response = await self._http.post(self._url(resource), data=dict(_multi(form)),
+                                                  auth=self._auth, timeout=self.timeout)
+            else:
+                async with httpx.AsyncClient(timeout=self.timeout) as http:
+                    response = await http.post(self._url(resource), data=dict(_multi(form)), auth=self._auth)
+        except httpx.TimeoutException:
+            log.warning("twilio.timeout", resource=resource)
+            raise TransientDeliveryError("Twilio did not answer in time", code="timeout") from None
+        except httpx.TransportError as exc:
+            log.warning("twilio.unreachable", resource=resource, error=type(exc).__name__)
+            raise TransientDeliveryError("Twilio could not be reached", code="connection_error") from None
+        return _classify(response, resource)
+
+    async def send_message(self, message: OutboundMessage) -> SendResult:
+        form: list[tuple[str, str]] = [("To", address(message.channel, message.to))]
+        if message.from_:
+            form.append(("From", address(message.channel, message.from_)))
+        if message.content_sid:
+            form.append(("ContentSid", message.content_sid))
+            if message.content_variables:
+                form.append(("ContentVariables", json.dumps(message.content_variables)))
+        elif message.body is not None:
+            form.append(("Body", message.body))
+        form += [("MediaUrl", url) for url in message.media_urls]
+        if message.status_callback:
+            form.append(("StatusCallback", message.status_callback))
+        data = await self._post("Messages", form)
+        return SendResult(provider=self.name, provider_message_id=data.get("sid"),
+                          status=_our_status(data.get("status")))
+
+    async def place_call(self, call: OutboundCall) -> SendResult:
+        form = [("To", call.to), ("Twiml", say_twiml(call.say, call.language))]
+        if call.from_:
+            form.append(("From", call.from_))
+        if call.status_callback:
+            form.append(("StatusCallback", call.status_callback))
+        data = await self._post("Calls", form)
+        return SendResult(provider=self.name, provider_message_id=data.get("sid"), status="sent",
+                          details={"call_status": data.get("status")})
+
+
+def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
+    """httpx takes repeated form fields as lists (`MediaUrl=a&MediaUrl=b`)."""
+    out: dict[str, Any] = {}
+    for key, value in form:
+        if key in out:
+            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
+        else:
+            out[key] = value
+    return out
+
+
+def _our_status(twilio_status: str | None) -> str:
+    return {"queued": "sent", "accepted": "sent", "scheduled": "sent", "sending": "sent",
+            "sent": "sent", "delivered": "delivered", "read": "read",
+            "failed": "failed", "undelivered": "undelivered"}.get(twilio_status or "", "sent")
+
+
+def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
+    if response.status_code < 400:
+        try:
+            return dict(response.json())
+        except ValueError:
+            raise TransientDeliveryError("Twilio answered with something that is not JSON",
+                                         code="bad_response", http_status=response.status_code) from None
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    code = str(problem.get("code")) if problem.get("code") is not None else None
+    reason = PERMANENT_CODES.get(code or "") or str(problem.get("message") or f"HTTP {response.status_code}")
+    log.warning("twilio.error", resource=resource, http_status=response.status_code, twilio_code=code)
+    if response.status_code == 429 or response.status_code >= 500:
+        raise TransientDeliveryError(reason, code=code or f"http_{response.status_code}",
+                                     http_status=response.status_code)
+    raise PermanentDeliveryError(reason, code=code or f"http_{response.status_code}",
+                                 http_status=response.status_code)

@@ -1,0 +1,1 @@
+"""Communications: every inbound and outbound message, the channel configuration, the sandbox outbox."""

@@ -1,0 +1,1 @@
+"""Notifications: templates per channel and locale, previews, single and batch sends."""
