@@ -31,18 +31,27 @@ def default_provider(channel: str) -> str:
 def twilio() -> TwilioChannel:
     s = settings()
     if not s.twilio_account_sid or s.twilio_auth_token is None:
-        raise PermanentDeliveryError("Twilio is not configured (TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)",
-                                     code="provider_not_configured")
-    return TwilioChannel(account_sid=s.twilio_account_sid, auth_token=s.twilio_auth_token.get_secret_value(),
-                         base_url=s.twilio_api_base_url, timeout_seconds=s.twilio_timeout_seconds)
+        raise PermanentDeliveryError(
+            "Twilio is not configured (TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)",
+            code="provider_not_configured",
+        )
+    return TwilioChannel(
+        account_sid=s.twilio_account_sid,
+        auth_token=s.twilio_auth_token.get_secret_value(),
+        base_url=s.twilio_api_base_url,
+        timeout_seconds=s.twilio_timeout_seconds,
+    )
 
 
 def smtp() -> SmtpChannel:
     s = settings()
     return SmtpChannel(
-        host=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
+        host=s.smtp_host,
+        port=s.smtp_port,
+        username=s.smtp_username,
         password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-        use_tls=s.smtp_use_tls, start_tls=None if s.smtp_starttls else False,
+        use_tls=s.smtp_use_tls,
+        start_tls=None if s.smtp_starttls else False,
         timeout_seconds=s.twilio_timeout_seconds,
     )
 

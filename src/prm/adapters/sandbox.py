@@ -34,8 +34,11 @@ class SandboxChannel:
     async def send_email(self, email: OutboundEmail) -> SendResult:
         payload = asdict(email)
         payload["attachments"] = [
-            {"filename": a.filename, "content_type": a.content_type,
-             "content_base64": base64.b64encode(a.content).decode()}
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "content_base64": base64.b64encode(a.content).decode(),
+            }
             for a in email.attachments
         ]
         ref = await self._record("email", payload)

@@ -31,8 +31,12 @@ def build_message(email: OutboundEmail, *, message_id: str | None = None) -> Ema
         msg.add_alternative(email.html, subtype="html")
     for attachment in email.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
-        msg.add_attachment(attachment.content, maintype=maintype, subtype=subtype or "octet-stream",
-                           filename=attachment.filename)
+        msg.add_attachment(
+            attachment.content,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
     return msg
 
 
@@ -41,8 +45,17 @@ class SmtpChannel:
 
     name = "smtp"
 
-    def __init__(self, *, host: str, port: int, username: str | None = None, password: str | None = None,
-                 use_tls: bool = False, start_tls: bool | None = None, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.username = username
@@ -55,8 +68,14 @@ class SmtpChannel:
         msg = build_message(email)
         try:
             await aiosmtplib.send(
-                msg, hostname=self.host, port=self.port, username=self.username, password=self.password,
-                use_tls=self.use_tls, start_tls=self.start_tls, timeout=self.timeout,
+                msg,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                use_tls=self.use_tls,
+                start_tls=self.start_tls,
+                timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = {str(e.code) for e in exc.recipients}
@@ -70,5 +89,7 @@ class SmtpChannel:
             raise error(f"the mail server answered {exc.code}", code=str(exc.code)) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             log.warning("smtp.unreachable", error=type(exc).__name__)
-            raise TransientDeliveryError("the mail server could not be reached", code="connection_error") from None
+            raise TransientDeliveryError(
+                "the mail server could not be reached", code="connection_error"
+            ) from None
         return SendResult(provider=self.name, provider_message_id=str(msg["Message-ID"]), status="sent")

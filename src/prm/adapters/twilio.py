@@ -54,7 +54,7 @@ def address(channel: str, number: str) -> str:
 def strip_channel(number: str) -> tuple[str, str]:
     """(`whatsapp` or `sms`, bare E.164) for an address Twilio sent us."""
     if number.startswith(WHATSAPP_PREFIX):
-        return "whatsapp", number[len(WHATSAPP_PREFIX):]
+        return "whatsapp", number[len(WHATSAPP_PREFIX) :]
     return "sms", number
 
 
@@ -89,8 +89,9 @@ class TwilioChannel:
     async def _post(self, resource: str, form: list[tuple[str, str]]) -> dict[str, Any]:
         try:
             if self._http is not None:
-                response = await self._http.post(self._url(resource), data=dict(_multi(form)),
-                                                  auth=self._auth, timeout=self.timeout)
+                response = await self._http.post(
+                    self._url(resource), data=dict(_multi(form)), auth=self._auth, timeout=self.timeout
+                )
             else:
                 async with httpx.AsyncClient(timeout=self.timeout) as http:
                     response = await http.post(self._url(resource), data=dict(_multi(form)), auth=self._auth)
@@ -116,8 +117,9 @@ class TwilioChannel:
         if message.status_callback:
             form.append(("StatusCallback", message.status_callback))
         data = await self._post("Messages", form)
-        return SendResult(provider=self.name, provider_message_id=data.get("sid"),
-                          status=_our_status(data.get("status")))
+        return SendResult(
+            provider=self.name, provider_message_id=data.get("sid"), status=_our_status(data.get("status"))
+        )
 
     async def place_call(self, call: OutboundCall) -> SendResult:
         form = [("To", call.to), ("Twiml", say_twiml(call.say, call.language))]
@@ -126,8 +128,12 @@ class TwilioChannel:
         if call.status_callback:
             form.append(("StatusCallback", call.status_callback))
         data = await self._post("Calls", form)
-        return SendResult(provider=self.name, provider_message_id=data.get("sid"), status="sent",
-                          details={"call_status": data.get("status")})
+        return SendResult(
+            provider=self.name,
+            provider_message_id=data.get("sid"),
+            status="sent",
+            details={"call_status": data.get("status")},
+        )
 
 
 def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
@@ -142,9 +148,17 @@ def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _our_status(twilio_status: str | None) -> str:
-    return {"queued": "sent", "accepted": "sent", "scheduled": "sent", "sending": "sent",
-            "sent": "sent", "delivered": "delivered", "read": "read",
-            "failed": "failed", "undelivered": "undelivered"}.get(twilio_status or "", "sent")
+    return {
+        "queued": "sent",
+        "accepted": "sent",
+        "scheduled": "sent",
+        "sending": "sent",
+        "sent": "sent",
+        "delivered": "delivered",
+        "read": "read",
+        "failed": "failed",
+        "undelivered": "undelivered",
+    }.get(twilio_status or "", "sent")
 
 
 def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
@@ -152,8 +166,11 @@ def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
         try:
             return dict(response.json())
         except ValueError:
-            raise TransientDeliveryError("Twilio answered with something that is not JSON",
-                                         code="bad_response", http_status=response.status_code) from None
+            raise TransientDeliveryError(
+                "Twilio answered with something that is not JSON",
+                code="bad_response",
+                http_status=response.status_code,
+            ) from None
     try:
         problem = response.json()
     except ValueError:
@@ -162,7 +179,9 @@ def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
     reason = PERMANENT_CODES.get(code or "") or str(problem.get("message") or f"HTTP {response.status_code}")
     log.warning("twilio.error", resource=resource, http_status=response.status_code, twilio_code=code)
     if response.status_code == 429 or response.status_code >= 500:
-        raise TransientDeliveryError(reason, code=code or f"http_{response.status_code}",
-                                     http_status=response.status_code)
-    raise PermanentDeliveryError(reason, code=code or f"http_{response.status_code}",
-                                 http_status=response.status_code)
+        raise TransientDeliveryError(
+            reason, code=code or f"http_{response.status_code}", http_status=response.status_code
+        )
+    raise PermanentDeliveryError(
+        reason, code=code or f"http_{response.status_code}", http_status=response.status_code
+    )

@@ -39,12 +39,27 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
         Index("ix_communications_org_patient_at", "org_id", "patient_id", "created_at"),
         Index("ix_communications_org_channel_at", "org_id", "channel", "created_at"),
         Index("ix_communications_org_status", "org_id", "status"),
-        Index("ix_communications_patient_inbound", "patient_id", "channel", "created_at",
-              postgresql_where=text("direction = 'inbound'")),
-        Index("uq_communications_provider_message_id", "provider", "provider_message_id", unique=True,
-              postgresql_where=text("provider_message_id IS NOT NULL")),
-        Index("uq_communications_org_idempotency_key", "org_id", "idempotency_key", unique=True,
-              postgresql_where=text("idempotency_key IS NOT NULL")),
+        Index(
+            "ix_communications_patient_inbound",
+            "patient_id",
+            "channel",
+            "created_at",
+            postgresql_where=text("direction = 'inbound'"),
+        ),
+        Index(
+            "uq_communications_provider_message_id",
+            "provider",
+            "provider_message_id",
+            unique=True,
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_communications_org_idempotency_key",
+            "org_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         Index("ix_communications_conversation_id", "conversation_id"),
     )
 
@@ -62,7 +77,9 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     # [{"url": ..., "content_type": ...}] for MMS / WhatsApp media
     media: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
     # email attachments: [{"filename", "content_type", "content_base64"}]
-    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'")
+    )
     content_sid: Mapped[str | None] = mapped_column(String(64))
     content_variables: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     template_key: Mapped[str | None] = mapped_column(String(100))
@@ -98,7 +115,8 @@ class InboundEvent(IdMixin, Base):
     kind: Mapped[str] = mapped_column(String(32))  # "message", "status", "voice_call"
     outcome: Mapped[str] = mapped_column(String(32), default="received")  # processed, unroutable, ignored
     communication_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("communications.id", ondelete="SET NULL"))
+        ForeignKey("communications.id", ondelete="SET NULL")
+    )
     received_at: Mapped[datetime] = mapped_column(default=clock.now)
     processed_at: Mapped[datetime | None]
 
@@ -110,8 +128,13 @@ class ChannelConfig(IdMixin, TimestampMixin, OrgMixin, Base):
         CheckConstraint("provider IS NULL OR provider IN ('sandbox', 'twilio', 'smtp')", name="provider"),
         UniqueConstraint("org_id", "channel", name="uq_channel_configs_org_channel"),
         # a phone number belongs to one organisation (inbound messages are routed by it)
-        Index("uq_channel_configs_channel_sender", "channel", "sender", unique=True,
-              postgresql_where=text("sender IS NOT NULL AND channel <> 'email'")),
+        Index(
+            "uq_channel_configs_channel_sender",
+            "channel",
+            "sender",
+            unique=True,
+            postgresql_where=text("sender IS NOT NULL AND channel <> 'email'"),
+        ),
     )
 
     channel: Mapped[str] = mapped_column(String(16))
@@ -127,7 +150,8 @@ class SandboxMessage(IdMixin, OrgMixin, Base):
     __table_args__ = (Index("ix_sandbox_outbox_org_at", "org_id", "recorded_at"),)
 
     communication_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("communications.id", ondelete="CASCADE"))
+        ForeignKey("communications.id", ondelete="CASCADE")
+    )
     patient_id: Mapped[uuid.UUID | None]
     channel: Mapped[str] = mapped_column(String(16))
     to_address: Mapped[str | None] = mapped_column(String(320))

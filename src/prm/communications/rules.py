@@ -25,9 +25,9 @@ Keyword = Literal["stop", "start"]
 
 ACKNOWLEDGEMENTS = {
     "stop": "You have been unsubscribed and will receive no more messages on this channel. Reply START to "
-            "subscribe again.",
+    "subscribe again.",
     "start": "You have been subscribed again and will receive messages on this channel. Reply STOP to "
-             "unsubscribe.",
+    "unsubscribe.",
 }
 
 
@@ -77,12 +77,23 @@ def next_status(current: str, incoming: str) -> str | None:
 
 
 TWILIO_STATUS = {
-    "accepted": "sent", "scheduled": "sent", "queued": "sent", "sending": "sent", "sent": "sent",
-    "delivered": "delivered", "read": "read", "failed": "failed", "undelivered": "undelivered",
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
     "canceled": "failed",
     # voice calls
-    "initiated": "sent", "ringing": "sent", "in-progress": "sent", "completed": "delivered",
-    "busy": "failed", "no-answer": "failed",
+    "initiated": "sent",
+    "ringing": "sent",
+    "in-progress": "sent",
+    "completed": "delivered",
+    "busy": "failed",
+    "no-answer": "failed",
 }
 
 

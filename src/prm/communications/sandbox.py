@@ -14,20 +14,34 @@ from prm.communications.models import SandboxMessage
 from prm.core.pagination import PageParams, paginate
 
 
-async def outbox(session: AsyncSession, org_id: uuid.UUID, *, patient_id: uuid.UUID | None = None,
-                 channel: str | None = None, limit: int = 100) -> list[SandboxMessage]:
+async def outbox(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID | None = None,
+    channel: str | None = None,
+    limit: int = 100,
+) -> list[SandboxMessage]:
     """The newest sandbox deliveries of `org_id` (oldest first), optionally for one patient/channel."""
-    rows, _ = await page(session, org_id, patient_id=patient_id, channel=channel,
-                         paging=PageParams(limit=limit, offset=0))
+    rows, _ = await page(
+        session, org_id, patient_id=patient_id, channel=channel, paging=PageParams(limit=limit, offset=0)
+    )
     return list(reversed(rows))
 
 
-async def page(session: AsyncSession, org_id: uuid.UUID, *, patient_id: uuid.UUID | None, channel: str | None,
-               paging: PageParams) -> tuple[list[SandboxMessage], int]:
+async def page(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID | None,
+    channel: str | None,
+    paging: PageParams,
+) -> tuple[list[SandboxMessage], int]:
     stmt = select(SandboxMessage).where(SandboxMessage.org_id == org_id)
     if patient_id is not None:
         stmt = stmt.where(SandboxMessage.patient_id == patient_id)
     if channel is not None:
         stmt = stmt.where(SandboxMessage.channel == channel)
-    return await paginate(session, stmt.order_by(SandboxMessage.recorded_at.desc(), SandboxMessage.id.desc()),
-                          paging)
+    return await paginate(
+        session, stmt.order_by(SandboxMessage.recorded_at.desc(), SandboxMessage.id.desc()), paging
+    )

@@ -12,8 +12,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 Channel = Literal["sms", "whatsapp", "email", "voice"]
 Purpose = Literal["care", "reminders", "marketing"]
-Status = Literal["queued", "sending", "sent", "delivered", "read", "failed", "undelivered", "cancelled",
-                 "received"]
+Status = Literal[
+    "queued", "sending", "sent", "delivered", "read", "failed", "undelivered", "cancelled", "received"
+]
 Direction = Literal["inbound", "outbound"]
 
 
@@ -42,19 +43,31 @@ class CommunicationCreate(BaseModel):
     patient_id: uuid.UUID
     channel: Channel
     purpose: Purpose = "care"
-    body: str | None = Field(default=None, max_length=10_000, description="Text (SMS, WhatsApp, email, voice)")
+    body: str | None = Field(
+        default=None, max_length=10_000, description="Text (SMS, WhatsApp, email, voice)"
+    )
     subject: str | None = Field(default=None, max_length=500, description="Email subject")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML part")
     media_urls: list[str] = Field(default_factory=list, max_length=10, description="SMS/WhatsApp media")
-    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10, description="Email attachments")
-    content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-zA-Z]{8,64}$",
-                                    description="An approved WhatsApp template (Twilio Content SID)")
-    content_variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables")
+    attachments: list[AttachmentIn] = Field(
+        default_factory=list, max_length=10, description="Email attachments"
+    )
+    content_sid: str | None = Field(
+        default=None,
+        pattern=r"^HX[0-9a-zA-Z]{8,64}$",
+        description="An approved WhatsApp template (Twilio Content SID)",
+    )
+    content_variables: dict[str, str] = Field(
+        default_factory=dict, description="Values of the template's variables"
+    )
     send_at: AwareDatetime | None = Field(default=None, description="Send at this time (default: now)")
     conversation_id: uuid.UUID | None = None
     template_key: str | None = Field(default=None, max_length=100)
-    idempotency_key: str | None = Field(default=None, max_length=200,
-                                        description="A second request with the same key returns the first message")
+    idempotency_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A second request with the same key returns the first message",
+    )
 
     @field_validator("media_urls")
     @classmethod
@@ -127,12 +140,20 @@ class ChannelConfigWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["sandbox", "twilio", "smtp"] | None = Field(
-        default=None, description="Provider for this channel (null: the MESSAGING_PROVIDER_* setting)")
-    sender: str | None = Field(default=None, max_length=320,
-                               description="Sender: an E.164 number (sms, whatsapp, voice) or an email address")
+        default=None, description="Provider for this channel (null: the MESSAGING_PROVIDER_* setting)"
+    )
+    sender: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Sender: an E.164 number (sms, whatsapp, voice) or an email address",
+    )
     sender_name: str | None = Field(default=None, max_length=200, description="Email display name")
-    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200,
-                                       description="Voice channel: HMAC secret of the voice-agent webhook")
+    webhook_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=200,
+        description="Voice channel: HMAC secret of the voice-agent webhook",
+    )
     enabled: bool = True
 
 

@@ -51,23 +51,30 @@ PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 # --- consent and channel rules -------------------------------------------------------------------
 
 
-async def require_consent(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str,
-                          purpose: str) -> None:
+async def require_consent(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str, purpose: str
+) -> None:
     """Raise 409 `consent_refused` (with the reason) unless the patient may be contacted so."""
     decision = await patients.consent_allows(session, org_id, patient_id, channel=channel, purpose=purpose)
     if not decision.allowed:
         raise Conflict(
             f"The patient may not be contacted by {channel} for {purpose}: {decision.reason}",
-            code="consent_refused", reason=decision.reason, channel=channel, purpose=purpose,
+            code="consent_refused",
+            reason=decision.reason,
+            channel=channel,
+            purpose=purpose,
         )
 
 
-async def last_inbound_at(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID,
-                          channel: str = "whatsapp") -> datetime | None:
+async def last_inbound_at(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str = "whatsapp"
+) -> datetime | None:
     result: datetime | None = await session.scalar(
         select(func.max(Communication.created_at)).where(
-            Communication.org_id == org_id, Communication.patient_id == patient_id,
-            Communication.channel == channel, Communication.direction == "inbound",
+            Communication.org_id == org_id,
+            Communication.patient_id == patient_id,
+            Communication.channel == channel,
+            Communication.direction == "inbound",
         )
     )
     return result
@@ -91,7 +98,9 @@ def _check_shape(data: CommunicationCreate) -> None:
     if data.attachments and ch != "email":
         raise ValidationFailed.field("attachments", "attachments are for email only")
     if (data.subject or data.html_body) and ch != "email":
-        raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
+        raise ValidationFailed.field(
+            "subject" if data.subject else "html_body", "only email has a subject/HTML"
+        )
     if ch == "email" and not data.subject:
         raise ValidationFailed.field("subject", "an email needs a subject")
     if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
@@ -103,8 +112,9 @@ def _check_shape(data: CommunicationCreate) -> None:
 # --- creating and reading ------------------------------------------------------------------------
 
 
-async def send(session: AsyncSession, org_id: uuid.UUID, data: CommunicationCreate,
-               who: Principal | None = None) -> Communication:
+async def send(
+    session: AsyncSession, org_id: uuid.UUID, data: CommunicationCreate, who: Principal | None = None
+) -> Communication:
     """Create an outbound message and queue its sending (now, or at `data.send_at`).
 
     Refuses (nothing written) when the patient is unknown (404), has no address on the channel
@@ -114,53 +124,92 @@ async def send(session: AsyncSession, org_id: uuid.UUID, data: CommunicationCrea
     """
     who = who or Principal.system(org_id)
     if data.idempotency_key:
-        existing = await session.scalar(select(Communication).where(
-            Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key))
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
+            )
+        )
         if existing is not None:
             return existing
     _check_shape(data)
-    patient = await patients.get(session, org_id, data.patient_id)
+    patient = await patients.resolve(session, org_id, data.patient_id)
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
-        raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}",
-                                     code="no_address")
-    await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
-    if data.channel == "whatsapp" and not data.content_sid and not await whatsapp_window_open(
-            session, org_id, patient.id):
         raise ValidationFailed.field(
-            "body", "free-form WhatsApp messages are only allowed within 24 hours of the patient's last "
-                    "message; send an approved template (content_sid and content_variables)",
-            code="whatsapp_window_closed")
+            "patient_id", f"the patient has no {kind} for {data.channel}", code="no_address"
+        )
+    await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+    if (
+        data.channel == "whatsapp"
+        and not data.content_sid
+        and not await whatsapp_window_open(session, org_id, patient.id)
+    ):
+        raise ValidationFailed.field(
+            "body",
+            "free-form WhatsApp messages are only allowed within 24 hours of the patient's last "
+            "message; send an approved template (content_sid and content_variables)",
+            code="whatsapp_window_closed",
+        )
     now = clock.now()
     config = await channel_config(session, org_id, data.channel)
     comm = Communication(
-        id=uuid.uuid4(), org_id=org_id, patient_id=patient.id, conversation_id=data.conversation_id,
-        channel=data.channel, direction="outbound", purpose=data.purpose, status="queued",
-        to_address=to, from_address=_sender(config, data.channel), subject=data.subject, body=data.body,
-        html_body=data.html_body, media=[{"url": u, "content_type": None} for u in data.media_urls],
-        attachments=[a.model_dump() for a in data.attachments], content_sid=data.content_sid,
-        content_variables=data.content_variables or None, template_key=data.template_key,
-        idempotency_key=data.idempotency_key, created_by=who.credential, send_at=data.send_at,
-        queued_at=now, attempts=0, details={},
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient.id,
+        conversation_id=data.conversation_id,
+        channel=data.channel,
+        direction="outbound",
+        purpose=data.purpose,
+        status="queued",
+        to_address=to,
+        from_address=_sender(config, data.channel),
+        subject=data.subject,
+        body=data.body,
+        html_body=data.html_body,
+        media=[{"url": u, "content_type": None} for u in data.media_urls],
+        attachments=[a.model_dump() for a in data.attachments],
+        content_sid=data.content_sid,
+        content_variables=data.content_variables or None,
+        template_key=data.template_key,
+        idempotency_key=data.idempotency_key,
+        created_by=who.credential,
+        send_at=data.send_at,
+        queued_at=now,
+        attempts=0,
+        details={},
     )
     session.add(comm)
     await session.flush()
     schedule_at = data.send_at if data.send_at and data.send_at > now else None
-    job_id = await jobs.defer(session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id),
-                              schedule_at=schedule_at)
+    job_id = await jobs.defer(
+        session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id), schedule_at=schedule_at
+    )
     comm.details = {"job_id": job_id}
-    await audit.record(session, who, "create", "communication", comm.id, patient_id=patient.id,
-                       details={"channel": comm.channel, "purpose": comm.purpose})
-    log.info("communication.queued", communication_id=str(comm.id), channel=comm.channel,
-             scheduled=schedule_at is not None)
+    await audit.record(
+        session,
+        who,
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient.id,
+        details={"channel": comm.channel, "purpose": comm.purpose},
+    )
+    log.info(
+        "communication.queued",
+        communication_id=str(comm.id),
+        channel=comm.channel,
+        scheduled=schedule_at is not None,
+    )
     return comm
 
 
-async def get(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID,
-              who: Principal | None = None) -> Communication:
-    comm = await session.scalar(select(Communication).where(
-        Communication.id == communication_id, Communication.org_id == org_id))
+async def get(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal | None = None
+) -> Communication:
+    comm = await session.scalar(
+        select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
+    )
     if comm is None:
         raise NotFound("No such communication", code="communication_not_found")
     if who is not None:
@@ -168,8 +217,13 @@ async def get(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.U
     return comm
 
 
-async def list_communications(session: AsyncSession, org_id: uuid.UUID, filters: CommunicationFilters,
-                              paging: PageParams, who: Principal | None = None) -> tuple[list[Communication], int]:
+async def list_communications(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    filters: CommunicationFilters,
+    paging: PageParams,
+    who: Principal | None = None,
+) -> tuple[list[Communication], int]:
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)
@@ -183,15 +237,25 @@ async def list_communications(session: AsyncSession, org_id: uuid.UUID, filters:
         stmt = stmt.where(Communication.created_at >= filters.since)
     if filters.until:
         stmt = stmt.where(Communication.created_at < filters.until)
-    rows, total = await paginate(session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging)
+    rows, total = await paginate(
+        session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging
+    )
     if who is not None:
-        await audit.record(session, who, "list", "communication", None, patient_id=filters.patient_id,
-                           details={"count": len(rows), "channel": filters.channel})
+        await audit.record(
+            session,
+            who,
+            "list",
+            "communication",
+            None,
+            patient_id=filters.patient_id,
+            details={"count": len(rows), "channel": filters.channel},
+        )
     return rows, total
 
 
-async def cancel(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID,
-                 who: Principal) -> Communication:
+async def cancel(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal
+) -> Communication:
     """Cancel a message that has not been sent yet (409 `not_cancellable` otherwise)."""
     comm = await get(session, org_id, communication_id)
     if comm.status != "queued":
@@ -206,46 +270,108 @@ async def cancel(session: AsyncSession, org_id: uuid.UUID, communication_id: uui
 
 
 async def record_inbound(
-    session: AsyncSession, org_id: uuid.UUID, *, patient_id: uuid.UUID, channel: str, body: str | None,
-    from_address: str | None, to_address: str | None, provider: str, provider_message_id: str | None,
-    media: list[dict[str, Any]] | None = None, details: dict[str, Any] | None = None,
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    channel: str,
+    body: str | None,
+    from_address: str | None,
+    to_address: str | None,
+    provider: str,
+    provider_message_id: str | None,
+    media: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Communication:
     """Store a message the patient sent (or a finished call)."""
     now = clock.now()
     comm = Communication(
-        id=uuid.uuid4(), org_id=org_id, patient_id=patient_id, channel=channel, direction="inbound",
-        status="received", body=body, from_address=from_address, to_address=to_address, provider=provider,
-        provider_message_id=provider_message_id, media=media or [], attachments=[], details=details or {},
-        received_at=now, attempts=0, created_at=now, updated_at=now,
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction="inbound",
+        status="received",
+        body=body,
+        from_address=from_address,
+        to_address=to_address,
+        provider=provider,
+        provider_message_id=provider_message_id,
+        media=media or [],
+        attachments=[],
+        details=details or {},
+        received_at=now,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
     )
     session.add(comm)
     await session.flush()
-    await audit.record(session, Principal.system(org_id), "create", "communication", comm.id,
-                       patient_id=patient_id, details={"channel": channel, "direction": "inbound"})
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient_id,
+        details={"channel": channel, "direction": "inbound"},
+    )
     return comm
 
 
-async def record_outbound_reply(session: AsyncSession, org_id: uuid.UUID, *, patient_id: uuid.UUID, channel: str,
-                                body: str, to_address: str, from_address: str | None, provider: str,
-                                details: dict[str, Any]) -> Communication:
+async def record_outbound_reply(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    channel: str,
+    body: str,
+    to_address: str,
+    from_address: str | None,
+    provider: str,
+    details: dict[str, Any],
+) -> Communication:
     """Store a reply already handed to the provider (e.g. a TwiML acknowledgement)."""
     now = clock.now()
     comm = Communication(
-        id=uuid.uuid4(), org_id=org_id, patient_id=patient_id, channel=channel, direction="outbound",
-        purpose="care", status="sent", body=body, to_address=to_address, from_address=from_address,
-        provider=provider, media=[], attachments=[], details=details, queued_at=now, sent_at=now, attempts=1,
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction="outbound",
+        purpose="care",
+        status="sent",
+        body=body,
+        to_address=to_address,
+        from_address=from_address,
+        provider=provider,
+        media=[],
+        attachments=[],
+        details=details,
+        queued_at=now,
+        sent_at=now,
+        attempts=1,
     )
     session.add(comm)
     await session.flush()
     return comm
 
 
-async def apply_status(session: AsyncSession, *, provider: str, provider_message_id: str, status: str,
-                       error_code: str | None = None, error_message: str | None = None) -> Communication | None:
+async def apply_status(
+    session: AsyncSession,
+    *,
+    provider: str,
+    provider_message_id: str,
+    status: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> Communication | None:
     """Apply a provider's delivery report; None when no message has that id."""
-    comm = await session.scalar(select(Communication).where(
-        Communication.provider == provider, Communication.provider_message_id == provider_message_id
-    ).with_for_update())
+    comm = await session.scalar(
+        select(Communication)
+        .where(Communication.provider == provider, Communication.provider_message_id == provider_message_id)
+        .with_for_update()
+    )
     if comm is None:
         return None
     ours = rules.from_twilio_status(status) if provider == "twilio" else status
@@ -288,8 +414,11 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     the queue (a new job at the backoff time) until the attempt limit; permanent ones fail it.
     """
     oid = uuid.UUID(org_id)
-    comm = await session.scalar(select(Communication).where(
-        Communication.id == uuid.UUID(communication_id), Communication.org_id == oid).with_for_update())
+    comm = await session.scalar(
+        select(Communication)
+        .where(Communication.id == uuid.UUID(communication_id), Communication.org_id == oid)
+        .with_for_update()
+    )
     if comm is None or comm.status != "queued":
         return comm.status if comm else "missing"
     try:
@@ -297,13 +426,17 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     except NotFound:
         _fail(comm, "patient_not_found", "the patient no longer exists")
         return comm.status
-    decision = await patients.consent_allows(session, oid, comm.patient_id, channel=comm.channel,
-                                             purpose=comm.purpose or "care")
+    decision = await patients.consent_allows(
+        session, oid, comm.patient_id, channel=comm.channel, purpose=comm.purpose or "care"
+    )
     if not decision.allowed:
         _fail(comm, "consent_refused", f"consent withdrawn before sending: {decision.reason}")
         return comm.status
-    if comm.channel == "whatsapp" and not comm.content_sid and not await whatsapp_window_open(
-            session, oid, comm.patient_id):
+    if (
+        comm.channel == "whatsapp"
+        and not comm.content_sid
+        and not await whatsapp_window_open(session, oid, comm.patient_id)
+    ):
         _fail(comm, "whatsapp_window_closed", "the 24-hour WhatsApp window closed before sending")
         return comm.status
     comm.to_address = address_of(patient, comm.channel) or comm.to_address
@@ -319,16 +452,32 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
         if exc.transient and comm.attempts < settings.communication_max_attempts:
             comm.status = "queued"
             comm.next_attempt_at = clock.now() + rules.retry_delay(
-                comm.attempts, base_seconds=settings.communication_retry_base_seconds,
-                max_seconds=settings.communication_retry_max_seconds)
-            await jobs.defer(session, SEND_JOB, org_id=org_id, communication_id=communication_id,
-                             schedule_at=comm.next_attempt_at)
-            log.warning("communication.retry", communication_id=communication_id, attempt=comm.attempts,
-                        error_code=exc.code)
+                comm.attempts,
+                base_seconds=settings.communication_retry_base_seconds,
+                max_seconds=settings.communication_retry_max_seconds,
+            )
+            await jobs.defer(
+                session,
+                SEND_JOB,
+                org_id=org_id,
+                communication_id=communication_id,
+                schedule_at=comm.next_attempt_at,
+            )
+            log.warning(
+                "communication.retry",
+                communication_id=communication_id,
+                attempt=comm.attempts,
+                error_code=exc.code,
+            )
         else:
             _fail(comm, exc.code, exc.reason)
-            log.warning("communication.failed", communication_id=communication_id, attempt=comm.attempts,
-                        error_code=exc.code, transient=exc.transient)
+            log.warning(
+                "communication.failed",
+                communication_id=communication_id,
+                attempt=comm.attempts,
+                error_code=exc.code,
+                transient=exc.transient,
+            )
         return comm.status
     comm.provider = result.provider
     comm.provider_message_id = result.provider_message_id
@@ -359,31 +508,57 @@ async def _dispatch(session: AsyncSession, comm: Communication) -> SendResult:
     else:  # pragma: no cover - the database constraint forbids it
         raise PermanentDeliveryError(f"unknown provider {provider}", code="provider_unknown")
     if comm.channel in ("sms", "whatsapp"):
-        return await channel.send_message(OutboundMessage(
-            channel=comm.channel, to=to, from_=comm.from_address, body=comm.body,
-            media_urls=tuple(m["url"] for m in comm.media or []), content_sid=comm.content_sid,
-            content_variables={k: str(v) for k, v in (comm.content_variables or {}).items()},
-            status_callback=status_callback if provider == "twilio" else None,
-        ))
+        return await channel.send_message(
+            OutboundMessage(
+                channel=comm.channel,
+                to=to,
+                from_=comm.from_address,
+                body=comm.body,
+                media_urls=tuple(m["url"] for m in comm.media or []),
+                content_sid=comm.content_sid,
+                content_variables={k: str(v) for k, v in (comm.content_variables or {}).items()},
+                status_callback=status_callback if provider == "twilio" else None,
+            )
+        )
     if comm.channel == "voice":
-        return await channel.place_call(OutboundCall(
-            to=to, from_=comm.from_address, say=comm.body or "",
-            status_callback=status_callback if provider == "twilio" else None))
+        return await channel.place_call(
+            OutboundCall(
+                to=to,
+                from_=comm.from_address,
+                say=comm.body or "",
+                status_callback=status_callback if provider == "twilio" else None,
+            )
+        )
     sender = comm.from_address or adapters.settings().smtp_from
     if config is not None and config.sender_name and config.sender:
         sender = f"{config.sender_name} <{config.sender}>"
-    return await channel.send_email(OutboundEmail(
-        to=to, from_=sender, subject=comm.subject or "", text=comm.body or "", html=comm.html_body,
-        attachments=tuple(Attachment(a["filename"], a["content_type"], base64.b64decode(a["content_base64"]))
-                          for a in comm.attachments or []),
-    ))
+    return await channel.send_email(
+        OutboundEmail(
+            to=to,
+            from_=sender,
+            subject=comm.subject or "",
+            text=comm.body or "",
+            html=comm.html_body,
+            attachments=tuple(
+                Attachment(a["filename"], a["content_type"], base64.b64decode(a["content_base64"]))
+                for a in comm.attachments or []
+            ),
+        )
+    )
 
 
 def _sandbox_recorder(session: AsyncSession, comm: Communication) -> Any:
     async def record(channel: str, payload: dict[str, Any]) -> str:
-        row = SandboxMessage(id=uuid.uuid4(), org_id=comm.org_id, communication_id=comm.id,
-                             patient_id=comm.patient_id, channel=channel, to_address=payload.get("to"),
-                             payload=payload, recorded_at=clock.now())
+        row = SandboxMessage(
+            id=uuid.uuid4(),
+            org_id=comm.org_id,
+            communication_id=comm.id,
+            patient_id=comm.patient_id,
+            channel=channel,
+            to_address=payload.get("to"),
+            payload=payload,
+            recorded_at=clock.now(),
+        )
         session.add(row)
         await session.flush()
         return row.id.hex
@@ -395,8 +570,9 @@ def _sandbox_recorder(session: AsyncSession, comm: Communication) -> Any:
 
 
 async def channel_config(session: AsyncSession, org_id: uuid.UUID, channel: str) -> ChannelConfig | None:
-    result: ChannelConfig | None = await session.scalar(select(ChannelConfig).where(
-        ChannelConfig.org_id == org_id, ChannelConfig.channel == channel))
+    result: ChannelConfig | None = await session.scalar(
+        select(ChannelConfig).where(ChannelConfig.org_id == org_id, ChannelConfig.channel == channel)
+    )
     return result
 
 
@@ -413,13 +589,15 @@ def _sender(config: ChannelConfig | None, channel: str) -> str | None:
 
 
 async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list[ChannelConfig]:
-    rows = await session.scalars(select(ChannelConfig).where(ChannelConfig.org_id == org_id)
-                                 .order_by(ChannelConfig.channel))
+    rows = await session.scalars(
+        select(ChannelConfig).where(ChannelConfig.org_id == org_id).order_by(ChannelConfig.channel)
+    )
     return list(rows)
 
 
-async def put_channel_config(session: AsyncSession, org_id: uuid.UUID, channel: str,
-                             data: ChannelConfigWrite, who: Principal) -> ChannelConfig:
+async def put_channel_config(
+    session: AsyncSession, org_id: uuid.UUID, channel: str, data: ChannelConfigWrite, who: Principal
+) -> ChannelConfig:
     """Create or replace the configuration of one channel (a secret left out is kept)."""
     if channel not in rules.CHANNELS:
         raise ValidationFailed.field("channel", f"must be one of {', '.join(rules.CHANNELS)}")
@@ -439,8 +617,13 @@ async def put_channel_config(session: AsyncSession, org_id: uuid.UUID, channel: 
     if data.webhook_secret and channel != "voice":
         raise ValidationFailed.field("webhook_secret", "only the voice channel has a webhook secret")
     if sender and channel != "email":
-        taken = await session.scalar(select(ChannelConfig.id).where(
-            ChannelConfig.channel == channel, ChannelConfig.sender == sender, ChannelConfig.org_id != org_id))
+        taken = await session.scalar(
+            select(ChannelConfig.id).where(
+                ChannelConfig.channel == channel,
+                ChannelConfig.sender == sender,
+                ChannelConfig.org_id != org_id,
+            )
+        )
         if taken is not None:
             raise Conflict("This number is already configured by another organisation", code="sender_taken")
     config = await channel_config(session, org_id, channel)
@@ -455,15 +638,24 @@ async def put_channel_config(session: AsyncSession, org_id: uuid.UUID, channel: 
         config.webhook_secret = data.webhook_secret
     config.updated_at = clock.now()
     await session.flush()
-    await audit.record(session, who, "update", "channel_config", config.id,
-                       details={"channel": channel, "secret_changed": bool(data.webhook_secret)})
+    await audit.record(
+        session,
+        who,
+        "update",
+        "channel_config",
+        config.id,
+        details={"channel": channel, "secret_changed": bool(data.webhook_secret)},
+    )
     return config
 
 
 async def org_for_number(session: AsyncSession, channel: str, number: str) -> ChannelConfig | None:
     """The enabled channel configuration whose sender is `number` (inbound routing)."""
-    result: ChannelConfig | None = await session.scalar(select(ChannelConfig).where(
-        ChannelConfig.channel == channel, ChannelConfig.sender == number, ChannelConfig.enabled.is_(True)))
+    result: ChannelConfig | None = await session.scalar(
+        select(ChannelConfig).where(
+            ChannelConfig.channel == channel, ChannelConfig.sender == number, ChannelConfig.enabled.is_(True)
+        )
+    )
     return result
 
 
@@ -471,27 +663,38 @@ async def org_for_number(session: AsyncSession, channel: str, number: str) -> Ch
 
 
 @patient_registry.on_merge("communications")
-async def _move_to_survivor(session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID,
-                            survivor_id: uuid.UUID) -> int:
+async def _move_to_survivor(
+    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
+) -> int:
     moved = 0
     for model in (Communication, SandboxMessage):
-        result = await session.execute(update(model).where(
-            model.org_id == org_id, model.patient_id == duplicate_id).values(patient_id=survivor_id))
+        result = await session.execute(
+            update(model)
+            .where(model.org_id == org_id, model.patient_id == duplicate_id)
+            .values(patient_id=survivor_id)
+        )
         moved += result.rowcount or 0  # type: ignore[attr-defined]
     return moved
 
 
+_DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
+
+
 @patient_registry.timeline_source("communications")
-async def _timeline(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None,
-                    limit: int) -> list[patient_registry.TimelineEntry]:
+async def _timeline(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
+) -> list[patient_registry.TimelineEntry]:
     stmt = select(Communication).where(Communication.org_id == org_id, Communication.patient_id == patient_id)
     if before is not None:
         stmt = stmt.where(Communication.created_at < before)
     rows = await session.scalars(stmt.order_by(Communication.created_at.desc()).limit(limit))
     return [
         patient_registry.TimelineEntry(
-            at=c.created_at, kind=f"message.{c.direction}", source="communications", resource_id=str(c.id),
-            summary=f"{c.channel} message {'from' if c.direction == 'inbound' else 'to'} the patient ({c.status})",
+            at=c.created_at,
+            kind=f"message.{c.direction}",
+            source="communications",
+            resource_id=str(c.id),
+            summary=f"{c.channel} message {_DIRECTION_WORD[c.direction]} the patient ({c.status})",
             data={"channel": c.channel, "direction": c.direction, "status": c.status, "purpose": c.purpose},
         )
         for c in rows

@@ -20,59 +20,76 @@ def _add(key: str, locale: str, *, short: str, subject: str, long: str, variable
         DEFAULTS[(key, channel, locale)] = _T(body=short, variables=variables)
     DEFAULTS[(key, "voice", locale)] = _T(body=short, variables=variables)
     DEFAULTS[(key, "email", locale)] = _T(
-        subject=subject, body=long,
+        subject=subject,
+        body=long,
         html_body="<p>" + long.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>",
         variables=variables,
     )
 
 
 _add(
-    "appointment_reminder", "en", variables=_APPOINTMENT_VARS,
+    "appointment_reminder",
+    "en",
+    variables=_APPOINTMENT_VARS,
     short="Hi {{ patient_name }}, this is a reminder of your {{ service_name }} appointment with "
-          "{{ practitioner_name }} on {{ when }} at {{ location_name }}.",
+    "{{ practitioner_name }} on {{ when }} at {{ location_name }}.",
     subject="Reminder: {{ service_name }} on {{ when }}",
     long="Hello {{ patient_name }},\n\nThis is a reminder of your {{ service_name }} appointment with "
-         "{{ practitioner_name }} on {{ when }} at {{ location_name }}.\n\nIf you cannot come, please let us know.",
+    "{{ practitioner_name }} on {{ when }} at {{ location_name }}.\n\n"
+    "If you cannot come, please let us know.",
 )
 _add(
-    "appointment_reminder", "es", variables=_APPOINTMENT_VARS,
+    "appointment_reminder",
+    "es",
+    variables=_APPOINTMENT_VARS,
     short="Hola {{ patient_name }}, le recordamos su cita de {{ service_name }} con {{ practitioner_name }} "
-          "el {{ when }} en {{ location_name }}.",
+    "el {{ when }} en {{ location_name }}.",
     subject="Recordatorio: {{ service_name }} el {{ when }}",
-    long="Hola {{ patient_name }},\n\nLe recordamos su cita de {{ service_name }} con {{ practitioner_name }} "
-         "el {{ when }} en {{ location_name }}.\n\nSi no puede acudir, avísenos por favor.",
+    long="Hola {{ patient_name }},\n\nLe recordamos su cita de {{ service_name }} "
+    "con {{ practitioner_name }} "
+    "el {{ when }} en {{ location_name }}.\n\nSi no puede acudir, avísenos por favor.",
 )
 _add(
-    "appointment_confirmation", "en", variables=_APPOINTMENT_VARS,
+    "appointment_confirmation",
+    "en",
+    variables=_APPOINTMENT_VARS,
     short="Hi {{ patient_name }}, your {{ service_name }} appointment with {{ practitioner_name }} is booked "
-          "for {{ when }} at {{ location_name }}.",
+    "for {{ when }} at {{ location_name }}.",
     subject="Appointment confirmed: {{ service_name }} on {{ when }}",
     long="Hello {{ patient_name }},\n\nYour {{ service_name }} appointment with {{ practitioner_name }} is "
-         "confirmed for {{ when }} at {{ location_name }}.",
+    "confirmed for {{ when }} at {{ location_name }}.",
 )
 _add(
-    "appointment_confirmation", "es", variables=_APPOINTMENT_VARS,
-    short="Hola {{ patient_name }}, su cita de {{ service_name }} con {{ practitioner_name }} queda reservada "
-          "para el {{ when }} en {{ location_name }}.",
+    "appointment_confirmation",
+    "es",
+    variables=_APPOINTMENT_VARS,
+    short="Hola {{ patient_name }}, su cita de {{ service_name }} con {{ practitioner_name }} "
+    "queda reservada "
+    "para el {{ when }} en {{ location_name }}.",
     subject="Cita confirmada: {{ service_name }} el {{ when }}",
     long="Hola {{ patient_name }},\n\nSu cita de {{ service_name }} con {{ practitioner_name }} queda "
-         "confirmada para el {{ when }} en {{ location_name }}.",
+    "confirmada para el {{ when }} en {{ location_name }}.",
 )
 _add(
-    "appointment_cancelled", "en", variables=_APPOINTMENT_VARS,
+    "appointment_cancelled",
+    "en",
+    variables=_APPOINTMENT_VARS,
     short="Hi {{ patient_name }}, your {{ service_name }} appointment on {{ when }} has been cancelled. "
-          "Reply to book a new time.",
+    "Reply to book a new time.",
     subject="Appointment cancelled: {{ service_name }} on {{ when }}",
     long="Hello {{ patient_name }},\n\nYour {{ service_name }} appointment with {{ practitioner_name }} on "
-         "{{ when }} at {{ location_name }} has been cancelled.\n\nReply to this message to book a new time.",
+    "{{ when }} at {{ location_name }} has been cancelled.\n\nReply to this message to book a new time.",
 )
 _add(
-    "appointment_cancelled", "es", variables=_APPOINTMENT_VARS,
+    "appointment_cancelled",
+    "es",
+    variables=_APPOINTMENT_VARS,
     short="Hola {{ patient_name }}, su cita de {{ service_name }} del {{ when }} ha sido cancelada. "
-          "Responda para reservar otra.",
+    "Responda para reservar otra.",
     subject="Cita cancelada: {{ service_name }} el {{ when }}",
-    long="Hola {{ patient_name }},\n\nSu cita de {{ service_name }} con {{ practitioner_name }} del {{ when }} "
-         "en {{ location_name }} ha sido cancelada.\n\nResponda a este mensaje para reservar otra.",
+    long="Hola {{ patient_name }},\n\nSu cita de {{ service_name }} con {{ practitioner_name }} "
+    "del {{ when }} "
+    "en {{ location_name }} ha sido cancelada.\n\nResponda a este mensaje para reservar otra.",
 )
 
 
@@ -80,5 +97,5 @@ def builtin(key: str, channel: str, locale: str) -> TemplateSource | None:
     return DEFAULTS.get((key, channel, locale))
 
 
-def keys() -> list[str]:
+def template_keys() -> list[str]:
     return sorted({k for k, _, _ in DEFAULTS})

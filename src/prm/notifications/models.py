@@ -66,5 +66,6 @@ class NotificationBatchItem(IdMixin, OrgMixin, Base):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     communication_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("communications.id", ondelete="SET NULL"))
+        ForeignKey("communications.id", ondelete="SET NULL")
+    )
     reason: Mapped[str | None] = mapped_column(String(200))

@@ -24,10 +24,14 @@ class TemplateCreate(BaseModel):
     body: str = Field(min_length=1, max_length=20_000, description="Text body (Jinja2)")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML body (Jinja2)")
     variables: list[str] = Field(default_factory=list, max_length=50, description="Every variable it uses")
-    content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-zA-Z]{8,64}$",
-                                    description="WhatsApp: the approved Twilio Content template to send")
+    content_sid: str | None = Field(
+        default=None,
+        pattern=r"^HX[0-9a-zA-Z]{8,64}$",
+        description="WhatsApp: the approved Twilio Content template to send",
+    )
     content_variables: dict[str, str] | None = Field(
-        default=None, description='WhatsApp: template slot → variable name, e.g. {"1": "patient_name"}')
+        default=None, description='WhatsApp: template slot → variable name, e.g. {"1": "patient_name"}'
+    )
     description: str | None = Field(default=None, max_length=500)
 
 
@@ -139,8 +143,10 @@ class BatchRead(BaseModel):
     channel: Channel | None
     purpose: Purpose
     total: int
-    counts: dict[str, int] = Field(description="Recipients per state: pending, refused, failed and, once a "
-                                               "message exists, its status (queued, sent, delivered ...)")
+    counts: dict[str, int] = Field(
+        description="Recipients per state: pending, refused, failed and, once a "
+        "message exists, its status (queued, sent, delivered ...)"
+    )
     done: bool
     created_at: datetime
     completed_at: datetime | None

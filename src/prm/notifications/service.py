@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
@@ -51,7 +53,9 @@ def locales_for(language: str | None) -> list[str]:
 
 
 def _source(t: NotificationTemplate) -> TemplateSource:
-    return TemplateSource(body=t.body, subject=t.subject, html_body=t.html_body, variables=tuple(t.variables or ()))
+    return TemplateSource(
+        body=t.body, subject=t.subject, html_body=t.html_body, variables=tuple(t.variables or ())
+    )
 
 
 def _template_error(exc: TemplateError, prefix: str = "") -> ValidationFailed:
@@ -61,14 +65,21 @@ def _template_error(exc: TemplateError, prefix: str = "") -> ValidationFailed:
 # --- templates -------------------------------------------------------------------------------------
 
 
-async def create_template(session: AsyncSession, org_id: uuid.UUID, data: TemplateCreate,
-                          who: Principal) -> NotificationTemplate:
-    source = TemplateSource(body=data.body, subject=data.subject, html_body=data.html_body,
-                            variables=tuple(data.variables))
+async def create_template(
+    session: AsyncSession, org_id: uuid.UUID, data: TemplateCreate, who: Principal
+) -> NotificationTemplate:
+    source = TemplateSource(
+        body=data.body, subject=data.subject, html_body=data.html_body, variables=tuple(data.variables)
+    )
     _validate(source, data.channel, data.content_variables)
-    exists = await session.scalar(select(NotificationTemplate.id).where(
-        NotificationTemplate.org_id == org_id, NotificationTemplate.key == data.key,
-        NotificationTemplate.channel == data.channel, NotificationTemplate.locale == data.locale))
+    exists = await session.scalar(
+        select(NotificationTemplate.id).where(
+            NotificationTemplate.org_id == org_id,
+            NotificationTemplate.key == data.key,
+            NotificationTemplate.channel == data.channel,
+            NotificationTemplate.locale == data.locale,
+        )
+    )
     if exists is not None:
         raise Conflict("A template with this key, channel and locale exists", code="template_exists")
     template = NotificationTemplate(id=uuid.uuid4(), org_id=org_id, **data.model_dump())
@@ -92,22 +103,37 @@ def _validate(source: TemplateSource, channel: str, content_variables: dict[str,
             raise ValidationFailed.field(f"content_variables.{slot}", f"{name!r} is not a declared variable")
 
 
-async def get_template(session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID) -> NotificationTemplate:
-    template = await session.scalar(select(NotificationTemplate).where(
-        NotificationTemplate.org_id == org_id, NotificationTemplate.id == template_id))
+async def get_template(
+    session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID
+) -> NotificationTemplate:
+    template = await session.scalar(
+        select(NotificationTemplate).where(
+            NotificationTemplate.org_id == org_id, NotificationTemplate.id == template_id
+        )
+    )
     if template is None:
         raise NotFound("No such template", code="template_not_found")
     return template
 
 
-async def update_template(session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, data: TemplateUpdate,
-                          who: Principal) -> NotificationTemplate:
+async def update_template(
+    session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, data: TemplateUpdate, who: Principal
+) -> NotificationTemplate:
     template = await get_template(session, org_id, template_id)
     changes = data.model_dump(exclude_unset=True)
-    merged = {**{k: getattr(template, k) for k in ("subject", "body", "html_body", "variables",
-                                                   "content_variables")}, **changes}
-    source = TemplateSource(body=merged["body"], subject=merged["subject"], html_body=merged["html_body"],
-                            variables=tuple(merged["variables"] or ()))
+    merged = {
+        **{
+            k: getattr(template, k)
+            for k in ("subject", "body", "html_body", "variables", "content_variables")
+        },
+        **changes,
+    }
+    source = TemplateSource(
+        body=merged["body"],
+        subject=merged["subject"],
+        html_body=merged["html_body"],
+        variables=tuple(merged["variables"] or ()),
+    )
     _validate(source, template.channel, merged["content_variables"])
     for key, value in changes.items():
         setattr(template, key, value)
@@ -116,30 +142,45 @@ async def update_template(session: AsyncSession, org_id: uuid.UUID, template_id:
     return template
 
 
-async def delete_template(session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, who: Principal) -> None:
+async def delete_template(
+    session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, who: Principal
+) -> None:
     template = await get_template(session, org_id, template_id)
     await session.delete(template)
     await audit.record(session, who, "delete", "notification_template", template_id)
 
 
-async def list_templates(session: AsyncSession, org_id: uuid.UUID, *, key: str | None, channel: str | None,
-                         paging: PageParams) -> tuple[list[NotificationTemplate], int]:
+async def list_templates(
+    session: AsyncSession, org_id: uuid.UUID, *, key: str | None, channel: str | None, paging: PageParams
+) -> tuple[list[NotificationTemplate], int]:
     stmt = select(NotificationTemplate).where(NotificationTemplate.org_id == org_id)
     if key:
         stmt = stmt.where(NotificationTemplate.key == key)
     if channel:
         stmt = stmt.where(NotificationTemplate.channel == channel)
-    return await paginate(session, stmt.order_by(NotificationTemplate.key, NotificationTemplate.channel,
-                                                 NotificationTemplate.locale), paging)
+    return await paginate(
+        session,
+        stmt.order_by(NotificationTemplate.key, NotificationTemplate.channel, NotificationTemplate.locale),
+        paging,
+    )
 
 
-async def find_template(session: AsyncSession, org_id: uuid.UUID, key: str, channel: str,
-                        language: str | None) -> tuple[TemplateSource, NotificationTemplate | None] | None:
+async def find_template(
+    session: AsyncSession, org_id: uuid.UUID, key: str, channel: str, language: str | None
+) -> tuple[TemplateSource, NotificationTemplate | None] | None:
     """The organisation's template for the best locale, else the built-in one; None when neither exists."""
     locales = locales_for(language)
-    rows = {t.locale: t for t in await session.scalars(select(NotificationTemplate).where(
-        NotificationTemplate.org_id == org_id, NotificationTemplate.key == key,
-        NotificationTemplate.channel == channel, NotificationTemplate.locale.in_(locales)))}
+    rows = {
+        t.locale: t
+        for t in await session.scalars(
+            select(NotificationTemplate).where(
+                NotificationTemplate.org_id == org_id,
+                NotificationTemplate.key == key,
+                NotificationTemplate.channel == channel,
+                NotificationTemplate.locale.in_(locales),
+            )
+        )
+    }
     for loc in locales:
         if loc in rows:
             return _source(rows[loc]), rows[loc]
@@ -152,8 +193,12 @@ async def find_template(session: AsyncSession, org_id: uuid.UUID, key: str, chan
 
 async def preview(session: AsyncSession, org_id: uuid.UUID, data: PreviewRequest) -> tuple[Rendered, str]:
     if data.draft is not None:
-        source = TemplateSource(body=data.draft.body, subject=data.draft.subject, html_body=data.draft.html_body,
-                                variables=tuple(data.draft.variables))
+        source = TemplateSource(
+            body=data.draft.body,
+            subject=data.draft.subject,
+            html_body=data.draft.html_body,
+            variables=tuple(data.draft.variables),
+        )
         origin = "draft"
     else:
         assert data.key is not None and data.channel is not None
@@ -172,8 +217,10 @@ async def preview(session: AsyncSession, org_id: uuid.UUID, data: PreviewRequest
 
 
 def patient_variables(patient: Patient) -> dict[str, Any]:
-    return {"patient_name": patient.given_name or patient.display_name,
-            "patient_full_name": patient.display_name}
+    return {
+        "patient_name": patient.given_name or patient.display_name,
+        "patient_full_name": patient.display_name,
+    }
 
 
 class _Skip(Exception):
@@ -182,20 +229,32 @@ class _Skip(Exception):
         self.reason = reason
 
 
-async def _plan(session: AsyncSession, org_id: uuid.UUID, patient: Patient, channel: str, template_key: str,
-                purpose: str, values: dict[str, Any], *, strict: bool) -> CommunicationCreate:
+async def _plan(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    patient: Patient,
+    channel: str,
+    template_key: str,
+    purpose: str,
+    values: dict[str, Any],
+    *,
+    strict: bool,
+) -> CommunicationCreate:
     """The message to send on `channel`, or _Skip(reason) (when not `strict`) if it cannot go there."""
     if not strict:
         if not communications.address_of(patient, channel):
             raise _Skip("no_address")
-        decision = await patients.consent_allows(session, org_id, patient.id, channel=channel, purpose=purpose)
+        decision = await patients.consent_allows(
+            session, org_id, patient.id, channel=channel, purpose=purpose
+        )
         if not decision.allowed:
             raise _Skip(f"consent:{decision.reason}")
     found = await find_template(session, org_id, template_key, channel, patient.preferred_language)
     if found is None:
         if strict:
-            raise ValidationFailed.field("template_key", f"no template {template_key!r} for {channel}",
-                                         code="template_not_found")
+            raise ValidationFailed.field(
+                "template_key", f"no template {template_key!r} for {channel}", code="template_not_found"
+            )
         raise _Skip("no_template")
     source, row = found
     try:
@@ -203,23 +262,43 @@ async def _plan(session: AsyncSession, org_id: uuid.UUID, patient: Patient, chan
     except TemplateError as exc:
         raise _template_error(exc) from None
     content_sid = row.content_sid if row is not None and channel == "whatsapp" else None
-    content_variables = {slot: str(values.get(name, "")) for slot, name in (row.content_variables or {}).items()} \
-        if content_sid and row is not None else {}
-    if channel == "whatsapp" and not content_sid and not strict and not await communications.whatsapp_window_open(
-            session, org_id, patient.id):
+    content_variables = (
+        {slot: str(values.get(name, "")) for slot, name in (row.content_variables or {}).items()}
+        if content_sid and row is not None
+        else {}
+    )
+    if (
+        channel == "whatsapp"
+        and not content_sid
+        and not strict
+        and not await communications.whatsapp_window_open(session, org_id, patient.id)
+    ):
         raise _Skip("whatsapp_window_closed")
     return CommunicationCreate(
-        patient_id=patient.id, channel=channel, purpose=purpose,  # type: ignore[arg-type]
-        body=rendered.body, subject=rendered.subject if channel == "email" else None,
-        html_body=rendered.html_body if channel == "email" else None, content_sid=content_sid,
-        content_variables=content_variables, template_key=template_key,
+        patient_id=patient.id,
+        channel=channel,
+        purpose=purpose,  # type: ignore[arg-type]
+        body=rendered.body,
+        subject=rendered.subject if channel == "email" else None,
+        html_body=rendered.html_body if channel == "email" else None,
+        content_sid=content_sid,
+        content_variables=content_variables,
+        template_key=template_key,
     )
 
 
 async def send_notification(
-    session: AsyncSession, org_id: uuid.UUID, *, patient_id: uuid.UUID, template_key: str,
-    variables: dict[str, Any], channel: str | None = None, purpose: str = "care", who: Principal | None = None,
-    idempotency_key: str | None = None, send_at: datetime | None = None,
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    template_key: str,
+    variables: dict[str, Any],
+    channel: str | None = None,
+    purpose: str = "care",
+    who: Principal | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | None = None,
 ) -> Communication:
     """Render `template_key` for the patient and queue it; returns the communication.
 
@@ -229,8 +308,11 @@ async def send_notification(
     """
     who = who or Principal.system(org_id)
     if idempotency_key:
-        existing = await session.scalar(select(Communication).where(
-            Communication.org_id == org_id, Communication.idempotency_key == idempotency_key))
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == idempotency_key
+            )
+        )
         if existing is not None:
             return existing
     patient = await patients.get(session, org_id, patient_id)
@@ -239,7 +321,9 @@ async def send_notification(
     skipped: list[dict[str, str]] = []
     for ch in chain:
         try:
-            data = await _plan(session, org_id, patient, ch, template_key, purpose, values, strict=channel is not None)
+            data = await _plan(
+                session, org_id, patient, ch, template_key, purpose, values, strict=channel is not None
+            )
         except _Skip as skip:
             skipped.append({"channel": ch, "reason": skip.reason})
             continue
@@ -249,24 +333,29 @@ async def send_notification(
         if skipped:
             comm.details = {**(comm.details or {}), "fallback_from": skipped}
         return comm
-    raise Conflict("No channel can reach this patient for this notification: "
-                   + ", ".join(f"{s['channel']} ({s['reason']})" for s in skipped),
-                   code="no_channel_available", attempts=skipped)
+    raise Conflict(
+        "No channel can reach this patient for this notification: "
+        + ", ".join(f"{s['channel']} ({s['reason']})" for s in skipped),
+        code="no_channel_available",
+        attempts=skipped,
+    )
 
 
 # --- batches ---------------------------------------------------------------------------------------
 
 
 async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: BatchCreate) -> list[uuid.UUID]:
-    stmt = select(Patient.id).where(Patient.org_id == org_id, Patient.deleted_at.is_(None),
-                                    Patient.status == "active")
+    stmt = select(Patient.id).where(
+        Patient.org_id == org_id, Patient.deleted_at.is_(None), Patient.status == "active"
+    )
     if data.patient_ids is not None:
         wanted = list(dict.fromkeys(data.patient_ids))
         found = set(await session.scalars(stmt.where(Patient.id.in_(wanted))))
         missing = [str(p) for p in wanted if p not in found]
         if missing:
-            raise ValidationFailed.field("patient_ids", f"unknown patient(s): {', '.join(missing[:5])}",
-                                         code="unknown_patients")
+            raise ValidationFailed.field(
+                "patient_ids", f"unknown patient(s): {', '.join(missing[:5])}", code="unknown_patients"
+            )
         return wanted
     f = data.filter
     assert f is not None
@@ -275,34 +364,56 @@ async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: Batch
     if f.preferred_channel:
         stmt = stmt.where(Patient.preferred_channel == f.preferred_channel)
     if f.tags:
-        stmt = stmt.where(Patient.tags.overlap(f.tags))
+        stmt = stmt.where(Patient.tags.op("&&")(cast(pg_array(f.tags), ARRAY(Text))))
     return list(await session.scalars(stmt.order_by(Patient.created_at, Patient.id).limit(10_000)))
 
 
-async def create_batch(session: AsyncSession, org_id: uuid.UUID, data: BatchCreate, who: Principal) -> NotificationBatch:
+async def create_batch(
+    session: AsyncSession, org_id: uuid.UUID, data: BatchCreate, who: Principal
+) -> NotificationBatch:
     """Queue one job per recipient (each sent and retried on its own); returns the batch."""
-    has_template = bool(await session.scalar(select(func.count()).select_from(NotificationTemplate).where(
-        NotificationTemplate.org_id == org_id, NotificationTemplate.key == data.template_key)))
-    if not has_template and data.template_key not in defaults.keys():
-        raise ValidationFailed.field("template_key", f"no template {data.template_key!r}", code="template_not_found")
+    has_template = bool(
+        await session.scalar(
+            select(func.count())
+            .select_from(NotificationTemplate)
+            .where(NotificationTemplate.org_id == org_id, NotificationTemplate.key == data.template_key)
+        )
+    )
+    if not has_template and data.template_key not in defaults.template_keys():
+        raise ValidationFailed.field(
+            "template_key", f"no template {data.template_key!r}", code="template_not_found"
+        )
     recipients = await _select_patients(session, org_id, data)
     batch = NotificationBatch(
-        id=uuid.uuid4(), org_id=org_id, template_key=data.template_key, channel=data.channel,
-        purpose=data.purpose, variables=data.variables, total=len(recipients), created_by=who.credential,
-        selection={"patient_ids": len(data.patient_ids)} if data.patient_ids is not None
+        id=uuid.uuid4(),
+        org_id=org_id,
+        template_key=data.template_key,
+        channel=data.channel,
+        purpose=data.purpose,
+        variables=data.variables,
+        total=len(recipients),
+        created_by=who.credential,
+        selection={"patient_ids": len(data.patient_ids)}
+        if data.patient_ids is not None
         else {"filter": data.filter.model_dump(exclude_none=True) if data.filter else {}},
     )
     session.add(batch)
     await session.flush()
-    items = [NotificationBatchItem(id=uuid.uuid4(), org_id=org_id, batch_id=batch.id, patient_id=pid,
-                                   status="pending") for pid in recipients]
+    items = [
+        NotificationBatchItem(
+            id=uuid.uuid4(), org_id=org_id, batch_id=batch.id, patient_id=pid, status="pending"
+        )
+        for pid in recipients
+    ]
     session.add_all(items)
     await session.flush()
     for item in items:
         await jobs.defer(session, BATCH_ITEM_JOB, org_id=str(org_id), item_id=str(item.id))
     if not items:
         batch.completed_at = clock.now()
-    await audit.record(session, who, "create", "notification_batch", batch.id, details={"recipients": len(items)})
+    await audit.record(
+        session, who, "create", "notification_batch", batch.id, details={"recipients": len(items)}
+    )
     log.info("notifications.batch_queued", batch_id=str(batch.id), recipients=len(items))
     return batch
 
@@ -311,8 +422,11 @@ async def create_batch(session: AsyncSession, org_id: uuid.UUID, data: BatchCrea
 async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -> str:
     """Send one recipient's notification of a batch; a refusal is recorded, not retried."""
     oid = uuid.UUID(org_id)
-    item = await session.scalar(select(NotificationBatchItem).where(
-        NotificationBatchItem.id == uuid.UUID(item_id), NotificationBatchItem.org_id == oid).with_for_update())
+    item = await session.scalar(
+        select(NotificationBatchItem)
+        .where(NotificationBatchItem.id == uuid.UUID(item_id), NotificationBatchItem.org_id == oid)
+        .with_for_update()
+    )
     if item is None or item.status != "pending":
         return item.status if item else "missing"
     batch = await session.get(NotificationBatch, item.batch_id)
@@ -320,26 +434,39 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
     try:
         async with session.begin_nested():
             comm = await send_notification(
-                session, oid, patient_id=item.patient_id, template_key=batch.template_key,
-                variables=batch.variables, channel=batch.channel, purpose=batch.purpose,
-                idempotency_key=f"batch:{batch.id}:{item.patient_id}")
+                session,
+                oid,
+                patient_id=item.patient_id,
+                template_key=batch.template_key,
+                variables=batch.variables,
+                channel=batch.channel,
+                purpose=batch.purpose,
+                idempotency_key=f"batch:{batch.id}:{item.patient_id}",
+            )
     except DomainError as exc:
         item.status = "refused"
         item.reason = f"{exc.code}: {exc.detail}"[:200]
     else:
         item.status = "queued"
         item.communication_id = comm.id
-    remaining = await session.scalar(select(func.count()).select_from(NotificationBatchItem).where(
-        NotificationBatchItem.batch_id == batch.id, NotificationBatchItem.status == "pending",
-        NotificationBatchItem.id != item.id))
+    remaining = await session.scalar(
+        select(func.count())
+        .select_from(NotificationBatchItem)
+        .where(
+            NotificationBatchItem.batch_id == batch.id,
+            NotificationBatchItem.status == "pending",
+            NotificationBatchItem.id != item.id,
+        )
+    )
     if not remaining:
         batch.completed_at = clock.now()
     return item.status
 
 
 async def get_batch(session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUID) -> NotificationBatch:
-    batch = await session.scalar(select(NotificationBatch).where(
-        NotificationBatch.org_id == org_id, NotificationBatch.id == batch_id))
+    batch = await session.scalar(
+        select(NotificationBatch).where(NotificationBatch.org_id == org_id, NotificationBatch.id == batch_id)
+    )
     if batch is None:
         raise NotFound("No such batch", code="batch_not_found")
     return batch
@@ -358,32 +485,62 @@ async def batch_report(session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.
     )
     counts = {str(s): int(n) for s, n in rows.all()}
     in_flight = sum(counts.get(s, 0) for s in ("pending", "queued", "sending"))
-    return {"id": batch.id, "template_key": batch.template_key, "channel": batch.channel, "purpose": batch.purpose,
-            "total": batch.total, "counts": counts, "done": in_flight == 0, "created_at": batch.created_at,
-            "completed_at": batch.completed_at}
+    return {
+        "id": batch.id,
+        "template_key": batch.template_key,
+        "channel": batch.channel,
+        "purpose": batch.purpose,
+        "total": batch.total,
+        "counts": counts,
+        "done": in_flight == 0,
+        "created_at": batch.created_at,
+        "completed_at": batch.completed_at,
+    }
 
 
-async def batch_items(session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUID,
-                      paging: PageParams) -> tuple[list[dict[str, Any]], int]:
+async def batch_items(
+    session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUID, paging: PageParams
+) -> tuple[list[dict[str, Any]], int]:
     batch = await get_batch(session, org_id, batch_id)
-    stmt = (select(NotificationBatchItem, Communication.status)
-            .outerjoin(Communication, Communication.id == NotificationBatchItem.communication_id)
-            .where(NotificationBatchItem.batch_id == batch.id)
-            .order_by(NotificationBatchItem.id))
-    total = await session.scalar(select(func.count()).select_from(NotificationBatchItem).where(
-        NotificationBatchItem.batch_id == batch.id))
+    stmt = (
+        select(NotificationBatchItem, Communication.status)
+        .outerjoin(Communication, Communication.id == NotificationBatchItem.communication_id)
+        .where(NotificationBatchItem.batch_id == batch.id)
+        .order_by(NotificationBatchItem.id)
+    )
+    total = await session.scalar(
+        select(func.count())
+        .select_from(NotificationBatchItem)
+        .where(NotificationBatchItem.batch_id == batch.id)
+    )
     rows = (await session.execute(stmt.limit(paging.limit).offset(paging.offset))).all()
-    return [{"patient_id": i.patient_id, "status": i.status, "communication_id": i.communication_id,
-             "communication_status": s, "reason": i.reason} for i, s in rows], int(total or 0)
+    return [
+        {
+            "patient_id": i.patient_id,
+            "status": i.status,
+            "communication_id": i.communication_id,
+            "communication_status": s,
+            "reason": i.reason,
+        }
+        for i, s in rows
+    ], int(total or 0)
 
 
 @patient_registry.on_merge("notifications")
-async def _move_batch_items(session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID,
-                            survivor_id: uuid.UUID) -> int:
+async def _move_batch_items(
+    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
+) -> int:
     from sqlalchemy import update
 
-    result = await session.execute(update(NotificationBatchItem).where(
-        NotificationBatchItem.org_id == org_id, NotificationBatchItem.patient_id == duplicate_id,
-        ~NotificationBatchItem.batch_id.in_(select(NotificationBatchItem.batch_id).where(
-            NotificationBatchItem.patient_id == survivor_id))).values(patient_id=survivor_id))
+    result = await session.execute(
+        update(NotificationBatchItem)
+        .where(
+            NotificationBatchItem.org_id == org_id,
+            NotificationBatchItem.patient_id == duplicate_id,
+            ~NotificationBatchItem.batch_id.in_(
+                select(NotificationBatchItem.batch_id).where(NotificationBatchItem.patient_id == survivor_id)
+            ),
+        )
+        .values(patient_id=survivor_id)
+    )
     return result.rowcount or 0  # type: ignore[attr-defined]

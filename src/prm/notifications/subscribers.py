@@ -49,12 +49,22 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
     payload = event.payload
     try:
         comm = await service.send_notification(
-            session, event.org_id, patient_id=uuid.UUID(str(payload["patient_id"])),
-            template_key="appointment_reminder", variables=reminder_variables(payload), purpose="reminders",
+            session,
+            event.org_id,
+            patient_id=uuid.UUID(str(payload["patient_id"])),
+            template_key="appointment_reminder",
+            variables=reminder_variables(payload),
+            purpose="reminders",
             idempotency_key=f"reminder:{payload['reminder_id']}",
         )
     except (Conflict, ValidationFailed, NotFound) as exc:
-        log.warning("notifications.reminder_refused", reminder_id=str(payload.get("reminder_id")), code=exc.code)
+        log.warning(
+            "notifications.reminder_refused", reminder_id=str(payload.get("reminder_id")), code=exc.code
+        )
         return
-    log.info("notifications.reminder_queued", reminder_id=str(payload.get("reminder_id")),
-             communication_id=str(comm.id), channel=comm.channel)
+    log.info(
+        "notifications.reminder_queued",
+        reminder_id=str(payload.get("reminder_id")),
+        communication_id=str(comm.id),
+        channel=comm.channel,
+    )

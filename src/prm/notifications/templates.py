@@ -75,13 +75,18 @@ def check(source: TemplateSource) -> None:
             raise TemplateError("variables", f"{name!r} is not a valid variable name")
 
 
-def render(source: TemplateSource, variables: Mapping[str, Any], *, extra_allowed: Iterable[str] = ()) -> Rendered:
+def render(
+    source: TemplateSource, variables: Mapping[str, Any], *, extra_allowed: Iterable[str] = ()
+) -> Rendered:
     """Render every part with `variables`; a missing declared variable is a TemplateError."""
     check(source)
     missing = [name for name in source.variables if name not in variables or variables[name] is None]
     if missing:
-        raise TemplateError(f"variables.{missing[0]}", "missing value for declared variable"
-                            + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""))
+        raise TemplateError(
+            f"variables.{missing[0]}",
+            "missing value for declared variable"
+            + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""),
+        )
     allowed = set(source.variables) | set(extra_allowed)
     context = {k: v for k, v in variables.items() if k in allowed}
     out: dict[str, str] = {}
@@ -92,5 +97,9 @@ def render(source: TemplateSource, variables: Mapping[str, Any], *, extra_allowe
             raise TemplateError(part, str(exc.message)) from None
         except SecurityError as exc:
             raise TemplateError(part, f"not allowed in a template: {exc}") from None
-    return Rendered(body=out.get("body", ""), subject=out.get("subject"), html_body=out.get("html_body"),
-                    variables_used=tuple(sorted(used_variables(source))))
+    return Rendered(
+        body=out.get("body", ""),
+        subject=out.get("subject"),
+        html_body=out.get("html_body"),
+        variables_used=tuple(sorted(used_variables(source))),
+    )

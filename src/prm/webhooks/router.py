@@ -28,7 +28,9 @@ async def _signed_form(request: Request) -> dict[str, str]:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, request.headers)
     token = adapters.twilio_auth_token()
-    if not twilio_inbound.signature_valid(token or "", urls, params, request.headers.get("x-twilio-signature")):
+    if not twilio_inbound.signature_valid(
+        token or "", urls, params, request.headers.get("x-twilio-signature")
+    ):
         raise PermissionDenied("Missing or invalid Twilio signature", code="invalid_signature")
     return params
 
@@ -38,33 +40,53 @@ def _twiml(reply: str | None = None) -> Response:
     return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>', media_type=TWIML)
 
 
-@router.post("/twilio/messaging", summary="Twilio inbound message (WhatsApp, SMS)",
-             response_class=Response, dependencies=[ratelimit.limit("rate_limit_webhooks", "twilio")],
-             responses={200: {"content": {TWIML: {}}, "description": "TwiML (a reply for STOP/START)"},
-                        400: {"description": "Malformed payload"}, 403: {"description": "Bad signature"}})
+@router.post(
+    "/twilio/messaging",
+    summary="Twilio inbound message (WhatsApp, SMS)",
+    response_class=Response,
+    dependencies=[ratelimit.limit("rate_limit_webhooks", "twilio")],
+    responses={
+        200: {"content": {TWIML: {}}, "description": "TwiML (a reply for STOP/START)"},
+        400: {"description": "Malformed payload"},
+        403: {"description": "Bad signature"},
+    },
+)
 async def twilio_messaging(request: Request, session: Session) -> Response:
     params = await _signed_form(request)
     outcome = await service.receive_twilio_message(session, params)
     return _twiml(outcome.reply)
 
 
-@router.post("/twilio/status", summary="Twilio delivery status callback", response_class=Response,
-             dependencies=[ratelimit.limit("rate_limit_webhooks", "twilio")],
-             responses={200: {"content": {TWIML: {}}}, 400: {"description": "Malformed payload"},
-                        403: {"description": "Bad signature"}})
+@router.post(
+    "/twilio/status",
+    summary="Twilio delivery status callback",
+    response_class=Response,
+    dependencies=[ratelimit.limit("rate_limit_webhooks", "twilio")],
+    responses={
+        200: {"content": {TWIML: {}}},
+        400: {"description": "Malformed payload"},
+        403: {"description": "Bad signature"},
+    },
+)
 async def twilio_status(request: Request, session: Session) -> Response:
     params = await _signed_form(request)
     await service.receive_twilio_status(session, params)
     return _twiml()
 
 
-@router.post("/voice-agent/{org_id}", response_model=WebhookAck, summary="Voice agent: a finished call",
-             description="JSON body (call id, caller, transcript, extracted fields) signed with "
-                         "`X-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the organisation's "
-                         "voice-agent secret (PUT /communications/channels/voice).",
-             dependencies=[ratelimit.limit("rate_limit_webhooks", "voice_agent")])
+@router.post(
+    "/voice-agent/{org_id}",
+    response_model=WebhookAck,
+    summary="Voice agent: a finished call",
+    description="JSON body (call id, caller, transcript, extracted fields) signed with "
+    "`X-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the organisation's "
+    "voice-agent secret (PUT /communications/channels/voice).",
+    dependencies=[ratelimit.limit("rate_limit_webhooks", "voice_agent")],
+)
 async def voice_agent(org_id: uuid.UUID, request: Request, session: Session) -> WebhookAck:
     raw = await request.body()
     outcome = await service.receive_voice_call(session, org_id, raw, request.headers.get("x-signature"))
-    return WebhookAck(status=outcome.status,
-                      communication_id=str(outcome.communication_id) if outcome.communication_id else None)
+    return WebhookAck(
+        status=outcome.status,
+        communication_id=str(outcome.communication_id) if outcome.communication_id else None,
+    )

@@ -39,13 +39,21 @@ class Outcome:
     reply: str | None = None  # a text to answer with (TwiML <Message>)
 
 
-async def _claim(session: AsyncSession, *, provider: str, external_id: str, kind: str,
-                 org_id: uuid.UUID | None = None) -> InboundEvent | None:
+async def _claim(
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
+) -> InboundEvent | None:
     """Store the event; None when it was already stored (a retried delivery)."""
     event_id = await session.scalar(
         insert(InboundEvent)
-        .values(id=uuid.uuid4(), provider=provider, external_id=external_id, kind=kind, org_id=org_id,
-                outcome="received", received_at=clock.now())
+        .values(
+            id=uuid.uuid4(),
+            provider=provider,
+            external_id=external_id,
+            kind=kind,
+            org_id=org_id,
+            outcome="received",
+            received_at=clock.now(),
+        )
         .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
         .returning(InboundEvent.id)
     )
@@ -75,8 +83,9 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
     try:
         msg = twilio_inbound.parse_message(params)
     except twilio_inbound.MalformedPayload as exc:
-        raise BadRequest(f"Malformed Twilio message: {exc.field} {exc.message}", code="malformed_webhook",
-                         field=exc.field) from None
+        raise BadRequest(
+            f"Malformed Twilio message: {exc.field} {exc.message}", code="malformed_webhook", field=exc.field
+        ) from None
     event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message")
     if event is None:
         return Outcome("duplicate")
@@ -88,32 +97,64 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
     event.org_id = org_id
     patient = await _patient_for(session, org_id, msg.from_number, msg.channel)
     comm = await communications.record_inbound(
-        session, org_id, patient_id=patient.id, channel=msg.channel, body=msg.body,
-        from_address=msg.from_number, to_address=msg.to_number, provider="twilio",
+        session,
+        org_id,
+        patient_id=patient.id,
+        channel=msg.channel,
+        body=msg.body,
+        from_address=msg.from_number,
+        to_address=msg.to_number,
+        provider="twilio",
         provider_message_id=msg.message_sid,
         media=[{"url": m.url, "content_type": m.content_type} for m in msg.media],
         details={"num_media": len(msg.media)},
     )
     keyword = rules.keyword(msg.body)
     if keyword is not None:
-        await patients.set_consent(session, org_id, patient.id, channel=msg.channel, purpose=None,
-                                   granted=keyword == "start", source=f"keyword:{msg.body.strip().upper()[:20]}",
-                                   who=Principal.system(org_id))
+        await patients.set_consent(
+            session,
+            org_id,
+            patient.id,
+            channel=msg.channel,
+            purpose=None,
+            granted=keyword == "start",
+            source=f"keyword:{msg.body.strip().upper()[:20]}",
+            who=Principal.system(org_id),
+        )
         ack = rules.ACKNOWLEDGEMENTS[keyword]
         await communications.record_outbound_reply(
-            session, org_id, patient_id=patient.id, channel=msg.channel, body=ack, to_address=msg.from_number,
-            from_address=msg.to_number, provider="twilio",
-            details={"kind": "consent_acknowledgement", "keyword": keyword, "delivered_via": "twiml",
-                     "in_reply_to": str(comm.id)})
+            session,
+            org_id,
+            patient_id=patient.id,
+            channel=msg.channel,
+            body=ack,
+            to_address=msg.from_number,
+            from_address=msg.to_number,
+            provider="twilio",
+            details={
+                "kind": "consent_acknowledgement",
+                "keyword": keyword,
+                "delivered_via": "twiml",
+                "in_reply_to": str(comm.id),
+            },
+        )
         comm.details = {**comm.details, "keyword": keyword}
         log.info("webhook.consent_keyword", communication_id=str(comm.id), keyword=keyword)
         outcome = _done(event, "processed", comm.id)
         return Outcome(outcome.status, comm.id, reply=ack)
-    await events.publish(session, events.Event(
-        type="message.received", org_id=org_id,
-        payload={"communication_id": str(comm.id), "patient_id": str(patient.id), "channel": msg.channel,
-                 "org_id": str(org_id)},
-    ))
+    await events.publish(
+        session,
+        events.Event(
+            type="message.received",
+            org_id=org_id,
+            payload={
+                "communication_id": str(comm.id),
+                "patient_id": str(patient.id),
+                "channel": msg.channel,
+                "org_id": str(org_id),
+            },
+        ),
+    )
     return _done(event, "processed", comm.id)
 
 
@@ -122,15 +163,24 @@ async def receive_twilio_status(session: AsyncSession, params: dict[str, str]) -
     try:
         update = twilio_inbound.parse_status(params)
     except twilio_inbound.MalformedPayload as exc:
-        raise BadRequest(f"Malformed Twilio status callback: {exc.field} {exc.message}",
-                         code="malformed_webhook", field=exc.field) from None
-    event = await _claim(session, provider="twilio", external_id=f"{update.message_sid}:{update.status}",
-                         kind="status")
+        raise BadRequest(
+            f"Malformed Twilio status callback: {exc.field} {exc.message}",
+            code="malformed_webhook",
+            field=exc.field,
+        ) from None
+    event = await _claim(
+        session, provider="twilio", external_id=f"{update.message_sid}:{update.status}", kind="status"
+    )
     if event is None:
         return Outcome("duplicate")
-    comm = await communications.apply_status(session, provider="twilio", provider_message_id=update.message_sid,
-                                             status=update.status, error_code=update.error_code,
-                                             error_message=update.error_message)
+    comm = await communications.apply_status(
+        session,
+        provider="twilio",
+        provider_message_id=update.message_sid,
+        status=update.status,
+        error_code=update.error_code,
+        error_message=update.error_message,
+    )
     if comm is None:
         return _done(event, "ignored")
     event.org_id = comm.org_id
@@ -138,13 +188,17 @@ async def receive_twilio_status(session: AsyncSession, params: dict[str, str]) -
 
 
 async def voice_agent_secret(session: AsyncSession, org_id: uuid.UUID) -> str | None:
-    secret: str | None = await session.scalar(select(ChannelConfig.webhook_secret).where(
-        ChannelConfig.org_id == org_id, ChannelConfig.channel == "voice", ChannelConfig.enabled.is_(True)))
+    secret: str | None = await session.scalar(
+        select(ChannelConfig.webhook_secret).where(
+            ChannelConfig.org_id == org_id, ChannelConfig.channel == "voice", ChannelConfig.enabled.is_(True)
+        )
+    )
     return secret
 
 
-async def receive_voice_call(session: AsyncSession, org_id: uuid.UUID, raw_body: bytes,
-                             signature: str | None) -> Outcome:
+async def receive_voice_call(
+    session: AsyncSession, org_id: uuid.UUID, raw_body: bytes, signature: str | None
+) -> Outcome:
     """A finished voice-agent call: HMAC-checked, stored as a voice communication, event published."""
     secret = await voice_agent_secret(session, org_id)
     if not twilio_inbound.hmac_valid(secret, raw_body, signature):
@@ -152,28 +206,60 @@ async def receive_voice_call(session: AsyncSession, org_id: uuid.UUID, raw_body:
     try:
         call = VoiceAgentCall.model_validate_json(raw_body)
     except ValidationError as exc:
-        raise BadRequest("Malformed voice-agent payload", code="malformed_webhook",
-                         errors=[{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
-                                 for e in exc.errors()]) from None
+        raise BadRequest(
+            "Malformed voice-agent payload",
+            code="malformed_webhook",
+            errors=[
+                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
+                for e in exc.errors()
+            ],
+        ) from None
     caller = try_normalise(call.caller, adapters.settings().default_phone_region)
     if caller is None:
         raise BadRequest("caller: not a phone number", code="malformed_webhook", field="caller")
-    event = await _claim(session, provider="voice_agent", external_id=f"{org_id}:{call.call_id}",
-                         kind="voice_call", org_id=org_id)
+    event = await _claim(
+        session,
+        provider="voice_agent",
+        external_id=f"{org_id}:{call.call_id}",
+        kind="voice_call",
+        org_id=org_id,
+    )
     if event is None:
         return Outcome("duplicate")
     patient = await _patient_for(session, org_id, caller, "voice")
     comm = await communications.record_inbound(
-        session, org_id, patient_id=patient.id, channel="voice", body=call.transcript, from_address=caller,
-        to_address=call.callee, provider="voice_agent", provider_message_id=f"{org_id}:{call.call_id}",
-        details={"call_id": call.call_id, "extracted": call.extracted, "duration_seconds": call.duration_seconds,
-                 "recording_url": call.recording_url, "language": call.language,
-                 "started_at": call.started_at.isoformat() if call.started_at else None,
-                 "ended_at": call.ended_at.isoformat() if call.ended_at else None},
+        session,
+        org_id,
+        patient_id=patient.id,
+        channel="voice",
+        body=call.transcript,
+        from_address=caller,
+        to_address=call.callee,
+        provider="voice_agent",
+        provider_message_id=f"{org_id}:{call.call_id}",
+        details={
+            "call_id": call.call_id,
+            "extracted": call.extracted,
+            "duration_seconds": call.duration_seconds,
+            "recording_url": call.recording_url,
+            "language": call.language,
+            "started_at": call.started_at.isoformat() if call.started_at else None,
+            "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+        },
     )
-    await events.publish(session, events.Event(
-        type="voice_call.completed", org_id=org_id,
-        payload={"communication_id": str(comm.id), "patient_id": str(patient.id), "channel": "voice",
-                 "org_id": str(org_id), "call_id": call.call_id, "extracted": call.extracted},
-    ))
+    await events.publish(
+        session,
+        events.Event(
+            type="voice_call.completed",
+            org_id=org_id,
+            payload={
+                "communication_id": str(comm.id),
+                "patient_id": str(patient.id),
+                "channel": "voice",
+                "org_id": str(org_id),
+                "call_id": call.call_id,
+                "extracted": call.extracted,
+            },
+        ),
+    )
     return _done(event, "processed", comm.id)

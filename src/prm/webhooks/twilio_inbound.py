@@ -47,7 +47,9 @@ def candidate_urls(public_base_url: str, path_and_query: str, headers: Mapping[s
     return urls
 
 
-def signature_valid(auth_token: str, urls: list[str], params: Mapping[str, str], signature: str | None) -> bool:
+def signature_valid(
+    auth_token: str, urls: list[str], params: Mapping[str, str], signature: str | None
+) -> bool:
     """Twilio's `X-Twilio-Signature` check (the SDK's `RequestValidator`) against any candidate URL."""
     if not signature or not auth_token:
         return False
@@ -127,13 +129,20 @@ def parse_message(params: Mapping[str, str]) -> InboundMessage:
         url = _required(params, f"MediaUrl{i}")
         if not url.startswith(("https://", "http://")):
             raise MalformedPayload(f"MediaUrl{i}", "not a URL")
-        media.append(MediaItem(url=url, content_type=params.get(f"MediaContentType{i}") or "application/octet-stream"))
+        media.append(
+            MediaItem(url=url, content_type=params.get(f"MediaContentType{i}") or "application/octet-stream")
+        )
     body = params.get("Body") or ""
     if not body.strip() and not media:
         raise MalformedPayload("Body", "empty message without media")
     return InboundMessage(
-        message_sid=sid, channel=channel, from_number=_e164(sender, "From"), to_number=_e164(receiver, "To"),
-        body=body, media=tuple(media), profile_name=params.get("ProfileName") or None,
+        message_sid=sid,
+        channel=channel,
+        from_number=_e164(sender, "From"),
+        to_number=_e164(receiver, "To"),
+        body=body,
+        media=tuple(media),
+        profile_name=params.get("ProfileName") or None,
         account_sid=params.get("AccountSid") or None,
     )
 
@@ -142,5 +151,9 @@ def parse_status(params: Mapping[str, str]) -> StatusUpdate:
     """A status callback for a message (`MessageStatus`) or a call (`CallStatus`)."""
     sid = _required(params, "MessageSid", "SmsSid", "CallSid")
     status = _required(params, "MessageStatus", "SmsStatus", "CallStatus")
-    return StatusUpdate(message_sid=sid, status=status.lower(), error_code=params.get("ErrorCode") or None,
-                        error_message=params.get("ErrorMessage") or None)
+    return StatusUpdate(
+        message_sid=sid,
+        status=status.lower(),
+        error_code=params.get("ErrorCode") or None,
+        error_message=params.get("ErrorMessage") or None,
+    )

@@ -22,10 +22,21 @@ async def test_sandbox_records_every_payload_and_serves_every_channel_kind() -> 
         return str(len(recorded))
 
     sandbox = SandboxChannel(record)
-    assert isinstance(sandbox, TextChannel) and isinstance(sandbox, EmailChannel) and isinstance(sandbox, VoiceChannel)
+    assert (
+        isinstance(sandbox, TextChannel)
+        and isinstance(sandbox, EmailChannel)
+        and isinstance(sandbox, VoiceChannel)
+    )
     r1 = await sandbox.send_message(OutboundMessage(channel="sms", to="+34600000001", from_=None, body="hi"))
-    await sandbox.send_email(OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t",
-                                           attachments=(Attachment("a.ics", "text/calendar", b"X"),)))
+    await sandbox.send_email(
+        OutboundEmail(
+            to="a@example.org",
+            from_="c@example.org",
+            subject="s",
+            text="t",
+            attachments=(Attachment("a.ics", "text/calendar", b"X"),),
+        )
+    )
     await sandbox.place_call(OutboundCall(to="+34600000001", from_=None, say="hello"))
     assert [c for c, _ in recorded] == ["sms", "email", "voice"]
     assert recorded[0][1]["body"] == "hi" and r1.provider_message_id == "SB1"

@@ -57,10 +57,16 @@ ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
 async def test_email_has_text_html_and_ics_attachment(smtp_sink: tuple[Sink, int]) -> None:
     sink, port = smtp_sink
     channel = SmtpChannel(host="127.0.0.1", port=port, start_tls=False)
-    result = await channel.send_email(OutboundEmail(
-        to="ana@example.org", from_="Clinic <clinic@example.org>", subject="Your visit",
-        text="See you soon", html="<p>See you <b>soon</b></p>",
-        attachments=(Attachment("visit.ics", "text/calendar", ICS),)))
+    result = await channel.send_email(
+        OutboundEmail(
+            to="ana@example.org",
+            from_="Clinic <clinic@example.org>",
+            subject="Your visit",
+            text="See you soon",
+            html="<p>See you <b>soon</b></p>",
+            attachments=(Attachment("visit.ics", "text/calendar", ICS),),
+        )
+    )
     assert result.provider == "smtp" and result.provider_message_id
     [msg] = sink.messages
     assert msg["Subject"] == "Your visit" and sink.envelopes[0].rcpt_tos == ["ana@example.org"]
@@ -76,7 +82,9 @@ async def test_refused_recipient_is_permanent(smtp_sink: tuple[Sink, int]) -> No
     sink.refuse.add("gone@example.org")
     channel = SmtpChannel(host="127.0.0.1", port=port, start_tls=False)
     with pytest.raises(PermanentDeliveryError) as err:
-        await channel.send_email(OutboundEmail(to="gone@example.org", from_="c@example.org", subject="s", text="t"))
+        await channel.send_email(
+            OutboundEmail(to="gone@example.org", from_="c@example.org", subject="s", text="t")
+        )
     assert err.value.code == "550"
     assert sink.messages == []
 
@@ -84,7 +92,9 @@ async def test_refused_recipient_is_permanent(smtp_sink: tuple[Sink, int]) -> No
 async def test_unreachable_server_is_transient() -> None:
     channel = SmtpChannel(host="127.0.0.1", port=free_port(), start_tls=False, timeout_seconds=2)
     with pytest.raises(TransientDeliveryError):
-        await channel.send_email(OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t"))
+        await channel.send_email(
+            OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t")
+        )
 
 
 def test_text_only_message_has_one_part() -> None:

@@ -32,10 +32,19 @@ def form(request: httpx.Request) -> dict[str, list[str]]:
 
 @respx.mock
 async def test_whatsapp_message_is_prefixed_and_carries_media() -> None:
-    route = respx.post(MESSAGES).mock(return_value=httpx.Response(201, json={"sid": "SM1", "status": "queued"}))
-    result = await channel().send_message(OutboundMessage(
-        channel="whatsapp", to="+34600000001", from_="+34900000000", body="hola",
-        media_urls=("https://x.test/a.jpg", "https://x.test/b.pdf"), status_callback="https://prm.test/cb"))
+    route = respx.post(MESSAGES).mock(
+        return_value=httpx.Response(201, json={"sid": "SM1", "status": "queued"})
+    )
+    result = await channel().send_message(
+        OutboundMessage(
+            channel="whatsapp",
+            to="+34600000001",
+            from_="+34900000000",
+            body="hola",
+            media_urls=("https://x.test/a.jpg", "https://x.test/b.pdf"),
+            status_callback="https://prm.test/cb",
+        )
+    )
     sent = form(route.calls.last.request)
     assert sent["To"] == ["whatsapp:+34600000001"] and sent["From"] == ["whatsapp:+34900000000"]
     assert sent["MediaUrl"] == ["https://x.test/a.jpg", "https://x.test/b.pdf"]
@@ -46,9 +55,19 @@ async def test_whatsapp_message_is_prefixed_and_carries_media() -> None:
 
 @respx.mock
 async def test_template_message_sends_content_sid_and_variables_not_body() -> None:
-    route = respx.post(MESSAGES).mock(return_value=httpx.Response(201, json={"sid": "SM2", "status": "accepted"}))
-    await channel().send_message(OutboundMessage(channel="whatsapp", to="+34600000001", from_=None, body="x",
-                                                 content_sid="HX1", content_variables={"1": "Ana"}))
+    route = respx.post(MESSAGES).mock(
+        return_value=httpx.Response(201, json={"sid": "SM2", "status": "accepted"})
+    )
+    await channel().send_message(
+        OutboundMessage(
+            channel="whatsapp",
+            to="+34600000001",
+            from_=None,
+            body="x",
+            content_sid="HX1",
+            content_variables={"1": "Ana"},
+        )
+    )
     sent = form(route.calls.last.request)
     assert sent["ContentSid"] == ["HX1"] and json.loads(sent["ContentVariables"][0]) == {"1": "Ana"}
     assert "Body" not in sent and "From" not in sent
@@ -59,7 +78,9 @@ async def test_template_message_sends_content_sid_and_variables_not_body() -> No
 async def test_5xx_and_429_are_transient(status: int) -> None:
     respx.post(MESSAGES).mock(return_value=httpx.Response(status, json={"code": 20429, "message": "busy"}))
     with pytest.raises(TransientDeliveryError):
-        await channel().send_message(OutboundMessage(channel="sms", to="+34600000001", from_="+3490", body="x"))
+        await channel().send_message(
+            OutboundMessage(channel="sms", to="+34600000001", from_="+3490", body="x")
+        )
 
 
 @respx.mock
@@ -80,9 +101,13 @@ async def test_connection_error_is_transient() -> None:
 @pytest.mark.parametrize("code", [21211, 21610, 63016])
 @respx.mock
 async def test_documented_4xx_codes_are_permanent_with_reason(code: int) -> None:
-    respx.post(MESSAGES).mock(return_value=httpx.Response(400, json={"code": code, "message": "no", "status": 400}))
+    respx.post(MESSAGES).mock(
+        return_value=httpx.Response(400, json={"code": code, "message": "no", "status": 400})
+    )
     with pytest.raises(PermanentDeliveryError) as err:
-        await channel().send_message(OutboundMessage(channel="whatsapp", to="+34600000001", from_=None, body="x"))
+        await channel().send_message(
+            OutboundMessage(channel="whatsapp", to="+34600000001", from_=None, body="x")
+        )
     assert err.value.code == str(code) and err.value.reason
 
 
@@ -99,8 +124,9 @@ async def test_voice_call_speaks_the_message() -> None:
     route = respx.post(CALLS).mock(return_value=httpx.Response(201, json={"sid": "CA1", "status": "queued"}))
     async with httpx.AsyncClient() as http:
         tw = TwilioChannel(account_sid="AC123", auth_token="tok", base_url=BASE, http=http)
-        result = await tw.place_call(OutboundCall(to="+34600000001", from_="+34900000000", say="Hi <b>&",
-                                                  language="es"))
+        result = await tw.place_call(
+            OutboundCall(to="+34600000001", from_="+34900000000", say="Hi <b>&", language="es")
+        )
     sent = form(route.calls.last.request)
     assert sent["Twiml"] == ['<Response><Say language="es-ES">Hi &lt;b&gt;&amp;</Say></Response>']
     assert result.provider_message_id == "CA1"

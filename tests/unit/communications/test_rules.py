@@ -13,11 +13,21 @@ from prm.communications.rules import (
 )
 
 
-@pytest.mark.parametrize("body,expected", [
-    ("STOP", "stop"), (" stop! ", "stop"), ("Unsubscribe", "stop"), ("baja", "stop"),
-    ("START", "start"), ("unstop", "start"), ("please don't stop", None), ("", None), (None, None),
-    ("Hello", None),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("STOP", "stop"),
+        (" stop! ", "stop"),
+        ("Unsubscribe", "stop"),
+        ("baja", "stop"),
+        ("START", "start"),
+        ("unstop", "start"),
+        ("please don't stop", None),
+        ("", None),
+        (None, None),
+        ("Hello", None),
+    ],
+)
 def test_keyword(body: str | None, expected: str | None) -> None:
     assert keyword(body) == expected
 
@@ -29,11 +39,20 @@ def test_whatsapp_window() -> None:
     assert not whatsapp_window_open(None, now)
 
 
-@pytest.mark.parametrize("current,incoming,expected", [
-    ("sent", "delivered", "delivered"), ("delivered", "sent", None), ("delivered", "read", "read"),
-    ("sent", "undelivered", "undelivered"), ("delivered", "failed", None), ("failed", "delivered", None),
-    ("queued", "sent", "sent"), ("sent", "sent", None), ("sent", "bogus", None),
-])
+@pytest.mark.parametrize(
+    "current,incoming,expected",
+    [
+        ("sent", "delivered", "delivered"),
+        ("delivered", "sent", None),
+        ("delivered", "read", "read"),
+        ("sent", "undelivered", "undelivered"),
+        ("delivered", "failed", None),
+        ("failed", "delivered", None),
+        ("queued", "sent", "sent"),
+        ("sent", "sent", None),
+        ("sent", "bogus", None),
+    ],
+)
 def test_status_only_moves_forward(current: str, incoming: str, expected: str | None) -> None:
     assert next_status(current, incoming) == expected
 

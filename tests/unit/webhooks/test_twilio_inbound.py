@@ -19,7 +19,9 @@ TOKEN = "12345"
 def test_signature_checked_against_public_url() -> None:
     params = {"From": "+34600000001", "Body": "hi"}
     urls = candidate_urls("https://clinic.example/", "/webhooks/twilio/messaging", {})
-    sig = RequestValidator(TOKEN).compute_signature("https://clinic.example/webhooks/twilio/messaging", params)
+    sig = RequestValidator(TOKEN).compute_signature(
+        "https://clinic.example/webhooks/twilio/messaging", params
+    )
     assert signature_valid(TOKEN, urls, params, sig)
     assert not signature_valid(TOKEN, urls, {**params, "Body": "tampered"}, sig)
     assert not signature_valid(TOKEN, urls, params, None)
@@ -27,8 +29,11 @@ def test_signature_checked_against_public_url() -> None:
 
 
 def test_forwarded_headers_give_a_second_candidate() -> None:
-    urls = candidate_urls("http://127.0.0.1:8000", "/w?x=1", {"x-forwarded-proto": "https",
-                                                              "x-forwarded-host": "prm.example.org"})
+    urls = candidate_urls(
+        "http://127.0.0.1:8000",
+        "/w?x=1",
+        {"x-forwarded-proto": "https", "x-forwarded-host": "prm.example.org"},
+    )
     assert urls == ["http://127.0.0.1:8000/w?x=1", "https://prm.example.org/w?x=1"]
 
 
@@ -39,23 +44,43 @@ def test_hmac() -> None:
 
 
 def test_parse_whatsapp_with_media() -> None:
-    msg = parse_message({"MessageSid": "SM1", "From": "whatsapp:+34600000001", "To": "whatsapp:+34900000000",
-                         "Body": "", "NumMedia": "1", "MediaUrl0": "https://api.twilio.com/m/1",
-                         "MediaContentType0": "image/jpeg", "ProfileName": "Ana"})
+    msg = parse_message(
+        {
+            "MessageSid": "SM1",
+            "From": "whatsapp:+34600000001",
+            "To": "whatsapp:+34900000000",
+            "Body": "",
+            "NumMedia": "1",
+            "MediaUrl0": "https://api.twilio.com/m/1",
+            "MediaContentType0": "image/jpeg",
+            "ProfileName": "Ana",
+        }
+    )
     assert msg.channel == "whatsapp" and msg.from_number == "+34600000001"
     assert msg.media[0].content_type == "image/jpeg"
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"From": "+34600000001", "To": "+34900000000", "Body": "x"}, "MessageSid"),
-    ({"MessageSid": "SM1", "To": "+34900000000", "Body": "x"}, "From"),
-    ({"MessageSid": "SM1", "From": "+34600000001", "To": "+34900000000", "Body": "x", "NumMedia": "two"},
-     "NumMedia"),
-    ({"MessageSid": "SM1", "From": "+34600000001", "To": "+34900000000", "NumMedia": "1"}, "MediaUrl0"),
-    ({"MessageSid": "SM1", "From": "whatsapp:+34600000001", "To": "+34900000000", "Body": "x"}, "To"),
-    ({"MessageSid": "SM1", "From": "12", "To": "+34900000000", "Body": "x"}, "From"),
-    ({"MessageSid": "SM1", "From": "+34600000001", "To": "+34900000000", "Body": " "}, "Body"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"From": "+34600000001", "To": "+34900000000", "Body": "x"}, "MessageSid"),
+        ({"MessageSid": "SM1", "To": "+34900000000", "Body": "x"}, "From"),
+        (
+            {
+                "MessageSid": "SM1",
+                "From": "+34600000001",
+                "To": "+34900000000",
+                "Body": "x",
+                "NumMedia": "two",
+            },
+            "NumMedia",
+        ),
+        ({"MessageSid": "SM1", "From": "+34600000001", "To": "+34900000000", "NumMedia": "1"}, "MediaUrl0"),
+        ({"MessageSid": "SM1", "From": "whatsapp:+34600000001", "To": "+34900000000", "Body": "x"}, "To"),
+        ({"MessageSid": "SM1", "From": "12", "To": "+34900000000", "Body": "x"}, "From"),
+        ({"MessageSid": "SM1", "From": "+34600000001", "To": "+34900000000", "Body": " "}, "Body"),
+    ],
+)
 def test_malformed(params: dict[str, str], field: str) -> None:
     with pytest.raises(MalformedPayload) as err:
         parse_message(params)

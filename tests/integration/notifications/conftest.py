@@ -1,0 +1,1 @@
+from tests.fixtures.messaging import *  # noqa: F403
