@@ -29,17 +29,23 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 def _read(conversation: Conversation) -> ConversationRead:
     return ConversationRead.model_validate(conversation).model_copy(
-        update={"whatsapp_window_open": service.window_open(conversation)})
+        update={"whatsapp_window_open": service.window_open(conversation)}
+    )
 
 
 def _detail(conversation: Conversation) -> ConversationDetail:
     return ConversationDetail.model_validate(conversation).model_copy(
-        update={"whatsapp_window_open": service.window_open(conversation)})
+        update={"whatsapp_window_open": service.window_open(conversation)}
+    )
 
 
-@router.get("", response_model=Page[ConversationRead], summary="The inbox: conversations with filters",
-            description="Most recent activity first. `unread=true` lists conversations with inbound messages "
-                        "no one has read; `bot_active=false` those a person has taken over.")
+@router.get(
+    "",
+    response_model=Page[ConversationRead],
+    summary="The inbox: conversations with filters",
+    description="Most recent activity first. `unread=true` lists conversations with inbound messages "
+    "no one has read; `bot_active=false` those a person has taken over.",
+)
 async def list_conversations(
     session: Session,
     paging: Paging,
@@ -53,67 +59,126 @@ async def list_conversations(
     who: Principal = Requires("conversations:read"),
 ) -> Page[ConversationRead]:
     filters = service.ConversationFilters(
-        status=list(status) if status else None, channel=channel, assignee_id=assignee_id, unassigned=unassigned,
-        unread=unread, patient_id=patient_id, bot_active=bot_active)
+        status=list(status) if status else None,
+        channel=channel,
+        assignee_id=assignee_id,
+        unassigned=unassigned,
+        unread=unread,
+        patient_id=patient_id,
+        bot_active=bot_active,
+    )
     rows, total = await service.list_conversations(session, who.org_id, filters, paging, who)
-    return Page[ConversationRead](items=[_read(c) for c in rows], total=total, limit=paging.limit,
-                                  offset=paging.offset)
+    return Page[ConversationRead](
+        items=[_read(c) for c in rows], total=total, limit=paging.limit, offset=paging.offset
+    )
 
 
-@router.post("", status_code=201, response_model=ConversationDetail,
-             summary="Open (or find) the conversation with a patient on a channel")
-async def create_conversation(body: ConversationCreate, session: Session,
-                              who: Principal = Requires("conversations:write")) -> ConversationDetail:
+@router.post(
+    "",
+    status_code=201,
+    response_model=ConversationDetail,
+    summary="Open (or find) the conversation with a patient on a channel",
+)
+async def create_conversation(
+    body: ConversationCreate, session: Session, who: Principal = Requires("conversations:write")
+) -> ConversationDetail:
     return _detail(await service.create(session, who.org_id, body.patient_id, body.channel, who))
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail,
-            summary="A conversation with the assistant's state")
-async def get_conversation(conversation_id: uuid.UUID, session: Session,
-                           who: Principal = Requires("conversations:read")) -> ConversationDetail:
+@router.get(
+    "/{conversation_id}",
+    response_model=ConversationDetail,
+    summary="A conversation with the assistant's state",
+)
+async def get_conversation(
+    conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:read")
+) -> ConversationDetail:
     return _detail(await service.read(session, who.org_id, conversation_id, who))
 
 
-@router.get("/{conversation_id}/messages", response_model=Page[MessageRead],
-            summary="The conversation's messages, newest first")
-async def list_messages(conversation_id: uuid.UUID, session: Session, paging: Paging,
-                        who: Principal = Requires("conversations:read")) -> Page[MessageRead]:
+@router.get(
+    "/{conversation_id}/messages",
+    response_model=Page[MessageRead],
+    summary="The conversation's messages, newest first",
+)
+async def list_messages(
+    conversation_id: uuid.UUID,
+    session: Session,
+    paging: Paging,
+    who: Principal = Requires("conversations:read"),
+) -> Page[MessageRead]:
     rows, total = await service.history(session, who.org_id, conversation_id, paging, who)
-    return Page[MessageRead](items=[MessageRead.model_validate(m) for m in rows], total=total,
-                             limit=paging.limit, offset=paging.offset)
+    return Page[MessageRead](
+        items=[MessageRead.model_validate(m) for m in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
 
 
-@router.post("/{conversation_id}/messages", status_code=201, response_model=MessageRead,
-             summary="Reply to the patient (a person replying takes over from the assistant)",
-             description="Sent through communications: consent and WhatsApp's 24-hour rule apply (409 / 422).")
-async def reply(conversation_id: uuid.UUID, body: ReplyCreate, session: Session,
-                who: Principal = Requires("conversations:write")) -> MessageRead:
-    return MessageRead.model_validate(await service.reply(session, who.org_id, conversation_id, body.body, who))
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=201,
+    response_model=MessageRead,
+    summary="Reply to the patient (a person replying takes over from the assistant)",
+    description="Sent through communications: consent and WhatsApp's 24-hour rule apply (409 / 422).",
+)
+async def reply(
+    conversation_id: uuid.UUID,
+    body: ReplyCreate,
+    session: Session,
+    who: Principal = Requires("conversations:write"),
+) -> MessageRead:
+    return MessageRead.model_validate(
+        await service.reply(session, who.org_id, conversation_id, body.body, who)
+    )
 
 
 @router.post("/{conversation_id}/read", response_model=ConversationRead, summary="Mark the conversation read")
-async def mark_read(conversation_id: uuid.UUID, session: Session,
-                    who: Principal = Requires("conversations:write")) -> ConversationRead:
+async def mark_read(
+    conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
+) -> ConversationRead:
     return _read(await service.mark_read(session, who.org_id, conversation_id, who))
 
 
-@router.post("/{conversation_id}/assign", response_model=ConversationRead,
-             summary="Assign to a staff member (silences the assistant) or unassign")
-async def assign(conversation_id: uuid.UUID, body: ConversationAssign, session: Session,
-                 who: Principal = Requires("conversations:write")) -> ConversationRead:
+@router.post(
+    "/{conversation_id}/assign",
+    response_model=ConversationRead,
+    summary="Assign to a staff member (silences the assistant) or unassign",
+)
+async def assign(
+    conversation_id: uuid.UUID,
+    body: ConversationAssign,
+    session: Session,
+    who: Principal = Requires("conversations:write"),
+) -> ConversationRead:
     return _read(await service.assign(session, who.org_id, conversation_id, body.assignee_id, who))
 
 
-@router.post("/{conversation_id}/status", response_model=ConversationRead,
-             summary="Change the status: open, pending, snoozed (until a time) or closed")
-async def change_status(conversation_id: uuid.UUID, body: ConversationStatusChange, session: Session,
-                        who: Principal = Requires("conversations:write")) -> ConversationRead:
-    return _read(await service.change_status(session, who.org_id, conversation_id, body.status, who,
-                                             snoozed_until=body.snoozed_until))
+@router.post(
+    "/{conversation_id}/status",
+    response_model=ConversationRead,
+    summary="Change the status: open, pending, snoozed (until a time) or closed",
+)
+async def change_status(
+    conversation_id: uuid.UUID,
+    body: ConversationStatusChange,
+    session: Session,
+    who: Principal = Requires("conversations:write"),
+) -> ConversationRead:
+    return _read(
+        await service.change_status(
+            session, who.org_id, conversation_id, body.status, who, snoozed_until=body.snoozed_until
+        )
+    )
 
 
-@router.post("/{conversation_id}/bot", response_model=ConversationRead,
-             summary="Hand the conversation back to the booking assistant")
-async def hand_back_to_bot(conversation_id: uuid.UUID, session: Session,
-                           who: Principal = Requires("conversations:write")) -> ConversationRead:
+@router.post(
+    "/{conversation_id}/bot",
+    response_model=ConversationRead,
+    summary="Hand the conversation back to the booking assistant",
+)
+async def hand_back_to_bot(
+    conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
+) -> ConversationRead:
     return _read(await service.hand_back_to_bot(session, who.org_id, conversation_id, who))

@@ -39,8 +39,9 @@ class ConversationRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     whatsapp_window_open: bool = Field(
-        default=False, description="True while a free-form WhatsApp reply is allowed (24 h after the last "
-                                   "inbound message)")
+        default=False,
+        description="True while a free-form WhatsApp reply is allowed (24 h after the last inbound message)",
+    )
 
 
 class ConversationDetail(ConversationRead):
@@ -65,8 +66,9 @@ class ReplyCreate(BaseModel):
 
 
 class ConversationAssign(BaseModel):
-    assignee_id: uuid.UUID | None = Field(description="A staff user; null unassigns. Assigning a person "
-                                                      "silences the assistant")
+    assignee_id: uuid.UUID | None = Field(
+        description="A staff user; null unassigns. Assigning a person silences the assistant"
+    )
 
 
 class ConversationStatusChange(BaseModel):

@@ -27,18 +27,25 @@ PHONE = "+34600111222"
 
 
 async def _conversation_of(session, org_id, phone: str = PHONE) -> Conversation:
-    patient = await session.scalar(select(Patient).where(Patient.org_id == org_id, Patient.primary_phone == phone))
+    patient = await session.scalar(
+        select(Patient).where(Patient.org_id == org_id, Patient.primary_phone == phone)
+    )
     assert patient is not None
-    conversation = await session.scalar(select(Conversation).where(Conversation.patient_id == patient.id)
-                                        .execution_options(populate_existing=True))
+    conversation = await session.scalar(
+        select(Conversation)
+        .where(Conversation.patient_id == patient.id)
+        .execution_options(populate_existing=True)
+    )
     assert conversation is not None
     return conversation
 
 
 async def _bodies(session, conversation_id, direction: str = "outbound") -> list[str]:
-    rows = await session.scalars(select(Communication).where(
-        Communication.conversation_id == conversation_id, Communication.direction == direction)
-        .order_by(Communication.created_at, Communication.id))
+    rows = await session.scalars(
+        select(Communication)
+        .where(Communication.conversation_id == conversation_id, Communication.direction == direction)
+        .order_by(Communication.created_at, Communication.id)
+    )
     return [r.body or "" for r in rows]
 
 
@@ -64,16 +71,18 @@ async def test_create_conversation(session, org, other_org, client: httpx.AsyncC
     foreign = await make_patient(session, other_org)
     r = await client.post("/conversations", json={"patient_id": str(foreign.id)})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "patient_id"
-    assert (await client.post("/conversations", json={"patient_id": str(patient.id), "channel": "email"})
-            ).status_code == 422
+    assert (
+        await client.post("/conversations", json={"patient_id": str(patient.id), "channel": "email"})
+    ).status_code == 422
 
 
 async def test_add_message_to_conversation(session, org, client, anon_client, signing, frozen) -> None:
     await setup_clinic(client)
     await post_message(anon_client, "Hello", from_phone=PHONE)
     # stored by the webhook, not yet routed: the subscriber runs as a job
-    inbound = await session.scalar(select(Communication).where(Communication.org_id == org.id,
-                                                               Communication.direction == "inbound"))
+    inbound = await session.scalar(
+        select(Communication).where(Communication.org_id == org.id, Communication.direction == "inbound")
+    )
     assert inbound is not None and inbound.conversation_id is None
     await jobs.run_due(session)
     conversation = await _conversation_of(session, org.id)
@@ -105,8 +114,9 @@ async def test_get_conversation_history(session, org, client, anon_client, signi
     assert page["items"][0]["body"].startswith("These times are open for Dental cleaning")
     assert page["items"][0]["created_by"] == "assistant"
     assert page["items"][1]["body"] == "cleaning"
-    older = (await client.get(f"/conversations/{conversation.id}/messages",
-                              params={"limit": 2, "offset": 4})).json()["items"]
+    older = (
+        await client.get(f"/conversations/{conversation.id}/messages", params={"limit": 2, "offset": 4})
+    ).json()["items"]
     assert [m["body"] for m in older] == ["hi"]
     detail = (await client.get(f"/conversations/{conversation.id}")).json()
     assert detail["bot_state"] == "choose_slot" and len(detail["bot_context"]["offered"]) == 5
@@ -151,7 +161,9 @@ async def test_update_conversation_state(session, org, client, anon_client, sign
 
     # hand back to the bot: it answers again, from the start
     r = await client.post(f"{path}/bot")
-    assert r.json()["bot_active"] is True and r.json()["assignee_id"] is None and r.json()["bot_state"] == "idle"
+    assert (
+        r.json()["bot_active"] is True and r.json()["assignee_id"] is None and r.json()["bot_state"] == "idle"
+    )
     await say(session, anon_client, "cleaning please")
     assert (await client.get(path)).json()["bot_state"] == "choose_slot"
 
@@ -189,23 +201,28 @@ async def test_inbox_filters(session, org, client, anon_client, signing, frozen)
 
 async def test_conversation_not_found(session, org, other_org, client: httpx.AsyncClient) -> None:
     missing = uuid.uuid4()
-    for method, path, body in [("GET", f"/conversations/{missing}", None),
-                               ("GET", f"/conversations/{missing}/messages", None),
-                               ("POST", f"/conversations/{missing}/messages", {"body": "hi"}),
-                               ("POST", f"/conversations/{missing}/assign", {"assignee_id": None}),
-                               ("POST", f"/conversations/{missing}/status", {"status": "closed"}),
-                               ("POST", f"/conversations/{missing}/read", None),
-                               ("POST", f"/conversations/{missing}/bot", None)]:
+    for method, path, body in [
+        ("GET", f"/conversations/{missing}", None),
+        ("GET", f"/conversations/{missing}/messages", None),
+        ("POST", f"/conversations/{missing}/messages", {"body": "hi"}),
+        ("POST", f"/conversations/{missing}/assign", {"assignee_id": None}),
+        ("POST", f"/conversations/{missing}/status", {"status": "closed"}),
+        ("POST", f"/conversations/{missing}/read", None),
+        ("POST", f"/conversations/{missing}/bot", None),
+    ]:
         r = await client.request(method, path, json=body)
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["code"] == "conversation_not_found"
     theirs_patient = await make_patient(session, other_org)
-    theirs = await service.create(session, other_org.id, theirs_patient.id, "whatsapp", Principal.system(other_org.id))
+    theirs = await service.create(
+        session, other_org.id, theirs_patient.id, "whatsapp", Principal.system(other_org.id)
+    )
     assert (await client.get(f"/conversations/{theirs.id}")).status_code == 404
 
 
 async def test_handoff_on_request_opens_assigned_ticket_and_silences_bot(
-        session, org, client, anon_client, signing, frozen) -> None:
+    session, org, client, anon_client, signing, frozen
+) -> None:
     await setup_clinic(client)
     agent = await make_user(session, org, role="support_agent")
     await say(session, anon_client, "hi")
@@ -221,8 +238,9 @@ async def test_handoff_on_request_opens_assigned_ticket_and_silences_bot(
     assert replies[-1].startswith("I'm passing you to a member of our team")
     await say(session, anon_client, "hello??")
     assert len(await _bodies(session, conversation.id)) == len(replies)  # silent
-    handed = await session.scalar(select(EventRecord).where(EventRecord.type == "conversation.handed_off",
-                                                            EventRecord.org_id == org.id))
+    handed = await session.scalar(
+        select(EventRecord).where(EventRecord.type == "conversation.handed_off", EventRecord.org_id == org.id)
+    )
     assert handed is not None and handed.payload["ticket_id"] == str(ticket.id)
 
 
@@ -235,19 +253,26 @@ async def test_urgent_message_goes_to_a_person(session, org, client, anon_client
     assert ticket is not None and ticket.priority == "urgent" and ticket.urgent_keywords == ["chest pain"]
 
 
-async def test_repeated_misunderstanding_hands_off(session, org, client, anon_client, signing, frozen) -> None:
+async def test_repeated_misunderstanding_hands_off(
+    session, org, client, anon_client, signing, frozen
+) -> None:
     await setup_clinic(client)
     await say(session, anon_client, "cleaning")
     for text in ("blorp", "zzz", "???"):
         await say(session, anon_client, text)
     conversation = await _conversation_of(session, org.id)
     assert conversation.handoff_reason == "not_understood"
-    assert await session.scalar(select(func.count()).select_from(Ticket).where(
-        Ticket.conversation_id == conversation.id)) == 1
+    assert (
+        await session.scalar(
+            select(func.count()).select_from(Ticket).where(Ticket.conversation_id == conversation.id)
+        )
+        == 1
+    )
 
 
-async def test_slot_taken_between_offer_and_confirmation(session, org, client, anon_client, signing,
-                                                         frozen) -> None:
+async def test_slot_taken_between_offer_and_confirmation(
+    session, org, client, anon_client, signing, frozen
+) -> None:
     ids = await setup_clinic(client)
     await say(session, anon_client, "cleaning")
     conversation = await _conversation_of(session, org.id)
@@ -255,9 +280,15 @@ async def test_slot_taken_between_offer_and_confirmation(session, org, client, a
     await say(session, anon_client, "1")
     # someone else books the first offered slot through the API meanwhile
     rival = await make_patient(session, org, phone="+34600777666")
-    r = await client.post("/appointments", json={
-        "patient_id": str(rival.id), "service_id": ids.cleaning_id, "practitioner_id": ids.practitioner_id,
-        "start_at": offered[0]["start_at"]})
+    r = await client.post(
+        "/appointments",
+        json={
+            "patient_id": str(rival.id),
+            "service_id": ids.cleaning_id,
+            "practitioner_id": ids.practitioner_id,
+            "start_at": offered[0]["start_at"],
+        },
+    )
     assert r.status_code == 201, r.text
     await say(session, anon_client, "yes")
     conversation = await _conversation_of(session, org.id)
@@ -272,13 +303,21 @@ async def test_slot_taken_between_offer_and_confirmation(session, org, client, a
     assert mine["total"] == 1
 
 
-async def test_cancel_and_reschedule_over_whatsapp(session, org, client, anon_client, signing, frozen) -> None:
+async def test_cancel_and_reschedule_over_whatsapp(
+    session, org, client, anon_client, signing, frozen
+) -> None:
     ids = await setup_clinic(client)
     await say(session, anon_client, "hi")
     conversation = await _conversation_of(session, org.id)
-    r = await client.post("/appointments", json={
-        "patient_id": str(conversation.patient_id), "service_id": ids.checkup_id,
-        "practitioner_id": ids.practitioner_id, "start_at": "2026-11-27T10:00:00+01:00"})
+    r = await client.post(
+        "/appointments",
+        json={
+            "patient_id": str(conversation.patient_id),
+            "service_id": ids.checkup_id,
+            "practitioner_id": ids.practitioner_id,
+            "start_at": "2026-11-27T10:00:00+01:00",
+        },
+    )
     assert r.status_code == 201, r.text
     appointment_id = r.json()["id"]
 
@@ -304,7 +343,9 @@ async def test_cancel_and_reschedule_over_whatsapp(session, org, client, anon_cl
     assert replies[-1] == "Your appointment for Check-up on Thu 26 Nov, 09:00 is cancelled."
 
 
-async def test_consent_refusal_does_not_break_routing(session, org, client, anon_client, signing, frozen) -> None:
+async def test_consent_refusal_does_not_break_routing(
+    session, org, client, anon_client, signing, frozen
+) -> None:
     await setup_clinic(client)
     await say(session, anon_client, "STOP")  # consent keyword: handled by messaging, not routed
     await say(session, anon_client, "hi")
@@ -339,27 +380,50 @@ async def test_concurrent_messages(committed, settings) -> None:
     with twilio_signing(settings):
         await setup_clinic(api, whatsapp_number=number)
         anon = committed.client()
-        results = await asyncio.gather(*[post_message(anon, "blorp", from_phone=phone, to_phone=number)
-                                         for _ in range(6)])
+        results = await asyncio.gather(
+            *[post_message(anon, "blorp", from_phone=phone, to_phone=number) for _ in range(6)]
+        )
         assert all(r.status_code == 200 for r in results)
         await committed.run_worker()
 
     async with committed.session() as s:
         patient_ids = list(await s.scalars(select(Patient.id).where(Patient.primary_phone == phone)))
         assert len(patient_ids) == 1
-        conversations = list(await s.scalars(select(Conversation).where(Conversation.patient_id == patient_ids[0])))
+        conversations = list(
+            await s.scalars(select(Conversation).where(Conversation.patient_id == patient_ids[0]))
+        )
         assert len(conversations) == 1  # one conversation, never two opened in a race
         conversation = conversations[0]
         assert conversation.unread_count == 6  # no lost update
-        inbound = await s.scalar(select(func.count()).select_from(Communication).where(
-            Communication.conversation_id == conversation.id, Communication.direction == "inbound"))
+        inbound = await s.scalar(
+            select(func.count())
+            .select_from(Communication)
+            .where(Communication.conversation_id == conversation.id, Communication.direction == "inbound")
+        )
         assert inbound == 6
         # Sequential processing: 1st → service list (2 replies), 2nd and 3rd → re-prompt (2 each),
         # 4th → third miss: handoff (1), 5th and 6th → silence. Interleaving would lose counts.
-        outbound = await s.scalar(select(func.count()).select_from(Communication).where(
-            Communication.conversation_id == conversation.id, Communication.direction == "outbound"))
+        outbound = await s.scalar(
+            select(func.count())
+            .select_from(Communication)
+            .where(Communication.conversation_id == conversation.id, Communication.direction == "outbound")
+        )
         assert outbound == 7
         assert conversation.bot_state == "handoff" and conversation.handoff_reason == "not_understood"
-        tickets = await s.scalar(select(func.count()).select_from(Ticket).where(
-            Ticket.conversation_id == conversation.id))
+        tickets = await s.scalar(
+            select(func.count()).select_from(Ticket).where(Ticket.conversation_id == conversation.id)
+        )
         assert tickets == 1
+
+
+async def test_no_online_booking_leaves_messages_to_staff(
+    session, org, client, anon_client, signing, frozen
+) -> None:
+    r = await client.put(
+        "/communications/channels/whatsapp", json={"provider": "sandbox", "sender": "+34910000001"}
+    )
+    assert r.status_code == 200
+    await say(session, anon_client, "hello, can I book?")
+    conversation = await _conversation_of(session, org.id)
+    assert conversation.unread_count == 1 and conversation.bot_state == "idle"
+    assert await _bodies(session, conversation.id) == []  # no services: the assistant stays quiet
