@@ -53,6 +53,7 @@ from prm.tickets.schemas import TicketCreate
 log = structlog.get_logger(__name__)
 
 HANDOFF_CATEGORY = "conversations"
+SLOT_CHUNK_DAYS = 3  # slots are computed this many days at a time until the offer is full
 
 
 def policy(settings: Settings | None = None) -> assistant.Policy:
@@ -583,31 +584,38 @@ class _Run:
         return None
 
     async def fetch_slots(self, cmd: assistant.FetchSlots) -> assistant.Event:
+        """Open slots in the window, earliest first, computed a few days at a time until enough."""
         tz = ZoneInfo(self.facts.timezone)
-        start_date = cmd.start_at.astimezone(tz).date()
-        end_date = (cmd.end_at - timedelta(microseconds=1)).astimezone(tz).date()
-        end_date = min(end_date, start_date + timedelta(days=appointments.MAX_RANGE_DAYS - 1))
+        day = cmd.start_at.astimezone(tz).date()
+        last_day = (cmd.end_at - timedelta(microseconds=1)).astimezone(tz).date()
         service_id = uuid.UUID(cmd.service_id)
         try:
-            found = await appointments.available_slots(
-                self.session, self.org_id, service_id=service_id, start_date=start_date, end_date=end_date
-            )
             service = await appointments.get_service(self.session, self.org_id, service_id)
         except DomainError as exc:
             return assistant.ActionFailed(exc.code)
         names = {p.id: p.name for p in service.practitioners}
-        slots = [
-            assistant.Slot(
-                start_at=s.start_at,
-                end_at=s.end_at,
-                practitioner_id=str(s.practitioner_id),
-                service_id=cmd.service_id,
-                location_id=str(s.location_id),
-                practitioner_name=names.get(s.practitioner_id),
+        slots: list[assistant.Slot] = []
+        while day <= last_day and len(slots) < cmd.limit:
+            chunk_end = min(last_day, day + timedelta(days=SLOT_CHUNK_DAYS - 1))
+            try:
+                found = await appointments.available_slots(
+                    self.session, self.org_id, service_id=service_id, start_date=day, end_date=chunk_end
+                )
+            except DomainError as exc:
+                return assistant.ActionFailed(exc.code)
+            slots.extend(
+                assistant.Slot(
+                    start_at=s.start_at,
+                    end_at=s.end_at,
+                    practitioner_id=str(s.practitioner_id),
+                    service_id=cmd.service_id,
+                    location_id=str(s.location_id),
+                    practitioner_name=names.get(s.practitioner_id),
+                )
+                for s in found
+                if cmd.start_at <= s.start_at < cmd.end_at
             )
-            for s in found
-            if cmd.start_at <= s.start_at < cmd.end_at
-        ]
+            day = chunk_end + timedelta(days=1)
         return assistant.SlotsFound(cmd, tuple(slots[: cmd.limit]))
 
     async def book(self, slot: assistant.Slot, *, reschedule_id: str | None = None) -> assistant.Event:
