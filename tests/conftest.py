@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
-from fastapi import Request
 from alembic.config import Config
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prm.app import create_app, migrations_dir
@@ -33,7 +33,7 @@ from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures.factories import make_api_key, make_org
 
-TEST_SECRET = "test-secret-key-not-used-anywhere-else-0123456789"  # noqa: S105
+TEST_SECRET = "test-secret-key-not-used-anywhere-else-0123456789"
 
 
 def _database_url(tmp_root: Path) -> str:

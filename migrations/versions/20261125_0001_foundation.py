@@ -1,7 +1,7 @@
 """foundation: extensions, procrastinate, identity, audit log, events, idempotency keys
 
 Revision ID: 20261125_0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 14:38:15.204199
 """
 

@@ -86,10 +86,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request.unhandled", error=type(exc).__name__)
+        # Exception messages can carry patient data (constraint violations quote values) or
+        # secrets, so the log gets the type and the frames, never the message.
+        log.error("request.unhandled", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         return problem_response(500, "internal_error", "Internal server error",
                                 "An unexpected error occurred; it has been logged.", request,
+                                headers={"X-Request-ID": request_id} if request_id else None,
                                 request_id=request_id)
 
 

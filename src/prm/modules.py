@@ -43,7 +43,7 @@ def _optional(name: str) -> ModuleType | None:
 
 def load() -> list[ModuleType]:
     """Import every present part of every domain; return the router modules."""
-    import prm.core.events  # noqa: F401  (registers events.deliver)
+    import prm.core.events
     import prm.core.idempotency  # noqa: F401  (registers idempotency.purge)
 
     routers: list[ModuleType] = []

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # --- patients --------------------------------------------------------------------------------
     default_phone_region: str = "US"
     patient_duplicate_threshold: float = Field(default=0.7, ge=0, le=1)
-    patient_search_similarity: float = Field(default=0.3, ge=0, le=1)
+    patient_search_similarity: float = Field(default=0.35, ge=0, le=1)
     consent_default_ai_processing: bool = True
     consent_default_ehr_export: bool = True
 

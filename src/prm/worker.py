@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -16,9 +17,12 @@ async def run(conninfo: str, *, concurrency: int = 4, queues: list[str] | None =
               wait: bool = True) -> None:
     """Run a worker until cancelled (`wait=False`: until the queue is empty)."""
     app = jobs.build_app(conninfo)
+    options: dict[str, Any] = {"concurrency": concurrency, "wait": wait, "install_signal_handlers": False,
+                               "delete_jobs": "never"}
+    if queues:
+        options["queues"] = queues
     async with app.open_async():
-        await app.run_worker_async(concurrency=concurrency, queues=queues, wait=wait,
-                                   install_signal_handlers=False, delete_jobs="never")
+        await app.run_worker_async(**options)
 
 
 class InProcessWorker:

@@ -194,7 +194,7 @@ async def authenticate(session: Any, request: Request, bearer: str | None, api_k
                      scopes=scopes_for(user.role), ip=ip)
 
 
-def Requires(*scopes: str) -> Any:  # noqa: N802 - reads like a declaration in signatures
+def Requires(*scopes: str) -> Any:
     """Authenticate the caller and require every scope in `scopes` (none: any signed-in caller)."""
 
     async def dependency(

@@ -8,7 +8,9 @@ A pure ASGI middleware, so it works for every POST route without code in the rou
   duplicate gets 409 `idempotency_in_progress`, a later one gets the stored response replayed with
   `Idempotent-Replayed: true`;
 * reusing a key with a different method, path or body gets 422 `idempotency_key_reused`;
-* a 5xx response releases the key so the client can retry.
+* a 5xx response releases the key so the client can retry;
+* a response marked `Cache-Control: no-store` (one that carries a secret, such as a new API key)
+  is never stored: repeating its key gets 409 `idempotency_not_replayable`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class IdempotencyRecord(Base):
     scope: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))  # processing | done
+    state: Mapped[str] = mapped_column(String(16))  # processing | done | unreplayable
     response_status: Mapped[int | None]
     response_headers: Mapped[list[list[str]] | None] = mapped_column(JSONB)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -99,10 +101,15 @@ class IdempotencyMiddleware:
                         "Idempotency-Key", "was already used with a different request",
                         code="idempotency_key_reused"))
                     return
-                if row.state != "done":
+                if row.state == "processing":
                     await _send_problem(send, Conflict(
                         "A request with this Idempotency-Key is still being processed",
                         code="idempotency_in_progress"))
+                    return
+                if row.state == "unreplayable":
+                    await _send_problem(send, Conflict(
+                        "This Idempotency-Key was used for a request whose response cannot be replayed "
+                        "(it contained a secret)", code="idempotency_not_replayable"))
                     return
                 headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.response_headers or []]
                 headers.append((b"idempotent-replayed", b"true"))
@@ -140,7 +147,12 @@ class IdempotencyMiddleware:
                         IdempotencyRecord.scope == cred_scope, IdempotencyRecord.key == key))
                 else:
                     row = await session.get(IdempotencyRecord, (cred_scope, key))
-                    if row is not None:
+                    no_store = any(k.lower() == "cache-control" and "no-store" in v.lower()
+                                   for k, v in captured["headers"])
+                    if row is not None and no_store:
+                        row.state = "unreplayable"
+                        row.response_status = captured["status"]
+                    elif row is not None:
                         row.state = "done"
                         row.response_status = captured["status"]
                         row.response_headers = captured["headers"]

@@ -204,7 +204,7 @@ def build_app(conninfo: str) -> procrastinate.App:
             return _run_in_own_transaction(_spec, kwargs)
 
         runner.__name__ = spec.name.replace(".", "_")
-        task = app.task(name=spec.name, queue=spec.queue, retry=spec.retry or False)(runner)
+        task: Any = app.task(name=spec.name, queue=spec.queue, retry=spec.retry or False)(runner)
         if spec.periodic_cron:
             app.periodic(cron=spec.periodic_cron, periodic_id=spec.name)(task)
     return app

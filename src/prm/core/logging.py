@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,6 +35,12 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def safe_frames(exc: BaseException, limit: int = 30) -> list[str]:
+    """Where an exception came from (file:line in function), without its message or locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+
+
 def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key in list(event_dict):
         if key == "event":
@@ -42,6 +50,19 @@ def redact_phi(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         else:
             event_dict[key] = _redact(event_dict[key])
     return event_dict
+
+
+class _MessageFreeExceptions(logging.Filter):
+    """Library log records (uvicorn, procrastinate) keep the exception type and frames, not its text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.error = type(exc).__name__
+            record.frames = safe_frames(exc)
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def configure(level: str = "INFO", *, json: bool = True) -> None:
@@ -63,9 +84,11 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name,
+                               structlog.stdlib.ExtraAdder(allow=["error", "frames"]), *shared],
         )
     )
+    handler.addFilter(_MessageFreeExceptions())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

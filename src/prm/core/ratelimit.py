@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import Depends, Request
 from limits import parse
 from limits.aio.storage import MemoryStorage, Storage
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from prm.core.errors import RateLimited
 
@@ -18,7 +18,7 @@ from prm.core.errors import RateLimited
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         self.storage: Storage = (
-            storage_from_string("async+" + redis_url) if redis_url else MemoryStorage()
+            storage_from_string("async+" + redis_url) if redis_url else MemoryStorage()  # type: ignore[assignment]
         )
         self.strategy = MovingWindowRateLimiter(self.storage)
         self.backend = "redis" if redis_url else "memory"

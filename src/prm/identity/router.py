@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -31,8 +31,10 @@ router = APIRouter(tags=["identity"])
 
 @router.post("/auth/token", response_model=Token, dependencies=[ratelimit.limit("rate_limit_login", "login")],
              summary="Log in (OAuth2 password flow): username is the email")
-async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session) -> Token:
+async def token(request: Request, response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
+                session: Session) -> Token:
     user = await service.login(session, form.username, form.password)
+    response.headers["Cache-Control"] = "no-store"
     access, ttl = issue_token(request.app.state.settings, user_id=user.id, org_id=user.org_id, role=user.role)
     return Token(access_token=access, expires_in=ttl)
 
@@ -97,7 +99,9 @@ async def list_api_keys(session: Session, who: Principal = Requires("admin")) ->
 
 @admin.post("/api-keys", status_code=201, response_model=ApiKeyCreated,
             summary="Create an API key; the key is in this response only")
-async def create_api_key(body: ApiKeyCreate, session: Session, who: Principal = Requires("admin")) -> ApiKeyCreated:
+async def create_api_key(body: ApiKeyCreate, session: Session, response: Response,
+                         who: Principal = Requires("admin")) -> ApiKeyCreated:
+    response.headers["Cache-Control"] = "no-store"
     key, full = await service.create_api_key(session, who.org_id, body, created_by=who.user_id)
     await audit.record(session, who, "create", "api_key", key.id)
     return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), key=full)

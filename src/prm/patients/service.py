@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from prm.core import audit, clock, events
 from prm.core.auth import Principal
@@ -42,7 +43,9 @@ from prm.core.events import Event
 from prm.core.pagination import PageParams
 from prm.patients import consent as consent_rules
 from prm.patients import duplicates, names, phones
+from prm.patients import timeline as _own_timeline  # noqa: F401  (registers the "patients" source)
 from prm.patients.consent import ConsentDecision
+from prm.patients.fhir_mapping import to_fhir
 from prm.patients.models import (
     CHANNELS,
     CONTACT_PURPOSES,
@@ -53,7 +56,7 @@ from prm.patients.models import (
     PatientIdentifier,
     PatientPhone,
 )
-from prm.patients.registry import TimelineEntry, merge_handlers, timeline_source, timeline_sources
+from prm.patients.registry import TimelineEntry, merge_handlers, timeline_sources
 from prm.patients.schemas import (
     EmailIn,
     IdentifierIn,
@@ -248,11 +251,11 @@ async def _flush(session: AsyncSession) -> None:
 # --- reads -------------------------------------------------------------------------------------------
 
 
-def _live(org_id: uuid.UUID) -> Select[tuple[Patient]]:
+def _live(org_id: uuid.UUID) -> Select[Any]:
     return select(Patient).where(Patient.org_id == org_id, Patient.deleted_at.is_(None))
 
 
-def _with_contacts(stmt: Select[tuple[Patient]]) -> Select[tuple[Patient]]:
+def _with_contacts(stmt: Select[Any]) -> Select[Any]:
     return stmt.options(selectinload(Patient.phones), selectinload(Patient.emails),
                         selectinload(Patient.identifiers))
 
@@ -539,8 +542,8 @@ class Filters:
 
 
 async def _set_similarity(session: AsyncSession, threshold: float) -> None:
-    await session.execute(select(func.set_config("pg_trgm.word_similarity_threshold", str(threshold), True)))
-    await session.execute(select(func.set_config("pg_trgm.similarity_threshold", str(threshold), True)))
+    """The per-word match threshold of `%>>` (strict word similarity) for this transaction."""
+    await session.execute(select(func.set_config("pg_trgm.strict_word_similarity_threshold", str(threshold), True)))
 
 
 async def search(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams
@@ -576,18 +579,33 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     if filters.q is not None and not query:
         raise ValidationFailed.field("q", "must contain letters or digits")
     if query:
+        # Every word of the query (those of 3+ letters, when there are any) must match a word of the
+        # name: fuzzily (trigram strict word similarity ≥ PATIENT_SEARCH_SIMILARITY: typos) or as its
+        # beginning (typing ahead). Both use the trigram GIN index; words combine with a BitmapAnd.
+        words = query.split()
         await _set_similarity(session, _settings().patient_search_similarity)
-        rank = func.word_similarity(query, Patient.search_name)
-        stmt = stmt.where(or_(Patient.search_name.op("%>")(query), Patient.search_name.op("%")(query)))
-        ordered = stmt.order_by(rank.desc(), Patient.family_name, Patient.given_name, Patient.id)
+        for word in [w for w in words if len(w) >= 3] or words:
+            similar: ColumnElement[bool] = Patient.search_name.op("%>>")(word)
+            if len(word) >= 3:
+                similar = or_(similar, Patient.search_name.regexp_match("(^| )" + re.escape(word)))
+            stmt = stmt.where(similar)
+        ordered = stmt.order_by(func.word_similarity(query, Patient.search_name).desc(),
+                                func.length(Patient.search_name), Patient.family_name, Patient.given_name,
+                                Patient.id)
     else:
         ordered = stmt.order_by(Patient.family_name, Patient.given_name, Patient.id)
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    rows = (await session.execute(
-        _with_contacts(ordered).limit(paging.limit).offset(paging.offset))).scalars().all()
+    # One pass: the page and the total (a window count) together; a page past the end counts apart.
+    result = (await session.execute(
+        _with_contacts(ordered.add_columns(func.count().over().label("total")))
+        .limit(paging.limit).offset(paging.offset))).all()
+    rows = [row[0] for row in result]
+    if result:
+        total = int(result[0][1])
+    else:
+        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     await audit.record(session, who, "search", "patient", None,
                        details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
-    return list(rows), int(total or 0)
+    return rows, total
 
 
 # --- duplicates --------------------------------------------------------------------------------------
@@ -627,7 +645,9 @@ async def find_duplicates(session: AsyncSession, org_id: uuid.UUID, facts: dupli
                                      Patient.deleted_at.is_(None), Patient.status != "merged").limit(500)
         )).scalars())
     full = names.full_name(facts.given_name, facts.family_name)
-    if full:
+    # A name alone scores at most NAME_WEIGHT: above that, every candidate that can reach the
+    # threshold shares a phone, an email or a (transposed) birth date, all found above.
+    if full and threshold <= duplicates.NAME_WEIGHT:
         # Only names similar enough to reach the threshold together with the other signals matter.
         await session.execute(select(func.set_config("pg_trgm.similarity_threshold", "0.45", True)))
         ids.update((await session.execute(
@@ -917,8 +937,8 @@ async def consent_overview(session: AsyncSession, who: Principal, patient_id: uu
     """Every channel × purpose decision, the data-sharing ones, and the full history (audited)."""
     patient = await _require_readable(session, who, patient_id)
     current = await _current_consents(session, who.org_id, patient.id)
-    contact = [(c, p, _decide(patient, c, p, current.get((c, p))))
-               for c in CHANNELS for p in CONTACT_PURPOSES]
+    contact: list[tuple[str | None, str, ConsentDecision]] = [
+        (c, p, _decide(patient, c, p, current.get((c, p)))) for c in CHANNELS for p in CONTACT_PURPOSES]
     sharing: list[tuple[str | None, str, ConsentDecision]] = [
         (None, p, _decide(patient, None, p, current.get((None, p)))) for p in DATA_SHARING_PURPOSES]
     history = (await session.execute(
@@ -948,55 +968,6 @@ async def change_consent(session: AsyncSession, who: Principal, patient_id: uuid
 # --- timeline ----------------------------------------------------------------------------------------
 
 
-@timeline_source("patients")
-async def _patient_timeline(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID,
-                            before: datetime | None, limit: int) -> list[TimelineEntry]:
-    """The record's own history: created, updated (from the audit log), merges, consent changes."""
-    entries: list[TimelineEntry] = []
-    patient = await session.get(Patient, patient_id)
-    if patient is None or patient.org_id != org_id:
-        return []
-    if before is None or patient.created_at < before:
-        entries.append(TimelineEntry(at=patient.created_at, kind="patient.created", source="patients",
-                                     resource_id=str(patient.id),
-                                     summary="Provisional patient created" if patient.is_provisional
-                                     else "Patient created",
-                                     data={"source": patient.source}))
-    merged = select(Patient).where(Patient.org_id == org_id, Patient.merged_into_id == patient_id,
-                                   Patient.merged_at.is_not(None))
-    if before is not None:
-        merged = merged.where(Patient.merged_at < before)
-    for row in (await session.execute(merged.order_by(Patient.merged_at.desc()).limit(limit))).scalars():
-        assert row.merged_at is not None
-        entries.append(TimelineEntry(at=row.merged_at, kind="patient.merged", source="patients",
-                                     resource_id=str(row.id), summary="A duplicate record was merged in",
-                                     data={"duplicate_id": str(row.id)}))
-    consents = select(Consent).where(Consent.org_id == org_id, Consent.patient_id == patient_id)
-    if before is not None:
-        consents = consents.where(Consent.recorded_at < before)
-    for c in (await session.execute(consents.order_by(Consent.recorded_at.desc()).limit(limit))).scalars():
-        what = f"{c.channel} {c.purpose}" if c.channel else c.purpose
-        entries.append(TimelineEntry(at=c.recorded_at, kind="consent.changed", source="patients",
-                                     resource_id=str(c.id),
-                                     summary=f"Consent {'granted' if c.granted else 'withdrawn'}: {what}",
-                                     data={"channel": c.channel, "purpose": c.purpose, "granted": c.granted,
-                                           "source": c.source}))
-    updates = select(audit.AuditEntry).where(
-        audit.AuditEntry.org_id == org_id, audit.AuditEntry.patient_id == patient_id,
-        audit.AuditEntry.resource_type == "patient", audit.AuditEntry.action == "update")
-    if before is not None:
-        updates = updates.where(audit.AuditEntry.at < before)
-    for a in (await session.execute(updates.order_by(audit.AuditEntry.at.desc()).limit(limit))).scalars():
-        fields = list((a.details or {}).get("fields") or [])
-        if fields:
-            entries.append(TimelineEntry(at=a.at, kind="patient.updated", source="patients",
-                                         resource_id=str(a.id),
-                                         summary="Details updated: " + ", ".join(fields),
-                                         data={"fields": fields}))
-    entries.sort(key=lambda e: e.at, reverse=True)
-    return entries[:limit]
-
-
 async def timeline(session: AsyncSession, who: Principal, patient_id: uuid.UUID, *,
                    before: datetime | None = None, limit: int = 50) -> list[TimelineEntry]:
     """Newest first, strictly older than `before`: every module's entries for the patient, merged."""
@@ -1007,89 +978,3 @@ async def timeline(session: AsyncSession, who: Principal, patient_id: uuid.UUID,
     entries.sort(key=lambda e: (e.at, e.source, e.resource_id), reverse=True)
     await audit.record(session, who, "read", "patient_timeline", patient.id, patient_id=patient.id)
     return entries[:limit]
-
-
-# --- FHIR --------------------------------------------------------------------------------------------
-
-_PHONE_USE = {"mobile": "mobile", "home": "home", "work": "work", "other": "temp"}
-_EMAIL_USE = {"personal": "home", "work": "work", "other": "temp"}
-PRM_PATIENT_SYSTEM = "urn:prm:patient"
-
-
-def _identifier_system(system: str) -> str:
-    return system if ":" in system else f"urn:prm:identifier:{system}"
-
-
-def to_fhir(patient: Patient) -> Any:
-    """The patient as a validated FHIR R4B `Patient` (fhir.resources.R4B.patient.Patient).
-
-    Uses the loaded phones/emails/identifiers when present, else the primary phone and email.
-    Raises ValueError for a gender outside FHIR's administrative-gender codes (fhir.resources
-    does not check code values).
-    """
-    from fhir.resources.R4B.patient import Patient as FhirPatient
-    from sqlalchemy import inspect as sa_inspect
-
-    from prm.patients.models import GENDERS
-
-    if patient.gender not in GENDERS:
-        raise ValueError(f"gender {patient.gender!r} is not a FHIR administrative-gender code")
-    unloaded = sa_inspect(patient).unloaded
-    phone_rows = [] if "phones" in unloaded else list(patient.phones)
-    email_rows = [] if "emails" in unloaded else list(patient.emails)
-    identifier_rows = [] if "identifiers" in unloaded else list(patient.identifiers)
-
-    telecom: list[dict[str, Any]] = []
-    if phone_rows:
-        telecom += [{"system": "phone", "value": p.number, "use": _PHONE_USE.get(p.kind, "temp"),
-                     **({"rank": 1} if p.is_primary else {})} for p in phone_rows]
-    elif patient.primary_phone:
-        telecom.append({"system": "phone", "value": patient.primary_phone, "rank": 1})
-    if email_rows:
-        telecom += [{"system": "email", "value": e.email, "use": _EMAIL_USE.get(e.kind, "temp"),
-                     **({"rank": 1} if e.is_primary else {})} for e in email_rows]
-    elif patient.primary_email:
-        telecom.append({"system": "email", "value": patient.primary_email, "rank": 1})
-
-    resource: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": str(patient.id),
-        "identifier": [{"system": PRM_PATIENT_SYSTEM, "value": str(patient.id)}]
-        + [{"system": _identifier_system(i.system), "value": i.value,
-            **({"type": {"text": i.label}} if i.label else {})} for i in identifier_rows],
-        "active": patient.status not in ("inactive", "merged") and patient.deleted_at is None,
-        "gender": patient.gender,
-        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47",
-                                                    "code": patient.preferred_language}]},
-                           "preferred": True}],
-    }
-    if patient.updated_at is not None:
-        resource["meta"] = {"lastUpdated": patient.updated_at.isoformat()}
-    if patient.given_name or patient.family_name:
-        name: dict[str, Any] = {"use": "official", "text": patient.display_name}
-        if patient.family_name:
-            name["family"] = patient.family_name
-        if patient.given_name:
-            name["given"] = patient.given_name.split()
-        resource["name"] = [name]
-    if telecom:
-        resource["telecom"] = telecom
-    if patient.birth_date:
-        resource["birthDate"] = patient.birth_date.isoformat()
-    if patient.status == "deceased":
-        if patient.deceased_date:
-            resource["deceasedDateTime"] = patient.deceased_date.isoformat()
-        else:
-            resource["deceasedBoolean"] = True
-    if patient.address:
-        a = patient.address
-        address = {"line": a.get("line") or None, "city": a.get("city"), "district": a.get("district"),
-                   "state": a.get("state"), "postalCode": a.get("postal_code"), "country": a.get("country")}
-        address = {k: v for k, v in address.items() if v}
-        if address:
-            resource["address"] = [address]
-    if patient.merged_into_id is not None:
-        survivor = {"reference": f"Patient/{patient.merged_into_id}"}
-        resource["link"] = [{"other": survivor, "type": "replaced-by"}]
-    return FhirPatient.model_validate(resource)
-

@@ -59,7 +59,7 @@ async def test_revoked_key_is_401_and_last_used_is_recorded(session, org, anon_c
     assert r.status_code == 200
     await session.refresh(key)
     assert key.last_used_at is not None
-    admin_key, admin_secret = await make_api_key(session, org, role="admin")
+    _admin_key, admin_secret = await make_api_key(session, org, role="admin")
     r = await anon_client.post(f"/admin/api-keys/{key.id}/revoke", headers={"X-API-Key": admin_secret})
     assert r.status_code == 200 and r.json()["revoked_at"]
     assert (await anon_client.get("/auth/me", headers={"X-API-Key": secret})).status_code == 401

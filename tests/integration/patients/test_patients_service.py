@@ -77,7 +77,9 @@ async def test_search_patients(client):
     assert (await names(q="jose nunez"))[0] == "José Núñez García"
     assert set(await names(q="GARCÍA")) == {"José Núñez García", "Maria Garcia Lopez"}
     assert (await names(q="garsia"))[0] in {"José Núñez García", "Maria Garcia Lopez"}
-    assert await names(q="smyth jon") == ["John Smith"]
+    assert await names(q="jo smit") == ["John Smith"]  # what is typed so far
+    assert await names(q="john smitt") == ["John Smith"]  # a typo
+    assert await names(q="mari") == ["Maria Garcia Lopez"]
     # phone in any format
     assert await names(phone="0034 612-34-56-78") == ["José Núñez García"]
     assert await names(phone="(415) 555 0100") == ["John Smith"]

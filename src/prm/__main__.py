@@ -1,0 +1,3 @@
+from prm.cli import main
+
+main()
