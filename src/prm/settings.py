@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # --- appointments ----------------------------------------------------------------------------
     reminder_offsets_minutes: str = "1440,120"
 
+    @field_validator("reminder_offsets_minutes")
+    @classmethod
+    def _offsets(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError("REMINDER_OFFSETS_MINUTES must be positive whole minutes, comma-separated")
+        return ",".join(parts)
+
     # --- messaging -------------------------------------------------------------------------------
     messaging_provider_sms: Literal["sandbox", "twilio"] = "sandbox"
     messaging_provider_whatsapp: Literal["sandbox", "twilio"] = "sandbox"

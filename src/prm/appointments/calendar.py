@@ -54,8 +54,7 @@ def to_ics(invite: Invite, *, domain: str = "prm.dev") -> bytes:
     where = "video call" if invite.mode == "video" else invite.location
     event.add(
         "description",
-        f"{invite.summary} ({where}). Times shown in your calendar's zone; "
-        f"the clinic's zone is {invite.timezone}.",
+        f"{invite.summary} ({where}). Times shown in your calendar's zone; the clinic's zone is {invite.timezone}.",
     )
     event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     event.add("transp", "OPAQUE")

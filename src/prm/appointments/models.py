@@ -115,9 +115,7 @@ class AvailabilityRule(IdMixin, TimestampMixin, OrgMixin, Base):
     __table_args__ = (
         CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
         CheckConstraint("start_time < end_time", name="times"),
-        CheckConstraint(
-            "valid_until IS NULL OR valid_from IS NULL OR valid_from <= valid_until", name="validity"
-        ),
+        CheckConstraint("valid_until IS NULL OR valid_from IS NULL OR valid_from <= valid_until", name="validity"),
         Index("ix_availability_rules_practitioner", "practitioner_id", "location_id"),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
@@ -47,7 +47,7 @@ setup = APIRouter(tags=["scheduling setup"])
 booking = APIRouter(tags=["appointments"])
 routers = [setup, booking]
 
-CONFLICTS = {
+CONFLICTS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Slot taken, patient overlap, or a transition not allowed from this status"}
 }
 
@@ -55,9 +55,7 @@ CONFLICTS = {
 
 
 @setup.get("/practitioners", response_model=list[PractitionerRead], summary="List practitioners")
-async def list_practitioners(
-    session: Session, who: Principal = Requires("schedule:read")
-) -> list[PractitionerRead]:
+async def list_practitioners(session: Session, who: Principal = Requires("schedule:read")) -> list[PractitionerRead]:
     return [PractitionerRead.model_validate(p) for p in await service.list_practitioners(session, who.org_id)]
 
 
@@ -77,14 +75,10 @@ async def create_practitioner(
 async def get_practitioner(
     practitioner_id: uuid.UUID, session: Session, who: Principal = Requires("schedule:read")
 ) -> PractitionerRead:
-    return PractitionerRead.model_validate(
-        await service.get_practitioner(session, who.org_id, practitioner_id)
-    )
+    return PractitionerRead.model_validate(await service.get_practitioner(session, who.org_id, practitioner_id))
 
 
-@setup.patch(
-    "/practitioners/{practitioner_id}", response_model=PractitionerRead, summary="Update a practitioner"
-)
+@setup.patch("/practitioners/{practitioner_id}", response_model=PractitionerRead, summary="Update a practitioner")
 async def update_practitioner(
     practitioner_id: uuid.UUID,
     body: PractitionerUpdate,
@@ -103,9 +97,7 @@ async def update_practitioner(
 async def list_rules(
     practitioner_id: uuid.UUID, session: Session, who: Principal = Requires("schedule:read")
 ) -> list[RuleRead]:
-    return [
-        RuleRead.model_validate(r) for r in await service.list_rules(session, who.org_id, practitioner_id)
-    ]
+    return [RuleRead.model_validate(r) for r in await service.list_rules(session, who.org_id, practitioner_id)]
 
 
 @setup.post(
@@ -123,9 +115,7 @@ async def add_rule(
     return RuleRead.model_validate(await service.add_rule(session, who.org_id, practitioner_id, body))
 
 
-@setup.delete(
-    "/practitioners/{practitioner_id}/availability/rules/{rule_id}", status_code=204, summary="Remove a rule"
-)
+@setup.delete("/practitioners/{practitioner_id}/availability/rules/{rule_id}", status_code=204, summary="Remove a rule")
 async def delete_rule(
     practitioner_id: uuid.UUID,
     rule_id: uuid.UUID,
@@ -160,9 +150,7 @@ async def add_exception(
     session: Session,
     who: Principal = Requires("schedule:write"),
 ) -> ExceptionRead:
-    return ExceptionRead.model_validate(
-        await service.add_exception(session, who.org_id, practitioner_id, body)
-    )
+    return ExceptionRead.model_validate(await service.add_exception(session, who.org_id, practitioner_id, body))
 
 
 @setup.delete(
@@ -188,9 +176,7 @@ async def list_locations(session: Session, who: Principal = Requires("schedule:r
     return [LocationRead.model_validate(loc) for loc in await service.list_locations(session, who.org_id)]
 
 
-@setup.post(
-    "/locations", status_code=201, response_model=LocationRead, summary="Create a location (IANA zone)"
-)
+@setup.post("/locations", status_code=201, response_model=LocationRead, summary="Create a location (IANA zone)")
 async def create_location(
     body: LocationCreate, session: Session, who: Principal = Requires("schedule:write")
 ) -> LocationRead:
@@ -286,7 +272,7 @@ async def get_slots(
         location_id=location_id,
         limit=limit,
     )
-    return [SlotRead(service_id=service_id, **s.__dict__) for s in found]
+    return [SlotRead(service_id=service_id, **s._asdict()) for s in found]
 
 
 # --- appointments -------------------------------------------------------------------------------
@@ -355,9 +341,7 @@ async def update_appointment(
     session: Session,
     who: Principal = Requires("appointments:write"),
 ) -> AppointmentRead:
-    return _read(
-        await service.update_appointment(session, who.org_id, appointment_id, notes=body.notes, who=who)
-    )
+    return _read(await service.update_appointment(session, who.org_id, appointment_id, notes=body.notes, who=who))
 
 
 def _action_route(action: str, path: str, summary: str) -> None:

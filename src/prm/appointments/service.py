@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import calendar, slots
@@ -50,6 +51,7 @@ from prm.patients import registry
 from prm.patients.models import Patient
 from prm.settings import get_settings
 
+log = structlog.get_logger(__name__)
 MAX_RANGE_DAYS = 62
 REMINDER_JOB = "appointments.send_reminder"
 _holding = Appointment.status.in_(sm.HOLDS_TIME)
@@ -76,13 +78,9 @@ async def _get(
     return row
 
 
-async def _ref(
-    session: AsyncSession, model: Any, org_id: uuid.UUID, row_id: uuid.UUID, field: str, what: str
-) -> Any:
+async def _ref(session: AsyncSession, model: Any, org_id: uuid.UUID, row_id: uuid.UUID, field: str, what: str) -> Any:
     """A row referenced from a request body: a missing one is a 422 naming the field."""
-    row = (
-        await session.execute(select(model).where(model.id == row_id, model.org_id == org_id))
-    ).scalar_one_or_none()
+    row = (await session.execute(select(model).where(model.id == row_id, model.org_id == org_id))).scalar_one_or_none()
     if row is None or not getattr(row, "is_active", True):
         raise ValidationFailed.field(field, f"no active {what} {row_id}", code=f"unknown_{what}")
     return row
@@ -105,9 +103,7 @@ async def _check_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UU
             )
 
 
-async def create_practitioner(
-    session: AsyncSession, org_id: uuid.UUID, data: PractitionerCreate
-) -> Practitioner:
+async def create_practitioner(session: AsyncSession, org_id: uuid.UUID, data: PractitionerCreate) -> Practitioner:
     await _check_user(session, org_id, data.user_id)
     row = Practitioner(org_id=org_id, **data.model_dump())
     session.add(row)
@@ -127,16 +123,12 @@ async def update_practitioner(
     return row
 
 
-async def get_practitioner(
-    session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID
-) -> Practitioner:
+async def get_practitioner(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID) -> Practitioner:
     return await _get(session, Practitioner, org_id, practitioner_id, "practitioner")  # type: ignore[no-any-return]
 
 
 async def list_practitioners(session: AsyncSession, org_id: uuid.UUID) -> list[Practitioner]:
-    rows = await session.scalars(
-        select(Practitioner).where(Practitioner.org_id == org_id).order_by(Practitioner.name)
-    )
+    rows = await session.scalars(select(Practitioner).where(Practitioner.org_id == org_id).order_by(Practitioner.name))
     return list(rows)
 
 
@@ -161,17 +153,13 @@ async def get_location(session: AsyncSession, org_id: uuid.UUID, location_id: uu
 
 
 async def list_locations(session: AsyncSession, org_id: uuid.UUID) -> list[Location]:
-    return list(
-        await session.scalars(select(Location).where(Location.org_id == org_id).order_by(Location.name))
-    )
+    return list(await session.scalars(select(Location).where(Location.org_id == org_id).order_by(Location.name)))
 
 
 # --- services -----------------------------------------------------------------------------------
 
 
-async def _practitioners(
-    session: AsyncSession, org_id: uuid.UUID, ids: Sequence[uuid.UUID]
-) -> list[Practitioner]:
+async def _practitioners(session: AsyncSession, org_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[Practitioner]:
     if not ids:
         return []
     found = {
@@ -182,9 +170,7 @@ async def _practitioners(
     }
     for i, pid in enumerate(ids):
         if pid not in found:
-            raise ValidationFailed.field(
-                f"practitioner_ids.{i}", f"no practitioner {pid}", code="unknown_practitioner"
-            )
+            raise ValidationFailed.field(f"practitioner_ids.{i}", f"no practitioner {pid}", code="unknown_practitioner")
     return [found[pid] for pid in dict.fromkeys(ids)]
 
 
@@ -219,9 +205,7 @@ async def get_service(session: AsyncSession, org_id: uuid.UUID, service_id: uuid
     return await _get(session, Service, org_id, service_id, "service")  # type: ignore[no-any-return]
 
 
-async def list_services(
-    session: AsyncSession, org_id: uuid.UUID, *, include_inactive: bool = False
-) -> list[Service]:
+async def list_services(session: AsyncSession, org_id: uuid.UUID, *, include_inactive: bool = False) -> list[Service]:
     """The organisation's services (appointment types), active ones unless asked otherwise."""
     stmt = select(Service).where(Service.org_id == org_id).order_by(Service.name)
     if not include_inactive:
@@ -261,9 +245,7 @@ async def add_rule(
     return row
 
 
-async def list_rules(
-    session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID
-) -> list[AvailabilityRule]:
+async def list_rules(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID) -> list[AvailabilityRule]:
     await get_practitioner(session, org_id, practitioner_id)
     return list(
         await session.scalars(
@@ -274,9 +256,7 @@ async def list_rules(
     )
 
 
-async def delete_rule(
-    session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID, rule_id: uuid.UUID
-) -> None:
+async def delete_rule(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     result = await session.execute(
         delete(AvailabilityRule).where(
             AvailabilityRule.id == rule_id,
@@ -392,9 +372,7 @@ async def _schedules(
     for rule, zone in (await session.execute(rule_stmt)).all():
         key = (rule.practitioner_id, rule.location_id)
         zones[key] = zone
-        rules[key].append(
-            slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until)
-        )
+        rules[key].append(slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
     exc_stmt = (
         select(AvailabilityException, Location.timezone)
         .outerjoin(Location, Location.id == AvailabilityException.location_id)
@@ -413,6 +391,7 @@ async def _schedules(
         if exc.kind == "time_off" and exc.location_id is None:
             off_everywhere[exc.practitioner_id].append(span)
             continue
+        assert exc.location_id is not None  # the check constraint: only time off may omit it
         key = (exc.practitioner_id, exc.location_id)
         if location_id is not None and exc.location_id != location_id:
             continue
@@ -562,9 +541,7 @@ async def _check_start(
             code="too_short_notice",
         )
     if times.horizon is not None and start_at > now + times.horizon:
-        raise ValidationFailed.field(
-            "start_at", f"must be within {service.horizon_days} days", code="beyond_horizon"
-        )
+        raise ValidationFailed.field("start_at", f"must be within {service.horizon_days} days", code="beyond_horizon")
     frm, until = start_at - timedelta(days=2), start_at + timedelta(days=2)
     schedules = await _schedules(session, org_id, [practitioner_id], location_id, frm, until)
     matching = [s for s in schedules if slots.within_availability(s, times, start_at)]
@@ -585,22 +562,44 @@ def _constraint_conflict(exc: IntegrityError) -> Conflict | None:
     if name == "ex_appointments_practitioner_time":
         return Conflict("That time is already taken for this practitioner", code="slot_taken")
     if name == "ex_appointments_patient_time":
-        return Conflict(
-            "The patient already has an appointment at an overlapping time", code="patient_overlap"
-        )
+        return Conflict("The patient already has an appointment at an overlapping time", code="patient_overlap")
     return None
 
 
-async def _flush_guarded(session: AsyncSession) -> None:
-    """Flush in a savepoint, turning an exclusion-constraint violation into a 409."""
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        conflict = _constraint_conflict(exc)
-        if conflict is None:
-            raise
-        raise conflict from None
+DEADLOCK_RETRIES = 5
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01"
+
+
+async def _write_guarded(session: AsyncSession, appointment: Appointment, change: Callable[[], None]) -> None:
+    """Apply `change` and flush it in a savepoint; an exclusion violation becomes a 409.
+
+    Two transactions inserting overlapping rows at the same moment each wait for the other's
+    uncommitted row: PostgreSQL detects the deadlock and aborts one. That one rolls back its
+    savepoint and tries again, now waiting for the winner to commit, and then gets the ordinary
+    exclusion violation (409) — or succeeds if the winner rolled back.
+    """
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            # begin_nested() flushes what is pending first, so the change is made inside the savepoint
+            async with session.begin_nested():
+                change()
+                await session.flush()
+        except IntegrityError as exc:
+            conflict = _constraint_conflict(exc)
+            if conflict is None:
+                raise
+            raise conflict from None
+        except DBAPIError as exc:
+            if not _is_deadlock(exc) or attempt == DEADLOCK_RETRIES:
+                raise
+            log.info("appointments.deadlock_retry", attempt=attempt + 1)
+            continue
+        if attempt:
+            await session.refresh(appointment)  # the savepoint rollback expired what `change` did not set
+        return
 
 
 async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
@@ -612,9 +611,7 @@ async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UU
     return patient
 
 
-async def book(
-    session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate, who: Principal
-) -> Appointment:
+async def book(session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate, who: Principal) -> Appointment:
     """Book a patient with a practitioner for a service at `data.start_at`.
 
     422 for unknown references or a start outside availability / notice / horizon; 409
@@ -623,9 +620,7 @@ async def book(
     """
     await _patient(session, org_id, data.patient_id)
     service = await _ref(session, Service, org_id, data.service_id, "service_id", "service")
-    practitioner = await _ref(
-        session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner"
-    )
+    practitioner = await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
     if practitioner.id not in service.practitioner_ids:
         raise ValidationFailed.field(
             "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
@@ -653,8 +648,7 @@ async def book(
         source=data.source,
         booked_by=who.credential,
     )
-    session.add(appointment)
-    await _flush_guarded(session)
+    await _write_guarded(session, appointment, lambda: session.add(appointment))
     session.add(_history(appointment, "book", who, from_status=None))
     await _schedule_reminders(session, appointment)
     await audit.record(
@@ -680,9 +674,7 @@ async def get_appointment(
 ) -> Appointment:
     appointment = await _get(session, Appointment, org_id, appointment_id, "appointment")
     if audit_read:
-        await audit.record(
-            session, who, "read", "appointment", appointment.id, patient_id=appointment.patient_id
-        )
+        await audit.record(session, who, "read", "appointment", appointment.id, patient_id=appointment.patient_id)
     return appointment  # type: ignore[no-any-return]
 
 
@@ -725,16 +717,18 @@ async def transition(
     reason: str | None = None,
 ) -> Appointment:
     """Apply a lifecycle action (confirm, check_in, complete, no_show, cancel); 409 lists allowed ones."""
-    appointment: Appointment = await _get(
-        session, Appointment, org_id, appointment_id, "appointment", for_update=True
-    )
+    appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
-    appointment.status = sm.transition(before, action)
+    target = sm.transition(before, action)
+    if action == "no_show" and clock.now() < appointment.start_at:
+        raise Conflict("A patient can only be marked as a no-show once the appointment has started",
+                       code="not_started", allowed_actions=sm.allowed_actions(before))
+    appointment.status = target
     setattr(appointment, _STAMPS[action], clock.now())
     if action == "cancel":
         appointment.cancel_reason = reason
         appointment.cancelled_by = who.credential
-    if not sm.holds_time(appointment.status) or action == "complete":
+    if appointment.status not in sm.REMINDABLE:  # checked in, done or off: pending reminders are moot
         await _void_reminders(session, appointment)
     await session.flush()
     session.add(_history(appointment, action, who, from_status=before, reason=reason))
@@ -773,9 +767,7 @@ async def reschedule(
     reason: str | None = None,
 ) -> Appointment:
     """Move an appointment atomically (same row, history kept); it is `booked` again afterwards."""
-    appointment: Appointment = await _get(
-        session, Appointment, org_id, appointment_id, "appointment", for_update=True
-    )
+    appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
     new_status = sm.transition(before, "reschedule")
     if start_at.tzinfo is None:
@@ -784,9 +776,7 @@ async def reschedule(
     service = await get_service(session, org_id, appointment.service_id)
     target = appointment.practitioner_id
     if practitioner_id is not None and practitioner_id != target:
-        practitioner = await _ref(
-            session, Practitioner, org_id, practitioner_id, "practitioner_id", "practitioner"
-        )
+        practitioner = await _ref(session, Practitioner, org_id, practitioner_id, "practitioner_id", "practitioner")
         if practitioner.id not in service.practitioner_ids:
             raise ValidationFailed.field(
                 "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
@@ -794,9 +784,7 @@ async def reschedule(
         target = practitioner.id
     if location_id is not None:
         await _ref(session, Location, org_id, location_id, "location_id", "location")
-    new_location = await _check_start(
-        session, org_id, service, target, location_id, start_at, exclude=appointment.id
-    )
+    new_location = await _check_start(session, org_id, service, target, location_id, start_at, exclude=appointment.id)
     old = (appointment.start_at, appointment.end_at)
     times = service_times(service)
     blocked = times.blocked(start_at)
@@ -805,21 +793,18 @@ async def reschedule(
         "practitioner_id": str(appointment.practitioner_id),
         "location_id": str(appointment.location_id),
     }
-    _apply(
-        appointment,
-        {
-            "start_at": start_at,
-            "end_at": start_at + times.duration,
-            "blocked_from": blocked[0],
-            "blocked_until": blocked[1],
-            "practitioner_id": target,
-            "location_id": new_location,
-            "status": new_status,
-            "confirmed_at": None,
-            "sequence": appointment.sequence + 1,
-        },
-    )
-    await _flush_guarded(session)
+    moved = {
+        "start_at": start_at,
+        "end_at": start_at + times.duration,
+        "blocked_from": blocked[0],
+        "blocked_until": blocked[1],
+        "practitioner_id": target,
+        "location_id": new_location,
+        "status": new_status,
+        "confirmed_at": None,
+        "sequence": appointment.sequence + 1,
+    }
+    await _write_guarded(session, appointment, lambda: _apply(appointment, moved))
     session.add(
         _history(
             appointment,
@@ -833,9 +818,7 @@ async def reschedule(
     )
     await _void_reminders(session, appointment)
     await _schedule_reminders(session, appointment)
-    await audit.record(
-        session, who, "reschedule", "appointment", appointment.id, patient_id=appointment.patient_id
-    )
+    await audit.record(session, who, "reschedule", "appointment", appointment.id, patient_id=appointment.patient_id)
     await _publish(session, "reschedule", appointment, previous_start_at=previous["start_at"])
     return appointment
 
@@ -857,23 +840,21 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
         due_at = appointment.start_at - timedelta(minutes=offset)
         if due_at <= now:
             continue
+        reminder_id = uuid.uuid4()
+        # the job goes first (the reminder row only carries its id), in the same transaction
+        job_id = await jobs.defer(
+            session, REMINDER_JOB, schedule_at=due_at, org_id=str(appointment.org_id), reminder_id=str(reminder_id)
+        )
         reminder = AppointmentReminder(
-            id=uuid.uuid4(),
+            id=reminder_id,
             org_id=appointment.org_id,
             appointment_id=appointment.id,
             offset_minutes=offset,
             due_at=due_at,
             status="scheduled",
+            job_id=job_id,
         )
         session.add(reminder)
-        await session.flush()
-        reminder.job_id = await jobs.defer(
-            session,
-            REMINDER_JOB,
-            schedule_at=due_at,
-            org_id=str(appointment.org_id),
-            reminder_id=str(reminder.id),
-        )
         created.append(reminder)
     await session.flush()
     return created
@@ -909,7 +890,7 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
         return False
     appointment = await session.get(Appointment, reminder.appointment_id)
     assert appointment is not None
-    if not sm.holds_time(appointment.status) or appointment.status == "completed":
+    if appointment.status not in sm.REMINDABLE:
         reminder.status = "void"
         return False
     service = await session.get(Service, appointment.service_id)
@@ -972,7 +953,7 @@ def _filtered(
     status: str | None = None,
     start_from: datetime | None = None,
     start_before: datetime | None = None,
-) -> Select[tuple[Appointment]]:
+) -> Select[Any]:
     stmt = select(Appointment).where(Appointment.org_id == org_id)
     if patient_id is not None:
         stmt = stmt.where(Appointment.patient_id == patient_id)
@@ -1014,9 +995,7 @@ async def patient_history(
     offset: int = 0,
 ) -> tuple[list[Appointment], int]:
     """A patient's appointments, newest first (every status), audited as one read of the record."""
-    exists_ = await session.scalar(
-        select(Patient.id).where(Patient.id == patient_id, Patient.org_id == org_id)
-    )
+    exists_ = await session.scalar(select(Patient.id).where(Patient.id == patient_id, Patient.org_id == org_id))
     if exists_ is None:
         raise NotFound(f"patient {patient_id} not found", code="patient_not_found")
     stmt = _filtered(org_id, patient_id=patient_id).order_by(Appointment.start_at.desc(), Appointment.id)
@@ -1136,16 +1115,12 @@ async def move_patient(
     system = Principal.system(org_id)
     survivor_rows = list(
         await session.scalars(
-            select(Appointment).where(
-                Appointment.org_id == org_id, Appointment.patient_id == survivor_id, _holding
-            )
+            select(Appointment).where(Appointment.org_id == org_id, Appointment.patient_id == survivor_id, _holding)
         )
     )
     duplicates = list(
         await session.scalars(
-            select(Appointment).where(
-                Appointment.org_id == org_id, Appointment.patient_id == duplicate_id, _holding
-            )
+            select(Appointment).where(Appointment.org_id == org_id, Appointment.patient_id == duplicate_id, _holding)
         )
     )
     for row in duplicates:
@@ -1184,9 +1159,7 @@ async def timeline(
     if before is not None:
         stmt = stmt.where(AppointmentChange.at < before)
     rows = (
-        await session.execute(
-            stmt.order_by(AppointmentChange.at.desc(), AppointmentChange.id.desc()).limit(limit)
-        )
+        await session.execute(stmt.order_by(AppointmentChange.at.desc(), AppointmentChange.id.desc()).limit(limit))
     ).all()
     out = []
     for change, appointment, service_name, practitioner_name, zone in rows:
@@ -1197,8 +1170,7 @@ async def timeline(
                 kind=sm.EVENTS.get(change.action, f"appointment.{change.action}"),
                 source="appointments",
                 resource_id=str(appointment.id),
-                summary=f"{service_name} with {practitioner_name}, {when:%Y-%m-%d %H:%M} ({zone}): "
-                f"{change.to_status}",
+                summary=f"{service_name} with {practitioner_name}, {when:%Y-%m-%d %H:%M} ({zone}): {change.to_status}",
                 data={
                     "status": change.to_status,
                     "start_at": appointment.start_at.astimezone(UTC).isoformat(),

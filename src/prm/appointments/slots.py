@@ -42,6 +42,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from operator import attrgetter
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 Interval = tuple[datetime, datetime]
@@ -73,8 +75,7 @@ class Schedule:
     off: Sequence[Interval] = ()
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     start_at: datetime  # UTC
     end_at: datetime  # UTC
     local_start: datetime  # aware, in `timezone`
@@ -174,9 +175,7 @@ def windows(schedule: Schedule, first: date, last: date) -> list[Interval]:
     while day <= last:
         for rule in schedule.rules:
             if rule.applies(day):
-                found.append(
-                    (to_instant(day, rule.start_time, tz), to_instant(day, rule.end_time, tz, end=True))
-                )
+                found.append((to_instant(day, rule.start_time, tz), to_instant(day, rule.end_time, tz, end=True)))
         day += timedelta(days=1)
     found.extend((a.astimezone(UTC), b.astimezone(UTC)) for a, b in schedule.extra)
     return merge(found)
@@ -248,11 +247,11 @@ def slots_for(schedule: Schedule, times: ServiceTimes, query: Query) -> list[Slo
 def compute_slots(
     schedules: Iterable[Schedule], times: ServiceTimes, query: Query, *, limit: int | None = None
 ) -> list[Slot]:
-    """Slots of every schedule, ordered by start then practitioner; at most `limit`."""
+    """Slots of every schedule, ordered by start (ties in the order of `schedules`); at most `limit`."""
     found: list[Slot] = []
     for schedule in schedules:
         found.extend(slots_for(schedule, times, query))
-    found.sort(key=lambda s: (s.start_at, str(s.practitioner_id), str(s.location_id)))
+    found.sort(key=attrgetter("start_at"))  # stable: ties keep the order of `schedules`
     return found[:limit] if limit is not None else found
 
 

@@ -17,6 +17,7 @@ from prm.core.errors import Conflict
 STATUSES = ("booked", "confirmed", "checked_in", "completed", "no_show", "cancelled")
 HOLDS_TIME = ("booked", "confirmed", "checked_in", "completed")
 FINAL = ("completed", "no_show", "cancelled")
+REMINDABLE = ("booked", "confirmed")  # reminders are only sent for these
 
 # action -> (statuses it may start from, status it leads to)
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {

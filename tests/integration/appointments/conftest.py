@@ -19,6 +19,11 @@ from prm.patients.models import Patient
 NOW = datetime(2026, 3, 23, 8, 0, tzinfo=UTC)
 
 
+def at_local(day: int, hour: int, minute: int = 0) -> datetime:
+    """UTC instant of a Madrid wall-clock time in the week of 2026-03-23 (CET, UTC+1)."""
+    return datetime(2026, 3, day, hour - 1, minute, tzinfo=UTC)
+
+
 async def make_patient(
     session: AsyncSession, org_id: uuid.UUID, *, given: str = "Ana", family: str = "García"
 ) -> Patient:
@@ -39,9 +44,7 @@ class Clinic:
 
 
 async def build_clinic(session: AsyncSession, org_id: uuid.UUID) -> Clinic:
-    location = await service.create_location(
-        session, org_id, LocationCreate(name="Centro", timezone="Europe/Madrid")
-    )
+    location = await service.create_location(session, org_id, LocationCreate(name="Centro", timezone="Europe/Madrid"))
     vega = await service.create_practitioner(
         session,
         org_id,

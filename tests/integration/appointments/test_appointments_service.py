@@ -48,9 +48,7 @@ async def test_get_available_slots(session: AsyncSession, clinic: Clinic, client
         )
         # 09:00-13:00, 30 min, every 15 min: 09:00 ... 12:30
         assert len(slots) == 15
-        assert (
-            slots[0].start_at == at(24, 9) and slots[0].local_start.isoformat() == "2026-03-24T09:00:00+01:00"
-        )
+        assert slots[0].start_at == at(24, 9) and slots[0].local_start.isoformat() == "2026-03-24T09:00:00+01:00"
         assert slots[-1].end_at == at(24, 13)
         # over HTTP, both practitioners, across the DST change: Monday 30 March is CEST
         r = await client.get(
@@ -184,9 +182,7 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
         history = (await client.get(f"/appointments/{appt.id}/history")).json()
         assert [h["action"] for h in history] == ["book", "confirm", "reschedule"]
         assert history[2]["old_start_at"] == "2026-03-24T09:00:00Z"
-        assert (
-            history[2]["new_start_at"] == "2026-03-25T10:00:00Z" and history[2]["reason"] == "patient asked"
-        )
+        assert history[2]["new_start_at"] == "2026-03-25T10:00:00Z" and history[2]["reason"] == "patient asked"
         (payload,) = await events_of(session, clinic.org_id, "appointment.rescheduled")
         assert payload["start_at"] == "2026-03-25T10:00:00+00:00"
         assert payload["previous_start_at"] == "2026-03-24T09:00:00+00:00"
@@ -203,9 +199,7 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
             ),
             who,
         )
-        r = await client.post(
-            f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-24T10:15:00+01:00"}
-        )
+        r = await client.post(f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-24T10:15:00+01:00"})
         assert r.status_code == 409 and r.json()["code"] == "slot_taken"
         assert (await client.get(f"/appointments/{appt.id}")).json()["start_at"] == "2026-03-25T10:00:00Z"
         # to another practitioner who offers the service
@@ -218,15 +212,10 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
         for path, status in (("check-in", "checked_in"), ("complete", "completed")):
             r = await client.post(f"/appointments/{appt.id}/{path}")
             assert r.status_code == 200 and r.json()["status"] == status
-        r = await client.post(
-            f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-26T10:00:00+01:00"}
-        )
+        r = await client.post(f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-26T10:00:00+01:00"})
         assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
         assert r.json()["allowed_actions"] == []
-        kinds = {
-            e.type
-            for e in await session.scalars(select(EventRecord).where(EventRecord.org_id == clinic.org_id))
-        }
+        kinds = {e.type for e in await session.scalars(select(EventRecord).where(EventRecord.org_id == clinic.org_id))}
         assert {
             "appointment.booked",
             "appointment.confirmed",
@@ -285,9 +274,7 @@ async def test_cancel_appointment(session: AsyncSession, clinic: Clinic, client:
         assert getattr(err.value, "status", None) == 404
 
 
-async def test_slot_conflict_detection(
-    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
-) -> None:
+async def test_slot_conflict_detection(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     ana = await make_patient(session, clinic.org_id)
     luis = await make_patient(session, clinic.org_id, given="Luis")
     with clock.frozen(NOW):
@@ -328,10 +315,11 @@ async def test_slot_conflict_detection(
             async with session.begin_nested():
                 await session.execute(
                     text(
-                        "INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, location_id, "
-                        "start_at, end_at, blocked_from, blocked_until, status, mode) SELECT gen_random_uuid(), org_id, "
-                        ":luis, practitioner_id, service_id, location_id, start_at, end_at, blocked_from, "
-                        "blocked_until, 'booked', mode FROM appointments WHERE id = :id"
+                        "INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, "
+                        "location_id, start_at, end_at, blocked_from, blocked_until, status, mode) "
+                        "SELECT gen_random_uuid(), org_id, :luis, practitioner_id, service_id, location_id, "
+                        "start_at, end_at, blocked_from, blocked_until, 'booked', mode "
+                        "FROM appointments WHERE id = :id"
                     ),
                     {"luis": luis.id, "id": appt.id},
                 )
@@ -520,9 +508,7 @@ async def test_patient_appointment_history(
         upcoming = await service.upcoming_for_patient(session, clinic.org_id, patient.id)
         assert [a.id for a in upcoming] == [made[0].id, made[2].id]
     with clock.frozen(at(25, 12)):
-        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [
-            made[2].id
-        ]
+        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [made[2].id]
     # the patient's timeline shows the bookings and the cancellation; other orgs get a 404
     from prm.patients.registry import timeline_sources
 
@@ -535,9 +521,7 @@ async def test_patient_appointment_history(
     assert (await stranger.get(f"/appointments/{made[0].id}")).status_code == 404
 
 
-async def test_appointment_reminders(
-    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
-) -> None:
+async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
     assert service.reminder_offsets() == [1440, 120]
@@ -619,3 +603,45 @@ async def test_appointment_reminders(
             who,
         )
         assert [r.offset_minutes for r in await service.reminders_of(session, late.id)] == [120]
+
+
+async def test_no_show_only_after_start_and_check_in_ends_reminders(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    patient = await make_patient(session, clinic.org_id)
+    who = principal_for(clinic)
+    with clock.frozen(NOW) as c:
+        appt = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(25, 10),
+            ),
+            who,
+        )
+        r = await client.post(f"/appointments/{appt.id}/no-show")
+        assert r.status_code == 409 and r.json()["code"] == "not_started"
+        assert "no_show" in r.json()["allowed_actions"]
+        c.set(at(25, 10, 20))
+        r = await client.post(f"/appointments/{appt.id}/no-show")
+        assert r.status_code == 200 and r.json()["status"] == "no_show" and r.json()["no_show_at"]
+        (payload,) = await events_of(session, clinic.org_id, "appointment.no_show")
+        assert payload["status"] == "no_show"
+        # checking in voids reminders still pending (the patient is here)
+        c.set(NOW)
+        walk_in = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(26, 10),
+            ),
+            who,
+        )
+        await service.transition(session, clinic.org_id, walk_in.id, "check_in", who)
+        assert {r.status for r in await service.reminders_of(session, walk_in.id)} == {"void"}

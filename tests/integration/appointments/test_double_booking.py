@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from prm.appointments import service
 from prm.appointments.models import Appointment, AppointmentReminder
@@ -20,9 +20,7 @@ RACERS = 24
 async def _cleanup_reminder_jobs(committed, org_id) -> None:  # type: ignore[no-untyped-def]
     """Committed reminder jobs must not fire in later tests that move the clock."""
     async with committed.session() as s:
-        for job_id in await s.scalars(
-            select(AppointmentReminder.job_id).where(AppointmentReminder.org_id == org_id)
-        ):
+        for job_id in await s.scalars(select(AppointmentReminder.job_id).where(AppointmentReminder.org_id == org_id)):
             if job_id is not None:
                 await jobs.cancel_pending(s, job_id)
         await s.commit()
@@ -53,9 +51,7 @@ async def test_double_booking_prevention(committed) -> None:  # type: ignore[no-
 
             responses = await asyncio.gather(*(attempt(i) for i in range(RACERS)))
             codes = sorted(r.status_code for r in responses)
-            assert codes == [201] + [409] * (RACERS - 1), [
-                r.text for r in responses if r.status_code not in (201, 409)
-            ]
+            assert codes == [201] + [409] * (RACERS - 1), [r.text for r in responses if r.status_code not in (201, 409)]
             assert {r.json()["code"] for r in responses if r.status_code == 409} == {"slot_taken"}
             async with committed.session() as s:
                 held = await s.scalar(
@@ -96,5 +92,129 @@ async def test_double_booking_prevention(committed) -> None:  # type: ignore[no-
                 # the public function sees the same truth
                 assert len(await service.upcoming_for_patient(s, org.id, one.id)) == 1
                 await s.commit()
+    finally:
+        await _cleanup_reminder_jobs(committed, org.id)
+
+
+async def _blocked_on_a_lock(committed) -> bool:  # type: ignore[no-untyped-def]
+    """Wait (by condition, not by time) until some backend waits on a lock."""
+    async with committed.session() as watcher:
+        for _ in range(2000):
+            waiting = await watcher.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            )
+            if waiting:
+                return True
+            await asyncio.sleep(0.005)
+    return False
+
+
+@pytest.mark.slow
+async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> None:  # type: ignore[no-untyped-def]
+    """Two open transactions book the same time: neither sees the other's row, the database decides."""
+    from prm.appointments.schemas import AppointmentCreate
+    from prm.core.auth import Principal
+    from prm.core.errors import Conflict
+
+    org, _ = await committed.org()
+    async with committed.session() as s:
+        clinic = await build_clinic(s, org.id)
+        first, second = await make_patient(s, org.id, given="A"), await make_patient(s, org.id, given="B")
+        await s.commit()
+    who = Principal.system(org.id)
+    start = datetime(2026, 3, 24, 9, tzinfo=UTC)
+    try:
+        with clock.frozen(NOW):
+            a, b = committed.session(), committed.session()
+            try:
+                await service.book(
+                    a,
+                    org.id,
+                    AppointmentCreate(
+                        patient_id=first.id,
+                        service_id=clinic.cleaning.id,
+                        practitioner_id=clinic.vega.id,
+                        start_at=start,
+                    ),
+                    who,
+                )  # flushed, not committed: invisible to b
+                racing = asyncio.ensure_future(
+                    service.book(
+                        b,
+                        org.id,
+                        AppointmentCreate(
+                            patient_id=second.id,
+                            service_id=clinic.cleaning.id,
+                            practitioner_id=clinic.vega.id,
+                            start_at=start + timedelta(minutes=15),
+                        ),
+                        who,
+                    )
+                )
+                assert await _blocked_on_a_lock(committed), "b should wait on a's uncommitted row"
+                assert not racing.done()
+                await a.commit()
+                with pytest.raises(Conflict) as err:
+                    await racing
+                assert err.value.code == "slot_taken"
+            finally:
+                await a.close()
+                await b.close()
+    finally:
+        await _cleanup_reminder_jobs(committed, org.id)
+
+
+@pytest.mark.slow
+async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_booking(committed) -> None:  # type: ignore[no-untyped-def]
+    """A waits on nothing, B waits on A, then A waits on B: PostgreSQL aborts B (it waited first);
+    B's savepoint retry waits for A, A commits, B answers slot_taken. Nobody gets a 500."""
+    from prm.appointments.schemas import AppointmentCreate
+    from prm.core.auth import Principal
+    from prm.core.errors import Conflict
+
+    org, _ = await committed.org()
+    async with committed.session() as s:
+        clinic = await build_clinic(s, org.id)
+        p1, p2 = await make_patient(s, org.id, given="A"), await make_patient(s, org.id, given="B")
+        await s.commit()
+    who = Principal.system(org.id)
+
+    def booking(patient_id, hour: int, minute: int) -> AppointmentCreate:  # type: ignore[no-untyped-def]
+        return AppointmentCreate(
+            patient_id=patient_id,
+            service_id=clinic.cleaning.id,
+            practitioner_id=clinic.vega.id,
+            start_at=datetime(2026, 3, 24, hour - 1, minute, tzinfo=UTC),
+        )
+
+    try:
+        with clock.frozen(NOW):
+            a, b = committed.session(), committed.session()
+            try:
+                # cleaning blocks [start - 5 min, end + 10 min): X 10:00 blocks 09:55-10:40
+                await service.book(a, org.id, booking(p1.id, 10, 0), who)
+                # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits for A
+                racing = asyncio.ensure_future(service.book(b, org.id, booking(p2.id, 10, 30), who))
+                assert await _blocked_on_a_lock(committed), racing.done() and racing.exception()
+                # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A now waits for B -> deadlock
+                z = await service.book(a, org.id, booking(p1.id, 11, 0), who)
+                assert z.status == "booked"
+                await a.commit()
+                with pytest.raises(Conflict) as err:
+                    await racing
+                assert err.value.code == "slot_taken"
+            finally:
+                await a.close()
+                await b.close()
+            async with committed.session() as s:
+                held = await s.scalar(
+                    select(func.count())
+                    .select_from(Appointment)
+                    .where(Appointment.org_id == org.id, Appointment.practitioner_id == clinic.vega.id)
+                )
+                assert held == 2
     finally:
         await _cleanup_reminder_jobs(committed, org.id)

@@ -18,9 +18,7 @@ from .conftest import NOW, Clinic, make_patient
 from .test_appointments_service import at, principal_for
 
 
-async def test_agenda_for_a_day_and_a_week(
-    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
-) -> None:
+async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     who = principal_for(clinic)
     with clock.frozen(NOW):
         for day, hour in ((24, 9), (24, 11), (26, 10)):
@@ -44,21 +42,18 @@ async def test_agenda_for_a_day_and_a_week(
             "2026-03-24T09:00:00+01:00",
             "2026-03-24T11:00:00+01:00",
         ]
-        assert (
-            day["entries"][0]["service_name"] == "Cleaning" and day["entries"][0]["location_name"] == "Centro"
-        )
+        assert day["entries"][0]["service_name"] == "Cleaning" and day["entries"][0]["location_name"] == "Centro"
         week = (
-            await client.get(
-                f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-23", "days": 7}
-            )
+            await client.get(f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-23", "days": 7})
         ).json()
         assert len(week["entries"]) == 3 and week["end_date"] == "2026-03-29"
         assert (
-            await client.get(
-                f"/practitioners/{clinic.ruiz.id}/agenda", params={"start_date": "2026-03-23", "days": 7}
-            )
+            await client.get(f"/practitioners/{clinic.ruiz.id}/agenda", params={"start_date": "2026-03-23", "days": 7})
         ).json()["entries"] == []
-        # each appointment shown in an agenda is an audited read of patient data
+        listed = (await client.get("/appointments", params={"practitioner_id": str(clinic.vega.id)})).json()
+        assert listed["total"] == 3 and next(a["start_at"] for a in listed["items"]) == "2026-03-24T08:00:00Z"
+        assert (await client.get("/appointments", params={"status": "cancelled"})).json()["total"] == 0
+        # each appointment shown in an agenda or a list is an audited read of patient data
         reads = await session.scalar(
             select(func.count())
             .select_from(AuditEntry)
@@ -68,7 +63,7 @@ async def test_agenda_for_a_day_and_a_week(
                 AuditEntry.resource_type == "appointment",
             )
         )
-        assert reads == 5
+        assert reads == 8
 
 
 async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -92,9 +87,7 @@ async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: ht
         assert event.decoded("dtstart") == at(24, 10) and event.decoded("dtend") == at(24, 10, 30)
         assert str(event["summary"]) == "Cleaning with Dr Vega" and int(event["sequence"]) == 0
         await service.reschedule(session, clinic.org_id, appt.id, start_at=at(25, 10), who=who)
-        event = Calendar.from_ical((await client.get(f"/appointments/{appt.id}/invite.ics")).content).walk(
-            "VEVENT"
-        )[0]
+        event = Calendar.from_ical((await client.get(f"/appointments/{appt.id}/invite.ics")).content).walk("VEVENT")[0]
         assert int(event["sequence"]) == 1 and event.decoded("dtstart") == at(25, 10)
 
 
@@ -102,12 +95,8 @@ async def test_services_matching_and_setup_api(
     session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient, make_client
 ) -> None:  # type: ignore[no-untyped-def]
     assert [s.name for s in await service.list_services(session, clinic.org_id)] == ["Check-up", "Cleaning"]
-    assert [s.name for s in await service.find_services(session, clinic.org_id, "I need a cleaning")] == [
-        "Cleaning"
-    ]
-    assert [s.name for s in await service.find_services(session, clinic.org_id, "LIMPIEZA dental")] == [
-        "Cleaning"
-    ]
+    assert [s.name for s in await service.find_services(session, clinic.org_id, "I need a cleaning")] == ["Cleaning"]
+    assert [s.name for s in await service.find_services(session, clinic.org_id, "LIMPIEZA dental")] == ["Cleaning"]
     assert [s.name for s in await service.find_services(session, clinic.org_id, "check")] == ["Check-up"]
     assert await service.find_services(session, clinic.org_id, "  ") == []
     r = await client.get("/services", params={"q": "hygiene"})
@@ -117,25 +106,15 @@ async def test_services_matching_and_setup_api(
     r = await client.post("/locations", json={"name": "Norte", "timezone": "America/New_York"})
     assert r.status_code == 201
     loc_id = r.json()["id"]
-    assert (await client.patch(f"/locations/{loc_id}", json={"address": "5th Ave"})).json()[
-        "address"
-    ] == "5th Ave"
+    assert (await client.patch(f"/locations/{loc_id}", json={"address": "5th Ave"})).json()["address"] == "5th Ave"
     r = await client.post("/practitioners", json={"name": "Dr Kim", "timezone": "America/New_York"})
     kim = r.json()["id"]
     assert (await client.patch(f"/practitioners/{kim}", json={"title": "DDS"})).json()["title"] == "DDS"
-    r = await client.post(
-        "/practitioners", json={"name": "Dr X", "user_id": "00000000-0000-0000-0000-000000000000"}
-    )
+    r = await client.post("/practitioners", json={"name": "Dr X", "user_id": "00000000-0000-0000-0000-000000000000"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "user_id"
-    r = await client.patch(
-        f"/services/{clinic.cleaning.id}", json={"practitioner_ids": [kim], "duration_minutes": 45}
-    )
-    assert (
-        r.status_code == 200 and r.json()["practitioner_ids"] == [kim] and r.json()["duration_minutes"] == 45
-    )
-    r = await client.post(
-        "/services", json={"name": "Bad", "duration_minutes": 30, "practitioner_ids": [loc_id]}
-    )
+    r = await client.patch(f"/services/{clinic.cleaning.id}", json={"practitioner_ids": [kim], "duration_minutes": 45})
+    assert r.status_code == 200 and r.json()["practitioner_ids"] == [kim] and r.json()["duration_minutes"] == 45
+    r = await client.post("/services", json={"name": "Bad", "duration_minutes": 30, "practitioner_ids": [loc_id]})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "practitioner_ids.0"
     assert len((await client.get("/practitioners")).json()) == 3
     assert len((await client.get("/locations")).json()) == 2
@@ -187,10 +166,7 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
         )
         moved = await merge_handlers()["appointments"](session, clinic.org_id, duplicate.id, survivor.id)
     assert moved == 2
-    rows = {
-        a.id: a
-        for a in await session.scalars(select(Appointment).where(Appointment.patient_id == survivor.id))
-    }
+    rows = {a.id: a for a in await session.scalars(select(Appointment).where(Appointment.patient_id == survivor.id))}
     assert set(rows) == {kept.id, twin.id, other.id}
     assert rows[twin.id].status == "cancelled" and "patient merge" in (rows[twin.id].cancel_reason or "")
     assert rows[other.id].status == "booked"

@@ -69,8 +69,7 @@ def _nine_oclock(zone: str, first: date, last: date) -> list[tuple[str, datetime
     schedule = Schedule(P1, LOC, zone, rules=every_day(time(9), time(10)))
     times = ServiceTimes(duration=minutes(60), step=minutes(60))
     return [
-        (s.local_start.isoformat(), s.start_at)
-        for s in compute_slots([schedule], times, Query(first, last, now=EPOCH))
+        (s.local_start.isoformat(), s.start_at) for s in compute_slots([schedule], times, Query(first, last, now=EPOCH))
     ]
 
 
@@ -140,9 +139,7 @@ def test_ambiguous_local_time_window_covers_both_occurrences() -> None:
 
 def test_bookings_and_buffers_remove_slots_but_adjacent_fits() -> None:
     schedule = Schedule(P1, LOC, "UTC", rules=[Rule(0, time(9), time(12))])
-    times = ServiceTimes(
-        duration=minutes(30), buffer_before=minutes(10), buffer_after=minutes(5), step=minutes(15)
-    )
+    times = ServiceTimes(duration=minutes(30), buffer_before=minutes(10), buffer_after=minutes(5), step=minutes(15))
     # an existing appointment 10:00-10:30 with the same buffers blocks 09:50-10:35
     busy = {P1: [times.blocked(utc(2026, 1, 12, 10))]}
     query = Query(date(2026, 1, 12), date(2026, 1, 12), now=EPOCH, busy=busy)
@@ -191,10 +188,7 @@ def test_rule_validity_dates_and_limit() -> None:
     times = ServiceTimes(duration=minutes(30), step=minutes(30))
     slots = compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH))
     assert sorted({s.start_at.date() for s in slots}) == [date(2026, 1, 19), date(2026, 1, 26)]
-    assert (
-        len(compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH), limit=3))
-        == 3
-    )
+    assert len(compute_slots([schedule], times, Query(date(2026, 1, 1), date(2026, 2, 28), now=EPOCH), limit=3)) == 3
 
 
 def test_several_practitioners_sorted_by_start() -> None:
