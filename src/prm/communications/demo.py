@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import service
 from prm.communications.schemas import ChannelConfigWrite, CommunicationCreate
 from prm.core.auth import Principal
+from prm.core.errors import Conflict
 from prm.patients import service as patients
 
 DEMO_NUMBER = "+15005550006"  # Twilio's magic "valid" test number
@@ -30,17 +31,20 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
     who = Principal.system(org.id)
     for channel in ("sms", "whatsapp", "voice"):
         if await service.channel_config(session, org.id, channel) is None:
-            await service.put_channel_config(
-                session, org.id, channel, ChannelConfigWrite(provider="sandbox", sender=DEMO_NUMBER), who
-            )
+            # the number can belong to one organisation only; another demo clinic may hold it already
+            try:
+                async with session.begin_nested():
+                    await service.put_channel_config(
+                        session, org.id, channel, ChannelConfigWrite(provider="sandbox", sender=DEMO_NUMBER), who
+                    )
+            except Conflict:
+                await service.put_channel_config(session, org.id, channel, ChannelConfigWrite(provider="sandbox"), who)
     if await service.channel_config(session, org.id, "email") is None:
         await service.put_channel_config(
             session,
             org.id,
             "email",
-            ChannelConfigWrite(
-                provider="sandbox", sender="hello@demo-clinic.example", sender_name="Demo Clinic"
-            ),
+            ChannelConfigWrite(provider="sandbox", sender="hello@demo-clinic.example", sender_name="Demo Clinic"),
             who,
         )
     comms = []

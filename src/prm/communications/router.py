@@ -21,6 +21,7 @@ from prm.communications.schemas import (
     SandboxMessageRead,
     Status,
 )
+from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
@@ -87,8 +88,9 @@ async def sandbox_outbox(
     channel: Channel | None = None,
     who: Principal = Requires("communications:read"),
 ) -> Page[SandboxMessageRead]:
-    rows, total = await sandbox.page(
-        session, who.org_id, patient_id=patient_id, channel=channel, paging=paging
+    rows, total = await sandbox.page(session, who.org_id, patient_id=patient_id, channel=channel, paging=paging)
+    await audit.record(
+        session, who, "list", "sandbox_outbox", None, patient_id=patient_id, details={"count": len(rows)}
     )
     return Page(
         items=[SandboxMessageRead.model_validate(r) for r in rows],

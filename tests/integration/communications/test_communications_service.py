@@ -55,9 +55,7 @@ async def test_create_whatsapp_communication(
     comm = await communications.get(session, twilio_org.id, r.json()["id"])
     assert comm.status == "sent" and comm.provider == "twilio" and comm.provider_message_id.startswith("SM")
     form = twilio_api.sent_forms()[-1]
-    assert form["To"] == [f"whatsapp:{patient.primary_phone}"] and form["From"] == [
-        f"whatsapp:{CLINIC_NUMBER}"
-    ]
+    assert form["To"] == [f"whatsapp:{patient.primary_phone}"] and form["From"] == [f"whatsapp:{CLINIC_NUMBER}"]
     assert form["Body"] == ["Your results are ready"] and form["MediaUrl"] == ["https://files.example/r.pdf"]
     assert form["StatusCallback"] == ["https://prm.test/webhooks/twilio/status"]
 
@@ -96,9 +94,7 @@ async def test_create_email_communication(
             "subject": "Your visit",
             "body": "See you",
             "html_body": "<p>See you</p>",
-            "attachments": [
-                {"filename": "visit.ics", "content_type": "text/calendar", "content_base64": ics}
-            ],
+            "attachments": [{"filename": "visit.ics", "content_type": "text/calendar", "content_base64": ics}],
         },
     )
     assert r.status_code == 201, r.text
@@ -165,9 +161,7 @@ async def test_list_communications_by_patient(
     ana, ben = await patient_with_contacts(session, org), await patient_with_contacts(session, org)
     for p, n in ((ana, 2), (ben, 1)):
         for i in range(n):
-            await client.post(
-                "/communications", json={"patient_id": str(p.id), "channel": "sms", "body": f"m{i}"}
-            )
+            await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": f"m{i}"})
     r = await client.get("/communications", params={"patient_id": str(ana.id)})
     assert r.status_code == 200 and r.json()["total"] == 2
     assert {i["patient_id"] for i in r.json()["items"]} == {str(ana.id)}
@@ -199,10 +193,7 @@ async def test_invalid_channel(session: AsyncSession, client: httpx.AsyncClient,
     r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "pigeon", "body": "x"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "channel"
     assert (
-        await session.scalar(
-            select(func.count()).select_from(Communication).where(Communication.org_id == org.id)
-        )
-        == 0
+        await session.scalar(select(func.count()).select_from(Communication).where(Communication.org_id == org.id)) == 0
     )
 
 
@@ -211,9 +202,7 @@ async def test_send_communication_async(
 ) -> None:
     """Creating only queues a job; the job (not the request) hands the message to the provider."""
     p = await patient_with_contacts(session, org)
-    r = await client.post(
-        "/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "async"}
-    )
+    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "async"})
     assert r.json()["status"] == "queued"
     queued = await session.scalar(
         text(
@@ -224,7 +213,8 @@ async def test_send_communication_async(
     )
     assert queued == 1 and await sandbox.outbox(session, org.id, patient_id=p.id) == []
     report = await jobs.run_due(session, names=["communications.send"])
-    assert len(report.succeeded) == 1
+    job_id = (await communications.get(session, org.id, r.json()["id"])).details["job_id"]
+    assert job_id in report.succeeded
     got = (await client.get(f"/communications/{r.json()['id']}")).json()
     assert got["status"] == "sent" and got["provider"] == "sandbox"
     assert len(await sandbox.outbox(session, org.id, patient_id=p.id)) == 1
@@ -244,9 +234,7 @@ async def test_communication_retry_logic(
         httpx.Response(201, json={"sid": "SMok", "status": "queued"}),
     ]
     with clock.frozen(NOW) as c:
-        r = await client.post(
-            "/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"}
-        )
+        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
         await jobs.run_due(session)
         comm = await communications.get(session, twilio_org.id, r.json()["id"])
         assert (comm.status, comm.attempts, comm.error_code) == ("queued", 1, "http_503")
@@ -269,9 +257,7 @@ async def test_communication_retry_logic(
     twilio_api.messages.side_effect = None
     twilio_api.messages.return_value = httpx.Response(500)
     with clock.frozen(NOW) as c:
-        r = await client.post(
-            "/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "y"}
-        )
+        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "y"})
         for _ in range(3):
             await jobs.run_due(session)
             c.advance(timedelta(hours=1))
@@ -293,13 +279,9 @@ async def test_consent_refusal_is_409_with_reason(
     from prm.patients import service as patients
 
     p = await patient_with_contacts(session, org)
-    await patients.set_consent(
-        session, org.id, p.id, channel="sms", purpose="care", granted=False, source="api"
-    )
+    await patients.set_consent(session, org.id, p.id, channel="sms", purpose="care", granted=False, source="api")
     r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
-    assert (
-        r.status_code == 409 and r.json()["code"] == "consent_refused" and r.json()["reason"] == "opted_out"
-    )
+    assert r.status_code == 409 and r.json()["code"] == "consent_refused" and r.json()["reason"] == "opted_out"
     r = await client.post(
         "/communications",
         json={
@@ -312,9 +294,7 @@ async def test_consent_refusal_is_409_with_reason(
     )
     assert r.status_code == 409 and r.json()["reason"] == "not_opted_in"
     assert (
-        await session.scalar(
-            select(func.count()).select_from(Communication).where(Communication.patient_id == p.id)
-        )
+        await session.scalar(select(func.count()).select_from(Communication).where(Communication.patient_id == p.id))
         == 0
     )
 
@@ -335,9 +315,7 @@ async def test_consent_withdrawn_before_a_scheduled_send(
                 "send_at": (NOW + timedelta(days=1)).isoformat(),
             },
         )
-        await patients.set_consent(
-            session, org.id, p.id, channel="sms", purpose=None, granted=False, source="api"
-        )
+        await patients.set_consent(session, org.id, p.id, channel="sms", purpose=None, granted=False, source="api")
         c.advance(timedelta(days=1))
         await jobs.run_due(session)
     comm = await communications.get(session, org.id, r.json()["id"])
@@ -354,21 +332,15 @@ async def test_whatsapp_free_form_outside_24h_window_is_422(
 ) -> None:
     await client.put("/communications/channels/whatsapp", json={"sender": CLINIC_NUMBER})
     p = await patient_with_contacts(session, org)
-    r = await client.post(
-        "/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"}
-    )
+    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
     assert r.status_code == 422 and r.json()["code"] == "whatsapp_window_closed"
     with clock.frozen(NOW) as c:
         await inbound(anon_client, messaging_settings, from_=p.primary_phone, body="hello")
         c.advance(timedelta(hours=23))
-        ok = await client.post(
-            "/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"}
-        )
+        ok = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
         assert ok.status_code == 201
         c.advance(timedelta(hours=2))
-        r = await client.post(
-            "/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"}
-        )
+        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
         assert r.status_code == 422
         tpl = await client.post(
             "/communications",
@@ -403,9 +375,7 @@ async def test_other_org_message_is_not_found_and_cancel(
     assert (await other.get(f"/communications/{r.json()['id']}")).status_code == 404
     foreign = await patient_with_contacts(session, other_org)
     assert (
-        await client.post(
-            "/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"}
-        )
+        await client.post("/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"})
     ).status_code == 404
     c = await client.post(f"/communications/{r.json()['id']}/cancel")
     assert c.status_code == 200 and c.json()["status"] == "cancelled"
@@ -422,9 +392,7 @@ async def test_idempotency_key_returns_the_first_message(
     assert first.id == again.id
 
 
-async def test_shape_rules_name_the_field(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation
-) -> None:
+async def test_shape_rules_name_the_field(session: AsyncSession, client: httpx.AsyncClient, org: Organisation) -> None:
     p = await patient_with_contacts(session, org)
     cases = [
         ({"channel": "sms", "body": "x", "subject": "s"}, "subject"),
@@ -468,9 +436,7 @@ async def test_channel_config_never_returns_the_secret(
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "provider"
 
 
-async def test_timeline_and_merge_hooks(
-    session: AsyncSession, org: Organisation, messaging_settings: Settings
-) -> None:
+async def test_timeline_and_merge_hooks(session: AsyncSession, org: Organisation, messaging_settings: Settings) -> None:
     from prm.patients import registry
 
     a, b = await patient_with_contacts(session, org), await patient_with_contacts(session, org)
@@ -499,3 +465,15 @@ async def test_demo_seed_adds_templates_channels_and_conversations(
     assert context["notification_templates"] == []
     assert len(context["communications"]) == 4
     assert len(await sandbox.outbox(session, org.id, channel="whatsapp")) == 2
+
+
+async def test_sandbox_outbox_api(
+    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
+) -> None:
+    p = await patient_with_contacts(session, org)
+    await client.post("/communications", json={"patient_id": str(p.id), "channel": "voice", "body": "Call me"})
+    await jobs.run_due(session)
+    r = await client.get("/communications/sandbox/outbox", params={"patient_id": str(p.id)})
+    assert r.status_code == 200 and r.json()["total"] == 1
+    item = r.json()["items"][0]
+    assert item["channel"] == "voice" and item["payload"]["say"] == "Call me" and item["to_address"] == p.primary_phone

@@ -35,9 +35,7 @@ from tests.fixtures.messaging import (
 
 async def _events(session: AsyncSession, org: Organisation, type_: str) -> list[EventRecord]:
     return list(
-        await session.scalars(
-            select(EventRecord).where(EventRecord.org_id == org.id, EventRecord.type == type_)
-        )
+        await session.scalars(select(EventRecord).where(EventRecord.org_id == org.id, EventRecord.type == type_))
     )
 
 
@@ -109,9 +107,7 @@ async def test_unknown_sender_creates_provisional_patient(
 async def test_message_to_an_unknown_number_is_stored_but_unroutable(
     session: AsyncSession, anon_client: httpx.AsyncClient, messaging_settings: Settings
 ) -> None:
-    r = await inbound(
-        anon_client, messaging_settings, from_=new_phone(), to="+34919999999", body="hi", sid="SMlost"
-    )
+    r = await inbound(anon_client, messaging_settings, from_=new_phone(), to="+34919999999", body="hi", sid="SMlost")
     assert r.status_code == 200
     stored = await session.scalar(select(InboundEvent).where(InboundEvent.external_id == "SMlost"))
     assert stored.outcome == "unroutable" and stored.org_id is None
@@ -138,9 +134,7 @@ async def test_validate_twilio_signature(
 
     token = messaging_settings.twilio_auth_token.get_secret_value()
     params["MessageSid"] = "SMsig2"
-    proxied = RequestValidator(token).compute_signature(
-        "https://clinic.example.org/webhooks/twilio/messaging", params
-    )
+    proxied = RequestValidator(token).compute_signature("https://clinic.example.org/webhooks/twilio/messaging", params)
     r = await anon_client.post(
         "/webhooks/twilio/messaging",
         data=params,
@@ -153,9 +147,7 @@ async def test_validate_twilio_signature(
     assert r.status_code == 200
     assert (
         await session.scalar(
-            select(func.count())
-            .select_from(InboundEvent)
-            .where(InboundEvent.external_id.in_(["SMsig1", "SMsig2"]))
+            select(func.count()).select_from(InboundEvent).where(InboundEvent.external_id.in_(["SMsig1", "SMsig2"]))
         )
         == 2
     )
@@ -181,18 +173,12 @@ async def test_invalid_signature(
         {**params, "Body": "tampered"},
         signature=good,
     )
-    missing = await post_twilio(
-        anon_client, messaging_settings, "/webhooks/twilio/messaging", params, signature=None
-    )
-    wrong_url = await anon_client.post(
-        "/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": good}
-    )
+    missing = await post_twilio(anon_client, messaging_settings, "/webhooks/twilio/messaging", params, signature=None)
+    wrong_url = await anon_client.post("/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": good})
     assert (forged.status_code, missing.status_code, wrong_url.status_code) == (403, 403, 403)
     assert forged.json()["code"] == "invalid_signature"
     assert (
-        await session.scalar(
-            select(func.count()).select_from(InboundEvent).where(InboundEvent.external_id == "SMbad")
-        )
+        await session.scalar(select(func.count()).select_from(InboundEvent).where(InboundEvent.external_id == "SMbad"))
         == 0
     )
 
@@ -291,9 +277,7 @@ async def test_malformed_webhook_data(
     assert r.status_code == 400
     assert (
         await session.scalar(
-            select(func.count())
-            .select_from(InboundEvent)
-            .where(InboundEvent.external_id.in_(["SMm2", "SMm3"]))
+            select(func.count()).select_from(InboundEvent).where(InboundEvent.external_id.in_(["SMm2", "SMm3"]))
         )
         == 0
     )
@@ -308,37 +292,25 @@ async def test_stop_and_start_keywords_change_consent_and_are_acknowledged(
     twilio_api: TwilioFake,
 ) -> None:
     patient = await patient_with_contacts(session, twilio_org)
-    r = await inbound(
-        anon_client, messaging_settings, from_=patient.primary_phone, body="STOP", channel="sms"
-    )
+    r = await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="STOP", channel="sms")
     assert r.status_code == 200 and "<Message>You have been unsubscribed" in r.text
     for purpose in ("care", "reminders"):
-        decision = await patients.consent_allows(
-            session, twilio_org.id, patient.id, channel="sms", purpose=purpose
-        )
+        decision = await patients.consent_allows(session, twilio_org.id, patient.id, channel="sms", purpose=purpose)
         assert not decision.allowed and decision.reason == "opted_out"
     assert (
         await patients.consent_allows(session, twilio_org.id, patient.id, channel="whatsapp", purpose="care")
     ).allowed
-    refused = await client.post(
-        "/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"}
-    )
+    refused = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     assert refused.status_code == 409
     ack = await session.scalar(
-        select(Communication).where(
-            Communication.patient_id == patient.id, Communication.direction == "outbound"
-        )
+        select(Communication).where(Communication.patient_id == patient.id, Communication.direction == "outbound")
     )
     assert ack.details["kind"] == "consent_acknowledgement" and ack.status == "sent"
     assert await _events(session, twilio_org, "message.received") == []
 
-    r = await inbound(
-        anon_client, messaging_settings, from_=patient.primary_phone, body="start", channel="sms"
-    )
+    r = await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="start", channel="sms")
     assert "subscribed again" in r.text
-    ok = await client.post(
-        "/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"}
-    )
+    ok = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     assert ok.status_code == 201
 
 
@@ -351,9 +323,7 @@ async def test_status_callbacks_update_status(
     messaging_settings: Settings,
 ) -> None:
     patient = await patient_with_contacts(session, twilio_org)
-    r = await client.post(
-        "/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"}
-    )
+    r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     await jobs.run_due(session)
     comm = await communications.get(session, twilio_org.id, r.json()["id"])
     sid = comm.provider_message_id
@@ -374,9 +344,7 @@ async def test_status_callbacks_update_status(
     await session.refresh(comm)
     assert comm.status == "read" and comm.read_at is not None
 
-    r = await client.post(
-        "/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "y"}
-    )
+    r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "y"})
     await jobs.run_due(session)
     other = await communications.get(session, twilio_org.id, r.json()["id"])
     sid = other.provider_message_id
@@ -443,9 +411,7 @@ async def test_handle_voice_agent_webhook(
         headers={"X-Signature": hmac_signature(secret, body)},
     )
     bad = b'{"caller": 12}'
-    malformed = await anon_client.post(
-        path, content=bad, headers={"X-Signature": hmac_signature(secret, bad)}
-    )
+    malformed = await anon_client.post(path, content=bad, headers={"X-Signature": hmac_signature(secret, bad)})
     assert (forged.status_code, unsigned.status_code, elsewhere.status_code, malformed.status_code) == (
         403,
         403,
@@ -455,9 +421,7 @@ async def test_handle_voice_agent_webhook(
     assert len(await _events(session, org, "voice_call.completed")) == 1
 
 
-async def test_webhooks_are_rate_limited(
-    anon_client: httpx.AsyncClient, app, messaging_settings: Settings
-) -> None:
+async def test_webhooks_are_rate_limited(anon_client: httpx.AsyncClient, app, messaging_settings: Settings) -> None:
     original = app.state.settings.rate_limit_webhooks
     app.state.settings.rate_limit_webhooks = "2/minute"
     try:
@@ -481,3 +445,36 @@ async def test_inbound_messages_go_to_the_org_owning_the_number(
     assert await patients.find_by_phone(session, org.id, phone) is None
     assert await patients.find_by_phone(session, other_org.id, phone) is not None
     assert await sandbox.outbox(session, other_org.id) == []
+
+
+async def test_concurrent_retries_of_one_message_are_processed_once(committed, messaging_settings: Settings) -> None:
+    """Twilio retrying while the first delivery is still in flight: one message, one event."""
+    import asyncio
+
+    organisation, _ = await committed.org()
+    clinic = f"+3491{uuid.uuid4().int % 10**7:07d}"
+    async with committed.session() as s:
+        await configure_channel(s, organisation, "whatsapp", sender=clinic)
+        await s.commit()
+    client = committed.client()
+    sid = f"SM{uuid.uuid4().hex}"
+    sender = new_phone()
+    responses = await asyncio.gather(
+        *(inbound(client, messaging_settings, from_=sender, to=clinic, body="hello", sid=sid) for _ in range(4))
+    )
+    assert [r.status_code for r in responses] == [200] * 4
+    async with committed.session() as s:
+        count = await s.scalar(
+            select(func.count()).select_from(Communication).where(Communication.org_id == organisation.id)
+        )
+        received = await s.scalar(
+            select(func.count())
+            .select_from(EventRecord)
+            .where(EventRecord.org_id == organisation.id, EventRecord.type == "message.received")
+        )
+        patients_with_number = await s.scalar(
+            select(func.count())
+            .select_from(Patient)
+            .where(Patient.org_id == organisation.id, Patient.primary_phone == sender)
+        )
+    assert (count, received, patients_with_number) == (1, 1, 1)
