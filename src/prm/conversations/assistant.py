@@ -264,7 +264,7 @@ def handle(state: str, context: dict[str, Any] | None, event: Event, facts: Fact
 
 def is_stale(context: dict[str, Any] | None, now: datetime, policy: Policy) -> bool:
     updated = (context or {}).get("updated_at")
-    return bool(updated) and now - datetime.fromisoformat(updated) > policy.stale_after
+    return isinstance(updated, str) and now - datetime.fromisoformat(updated) > policy.stale_after
 
 
 def _on_inbound(turn: _Turn, raw: str) -> None:
@@ -363,7 +363,7 @@ def _service(turn: _Turn, service_id: str | None) -> Service:
             return s
     target = turn.context.get("target")
     if target and target["service_id"] == service_id:
-        return Service(id=service_id, name=target["service_name"])
+        return Service(id=str(service_id), name=target["service_name"])
     return Service(id=str(service_id), name="")
 
 
