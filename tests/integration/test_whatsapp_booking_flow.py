@@ -34,12 +34,16 @@ async def test_complete_whatsapp_booking_flow(
         patient_id = r.json()["id"]
 
         async def patient_says(text: str) -> list[str]:
-            """Send one signed WhatsApp message, let the worker run, return the replies it produced."""
+            """Send one signed WhatsApp message, let the worker run, return the replies it produced
+            (in conversation order), checking each also reached the sandbox outbox."""
             before = await outbox_bodies()
             await post_message(anon_client, text, from_phone=PHONE)
             await jobs.run_due(session)
             c.advance(timedelta(seconds=30))
-            return (await outbox_bodies())[len(before) :]
+            delivered = (await outbox_bodies())[len(before) :]
+            replies = (await conversation_replies())[len(before) :]
+            assert sorted(delivered) == sorted(replies)  # every answer went out through the provider
+            return replies
 
         async def outbox_bodies() -> list[str]:
             r = await client.get(
@@ -47,6 +51,11 @@ async def test_complete_whatsapp_booking_flow(
             )
             assert r.status_code == 200, r.text
             return [m["payload"].get("body", "") for m in reversed(r.json()["items"])]
+
+        async def conversation_replies() -> list[str]:
+            listed = (await client.get("/conversations", params={"patient_id": patient_id})).json()["items"]
+            r = await client.get(f"/conversations/{listed[0]['id']}/messages", params={"limit": 200})
+            return [m["body"] for m in reversed(r.json()["items"]) if m["direction"] == "outbound"]
 
         replies = await patient_says("Hi!")
         assert replies == [
