@@ -275,6 +275,8 @@ def _on_inbound(turn: _Turn, raw: str) -> None:
     if _has_phrase(text, vocab.human):
         _handoff(turn, "requested")
         return
+    if turn.state == DONE and _only_words(text, _PLEASANTRIES):
+        return  # "thanks!" after a booking needs no answer
     if turn.state in (IDLE, DONE) or turn.state in WAITING_STATES:
         first = turn.state == IDLE
         turn.context = {}
@@ -581,6 +583,9 @@ def _numbered(turn: _Turn, labels: list[str]) -> str:
 _GREETINGS = frozenset({"hi", "hello", "hey", "hola", "buenas", "good morning", "good afternoon",
                         "buenos dias", "buenas tardes", "i", "want", "would", "like", "to", "a", "an",
                         "quiero", "una", "me", "gustaria", "please", "por", "favor", "make", "need"})
+_PLEASANTRIES = frozenset({"thanks", "thank", "you", "thx", "ty", "ok", "okay", "great", "perfect", "cool",
+                           "bye", "see", "gracias", "muchas", "vale", "perfecto", "genial", "adios", "hasta",
+                           "luego", "👍", "🙏", "so", "much", "very", "many"})
 _NUMBER = re.compile(r"(?:option|number|no\.?|num|#|n[ºo°]|opcion|numero)?\s*(\d{1,2})\s*[.)]?")
 
 

@@ -25,7 +25,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_services": (
             "Sorry, online booking is not available right now. A member of our team will help you."
         ),
-        "searching": "Let me look for open times for {service}.",
         "offer_slots": (
             "These times are open for {service}:\n{options}\n"
             "Reply with a number, a day (for example \"tomorrow afternoon\"), or MORE for later times."
@@ -70,7 +69,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_services": (
             "Lo sentimos, la reserva en línea no está disponible ahora. Alguien del equipo le ayudará."
         ),
-        "searching": "Busco horarios libres para {service}.",
         "offer_slots": (
             "Estos horarios están libres para {service}:\n{options}\n"
             "Responda con un número, un día (por ejemplo \"mañana por la tarde\") o MÁS para ver otros."

@@ -111,6 +111,17 @@ def test_conversation_state_machine() -> None:
     assert confirmation.text.startswith("Your appointment is booked: Dental cleaning on Thu 26 Nov, 14:00")
 
 
+def test_thanks_after_booking_needs_no_answer_but_a_new_request_works() -> None:
+    bot = Fake(calendar())
+    for text in ("cleaning", "1", "yes"):
+        bot.say(text)
+    assert bot.state == a.DONE
+    assert bot.say("Thank you so much!") == [] and bot.state == a.DONE
+    replies = bot.say("another cleaning for my son")
+    assert bot.state == a.CHOOSE_SLOT and "open for Dental cleaning" in replies[0]
+    assert not replies[0].startswith("Hello")  # no second greeting
+
+
 def test_reason_matching_a_service_goes_straight_to_slots() -> None:
     bot = Fake(calendar())
     replies = bot.say("I'd like a check-up please")
