@@ -652,16 +652,7 @@ class _Run:
             return assistant.BookingFailed("slot_taken" if _is_start_problem(exc) else exc.code)
         except DomainError as exc:
             return assistant.BookingFailed(exc.code)
-        service = await appointments.get_service(self.session, self.org_id, appointment.service_id)
-        return assistant.Booked(
-            assistant.Appointment(
-                id=str(appointment.id),
-                start_at=appointment.start_at,
-                service_id=str(appointment.service_id),
-                service_name=service.name,
-            ),
-            rescheduled=reschedule_id is not None,
-        )
+        return assistant.Booked(await self.as_fact(appointment), rescheduled=reschedule_id is not None)
 
     async def cancel(self, appointment_id: str) -> assistant.Event:
         try:
@@ -675,15 +666,12 @@ class _Run:
                 )
         except DomainError as exc:
             return assistant.ActionFailed(exc.code)
+        return assistant.Cancelled(await self.as_fact(appointment))
+
+    async def as_fact(self, appointment: Any) -> assistant.Appointment:
         service = await appointments.get_service(self.session, self.org_id, appointment.service_id)
-        return assistant.Cancelled(
-            assistant.Appointment(
-                id=str(appointment.id),
-                start_at=appointment.start_at,
-                service_id=str(appointment.service_id),
-                service_name=service.name,
-            )
-        )
+        return assistant.Appointment(id=str(appointment.id), start_at=appointment.start_at,
+                                     service_id=str(appointment.service_id), service_name=service.name)
 
     async def confirm(self, cmd: assistant.SendConfirmation) -> None:
         """The booking confirmation goes out as the `appointment_confirmation` notification (the
