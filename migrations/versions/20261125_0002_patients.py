@@ -1,4 +1,4 @@
-"""patients: patient record, phones, emails, identifiers, consent history, fuzzy name search
+"""patients: patient record, phones, emails, identifiers, consent history, fuzzy name search (trigram + name-word index)
 
 Revision ID: 20261125_0002
 Revises: 20261125_0001
@@ -21,6 +21,36 @@ CREATE OR REPLACE FUNCTION prm_unaccent(text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 AS $$ SELECT public.unaccent('public.unaccent'::regdictionary, $1) $$
 """
+
+
+# The inverted index of name words: rebuilt for a patient whenever its name, status or deletion
+# changes; merged and deleted patients have no words. Terms (the per-organisation dictionary) are
+# only ever added: a stale term matches no patient.
+NAME_WORDS_FN = """
+CREATE OR REPLACE FUNCTION patients_index_name_words() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM patient_name_words WHERE patient_id = NEW.id;
+    IF NEW.deleted_at IS NULL AND NEW.status <> 'merged' THEN
+        INSERT INTO patient_name_words (org_id, word, patient_id, sort_key)
+        SELECT DISTINCT NEW.org_id, w, NEW.id, NEW.search_name
+        FROM regexp_split_to_table(NEW.search_name, '[^[:alnum:]]+') AS w WHERE w <> '';
+        INSERT INTO patient_name_terms (org_id, word)
+        SELECT DISTINCT NEW.org_id, w
+        FROM regexp_split_to_table(NEW.search_name, '[^[:alnum:]]+') AS w WHERE w <> ''
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END;
+$$
+"""
+NAME_WORDS_TRIGGERS = (
+    "CREATE TRIGGER patients_name_words_insert AFTER INSERT ON patients "
+    "FOR EACH ROW EXECUTE FUNCTION patients_index_name_words()",
+    "CREATE TRIGGER patients_name_words_update AFTER UPDATE OF given_name, family_name, status, deleted_at "
+    "ON patients FOR EACH ROW WHEN (OLD.given_name IS DISTINCT FROM NEW.given_name "
+    "OR OLD.family_name IS DISTINCT FROM NEW.family_name OR OLD.status IS DISTINCT FROM NEW.status "
+    "OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at) EXECUTE FUNCTION patients_index_name_words()",
+)
 
 
 def upgrade() -> None:
@@ -143,9 +173,36 @@ def upgrade() -> None:
     op.create_index('ix_patient_phones_org_number', 'patient_phones', ['org_id', 'number'], unique=False)
     op.create_index(op.f('ix_patient_phones_patient_id'), 'patient_phones', ['patient_id'], unique=False)
     op.create_index('uq_patient_phones_one_primary', 'patient_phones', ['patient_id'], unique=True, postgresql_where=sa.text('is_primary'))
+    op.create_table('patient_name_terms',
+    sa.Column('org_id', sa.UUID(), nullable=False),
+    sa.Column('word', sa.Text(collation='C'), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_patient_name_terms_org_id_organisations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('org_id', 'word', name=op.f('pk_patient_name_terms'))
+    )
+    op.create_index('ix_patient_name_terms_word_trgm', 'patient_name_terms', ['word'], unique=False, postgresql_using='gin', postgresql_ops={'word': 'gin_trgm_ops'})
+    op.create_table('patient_name_words',
+    sa.Column('org_id', sa.UUID(), nullable=False),
+    sa.Column('word', sa.Text(collation='C'), nullable=False),
+    sa.Column('patient_id', sa.UUID(), nullable=False),
+    sa.Column('sort_key', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_patient_name_words_org_id_organisations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_patient_name_words_patient_id_patients'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('org_id', 'word', 'patient_id', name=op.f('pk_patient_name_words'))
+    )
+    op.create_index('ix_patient_name_words_patient_id', 'patient_name_words', ['patient_id'], unique=False)
+    op.execute(NAME_WORDS_FN)
+    for statement in NAME_WORDS_TRIGGERS:
+        op.execute(statement)
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS patients_name_words_update ON patients")
+    op.execute("DROP TRIGGER IF EXISTS patients_name_words_insert ON patients")
+    op.execute("DROP FUNCTION IF EXISTS patients_index_name_words()")
+    op.drop_index('ix_patient_name_words_patient_id', table_name='patient_name_words')
+    op.drop_table('patient_name_words')
+    op.drop_index('ix_patient_name_terms_word_trgm', table_name='patient_name_terms', postgresql_using='gin', postgresql_ops={'word': 'gin_trgm_ops'})
+    op.drop_table('patient_name_terms')
     op.drop_index('uq_patient_phones_one_primary', table_name='patient_phones', postgresql_where=sa.text('is_primary'))
     op.drop_index(op.f('ix_patient_phones_patient_id'), table_name='patient_phones')
     op.drop_index('ix_patient_phones_org_number', table_name='patient_phones')

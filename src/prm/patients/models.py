@@ -7,6 +7,11 @@
   with a trigram GIN index: fuzzy, accent-insensitive name search. `prm_unaccent` is an IMMUTABLE
   wrapper around `unaccent` created by the migration (plain `unaccent()` is only STABLE, so it
   cannot be used in an index or a generated column).
+* `patient_name_words` / `patient_name_terms` are a small inverted index of the words of live
+  patients' names, kept by a trigger on `patients` (see the migration): every word → the patients
+  having it, and every distinct word of an organisation with a trigram index. Name search matches the
+  query's words against the (small) dictionary of terms, then finds patients by exact word through a
+  btree, so its cost follows the number of matches, not a similarity computed per patient row.
 * `consents` is append-only: each change is a new row; the newest row per (patient, channel,
   purpose) is the current state. Contact consent has a channel (sms, whatsapp, email, voice) and a
   purpose (care, reminders, marketing); data-sharing consent has no channel and the purpose
@@ -186,3 +191,31 @@ class Consent(IdMixin, OrgMixin, Base):
     recorded_by_kind: Mapped[str | None] = mapped_column(String(16))  # principal kind
     recorded_by_id: Mapped[uuid.UUID | None]
     note: Mapped[str | None] = mapped_column(String(500))
+
+
+class PatientNameWord(Base):
+    """One word of a live patient's folded name (maintained by a trigger; never written by the ORM)."""
+
+    __tablename__ = "patient_name_words"
+    __table_args__ = (Index("ix_patient_name_words_patient_id", "patient_id"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    word: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"),
+                                                  primary_key=True)
+    sort_key: Mapped[str] = mapped_column(Text)  # the patient's search_name, for ordering without a join
+
+
+class PatientNameTerm(Base):
+    """A distinct word of some patient's name in an organisation (the dictionary fuzzy search scans)."""
+
+    __tablename__ = "patient_name_terms"
+    __table_args__ = (
+        Index("ix_patient_name_terms_word_trgm", "word", postgresql_using="gin",
+              postgresql_ops={"word": "gin_trgm_ops"}),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    word: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)

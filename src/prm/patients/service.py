@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +54,8 @@ from prm.patients.models import (
     Patient,
     PatientEmail,
     PatientIdentifier,
+    PatientNameTerm,
+    PatientNameWord,
     PatientPhone,
 )
 from prm.patients.registry import TimelineEntry, merge_handlers, timeline_sources
@@ -309,7 +311,8 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
     """A patient known only by a phone number (an inbound message or call from an unknown number).
 
     Get-or-create: concurrent callers for the same number are serialised by a transaction-scoped
-    advisory lock, and a live patient that already has the number is returned instead.
+    advisory lock, and a live patient that already has the number is returned instead. A `source`
+    that is a channel (`whatsapp`, `sms`, `voice`, `email`) becomes the preferred channel.
     """
     number = normalise_phone(phone)
     lock_key = func.hashtext(f"patient-phone:{org_id}:{number}")
@@ -319,7 +322,7 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
         return existing
     patient = Patient(org_id=org_id, is_provisional=True, source=source[:32], primary_phone=number,
                       given_name="", family_name="", gender="unknown", preferred_language="en", tags=[],
-                      status="active")
+                      status="active", preferred_channel=source if source in CHANNELS else None)
     patient.phones = [PatientPhone(org_id=org_id, number=number, kind="mobile", is_primary=True)]
     patient.emails = []
     patient.identifiers = []
@@ -509,13 +512,18 @@ async def _replace_children(session: AsyncSession, patient: Patient, attr: str,
 
 
 async def delete_patient(session: AsyncSession, who: Principal, patient_id: uuid.UUID) -> None:
-    """Soft delete: the row stays (other modules' references stay valid) but reads say 404."""
+    """Soft delete: the row stays (other modules' references stay valid) but reads say 404; its
+    identifiers are released."""
     patient = await get(session, who.org_id, patient_id, for_update=True)
     if patient.merged_into_id is not None:
         raise _merged_conflict(patient)
     patient.deleted_at = clock.now()
+    # Identifiers are unique per organisation and system: release them so they can be registered again.
+    released = await session.execute(delete(PatientIdentifier).where(
+        PatientIdentifier.org_id == who.org_id, PatientIdentifier.patient_id == patient.id))
     await session.flush()
-    await audit.record(session, who, "delete", "patient", patient.id, patient_id=patient.id)
+    await audit.record(session, who, "delete", "patient", patient.id, patient_id=patient.id,
+                       details={"identifiers_released": int(getattr(released, "rowcount", 0) or 0)})
     await events.publish(session, Event(type="patient.deleted", org_id=who.org_id,
                                         payload={"patient_id": str(patient.id)}))
 
@@ -542,8 +550,60 @@ class Filters:
 
 
 async def _set_similarity(session: AsyncSession, threshold: float) -> None:
-    """The per-word match threshold of `%>>` (strict word similarity) for this transaction."""
-    await session.execute(select(func.set_config("pg_trgm.strict_word_similarity_threshold", str(threshold), True)))
+    """The fuzzy-match thresholds of `%` (terms) and `%>>` (whole names) for this transaction."""
+    await session.execute(select(func.set_config("pg_trgm.similarity_threshold", str(threshold), True),
+                                 func.set_config("pg_trgm.strict_word_similarity_threshold", str(threshold),
+                                                 True)))
+
+
+def _query_words(query: str) -> list[str]:
+    """The words that must match: those of 3+ letters, or all when there are none."""
+    words = list(dict.fromkeys(query.split()))
+    return [w for w in words if len(w) >= 3] or words
+
+
+def _name_matches(org_id: uuid.UUID, words: list[str]) -> Any:
+    """Live patients whose name has, for every query word, a word equal to it (score 1), starting
+    with it (0.9) or similar to it (trigram similarity); the score is the sum over query words.
+
+    Query words are matched against the organisation's dictionary of name words (small, trigram
+    indexed), then patients are found by exact word through the btree of `patient_name_words`.
+    """
+    parts = []
+    for i, word in enumerate(words):
+        starts = PatientNameTerm.word.startswith(word, autoescape=True)
+        matches = [PatientNameTerm.word == word, starts]
+        if len(word) >= 3:
+            matches.append(PatientNameTerm.word.op("%")(word))
+        score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
+                     else_=func.similarity(word, PatientNameTerm.word))
+        terms = (select(PatientNameTerm.word.label("word"), score.label("score"))
+                 .where(PatientNameTerm.org_id == org_id, or_(*matches)).cte(f"name_terms_{i}"))
+        parts.append(
+            select(PatientNameWord.patient_id, func.max(terms.c.score).label("score"),
+                   func.min(PatientNameWord.sort_key).label("sort_key"))
+            .join(terms, PatientNameWord.word == terms.c.word)
+            .where(PatientNameWord.org_id == org_id)
+            .group_by(PatientNameWord.patient_id)
+            .cte(f"name_matches_{i}"))
+    first = parts[0]
+    joined: Any = first
+    total_score: ColumnElement[Any] = first.c.score
+    for part in parts[1:]:
+        joined = joined.join(part, part.c.patient_id == first.c.patient_id)
+        total_score = total_score + part.c.score
+    return (select(first.c.patient_id, total_score.label("score"), first.c.sort_key)
+            .select_from(joined).cte("name_matches"))
+
+
+def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
+    """Name search straight on `patients.search_name` (trigram GIN index): used when merged patients
+    are included, since the word index only holds live patients."""
+    for word in words:
+        similar: ColumnElement[bool] = Patient.search_name.op("%>>")(word)
+        starts = Patient.search_name.regexp_match(r"\m" + re.escape(word))
+        stmt = stmt.where(or_(similar, starts) if len(word) >= 3 else similar)
+    return stmt
 
 
 async def search(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams
@@ -553,44 +613,47 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     stmt = _live(org_id)
     if not filters.include_merged:
         stmt = stmt.where(Patient.status != "merged")
+    narrowed = False
     if filters.status:
-        stmt = stmt.where(Patient.status == filters.status)
+        stmt, narrowed = stmt.where(Patient.status == filters.status), True
     if filters.tag:
-        stmt = stmt.where(Patient.tags.contains([filters.tag.strip().lower()]))
+        stmt, narrowed = stmt.where(Patient.tags.contains([filters.tag.strip().lower()])), True
     if filters.is_provisional is not None:
-        stmt = stmt.where(Patient.is_provisional.is_(filters.is_provisional))
+        stmt, narrowed = stmt.where(Patient.is_provisional.is_(filters.is_provisional)), True
     if filters.birth_date is not None:
-        stmt = stmt.where(Patient.birth_date == filters.birth_date)
+        stmt, narrowed = stmt.where(Patient.birth_date == filters.birth_date), True
     if filters.phone:
         number = normalise_phone(filters.phone, field="phone")
-        stmt = stmt.where(Patient.id.in_(select(PatientPhone.patient_id).where(
-            PatientPhone.org_id == org_id, PatientPhone.number == number)))
+        stmt, narrowed = stmt.where(Patient.id.in_(select(PatientPhone.patient_id).where(
+            PatientPhone.org_id == org_id, PatientPhone.number == number))), True
     if filters.email:
         email = filters.email.strip().lower()
-        stmt = stmt.where(Patient.id.in_(select(PatientEmail.patient_id).where(
-            PatientEmail.org_id == org_id, func.lower(PatientEmail.email) == email)))
+        stmt, narrowed = stmt.where(Patient.id.in_(select(PatientEmail.patient_id).where(
+            PatientEmail.org_id == org_id, func.lower(PatientEmail.email) == email))), True
     if filters.identifier:
         system, sep, value = filters.identifier.rpartition("|")
         cond = [PatientIdentifier.org_id == org_id, PatientIdentifier.value == value.strip()]
         if sep and system:
             cond.append(PatientIdentifier.system == system.strip())
-        stmt = stmt.where(Patient.id.in_(select(PatientIdentifier.patient_id).where(*cond)))
+        stmt, narrowed = stmt.where(Patient.id.in_(select(PatientIdentifier.patient_id).where(*cond))), True
     query = names.fold(filters.q)
     if filters.q is not None and not query:
         raise ValidationFailed.field("q", "must contain letters or digits")
-    if query:
-        # Every word of the query (those of 3+ letters, when there are any) must match a word of the
-        # name: fuzzily (trigram strict word similarity ≥ PATIENT_SEARCH_SIMILARITY: typos) or as its
-        # beginning (typing ahead). Both use the trigram GIN index; words combine with a BitmapAnd.
-        words = query.split()
+
+    if query and not filters.include_merged:
         await _set_similarity(session, _settings().patient_search_similarity)
-        for word in [w for w in words if len(w) >= 3] or words:
-            similar: ColumnElement[bool] = Patient.search_name.op("%>>")(word)
-            if len(word) >= 3:
-                similar = or_(similar, Patient.search_name.regexp_match("(^| )" + re.escape(word)))
-            stmt = stmt.where(similar)
-        ordered = stmt.order_by(func.word_similarity(query, Patient.search_name).desc(),
-                                func.length(Patient.search_name), Patient.family_name, Patient.given_name,
+        matches = _name_matches(org_id, _query_words(query))
+        if not narrowed:
+            rows, total = await _page_of_name_matches(session, org_id, matches, paging)
+            await _audit_search(session, who, filters, rows)
+            return rows, total
+        stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
+        ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
+                                Patient.given_name, Patient.id)
+    elif query:
+        await _set_similarity(session, _settings().patient_search_similarity)
+        stmt = _trigram_name_filter(stmt, _query_words(query))
+        ordered = stmt.order_by(func.length(Patient.search_name), Patient.family_name, Patient.given_name,
                                 Patient.id)
     else:
         ordered = stmt.order_by(Patient.family_name, Patient.given_name, Patient.id)
@@ -603,9 +666,30 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
         total = int(result[0][1])
     else:
         total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+    await _audit_search(session, who, filters, rows)
+    return rows, total
+
+
+async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, matches: Any, paging: PageParams
+                                ) -> tuple[list[Patient], int]:
+    """Rank, count and page from the word index alone; load only the page's patients."""
+    ranked = (await session.execute(
+        select(matches.c.patient_id, func.count().over())
+        .order_by(matches.c.score.desc(), func.length(matches.c.sort_key), matches.c.sort_key,
+                  matches.c.patient_id)
+        .limit(paging.limit).offset(paging.offset))).all()
+    if not ranked:
+        total = await session.scalar(select(func.count()).select_from(matches))
+        return [], int(total or 0)
+    ids = [row[0] for row in ranked]
+    loaded = {p.id: p for p in (await session.execute(
+        _with_contacts(_live(org_id).where(Patient.id.in_(ids))))).scalars()}
+    return [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+
+
+async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:
     await audit.record(session, who, "search", "patient", None,
                        details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
-    return rows, total
 
 
 # --- duplicates --------------------------------------------------------------------------------------

@@ -95,6 +95,8 @@ async def test_search_patients(client):
     assert page["total"] == 3 and len(page["items"]) == 2 and page["limit"] == 2
     r = await client.get("/patients", params={"limit": 2, "offset": 2})
     assert len(r.json()["items"]) == 1
+    past_the_end = (await client.get("/patients", params={"offset": 10})).json()
+    assert past_the_end["items"] == [] and past_the_end["total"] == 3
 
 
 async def test_detect_duplicates(client):

@@ -50,6 +50,7 @@ async def test_create_provisional(session, org):
 
     assert patient.is_provisional and patient.primary_phone == "+14155550177"
     assert patient.source == "sms" and patient.status == "active"
+    assert patient.preferred_channel == "sms"
     assert patient.display_name == "+14155550177"
     again = await patients.create_provisional(session, org.id, phone="4155550177", source="sms")
     assert again.id == patient.id  # get-or-create
@@ -142,8 +143,13 @@ async def test_identifier_unique_per_org_and_system(client, make_client, other_o
     assert (await theirs.post("/patients", json=body)).status_code == 201
 
     second = (await client.post("/patients", json={"given_name": "C", "family_name": "D"})).json()
-    steal = await client.patch(f"/patients/{second['id']}", json={"identifiers": [{"system": "mrn",
-                                                                                   "value": "X-1"}]})
+    holder = (await client.get("/patients", params={"identifier": "mrn|X-1"})).json()["items"][0]
+    assert (await client.delete(f"/patients/{holder['id']}")).status_code == 204
+    reused = await client.post("/patients", json={**body, "given_name": "Again"})
+    assert reused.status_code == 201  # a deleted patient's identifiers are released
+
+    steal = await client.patch(f"/patients/{second['id']}",
+                               json={"identifiers": [{"system": "mrn", "value": "X-1"}]})
     assert steal.status_code == 409
 
 
