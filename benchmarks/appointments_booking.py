@@ -102,6 +102,31 @@ async def setup(db: Database) -> dict[str, Any]:
         }
 
 
+async def http_floor(app: Any, ctx: dict[str, Any]) -> None:
+    """The same clients doing an authenticated no-op (`GET /auth/me`): the framework's own cost."""
+    transport = httpx.ASGITransport(app=app)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers={"Authorization": f"Bearer {ctx['key']}"}
+        ) as http:
+            for _ in range(PER_CLIENT):
+                t0 = time.perf_counter()
+                r = await http.get("/auth/me")
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code == 200
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    seconds = time.perf_counter() - t0
+    n = CLIENTS * PER_CLIENT
+    print(
+        f"{'HTTP GET /auth/me (floor: auth only)':<34} {n:>5} requests in {seconds:6.2f} s = {n / seconds:7.1f}/s   "
+        f"p50 {statistics.median(latencies) * 1000:6.1f} ms   p95 {pct(latencies, 95) * 1000:6.1f} ms"
+    )
+
+
 async def http_bookings(app: Any, ctx: dict[str, Any], base: datetime) -> None:
     transport = httpx.ASGITransport(app=app)
     latencies: list[float] = []
@@ -350,6 +375,7 @@ async def main(url: str) -> None:
     app = create_app(settings, database=db)
     ctx = await setup(db)
     base = datetime.combine(datetime.now(UTC).date() + timedelta(days=2), wall(0), tzinfo=UTC)
+    await http_floor(app, ctx)
     await http_bookings(app, ctx, base)
     await raw_sql_bookings(libpq_url(url), ctx, base + timedelta(days=3))
     await race(app, libpq_url(url), ctx, base + timedelta(days=6, hours=12))

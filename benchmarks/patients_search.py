@@ -37,17 +37,120 @@ from prm.core.pagination import PageParams
 from prm.patients import duplicates, service
 from prm.patients.schemas import PatientCreate
 
-GIVEN = ["José", "María", "Lucía", "Ana", "Juan", "Carlos", "Sofía", "Martín", "Olivia", "Liam", "Emma", "Noah",
-         "Amara", "Mohammed", "Zoë", "Chloé", "François", "Søren", "Björn", "Aoife", "Siobhán", "Łukasz", "Ines",
-         "Mateo", "Valentina", "Hugo", "Elena", "Pablo", "Grace", "Ethan", "Aisha", "Yusuf", "Mei", "Hiroshi",
-         "Priya", "Arjun", "Fatima", "Omar", "Isabella", "Lorenzo", "Giulia", "Jakub", "Anna", "Ewa", "Nils",
-         "Ingrid", "Kwame", "Ama", "Thabo", "Lerato"]
-FAMILY = ["García", "Núñez", "Rodríguez", "Martínez", "López", "Pérez", "Sánchez", "Gómez", "Fernández", "Díaz",
-          "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Taylor", "Anderson",
-          "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Rossi", "Russo", "Ferrari", "Esposito", "Bianchi",
-          "Dubois", "Lefèvre", "Moreau", "Laurent", "Okafor", "Mensah", "Nkosi", "Rahman", "Khan", "Patel",
-          "Singh", "Nakamura", "Tanaka", "Wang", "Li", "Zhang", "Kowalski", "Nowak", "Johansson", "O'Connor",
-          "Murphy", "Kelly", "Byrne", "Walsh", "Ryan", "Ivanov", "Petrov", "Horvat", "Novák", "Svoboda"]
+GIVEN = [
+    "José",
+    "María",
+    "Lucía",
+    "Ana",
+    "Juan",
+    "Carlos",
+    "Sofía",
+    "Martín",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Amara",
+    "Mohammed",
+    "Zoë",
+    "Chloé",
+    "François",
+    "Søren",
+    "Björn",
+    "Aoife",
+    "Siobhán",
+    "Łukasz",
+    "Ines",
+    "Mateo",
+    "Valentina",
+    "Hugo",
+    "Elena",
+    "Pablo",
+    "Grace",
+    "Ethan",
+    "Aisha",
+    "Yusuf",
+    "Mei",
+    "Hiroshi",
+    "Priya",
+    "Arjun",
+    "Fatima",
+    "Omar",
+    "Isabella",
+    "Lorenzo",
+    "Giulia",
+    "Jakub",
+    "Anna",
+    "Ewa",
+    "Nils",
+    "Ingrid",
+    "Kwame",
+    "Ama",
+    "Thabo",
+    "Lerato",
+]
+FAMILY = [
+    "García",
+    "Núñez",
+    "Rodríguez",
+    "Martínez",
+    "López",
+    "Pérez",
+    "Sánchez",
+    "Gómez",
+    "Fernández",
+    "Díaz",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Wilson",
+    "Taylor",
+    "Anderson",
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Rossi",
+    "Russo",
+    "Ferrari",
+    "Esposito",
+    "Bianchi",
+    "Dubois",
+    "Lefèvre",
+    "Moreau",
+    "Laurent",
+    "Okafor",
+    "Mensah",
+    "Nkosi",
+    "Rahman",
+    "Khan",
+    "Patel",
+    "Singh",
+    "Nakamura",
+    "Tanaka",
+    "Wang",
+    "Li",
+    "Zhang",
+    "Kowalski",
+    "Nowak",
+    "Johansson",
+    "O'Connor",
+    "Murphy",
+    "Kelly",
+    "Byrne",
+    "Walsh",
+    "Ryan",
+    "Ivanov",
+    "Petrov",
+    "Horvat",
+    "Novák",
+    "Svoboda",
+]
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -70,21 +173,39 @@ def _phone(i: int) -> str:
 def _load(url: str, org_id: uuid.UUID, count: int, rng: random.Random) -> None:
     """COPY `count` patients with phones (all) and emails (half) into a fresh organisation."""
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO organisations (id, name, slug, timezone, is_active) VALUES (%s, %s, %s, 'UTC', true)",
-                     (org_id, "Benchmark Clinic", f"bench-{org_id.hex[:8]}"))
+        conn.execute(
+            "INSERT INTO organisations (id, name, slug, timezone, is_active) VALUES (%s, %s, %s, 'UTC', true)",
+            (org_id, "Benchmark Clinic", f"bench-{org_id.hex[:8]}"),
+        )
         start = time.perf_counter()
         ids = [uuid.uuid4() for _ in range(count)]
         with conn.cursor() as cur:
-            with cur.copy("COPY patients (id, org_id, given_name, family_name, birth_date, gender, "
-                          "preferred_language, tags, status, is_provisional, primary_phone, primary_email) "
-                          "FROM STDIN") as copy:
+            with cur.copy(
+                "COPY patients (id, org_id, given_name, family_name, birth_date, gender, "
+                "preferred_language, tags, status, is_provisional, primary_phone, primary_email) "
+                "FROM STDIN"
+            ) as copy:
                 for i, pid in enumerate(ids):
                     given = rng.choice(GIVEN)
                     family = rng.choice(FAMILY) + (f" {rng.choice(FAMILY)}" if rng.random() < 0.4 else "")
                     born = date(1930, 1, 1) + timedelta(days=rng.randrange(0, 94 * 365))
                     email = f"p{i}@example.org" if i % 2 == 0 else None
-                    copy.write_row((pid, org_id, given, family, born, rng.choice(["male", "female"]), "en", [],
-                                    "active", False, _phone(i), email))
+                    copy.write_row(
+                        (
+                            pid,
+                            org_id,
+                            given,
+                            family,
+                            born,
+                            rng.choice(["male", "female"]),
+                            "en",
+                            [],
+                            "active",
+                            False,
+                            _phone(i),
+                            email,
+                        )
+                    )
             with cur.copy("COPY patient_phones (id, org_id, patient_id, number, kind, is_primary) FROM STDIN") as copy:
                 for i, pid in enumerate(ids):
                     copy.write_row((uuid.uuid4(), org_id, pid, _phone(i), "mobile", True))
@@ -130,9 +251,13 @@ async def _run(url: str, count: int, queries: int) -> None:
     def fuzzy(i: int) -> str:
         r = random.Random(i)
         given, family = r.choice(GIVEN), r.choice(FAMILY)
-        options = [f"{given} {family}", family.lower(), f"{family} {given}",
-                   (family[:-1] + "z").lower(),  # a typo
-                   f"{given[:3]} {family}"]
+        options = [
+            f"{given} {family}",
+            family.lower(),
+            f"{family} {given}",
+            (family[:-1] + "z").lower(),  # a typo
+            f"{given[:3]} {family}",
+        ]
         return options[i % len(options)]
 
     async def name_search(session: Any, i: int) -> None:
@@ -149,14 +274,23 @@ async def _run(url: str, count: int, queries: int) -> None:
         r = random.Random(10_000 + i)
         born = date(1930, 1, 1) + timedelta(days=r.randrange(0, 94 * 365))
         n = r.randrange(count * 2)  # half of the phones exist already
-        return PatientCreate(given_name=r.choice(GIVEN), family_name=r.choice(FAMILY), birth_date=born,
-                             phones=[{"number": _phone(n)}],  # type: ignore[list-item]
-                             emails=[{"email": f"p{n}@example.org"}])  # type: ignore[list-item]
+        return PatientCreate(
+            given_name=r.choice(GIVEN),
+            family_name=r.choice(FAMILY),
+            birth_date=born,
+            phones=[{"number": _phone(n)}],  # type: ignore[list-item]
+            emails=[{"email": f"p{n}@example.org"}],
+        )  # type: ignore[list-item]
 
     async def detect(session: Any, i: int) -> None:
         data = new_person(i)
-        facts = duplicates.Facts.of(data.given_name, data.family_name, data.birth_date,
-                                    [p.number for p in data.phones], [e.email for e in data.emails])
+        facts = duplicates.Facts.of(
+            data.given_name,
+            data.family_name,
+            data.birth_date,
+            [p.number for p in data.phones],
+            [e.email for e in data.emails],
+        )
         await service.find_duplicates(session, org_id, facts)
 
     async def create(session: Any, i: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -611,17 +612,30 @@ async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UU
     return patient
 
 
-async def book(session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate, who: Principal) -> Appointment:
+async def book(
+    session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate | dict[str, Any], who: Principal
+) -> Appointment:
     """Book a patient with a practitioner for a service at `data.start_at`.
 
-    422 for unknown references or a start outside availability / notice / horizon; 409
-    `slot_taken` or `patient_overlap` when the time is held (checked, then enforced by the
-    database's exclusion constraints, so concurrent bookings cannot both succeed).
+    `data` is an `AppointmentCreate` (or a dict of its fields). 422 for unknown references or a
+    start outside availability / notice / horizon; 409 `slot_taken` or `patient_overlap` when the
+    time is held (checked, then enforced by the database's exclusion constraints, so concurrent
+    bookings cannot both succeed).
     """
+    if isinstance(data, dict):
+        try:
+            data = AppointmentCreate.model_validate(data)
+        except PydanticValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+                for e in exc.errors()
+            ]
+            raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
     await _patient(session, org_id, data.patient_id)
     service = await _ref(session, Service, org_id, data.service_id, "service_id", "service")
-    practitioner = await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
-    if practitioner.id not in service.practitioner_ids:
+    practitioner = next((p for p in service.practitioners if p.id == data.practitioner_id and p.is_active), None)
+    if practitioner is None:
+        await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
         raise ValidationFailed.field(
             "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
         )
@@ -721,8 +735,11 @@ async def transition(
     before = appointment.status
     target = sm.transition(before, action)
     if action == "no_show" and clock.now() < appointment.start_at:
-        raise Conflict("A patient can only be marked as a no-show once the appointment has started",
-                       code="not_started", allowed_actions=sm.allowed_actions(before))
+        raise Conflict(
+            "A patient can only be marked as a no-show once the appointment has started",
+            code="not_started",
+            allowed_actions=sm.allowed_actions(before),
+        )
     appointment.status = target
     setattr(appointment, _STAMPS[action], clock.now())
     if action == "cancel":
@@ -899,6 +916,15 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
     assert service and practitioner and location
     reminder.status = "due"
     reminder.fired_at = clock.now()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "remind",
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"reminder_id": str(reminder.id), "offset_minutes": reminder.offset_minutes},
+    )
     await session.flush()
     await events.publish(
         session,

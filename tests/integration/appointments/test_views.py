@@ -170,3 +170,48 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
     assert set(rows) == {kept.id, twin.id, other.id}
     assert rows[twin.id].status == "cancelled" and "patient merge" in (rows[twin.id].cancel_reason or "")
     assert rows[other.id].status == "booked"
+
+
+async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, clinic: Clinic) -> None:
+    """find a service by a word, list slots, book the first with a plain dict, move it, cancel it."""
+    from datetime import date
+
+    import pytest
+
+    from prm.core.auth import Principal
+    from prm.core.errors import ValidationFailed
+
+    bot = Principal.system(clinic.org_id)
+    patient = await make_patient(session, clinic.org_id)
+    with clock.frozen(NOW):
+        (cleaning,) = await service.find_services(session, clinic.org_id, "can I get a cleaning?")
+        free = await service.available_slots(
+            session,
+            clinic.org_id,
+            service_id=cleaning.id,
+            start_date=date(2026, 3, 24),
+            end_date=date(2026, 3, 27),
+            limit=3,
+        )
+        assert len(free) == 3 and free[0].local_start.isoformat() == "2026-03-24T09:00:00+01:00"
+        appt = await service.book(
+            session,
+            clinic.org_id,
+            {
+                "patient_id": patient.id,
+                "service_id": cleaning.id,
+                "practitioner_id": free[0].practitioner_id,
+                "start_at": free[0].start_at,
+                "source": "whatsapp",
+            },
+            bot,
+        )
+        assert appt.source == "whatsapp" and appt.booked_by == "system"
+        with pytest.raises(ValidationFailed) as err:
+            await service.book(session, clinic.org_id, {"patient_id": patient.id, "start_at": "soon"}, bot)
+        assert {e["field"] for e in err.value.errors or []} >= {"service_id", "start_at"}
+        moved = await service.reschedule(session, clinic.org_id, appt.id, start_at=free[2].start_at, who=bot)
+        assert moved.start_at == free[2].start_at
+        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [appt.id]
+        await service.cancel(session, clinic.org_id, appt.id, reason="patient wrote 'cancel'", who=bot)
+        assert await service.upcoming_for_patient(session, clinic.org_id, patient.id) == []
