@@ -7,7 +7,7 @@ Starts its own throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it
 ASGI app in-process (no network): each webhook is signed with the Twilio SDK's RequestValidator,
 checked, stored, matched to a (provisional) patient and published as `message.received`. The batch
 part times queueing a notification to 1,000 patients and delivering it through the sandbox provider
-(`jobs.run_due`, i.e. the same code the worker runs, in one process).
+with a real procrastinate worker (`prm worker`'s code) draining the queue.
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
     async with db.sessionmaker() as s:
         org = await identity.create_organisation(
             s,
-            OrganisationCreate(
-                name="Bench Clinic", slug=f"bench-{uuid.uuid4().hex[:8]}", timezone="Europe/Madrid"
-            ),
+            OrganisationCreate(name="Bench Clinic", slug=f"bench-{uuid.uuid4().hex[:8]}", timezone="Europe/Madrid"),
         )
         from prm.communications import service as communications
         from prm.communications.schemas import ChannelConfigWrite
@@ -98,9 +96,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
 
     validator = RequestValidator(token)
     path = "/webhooks/twilio/messaging"
-    senders = [
-        f"+3460{n:07d}" for n in range(max(1, args.webhooks // 5))
-    ]  # repeat senders: known patients too
+    senders = [f"+3460{n:07d}" for n in range(max(1, args.webhooks // 5))]  # repeat senders: known patients too
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(args.webhooks):
@@ -123,9 +119,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
             latencies.append(time.perf_counter() - start)
             assert r.status_code == 200, r.text
 
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="https://bench.test"
-    ) as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://bench.test") as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - started
@@ -188,18 +182,20 @@ async def main(args: argparse.Namespace, url: str) -> None:
         )
         await s.commit()
         queued = time.perf_counter() - started
+    from prm import worker
+
     async with db.sessionmaker() as s:
         await s.execute(text("DELETE FROM procrastinate_jobs WHERE task_name = 'events.deliver'"))
-        started = time.perf_counter()
-        report = await jobs.run_due(
-            s, names=["notifications.send_batch_item", "communications.send"], limit=10 * args.recipients
-        )
         await s.commit()
-        delivered = time.perf_counter() - started
+    started = time.perf_counter()
+    await worker.run(db.url, concurrency=args.concurrency, wait=False)
+    delivered = time.perf_counter() - started
+    async with db.sessionmaker() as s:
         result = await notifications.batch_report(s, org.id, batch.id)
     print(
-        f"batch of {args.recipients}: queued in {queued:.2f} s; rendered, consent-checked, delivered to the "
-        f"sandbox in {delivered:.2f} s ({args.recipients / delivered:.0f} recipients/s, {report.ran} jobs)"
+        f"batch of {args.recipients}: queued in {queued:.2f} s; rendered, consent-checked and delivered to the "
+        f"sandbox by a worker (concurrency {args.concurrency}) in {delivered:.2f} s "
+        f"({args.recipients / delivered:.0f} recipients/s, 2 jobs each)"
     )
     print(f"  result {result['counts']} · done={result['done']}")
     await db.dispose()

@@ -77,9 +77,7 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     # [{"url": ..., "content_type": ...}] for MMS / WhatsApp media
     media: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
     # email attachments: [{"filename", "content_type", "content_base64"}]
-    attachments: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONB, default=list, server_default=text("'[]'")
-    )
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
     content_sid: Mapped[str | None] = mapped_column(String(64))
     content_variables: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     template_key: Mapped[str | None] = mapped_column(String(100))
@@ -113,10 +111,8 @@ class InboundEvent(IdMixin, Base):
     provider: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32))  # "message", "status", "voice_call"
-    outcome: Mapped[str] = mapped_column(String(32), default="received")  # processed, unroutable, ignored
-    communication_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("communications.id", ondelete="SET NULL")
-    )
+    outcome: Mapped[str] = mapped_column(String(32), default="received")  # received, processed, unroutable, unmatched
+    communication_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("communications.id", ondelete="SET NULL"))
     received_at: Mapped[datetime] = mapped_column(default=clock.now)
     processed_at: Mapped[datetime | None]
 
@@ -149,9 +145,7 @@ class SandboxMessage(IdMixin, OrgMixin, Base):
     __tablename__ = "sandbox_outbox"
     __table_args__ = (Index("ix_sandbox_outbox_org_at", "org_id", "recorded_at"),)
 
-    communication_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("communications.id", ondelete="CASCADE")
-    )
+    communication_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("communications.id", ondelete="CASCADE"))
     patient_id: Mapped[uuid.UUID | None]
     channel: Mapped[str] = mapped_column(String(16))
     to_address: Mapped[str | None] = mapped_column(String(320))

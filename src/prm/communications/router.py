@@ -56,6 +56,7 @@ async def list_(
     session: Session,
     paging: Paging,
     patient_id: uuid.UUID | None = None,
+    conversation_id: uuid.UUID | None = None,
     channel: Channel | None = None,
     status: Status | None = None,
     direction: Direction | None = None,
@@ -64,7 +65,13 @@ async def list_(
     who: Principal = Requires("communications:read"),
 ) -> Page[CommunicationRead]:
     filters = CommunicationFilters(
-        patient_id=patient_id, channel=channel, status=status, direction=direction, since=since, until=until
+        patient_id=patient_id,
+        conversation_id=conversation_id,
+        channel=channel,
+        status=status,
+        direction=direction,
+        since=since,
+        until=until,
     )
     rows, total = await service.list_communications(session, who.org_id, filters, paging, who)
     return Page(

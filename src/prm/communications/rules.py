@@ -28,8 +28,7 @@ Keyword = Literal["stop", "start"]
 ACKNOWLEDGEMENTS = {
     "stop": "You have been unsubscribed and will receive no more messages on this channel. Reply START to "
     "subscribe again.",
-    "start": "You have been subscribed again and will receive messages on this channel. Reply STOP to "
-    "unsubscribe.",
+    "start": "You have been subscribed again and will receive messages on this channel. Reply STOP to unsubscribe.",
 }
 
 

@@ -42,6 +42,4 @@ async def page(
         stmt = stmt.where(SandboxMessage.patient_id == patient_id)
     if channel is not None:
         stmt = stmt.where(SandboxMessage.channel == channel)
-    return await paginate(
-        session, stmt.order_by(SandboxMessage.recorded_at.desc(), SandboxMessage.id.desc()), paging
-    )
+    return await paginate(session, stmt.order_by(SandboxMessage.recorded_at.desc(), SandboxMessage.id.desc()), paging)

@@ -12,9 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 Channel = Literal["sms", "whatsapp", "email", "voice"]
 Purpose = Literal["care", "reminders", "marketing"]
-Status = Literal[
-    "queued", "sending", "sent", "delivered", "read", "failed", "undelivered", "cancelled", "received"
-]
+Status = Literal["queued", "sending", "sent", "delivered", "read", "failed", "undelivered", "cancelled", "received"]
 Direction = Literal["inbound", "outbound"]
 
 
@@ -43,23 +41,17 @@ class CommunicationCreate(BaseModel):
     patient_id: uuid.UUID
     channel: Channel
     purpose: Purpose = "care"
-    body: str | None = Field(
-        default=None, max_length=10_000, description="Text (SMS, WhatsApp, email, voice)"
-    )
+    body: str | None = Field(default=None, max_length=10_000, description="Text (SMS, WhatsApp, email, voice)")
     subject: str | None = Field(default=None, max_length=500, description="Email subject")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML part")
     media_urls: list[str] = Field(default_factory=list, max_length=10, description="SMS/WhatsApp media")
-    attachments: list[AttachmentIn] = Field(
-        default_factory=list, max_length=10, description="Email attachments"
-    )
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10, description="Email attachments")
     content_sid: str | None = Field(
         default=None,
         pattern=r"^HX[0-9a-zA-Z]{8,64}$",
         description="An approved WhatsApp template (Twilio Content SID)",
     )
-    content_variables: dict[str, str] = Field(
-        default_factory=dict, description="Values of the template's variables"
-    )
+    content_variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables")
     send_at: AwareDatetime | None = Field(default=None, description="Send at this time (default: now)")
     conversation_id: uuid.UUID | None = None
     template_key: str | None = Field(default=None, max_length=100)
@@ -127,6 +119,7 @@ class CommunicationRead(BaseModel):
 
 class CommunicationFilters(BaseModel):
     patient_id: uuid.UUID | None = None
+    conversation_id: uuid.UUID | None = None
     channel: Channel | None = None
     status: Status | None = None
     direction: Direction | None = None

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters import registry as adapters
@@ -33,7 +34,7 @@ from prm.adapters.channels import (
 )
 from prm.adapters.sandbox import SandboxChannel
 from prm.communications import rules
-from prm.communications.models import ChannelConfig, Communication, SandboxMessage
+from prm.communications.models import ChannelConfig, Communication, InboundEvent, SandboxMessage
 from prm.communications.schemas import ChannelConfigWrite, CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs
 from prm.core.auth import Principal
@@ -98,9 +99,7 @@ def _check_shape(data: CommunicationCreate) -> None:
     if data.attachments and ch != "email":
         raise ValidationFailed.field("attachments", "attachments are for email only")
     if (data.subject or data.html_body) and ch != "email":
-        raise ValidationFailed.field(
-            "subject" if data.subject else "html_body", "only email has a subject/HTML"
-        )
+        raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
     if ch == "email" and not data.subject:
         raise ValidationFailed.field("subject", "an email needs a subject")
     if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
@@ -136,9 +135,7 @@ async def send(
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
-        raise ValidationFailed.field(
-            "patient_id", f"the patient has no {kind} for {data.channel}", code="no_address"
-        )
+        raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
     if (
         data.channel == "whatsapp"
@@ -153,6 +150,8 @@ async def send(
         )
     now = clock.now()
     config = await channel_config(session, org_id, data.channel)
+    if config is not None and not config.enabled:
+        raise Conflict(f"The {data.channel} channel is disabled for this organisation", code="channel_disabled")
     comm = Communication(
         id=uuid.uuid4(),
         org_id=org_id,
@@ -179,8 +178,22 @@ async def send(
         attempts=0,
         details={},
     )
-    session.add(comm)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(comm)
+            await session.flush()
+    except IntegrityError:
+        if not data.idempotency_key:
+            raise
+        # a concurrent request with the same key won the race: answer with its message
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
+            )
+        )
+        if existing is None:
+            raise
+        return existing
     schedule_at = data.send_at if data.send_at and data.send_at > now else None
     job_id = await jobs.defer(
         session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id), schedule_at=schedule_at
@@ -227,6 +240,8 @@ async def list_communications(
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)
+    if filters.conversation_id:
+        stmt = stmt.where(Communication.conversation_id == filters.conversation_id)
     if filters.channel:
         stmt = stmt.where(Communication.channel == filters.channel)
     if filters.status:
@@ -237,9 +252,7 @@ async def list_communications(
         stmt = stmt.where(Communication.created_at >= filters.since)
     if filters.until:
         stmt = stmt.where(Communication.created_at < filters.until)
-    rows, total = await paginate(
-        session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging
-    )
+    rows, total = await paginate(session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging)
     if who is not None:
         await audit.record(
             session,
@@ -487,7 +500,29 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     comm.error_code = None
     comm.error_message = None
     log.info("communication.sent", communication_id=communication_id, provider=result.provider)
+    if result.provider_message_id:
+        await _apply_early_statuses(session, result.provider, result.provider_message_id)
     return comm.status
+
+
+async def _apply_early_statuses(session: AsyncSession, provider: str, provider_message_id: str) -> None:
+    """Apply status callbacks that arrived before this message's id was stored (they were kept)."""
+    early = await session.scalars(
+        select(InboundEvent)
+        .where(
+            InboundEvent.provider == provider,
+            InboundEvent.kind == "status",
+            InboundEvent.outcome == "unmatched",
+            # exact ids (one per status word) so the unique index answers, however large the table
+            InboundEvent.external_id.in_([f"{provider_message_id}:{word}" for word in rules.TWILIO_STATUS]),
+        )
+        .order_by(InboundEvent.received_at)
+    )
+    for event in early:
+        status = event.external_id.rsplit(":", 1)[1]
+        await apply_status(session, provider=provider, provider_message_id=provider_message_id, status=status)
+        event.outcome = "processed"
+        event.processed_at = clock.now()
 
 
 async def _dispatch(session: AsyncSession, comm: Communication) -> SendResult:
@@ -650,13 +685,32 @@ async def put_channel_config(
 
 
 async def org_for_number(session: AsyncSession, channel: str, number: str) -> ChannelConfig | None:
-    """The enabled channel configuration whose sender is `number` (inbound routing)."""
+    """The enabled channel configuration whose sender is `number` (inbound routing).
+
+    The configuration of `channel` itself first; else another phone channel with that number (one
+    Twilio number often serves SMS, WhatsApp and voice but is configured for one of them only).
+    """
     result: ChannelConfig | None = await session.scalar(
-        select(ChannelConfig).where(
-            ChannelConfig.channel == channel, ChannelConfig.sender == number, ChannelConfig.enabled.is_(True)
+        select(ChannelConfig)
+        .where(
+            ChannelConfig.channel.in_(PHONE_CHANNELS),
+            ChannelConfig.sender == number,
+            ChannelConfig.enabled.is_(True),
         )
+        .order_by((ChannelConfig.channel == channel).desc(), ChannelConfig.created_at)
+        .limit(1)
     )
     return result
+
+
+async def attach_conversation(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Communication:
+    """Link a message to a conversation (for the conversations module)."""
+    comm = await get(session, org_id, communication_id)
+    comm.conversation_id = conversation_id
+    await session.flush()
+    return comm
 
 
 # --- the patient record's extension points -------------------------------------------------------
@@ -669,9 +723,7 @@ async def _move_to_survivor(
     moved = 0
     for model in (Communication, SandboxMessage):
         result = await session.execute(
-            update(model)
-            .where(model.org_id == org_id, model.patient_id == duplicate_id)
-            .values(patient_id=survivor_id)
+            update(model).where(model.org_id == org_id, model.patient_id == duplicate_id).values(patient_id=survivor_id)
         )
         moved += result.rowcount or 0  # type: ignore[attr-defined]
     return moved

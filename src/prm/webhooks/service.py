@@ -168,9 +168,7 @@ async def receive_twilio_status(session: AsyncSession, params: dict[str, str]) -
             code="malformed_webhook",
             field=exc.field,
         ) from None
-    event = await _claim(
-        session, provider="twilio", external_id=f"{update.message_sid}:{update.status}", kind="status"
-    )
+    event = await _claim(session, provider="twilio", external_id=f"{update.message_sid}:{update.status}", kind="status")
     if event is None:
         return Outcome("duplicate")
     comm = await communications.apply_status(
@@ -181,8 +179,8 @@ async def receive_twilio_status(session: AsyncSession, params: dict[str, str]) -
         error_code=update.error_code,
         error_message=update.error_message,
     )
-    if comm is None:
-        return _done(event, "ignored")
+    if comm is None:  # possibly before the sending job committed the id: kept, applied by that job
+        return _done(event, "unmatched")
     event.org_id = comm.org_id
     return _done(event, "processed", comm.id)
 
@@ -210,8 +208,7 @@ async def receive_voice_call(
             "Malformed voice-agent payload",
             code="malformed_webhook",
             errors=[
-                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
-                for e in exc.errors()
+                {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in exc.errors()
             ],
         ) from None
     caller = try_normalise(call.caller, adapters.settings().default_phone_region)

@@ -477,3 +477,19 @@ async def test_sandbox_outbox_api(
     assert r.status_code == 200 and r.json()["total"] == 1
     item = r.json()["items"][0]
     assert item["channel"] == "voice" and item["payload"]["say"] == "Call me" and item["to_address"] == p.primary_phone
+
+
+async def test_concurrent_sends_with_one_idempotency_key_make_one_message(committed, messaging_settings) -> None:
+    import asyncio
+
+    from tests.fixtures.factories import make_patient
+
+    organisation, key = await committed.org()
+    async with committed.session() as s:
+        patient = await make_patient(s, organisation, phone="+34655000111")
+        await s.commit()
+    client = committed.client(key)
+    payload = {"patient_id": str(patient.id), "channel": "sms", "body": "once", "idempotency_key": "reminder:42"}
+    responses = await asyncio.gather(*(client.post("/communications", json=payload) for _ in range(4)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1

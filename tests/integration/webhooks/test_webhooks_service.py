@@ -478,3 +478,56 @@ async def test_concurrent_retries_of_one_message_are_processed_once(committed, m
             .where(Patient.org_id == organisation.id, Patient.primary_phone == sender)
         )
     assert (count, received, patients_with_number) == (1, 1, 1)
+
+
+async def test_status_callback_before_the_send_job_commits_is_applied_later(
+    session: AsyncSession,
+    client: httpx.AsyncClient,
+    anon_client: httpx.AsyncClient,
+    twilio_org: Organisation,
+    twilio_api: TwilioFake,
+    messaging_settings: Settings,
+) -> None:
+    patient = await patient_with_contacts(session, twilio_org)
+    twilio_api.messages.side_effect = None
+    twilio_api.messages.return_value = httpx.Response(201, json={"sid": "SMearly0001", "status": "queued"})
+    r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
+    # Twilio is fast: its "delivered" arrives while our job has not stored the message id yet
+    early = await post_twilio(
+        anon_client,
+        messaging_settings,
+        "/webhooks/twilio/status",
+        {"MessageSid": "SMearly0001", "MessageStatus": "delivered"},
+    )
+    assert early.status_code == 200
+    await jobs.run_due(session)
+    comm = await communications.get(session, twilio_org.id, uuid.UUID(r.json()["id"]))
+    assert comm.status == "delivered" and comm.delivered_at is not None
+
+
+async def test_disabled_channel_refuses_to_send(
+    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
+) -> None:
+    await configure_channel(session, org, "sms", enabled=False)
+    patient = await patient_with_contacts(session, org)
+    r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
+    assert r.status_code == 409 and r.json()["code"] == "channel_disabled"
+
+
+async def test_sms_to_a_number_configured_for_whatsapp_reaches_that_org_and_can_join_a_conversation(
+    session: AsyncSession,
+    anon_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    org: Organisation,
+    messaging_settings: Settings,
+) -> None:
+    await configure_channel(session, org, "whatsapp", sender="+34910000201")
+    phone = new_phone()
+    r = await inbound(anon_client, messaging_settings, from_=phone, to="+34910000201", body="hi", channel="sms")
+    assert r.status_code == 200
+    [comm] = await session.scalars(select(Communication).where(Communication.org_id == org.id))
+    assert comm.channel == "sms"
+    conversation_id = uuid.uuid4()
+    await communications.attach_conversation(session, org.id, comm.id, conversation_id)
+    listed = await client.get("/communications", params={"conversation_id": str(conversation_id)})
+    assert [i["id"] for i in listed.json()["items"]] == [str(comm.id)]
