@@ -153,7 +153,7 @@ _WORDS: dict[str, dict[str, set[str]]] = {
 }
 _PARTS_OF_DAY: dict[str, dict[str, tuple[int, int]]] = {
     "en": {"morning": (8, 12), "afternoon": (12, 17), "evening": (17, 21), "tonight": (17, 21)},
-    "es": {"mañana por la mañana": (8, 12), "por la mañana": (8, 12), "por la tarde": (12, 20),
+    "es": {"por la mañana": (8, 12), "por la tarde": (12, 20),
            "tarde": (12, 20), "noche": (19, 22)},
 }
 

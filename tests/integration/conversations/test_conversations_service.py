@@ -27,14 +27,10 @@ PHONE = "+34600111222"
 
 
 async def _conversation_of(session, org_id, phone: str = PHONE) -> Conversation:
-    patient = await session.scalar(
-        select(Patient).where(Patient.org_id == org_id, Patient.primary_phone == phone)
-    )
+    patient = await session.scalar(select(Patient).where(Patient.org_id == org_id, Patient.primary_phone == phone))
     assert patient is not None
     conversation = await session.scalar(
-        select(Conversation)
-        .where(Conversation.patient_id == patient.id)
-        .execution_options(populate_existing=True)
+        select(Conversation).where(Conversation.patient_id == patient.id).execution_options(populate_existing=True)
     )
     assert conversation is not None
     return conversation
@@ -114,9 +110,9 @@ async def test_get_conversation_history(session, org, client, anon_client, signi
     assert page["items"][0]["body"].startswith("These times are open for Dental cleaning")
     assert page["items"][0]["created_by"] == "assistant"
     assert page["items"][1]["body"] == "cleaning"
-    older = (
-        await client.get(f"/conversations/{conversation.id}/messages", params={"limit": 2, "offset": 4})
-    ).json()["items"]
+    older = (await client.get(f"/conversations/{conversation.id}/messages", params={"limit": 2, "offset": 4})).json()[
+        "items"
+    ]
     assert [m["body"] for m in older] == ["hi"]
     detail = (await client.get(f"/conversations/{conversation.id}")).json()
     assert detail["bot_state"] == "choose_slot" and len(detail["bot_context"]["offered"]) == 5
@@ -161,9 +157,7 @@ async def test_update_conversation_state(session, org, client, anon_client, sign
 
     # hand back to the bot: it answers again, from the start
     r = await client.post(f"{path}/bot")
-    assert (
-        r.json()["bot_active"] is True and r.json()["assignee_id"] is None and r.json()["bot_state"] == "idle"
-    )
+    assert r.json()["bot_active"] is True and r.json()["assignee_id"] is None and r.json()["bot_state"] == "idle"
     await say(session, anon_client, "cleaning please")
     assert (await client.get(path)).json()["bot_state"] == "choose_slot"
 
@@ -214,9 +208,7 @@ async def test_conversation_not_found(session, org, other_org, client: httpx.Asy
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["code"] == "conversation_not_found"
     theirs_patient = await make_patient(session, other_org)
-    theirs = await service.create(
-        session, other_org.id, theirs_patient.id, "whatsapp", Principal.system(other_org.id)
-    )
+    theirs = await service.create(session, other_org.id, theirs_patient.id, "whatsapp", Principal.system(other_org.id))
     assert (await client.get(f"/conversations/{theirs.id}")).status_code == 404
 
 
@@ -253,9 +245,7 @@ async def test_urgent_message_goes_to_a_person(session, org, client, anon_client
     assert ticket is not None and ticket.priority == "urgent" and ticket.urgent_keywords == ["chest pain"]
 
 
-async def test_repeated_misunderstanding_hands_off(
-    session, org, client, anon_client, signing, frozen
-) -> None:
+async def test_repeated_misunderstanding_hands_off(session, org, client, anon_client, signing, frozen) -> None:
     await setup_clinic(client)
     await say(session, anon_client, "cleaning")
     for text in ("blorp", "zzz", "???"):
@@ -263,16 +253,12 @@ async def test_repeated_misunderstanding_hands_off(
     conversation = await _conversation_of(session, org.id)
     assert conversation.handoff_reason == "not_understood"
     assert (
-        await session.scalar(
-            select(func.count()).select_from(Ticket).where(Ticket.conversation_id == conversation.id)
-        )
+        await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.conversation_id == conversation.id))
         == 1
     )
 
 
-async def test_slot_taken_between_offer_and_confirmation(
-    session, org, client, anon_client, signing, frozen
-) -> None:
+async def test_slot_taken_between_offer_and_confirmation(session, org, client, anon_client, signing, frozen) -> None:
     ids = await setup_clinic(client)
     await say(session, anon_client, "cleaning")
     conversation = await _conversation_of(session, org.id)
@@ -303,9 +289,7 @@ async def test_slot_taken_between_offer_and_confirmation(
     assert mine["total"] == 1
 
 
-async def test_cancel_and_reschedule_over_whatsapp(
-    session, org, client, anon_client, signing, frozen
-) -> None:
+async def test_cancel_and_reschedule_over_whatsapp(session, org, client, anon_client, signing, frozen) -> None:
     ids = await setup_clinic(client)
     await say(session, anon_client, "hi")
     conversation = await _conversation_of(session, org.id)
@@ -343,9 +327,7 @@ async def test_cancel_and_reschedule_over_whatsapp(
     assert replies[-1] == "Your appointment for Check-up on Thu 26 Nov, 09:00 is cancelled."
 
 
-async def test_consent_refusal_does_not_break_routing(
-    session, org, client, anon_client, signing, frozen
-) -> None:
+async def test_consent_refusal_does_not_break_routing(session, org, client, anon_client, signing, frozen) -> None:
     await setup_clinic(client)
     await say(session, anon_client, "STOP")  # consent keyword: handled by messaging, not routed
     await say(session, anon_client, "hi")
@@ -389,9 +371,7 @@ async def test_concurrent_messages(committed, settings) -> None:
     async with committed.session() as s:
         patient_ids = list(await s.scalars(select(Patient.id).where(Patient.primary_phone == phone)))
         assert len(patient_ids) == 1
-        conversations = list(
-            await s.scalars(select(Conversation).where(Conversation.patient_id == patient_ids[0]))
-        )
+        conversations = list(await s.scalars(select(Conversation).where(Conversation.patient_id == patient_ids[0])))
         assert len(conversations) == 1  # one conversation, never two opened in a race
         conversation = conversations[0]
         assert conversation.unread_count == 6  # no lost update
@@ -416,14 +396,48 @@ async def test_concurrent_messages(committed, settings) -> None:
         assert tickets == 1
 
 
-async def test_no_online_booking_leaves_messages_to_staff(
-    session, org, client, anon_client, signing, frozen
-) -> None:
-    r = await client.put(
-        "/communications/channels/whatsapp", json={"provider": "sandbox", "sender": "+34910000001"}
-    )
+async def test_no_online_booking_leaves_messages_to_staff(session, org, client, anon_client, signing, frozen) -> None:
+    r = await client.put("/communications/channels/whatsapp", json={"provider": "sandbox", "sender": "+34910000001"})
     assert r.status_code == 200
     await say(session, anon_client, "hello, can I book?")
     conversation = await _conversation_of(session, org.id)
     assert conversation.unread_count == 1 and conversation.bot_state == "idle"
     assert await _bodies(session, conversation.id) == []  # no services: the assistant stays quiet
+
+
+async def test_staff_reply_follows_the_whatsapp_24_hour_rule(session, org, client, anon_client, signing, frozen):
+    await setup_clinic(client)
+    await say(session, anon_client, "agent")
+    conversation = await _conversation_of(session, org.id)
+    path = f"/conversations/{conversation.id}"
+    assert (await client.get(path)).json()["whatsapp_window_open"] is True
+    frozen.advance(timedelta(hours=25))
+    assert (await client.get(path)).json()["whatsapp_window_open"] is False
+    r = await client.post(f"{path}/messages", json={"body": "Sorry for the delay"})
+    assert r.status_code == 422 and r.json()["code"] == "whatsapp_window_closed"
+    assert (await _bodies(session, conversation.id))[-1].startswith("I'm passing you")  # nothing written
+
+
+async def test_spanish_speaking_patient_books_in_spanish(session, org, client, anon_client, signing, frozen):
+    await setup_clinic(client)
+    r = await client.post(
+        "/patients",
+        json={
+            "given_name": "Lucía",
+            "family_name": "Martín",
+            "preferred_language": "es",
+            "phones": [{"number": PHONE, "is_primary": True}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    for text in ("Hola, quiero una limpieza", "mañana por la mañana", "1", "sí"):
+        await say(session, anon_client, text)
+        frozen.advance(timedelta(seconds=30))
+    conversation = await _conversation_of(session, org.id)
+    replies = await _bodies(session, conversation.id)
+    assert replies[0] == "¡Hola Lucía! Soy el asistente de citas de Test Clinic."
+    assert replies[2].startswith("Estos horarios están libres para Dental cleaning:\n1. jue 26 de nov, 09:00")
+    assert replies[-1] == (
+        "Hola Lucía, su cita de Dental cleaning con Dr Vega queda reservada para el jue 26 de nov, 09:00 en Centro."
+    )
+    assert conversation.bot_state == "done"

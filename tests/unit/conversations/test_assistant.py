@@ -376,6 +376,13 @@ def test_parse_window(text: str, window: tuple | None) -> None:
         assert got == (datetime(*window[0], tzinfo=UTC), datetime(*window[1], tzinfo=UTC))
 
 
+def test_parse_window_spanish() -> None:
+    start, end = a.parse_window("mañana por la mañana", NOW, "Europe/Madrid", "es")  # type: ignore[misc]
+    assert (start, end) == (datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 11, 26, 11, tzinfo=UTC))
+    start, _ = a.parse_window("por la tarde", NOW, "Europe/Madrid", "es")  # type: ignore[misc]
+    assert start == datetime(2026, 11, 25, 11, tzinfo=UTC)
+
+
 def test_parse_window_rejects_numbers_and_rolls_past_parts_of_day() -> None:
     assert a.parse_window("3", NOW, "Europe/Madrid") is None
     assert a.parse_window("blorp", NOW, "Europe/Madrid") is None
