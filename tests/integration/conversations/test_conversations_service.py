@@ -353,8 +353,9 @@ async def test_merge_and_timeline_hooks(session, org) -> None:
 
 @pytest.mark.slow
 async def test_concurrent_messages(committed, settings) -> None:
-    """Six webhook deliveries for one patient at the same moment, processed by a real worker: the row
-    lock makes them strictly sequential, so counters and the assistant's state add up exactly."""
+    """Six webhook deliveries for one patient at the same moment, routed by six concurrent transactions
+    and then by a real worker: the row lock makes them strictly sequential (and redelivery a no-op),
+    so counters and the assistant's state add up exactly."""
     _, key = await committed.org()
     api = committed.client(key)
     number = f"+3491{uuid.uuid4().int % 10_000_000:07d}"
@@ -366,6 +367,20 @@ async def test_concurrent_messages(committed, settings) -> None:
             *[post_message(anon, "blorp", from_phone=phone, to_phone=number) for _ in range(6)]
         )
         assert all(r.status_code == 200 for r in results)
+        # Route all six at once, each in its own transaction (as six workers would) ...
+        async with committed.session() as s:
+            org_id, inbound_ids = None, []
+            for comm in await s.scalars(select(Communication).where(Communication.from_address == phone)):
+                org_id = comm.org_id
+                inbound_ids.append(comm.id)
+        assert org_id is not None and len(inbound_ids) == 6
+
+        async def route(communication_id: uuid.UUID) -> None:
+            async with committed.session() as s, s.begin():
+                await service.route_inbound(s, org_id, communication_id)
+
+        await asyncio.gather(*[route(i) for i in inbound_ids])
+        # ... then let the real worker deliver the six message.received events: all already done.
         await committed.run_worker()
 
     async with committed.session() as s:
