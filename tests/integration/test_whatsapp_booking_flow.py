@@ -124,3 +124,24 @@ async def test_complete_whatsapp_booking_flow(
         assert history["items"][0]["body"] == replies[0]
         events = (await client.get("/admin/events", params={"limit": 100})).json()["items"]
         assert "appointment.booked" in {e["type"] for e in events}
+
+
+async def test_patient_timeline_shows_conversation_ticket_and_booking(
+    session, settings: Settings, client: httpx.AsyncClient, anon_client: httpx.AsyncClient
+) -> None:
+    """After a WhatsApp handoff, the patient's timeline (patients API) lists the conversation, the
+    ticket and the messages, contributed by each module through the registry."""
+    with clock.frozen(T0) as c, twilio_signing(settings):
+        await setup_clinic(client)
+        await post_message(anon_client, "Hi", from_phone=PHONE)
+        await jobs.run_due(session)
+        c.advance(timedelta(minutes=1))
+        await post_message(anon_client, "I want to talk to a person", from_phone=PHONE)
+        await jobs.run_due(session)
+        listed = (await client.get("/conversations")).json()["items"]
+        patient_id = listed[0]["patient_id"]
+        r = await client.get(f"/patients/{patient_id}/timeline")
+        assert r.status_code == 200, r.text
+        kinds = {(e["source"], e["kind"]) for e in r.json()["items"]}
+        assert ("conversations", "conversation.opened") in kinds
+        assert ("tickets", "ticket.opened") in kinds
