@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +16,9 @@ from tests.fixtures.factories import principal
 from tests.integration.appointments.conftest import NOW, at_local, build_clinic, make_patient
 
 
-async def test_merge_moves_appointments_and_timeline_lists_them(session: AsyncSession, org: Organisation) -> None:
+async def test_merge_moves_appointments_and_timeline_lists_them(
+    session: AsyncSession, org: Organisation, client: httpx.AsyncClient
+) -> None:
     who = principal(org)
     clinic = await build_clinic(session, org.id)
     survivor = await make_patient(session, org.id, given="Ana")
@@ -40,3 +43,8 @@ async def test_merge_moves_appointments_and_timeline_lists_them(session: AsyncSe
         assert [e.kind for e in mine] == ["appointment.booked"]
         assert mine[0].resource_id == str(booked.id)
         assert [a.id for a in await appointments.upcoming_for_patient(session, org.id, survivor.id)] == [booked.id]
+        # the merged record's history redirects to the survivor's, like the patient API
+        r = await client.get(f"/patients/{duplicate.id}/appointments", follow_redirects=False)
+        assert r.status_code == 308 and r.headers["location"] == f"/patients/{survivor.id}/appointments"
+        r = await client.get(f"/patients/{survivor.id}/appointments")
+        assert [a["id"] for a in r.json()["items"]] == [str(booked.id)]

@@ -42,6 +42,7 @@ from prm.appointments.schemas import (
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
+from prm.patients.service import PatientMoved
 
 setup = APIRouter(tags=["scheduling setup"])
 booking = APIRouter(tags=["appointments"])
@@ -442,9 +443,13 @@ async def invite(
 async def patient_history(
     patient_id: uuid.UUID, session: Session, paging: Paging, who: Principal = Requires("appointments:read")
 ) -> Page[AppointmentRead]:
-    rows, total = await service.patient_history(
-        session, who.org_id, patient_id, who, limit=paging.limit, offset=paging.offset
-    )
+    try:
+        rows, total = await service.patient_history(
+            session, who.org_id, patient_id, who, limit=paging.limit, offset=paging.offset
+        )
+    except PatientMoved as moved:
+        moved.headers["Location"] = f"/patients/{moved.survivor_id}/appointments"
+        raise
     return Page(items=[_read(r) for r in rows], total=total, limit=paging.limit, offset=paging.offset)
 
 

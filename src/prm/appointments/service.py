@@ -49,6 +49,7 @@ from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.identity.models import User
 from prm.patients import registry
+from prm.patients import service as patients_service
 from prm.patients.models import Patient
 from prm.settings import get_settings
 
@@ -1020,10 +1021,14 @@ async def patient_history(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Appointment], int]:
-    """A patient's appointments, newest first (every status), audited as one read of the record."""
-    exists_ = await session.scalar(select(Patient.id).where(Patient.id == patient_id, Patient.org_id == org_id))
-    if exists_ is None:
-        raise NotFound(f"patient {patient_id} not found", code="patient_not_found")
+    """A patient's appointments, newest first (every status), audited as one read of the record.
+
+    A merged patient answers `PatientMoved` (308 to the survivor), as the patient API does.
+    """
+    patient = await patients_service.get(session, org_id, patient_id)  # NotFound when unknown or deleted
+    if patient.merged_into_id is not None:
+        survivor = await patients_service.resolve(session, org_id, patient_id)
+        raise patients_service.PatientMoved(patient_id, survivor.id)
     stmt = _filtered(org_id, patient_id=patient_id).order_by(Appointment.start_at.desc(), Appointment.id)
     total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     rows = list(await session.scalars(stmt.limit(limit).offset(offset)))

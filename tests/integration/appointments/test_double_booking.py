@@ -18,11 +18,17 @@ RACERS = 24
 
 
 async def _cleanup_reminder_jobs(committed, org_id) -> None:  # type: ignore[no-untyped-def]
-    """Committed reminder jobs must not fire in later tests that move the clock."""
+    """Committed jobs of this org (reminders, event deliveries) must not run in later tests that move the clock."""
     async with committed.session() as s:
         for job_id in await s.scalars(select(AppointmentReminder.job_id).where(AppointmentReminder.org_id == org_id)):
             if job_id is not None:
                 await jobs.cancel_pending(s, job_id)
+        pending = await s.scalars(
+            text("SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
+            {"org": str(org_id)},
+        )
+        for job_id in list(pending):
+            await jobs.cancel_pending(s, job_id)
         await s.commit()
 
 

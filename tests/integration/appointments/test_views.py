@@ -215,3 +215,58 @@ async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, c
         assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [appt.id]
         await service.cancel(session, clinic.org_id, appt.id, reason="patient wrote 'cancel'", who=bot)
         assert await service.upcoming_for_patient(session, clinic.org_id, patient.id) == []
+
+
+async def test_inactive_practitioner_or_location_offers_nothing(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    from datetime import date
+
+    patient = await make_patient(session, clinic.org_id)
+    org_id, patient_id = clinic.org_id, patient.id
+    vega, ruiz, cleaning, location = clinic.vega.id, clinic.ruiz.id, clinic.cleaning.id, clinic.location.id
+    with clock.frozen(NOW):
+        r = await client.patch(f"/practitioners/{ruiz}", json={"is_active": False})
+        assert r.status_code == 200 and r.json()["is_active"] is False
+        session.expire_all()  # the API wrote through its own session; drop this one's stale copies
+        found = await service.available_slots(
+            session,
+            org_id,
+            service_id=cleaning,
+            start_date=date(2026, 3, 24),
+            end_date=date(2026, 3, 24),
+        )
+        assert found and {s.practitioner_id for s in found} == {vega}
+        r = await client.post(
+            "/appointments",
+            json={
+                "patient_id": str(patient_id),
+                "service_id": str(cleaning),
+                "practitioner_id": str(ruiz),
+                "start_at": "2026-03-24T10:00:00+01:00",
+            },
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "practitioner_id"
+        assert (await client.patch(f"/locations/{location}", json={"is_active": False})).status_code == 200
+        session.expire_all()
+        assert (
+            await service.available_slots(
+                session,
+                org_id,
+                service_id=cleaning,
+                start_date=date(2026, 3, 24),
+                end_date=date(2026, 3, 24),
+            )
+            == []
+        )
+        r = await client.patch(f"/services/{cleaning}", json={"is_active": False})
+        assert r.status_code == 200
+        r = await client.get(
+            "/slots",
+            params={"service_id": str(cleaning), "start_date": "2026-03-24", "end_date": "2026-03-24"},
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "service_id"
+        assert [s["name"] for s in (await client.get("/services", params={"include_inactive": True})).json()] == [
+            "Check-up",
+            "Cleaning",
+        ]

@@ -87,14 +87,24 @@ def test_problem_documents() -> None:
 def test_library_exceptions_are_logged_without_their_message(capsys) -> None:
     import logging
 
+    import structlog
+
     from prm.core.logging import configure
 
+    # restore the logging set-up afterwards: it would keep writing to capsys's stream once closed
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     configure("INFO", json=True)
     try:
-        raise RuntimeError("Jane Doe +44 7700 900123")
-    except RuntimeError:
-        logging.getLogger("procrastinate.worker").exception("Job failed")
-    out = capsys.readouterr().out
+        try:
+            raise RuntimeError("Jane Doe +44 7700 900123")
+        except RuntimeError:
+            logging.getLogger("procrastinate.worker").exception("Job failed")
+        out = capsys.readouterr().out
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     line = json.loads(out.strip().splitlines()[-1])
     assert line["error"] == "RuntimeError" and line["frames"]
     assert "Jane" not in out and "7700" not in out
