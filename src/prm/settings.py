@@ -9,10 +9,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -93,13 +93,30 @@ class Settings(BaseSettings):
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
+    # --- conversations and tickets ---------------------------------------------------------------
+    assistant_enabled: bool = True
+    assistant_max_failures: int = Field(default=3, ge=1)
+    assistant_stale_minutes: int = Field(default=120, ge=1)
+    assistant_slots_per_offer: int = Field(default=5, ge=1, le=9)
+    assistant_search_days: int = Field(default=14, ge=1)
+    ticket_sla_urgent_hours: float = Field(default=1, gt=0)
+    ticket_sla_high_hours: float = Field(default=4, gt=0)
+    ticket_sla_normal_hours: float = Field(default=24, gt=0)
+    ticket_sla_low_hours: float = Field(default=72, gt=0)
+    ticket_urgent_keywords: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [
+        "chest pain", "bleeding", "can't breathe", "cannot breathe", "difficulty breathing", "unconscious",
+        "suicidal", "overdose", "stroke", "seizure", "severe pain", "dolor de pecho", "sangrado",
+    ])
+    ticket_auto_assign_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["support_agent", "coordinator"])
+
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
                      "smtp_password", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "ticket_urgent_keywords", "ticket_auto_assign_roles", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str) and not value.startswith("["):

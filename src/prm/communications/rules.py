@@ -17,9 +17,11 @@ FINAL_STATUSES = frozenset({"delivered", "read", "failed", "undelivered", "cance
 
 WHATSAPP_WINDOW = timedelta(hours=24)
 
-# Twilio's standard opt-out / opt-in keywords, plus the Spanish ones our clinics' patients use.
-STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "BAJA"})
-START_KEYWORDS = frozenset({"START", "UNSTOP", "SUBSCRIBE", "YES", "OPTIN", "ALTA"})
+# Twilio's standard opt-out / opt-in keywords, plus the Spanish ones our clinics' patients use —
+# except CANCEL and YES: in a booking conversation they are answers to the assistant ("cancel" my
+# appointment, "yes" book it), not consent changes (changed by the conversations module).
+STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "OPTOUT", "BAJA"})
+START_KEYWORDS = frozenset({"START", "UNSTOP", "SUBSCRIBE", "OPTIN", "ALTA"})
 
 Keyword = Literal["stop", "start"]
 

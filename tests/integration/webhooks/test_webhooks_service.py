@@ -527,7 +527,10 @@ async def test_sms_to_a_number_configured_for_whatsapp_reaches_that_org_and_can_
     assert r.status_code == 200
     [comm] = await session.scalars(select(Communication).where(Communication.org_id == org.id))
     assert comm.channel == "sms"
-    conversation_id = uuid.uuid4()
+    # communications.conversation_id references conversations (foreign key of the conversations module)
+    from prm.conversations import service as conversations
+
+    conversation_id = (await conversations.open_for(session, org.id, comm.patient_id, "sms")).id
     await communications.attach_conversation(session, org.id, comm.id, conversation_id)
     listed = await client.get("/communications", params={"conversation_id": str(conversation_id)})
     assert [i["id"] for i in listed.json()["items"]] == [str(comm.id)]
