@@ -22,9 +22,15 @@ def _url() -> str:
     return sqlalchemy_url(url)
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+    """procrastinate's tables are created from its own schema, not from our models."""
+    table = obj.table.name if type_ in {"index", "column", "unique_constraint", "foreign_key_constraint"} else name
+    return not str(table).startswith("procrastinate_")
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
-                      transaction_per_migration=True)
+                      transaction_per_migration=True, include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 

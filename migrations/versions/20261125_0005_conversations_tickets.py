@@ -3,7 +3,7 @@ tickets (SLA, optimistic version, full-text search), ticket comments; and the fo
 communications.conversation_id to conversations.
 
 Revision ID: 20261125_0005
-Revises: 20261125_0003, 20261125_0004 (joins the appointments and messaging heads)
+Revises: 20261125_0003
 Create Date: 2026-11-25 14:49:07.499105
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261125_0005'
-down_revision = ('20261125_0003', '20261125_0004')
+down_revision = '20261125_0003'
 branch_labels = None
 depends_on = None
 

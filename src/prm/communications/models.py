@@ -1,7 +1,7 @@
 """Tables of the communications domain.
 
-* `communications`: one row per inbound or outbound message or call. `conversation_id` is a plain
-  nullable UUID: the conversations module adds its foreign key when it lands.
+* `communications`: one row per inbound or outbound message or call. `conversation_id` refers to the
+  conversation the message belongs to (its foreign key is created by the conversations migration).
 * `inbound_events`: every provider event (inbound message, status callback, voice-agent call),
   stored under a unique `(provider, external_id)` *before* it is processed, so a retried delivery
   is acknowledged without being processed twice.
@@ -64,7 +64,10 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
-    conversation_id: Mapped[uuid.UUID | None]  # FK added by the conversations module
+    # The foreign key is created by the conversations migration (named by string: no import upwards).
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
     channel: Mapped[str] = mapped_column(String(16))
     direction: Mapped[str] = mapped_column(String(8))
     purpose: Mapped[str | None] = mapped_column(String(16))
