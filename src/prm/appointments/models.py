@@ -34,18 +34,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from prm.appointments.state_machine import HOLDS_TIME, STATUSES, allowed_actions
 from prm.core import clock
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 
 MODES = ("in_person", "video")
 EXCEPTION_KINDS = ("time_off", "extra_hours")
 REMINDER_STATUSES = ("scheduled", "due", "void")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
-HOLDS_TIME_SQL = _in("status", HOLDS_TIME)
+HOLDS_TIME_SQL = one_of("status", HOLDS_TIME)
 
 service_practitioners = Table(
     "service_practitioners",
@@ -86,7 +82,7 @@ class Service(IdMixin, TimestampMixin, OrgMixin, Base):
         CheckConstraint("min_notice_minutes >= 0", name="min_notice"),
         CheckConstraint("horizon_days > 0", name="horizon"),
         CheckConstraint("slot_step_minutes > 0", name="slot_step"),
-        CheckConstraint(_in("mode", MODES), name="mode"),
+        CheckConstraint(one_of("mode", MODES), name="mode"),
     )
 
     name: Mapped[str] = mapped_column(String(200))
@@ -133,7 +129,7 @@ class AvailabilityException(IdMixin, TimestampMixin, OrgMixin, Base):
 
     __tablename__ = "availability_exceptions"
     __table_args__ = (
-        CheckConstraint(_in("kind", EXCEPTION_KINDS), name="kind"),
+        CheckConstraint(one_of("kind", EXCEPTION_KINDS), name="kind"),
         CheckConstraint("start_at < end_at", name="times"),
         CheckConstraint("kind = 'time_off' OR location_id IS NOT NULL", name="extra_needs_location"),
         Index("ix_availability_exceptions_practitioner", "practitioner_id", "start_at"),
@@ -150,8 +146,8 @@ class AvailabilityException(IdMixin, TimestampMixin, OrgMixin, Base):
 class Appointment(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "appointments"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(_in("mode", MODES), name="mode"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(one_of("mode", MODES), name="mode"),
         CheckConstraint("start_at < end_at", name="times"),
         CheckConstraint("blocked_from <= start_at AND end_at <= blocked_until", name="blocked_covers"),
         Index("ix_appointments_org_patient_start", "org_id", "patient_id", "start_at"),
@@ -216,7 +212,7 @@ class AppointmentReminder(IdMixin, TimestampMixin, OrgMixin, Base):
 
     __tablename__ = "appointment_reminders"
     __table_args__ = (
-        CheckConstraint(_in("status", REMINDER_STATUSES), name="status"),
+        CheckConstraint(one_of("status", REMINDER_STATUSES), name="status"),
         Index("ix_appointment_reminders_appointment", "appointment_id"),
     )
 

@@ -22,20 +22,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from prm.communications.rules import CHANNELS, DIRECTIONS, PURPOSES, STATUSES
 from prm.core import clock
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 
 
 class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "communications"
     __table_args__ = (
-        CheckConstraint(_in("channel", CHANNELS), name="channel"),
-        CheckConstraint(_in("direction", DIRECTIONS), name="direction"),
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(f"purpose IS NULL OR {_in('purpose', PURPOSES)}", name="purpose"),
+        CheckConstraint(one_of("channel", CHANNELS), name="channel"),
+        CheckConstraint(one_of("direction", DIRECTIONS), name="direction"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(f"purpose IS NULL OR {one_of('purpose', PURPOSES)}", name="purpose"),
         Index("ix_communications_org_patient_at", "org_id", "patient_id", "created_at"),
         Index("ix_communications_org_channel_at", "org_id", "channel", "created_at"),
         Index("ix_communications_org_status", "org_id", "status"),
@@ -123,7 +119,7 @@ class InboundEvent(IdMixin, Base):
 class ChannelConfig(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "channel_configs"
     __table_args__ = (
-        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint(one_of("channel", CHANNELS), name="channel"),
         CheckConstraint("provider IS NULL OR provider IN ('sandbox', 'twilio', 'smtp')", name="provider"),
         UniqueConstraint("org_id", "channel", name="uq_channel_configs_org_channel"),
         # a phone number belongs to one organisation (inbound messages are routed by it)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -722,10 +722,7 @@ async def _move_to_survivor(
 ) -> int:
     moved = 0
     for model in (Communication, SandboxMessage):
-        result = await session.execute(
-            update(model).where(model.org_id == org_id, model.patient_id == duplicate_id).values(patient_id=survivor_id)
-        )
-        moved += result.rowcount or 0  # type: ignore[attr-defined]
+        moved += await patient_registry.reassign_patient(session, model, org_id, duplicate_id, survivor_id)
     return moved
 
 

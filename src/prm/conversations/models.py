@@ -23,21 +23,17 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 
 STATUSES = ("open", "pending", "snoozed", "closed")
 CHANNELS = ("whatsapp", "sms")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 class Conversation(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "conversations"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(one_of("channel", CHANNELS), name="channel"),
         CheckConstraint("unread_count >= 0", name="unread_count"),
         Index(
             "uq_conversations_one_open",

@@ -44,7 +44,7 @@ from prm.identity.models import Organisation, User
 from prm.notifications import service as notifications
 from prm.patients import service as patients
 from prm.patients.models import Patient
-from prm.patients.registry import TimelineEntry, on_merge, timeline_source
+from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
 from prm.settings import Settings, get_settings
 from prm.tickets import rules as ticket_rules
 from prm.tickets import service as tickets
@@ -803,13 +803,7 @@ async def move_to_survivor(
             .values(status="closed", closed_at=clock.now(), bot_state=assistant.IDLE, bot_context={})
             .execution_options(synchronize_session=False)
         )
-    result = await session.execute(
-        sql_update(Conversation)
-        .where(Conversation.org_id == org_id, Conversation.patient_id == duplicate_id)
-        .values(patient_id=survivor_id)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return await reassign_patient(session, Conversation, org_id, duplicate_id, survivor_id)
 
 
 @timeline_source("conversations")

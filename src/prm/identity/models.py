@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 from prm.identity.scopes import ROLES
 
 
@@ -21,7 +21,7 @@ class Organisation(IdMixin, TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(default=True)
 
 
-_role_check = "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")"
+_role_check = one_of("role", ROLES)
 
 
 class User(IdMixin, TimestampMixin, OrgMixin, Base):

@@ -10,9 +10,8 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prm.communications.models import _in
 from prm.communications.rules import CHANNELS, PURPOSES
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 
 BATCH_ITEM_STATUSES = ("pending", "queued", "refused", "failed")
 
@@ -22,7 +21,7 @@ class NotificationTemplate(IdMixin, TimestampMixin, OrgMixin, Base):
 
     __tablename__ = "notification_templates"
     __table_args__ = (
-        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint(one_of("channel", CHANNELS), name="channel"),
         UniqueConstraint("org_id", "key", "channel", "locale", name="uq_notification_templates_key"),
     )
 
@@ -41,7 +40,7 @@ class NotificationTemplate(IdMixin, TimestampMixin, OrgMixin, Base):
 
 class NotificationBatch(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "notification_batches"
-    __table_args__ = (CheckConstraint(_in("purpose", PURPOSES), name="purpose"),)
+    __table_args__ = (CheckConstraint(one_of("purpose", PURPOSES), name="purpose"),)
 
     template_key: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str | None] = mapped_column(String(16))
@@ -56,7 +55,7 @@ class NotificationBatch(IdMixin, TimestampMixin, OrgMixin, Base):
 class NotificationBatchItem(IdMixin, OrgMixin, Base):
     __tablename__ = "notification_batch_items"
     __table_args__ = (
-        CheckConstraint(_in("status", BATCH_ITEM_STATUSES), name="status"),
+        CheckConstraint(one_of("status", BATCH_ITEM_STATUSES), name="status"),
         UniqueConstraint("batch_id", "patient_id", name="uq_notification_batch_items_batch_patient"),
         Index("ix_notification_batch_items_batch_status", "batch_id", "status"),
         Index("ix_notification_batch_items_patient_id", "patient_id"),

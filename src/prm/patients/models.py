@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from prm.core import clock
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 
 GENDERS = ("male", "female", "other", "unknown")  # FHIR administrative-gender
 STATUSES = ("active", "inactive", "merged", "deceased")
@@ -56,16 +56,12 @@ EMAIL_KINDS = ("personal", "work", "other")
 SEARCH_NAME_SQL = "lower(prm_unaccent(given_name || ' ' || family_name))"
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 class Patient(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "patients"
     __table_args__ = (
-        CheckConstraint(_in("gender", GENDERS), name="gender"),
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(f"preferred_channel IS NULL OR {_in('preferred_channel', CHANNELS)}",
+        CheckConstraint(one_of("gender", GENDERS), name="gender"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(f"preferred_channel IS NULL OR {one_of('preferred_channel', CHANNELS)}",
                         name="preferred_channel"),
         CheckConstraint("(status = 'merged') = (merged_into_id IS NOT NULL)", name="merged_into"),
         CheckConstraint("merged_into_id IS NULL OR merged_into_id <> id", name="not_merged_into_self"),
@@ -123,7 +119,7 @@ class Patient(IdMixin, TimestampMixin, OrgMixin, Base):
 class PatientPhone(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "patient_phones"
     __table_args__ = (
-        CheckConstraint(_in("kind", PHONE_KINDS), name="kind"),
+        CheckConstraint(one_of("kind", PHONE_KINDS), name="kind"),
         UniqueConstraint("patient_id", "number", name="uq_patient_phones_patient_number"),
         Index("uq_patient_phones_one_primary", "patient_id", unique=True,
               postgresql_where=text("is_primary")),
@@ -139,7 +135,7 @@ class PatientPhone(IdMixin, TimestampMixin, OrgMixin, Base):
 class PatientEmail(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "patient_emails"
     __table_args__ = (
-        CheckConstraint(_in("kind", EMAIL_KINDS), name="kind"),
+        CheckConstraint(one_of("kind", EMAIL_KINDS), name="kind"),
         Index("uq_patient_emails_patient_email", "patient_id", func.lower(text("email")), unique=True),
         Index("uq_patient_emails_one_primary", "patient_id", unique=True,
               postgresql_where=text("is_primary")),
@@ -171,11 +167,11 @@ class Consent(IdMixin, OrgMixin, Base):
 
     __tablename__ = "consents"
     __table_args__ = (
-        CheckConstraint(f"channel IS NULL OR {_in('channel', CHANNELS)}", name="channel"),
-        CheckConstraint(_in("purpose", PURPOSES), name="purpose"),
+        CheckConstraint(f"channel IS NULL OR {one_of('channel', CHANNELS)}", name="channel"),
+        CheckConstraint(one_of("purpose", PURPOSES), name="purpose"),
         CheckConstraint(
-            f"(channel IS NULL AND {_in('purpose', DATA_SHARING_PURPOSES)}) "
-            f"OR (channel IS NOT NULL AND {_in('purpose', CONTACT_PURPOSES)})",
+            f"(channel IS NULL AND {one_of('purpose', DATA_SHARING_PURPOSES)}) "
+            f"OR (channel IS NOT NULL AND {one_of('purpose', CONTACT_PURPOSES)})",
             name="channel_matches_purpose",
         ),
         Index("ix_consents_patient_key_at", "patient_id", "channel", "purpose", "recorded_at"),

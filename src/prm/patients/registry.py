@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 MergeHandler = Callable[[AsyncSession, uuid.UUID, uuid.UUID, uuid.UUID], Awaitable[int]]
@@ -53,6 +54,19 @@ def timeline_source(module: str) -> Callable[[TimelineSource], TimelineSource]:
         return fn
 
     return decorate
+
+
+async def reassign_patient(
+    session: AsyncSession, model: Any, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
+) -> int:
+    """The usual merge step: point every `model` row of the duplicate at the survivor; returns the count."""
+    result = await session.execute(
+        update(model)
+        .where(model.org_id == org_id, model.patient_id == duplicate_id)
+        .values(patient_id=survivor_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def merge_handlers() -> dict[str, MergeHandler]:

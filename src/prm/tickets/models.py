@@ -19,23 +19,19 @@ from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prm.core import clock
-from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin
+from prm.core.models import Base, IdMixin, OrgMixin, TimestampMixin, one_of
 from prm.tickets.rules import PRIORITIES, STATUSES
 
 SOURCES = ("api", "bot_handoff", "agent", "system")
 SEARCH_SQL = "to_tsvector('simple', coalesce(subject, '') || ' ' || coalesce(description, ''))"
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 class Ticket(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "tickets"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(_in("priority", PRIORITIES), name="priority"),
-        CheckConstraint(_in("source", SOURCES), name="source"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(one_of("priority", PRIORITIES), name="priority"),
+        CheckConstraint(one_of("source", SOURCES), name="source"),
         Index("ix_tickets_org_status_due", "org_id", "status", "due_at"),
         Index("ix_tickets_org_assignee_status", "org_id", "assignee_id", "status"),
         Index("ix_tickets_org_category_auto", "org_id", "category", "auto_assigned_at"),

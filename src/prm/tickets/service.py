@@ -25,7 +25,7 @@ from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity.models import User
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, on_merge, timeline_source
+from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
 from prm.settings import Settings, get_settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
@@ -576,13 +576,7 @@ async def flag_overdue(session: AsyncSession, *, now: datetime | None = None, li
 async def move_to_survivor(
     session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
 ) -> int:
-    result = await session.execute(
-        sql_update(Ticket)
-        .where(Ticket.org_id == org_id, Ticket.patient_id == duplicate_id)
-        .values(patient_id=survivor_id)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return await reassign_patient(session, Ticket, org_id, duplicate_id, survivor_id)
 
 
 @timeline_source("tickets")
