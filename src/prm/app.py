@@ -19,11 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, modules
-from prm.core import jobs, metrics
+from prm.core import jobs, metrics, openapi
 from prm.core import logging as prm_logging
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
+from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.ratelimit import RateLimiter
 from prm.settings import Settings, get_settings
 
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   swagger_ui_parameters={"persistAuthorization": True})
+    app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
@@ -172,6 +174,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    app.add_middleware(NulGuardMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])

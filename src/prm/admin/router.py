@@ -6,12 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from prm.admin import service
 from prm.admin.schemas import AuditEntryRead, EventRead, JobRead
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
+from prm.core.fields import MAX_INT64
 from prm.core.pagination import Page, Paging
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -48,7 +49,7 @@ async def jobs(session: Session, paging: Paging, status: JobState | None = None,
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead, summary="Retry a failed job now")
-async def retry_job(job_id: int, session: Session, who: Principal = Requires("jobs:admin")) -> JobRead:
+async def retry_job(job_id: Annotated[int, Path(ge=1, le=MAX_INT64)], session: Session, who: Principal = Requires("jobs:admin")) -> JobRead:
     return JobRead(**await service.retry_job(session, who.org_id, job_id))
 
 

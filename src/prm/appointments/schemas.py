@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time
-from typing import Literal
+from datetime import date, datetime
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prm.core.fields import MAX_INT32, LocalTime, reject_null
+
 Mode = Literal["in_person", "video"]
+Keyword = Annotated[str, Field(min_length=1, max_length=100)]
 Status = Literal["booked", "confirmed", "checked_in", "completed", "no_show", "cancelled"]
 
 
@@ -50,6 +53,8 @@ class PractitionerUpdate(BaseModel):
     timezone: str | None = None
     is_active: bool | None = None
 
+    _not_null = field_validator("name", "title", "timezone", "is_active", mode="before")(reject_null)
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
@@ -89,6 +94,10 @@ class LocationUpdate(BaseModel):
     is_virtual: bool | None = None
     is_active: bool | None = None
 
+    _not_null = field_validator("name", "address", "timezone", "is_virtual", "is_active", mode="before")(
+        reject_null
+    )
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
@@ -114,10 +123,10 @@ class ServiceCreate(BaseModel):
     buffer_before_minutes: int = Field(0, ge=0, le=240)
     buffer_after_minutes: int = Field(0, ge=0, le=240)
     mode: Mode = "in_person"
-    min_notice_minutes: int = Field(60, ge=0, description="How long before its start a slot stops being offered")
+    min_notice_minutes: int = Field(60, ge=0, le=MAX_INT32, description="How long before its start a slot stops being offered")
     horizon_days: int = Field(90, gt=0, le=730, description="How far ahead slots are offered")
     slot_step_minutes: int = Field(15, gt=0, le=24 * 60, description="Spacing of offered start times")
-    keywords: list[str] = Field(
+    keywords: list[Keyword] = Field(
         default_factory=list, description="Aliases a chat bot may match, e.g. ['cleaning', 'limpieza']"
     )
     practitioner_ids: list[uuid.UUID] = Field(default_factory=list, description="Who offers this service")
@@ -131,12 +140,18 @@ class ServiceUpdate(BaseModel):
     buffer_before_minutes: int | None = Field(None, ge=0, le=240)
     buffer_after_minutes: int | None = Field(None, ge=0, le=240)
     mode: Mode | None = None
-    min_notice_minutes: int | None = Field(None, ge=0)
+    min_notice_minutes: int | None = Field(None, ge=0, le=MAX_INT32)
     horizon_days: int | None = Field(None, gt=0, le=730)
     slot_step_minutes: int | None = Field(None, gt=0, le=24 * 60)
-    keywords: list[str] | None = None
+    keywords: list[Keyword] | None = None
     practitioner_ids: list[uuid.UUID] | None = None
     is_active: bool | None = None
+
+    _not_null = field_validator(
+        "name", "description", "duration_minutes", "buffer_before_minutes", "buffer_after_minutes", "mode",
+        "min_notice_minutes", "horizon_days", "slot_step_minutes", "keywords", "practitioner_ids", "is_active",
+        mode="before",
+    )(reject_null)
 
 
 class ServiceRead(_Read):
@@ -161,8 +176,8 @@ class ServiceRead(_Read):
 class RuleCreate(BaseModel):
     location_id: uuid.UUID
     weekday: int = Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")
-    start_time: time = Field(description="Local wall-clock time at the location")
-    end_time: time
+    start_time: LocalTime = Field(description="Local wall-clock time at the location")
+    end_time: LocalTime
     valid_from: date | None = None
     valid_until: date | None = None
 
@@ -180,8 +195,8 @@ class RuleRead(_Read):
     practitioner_id: uuid.UUID
     location_id: uuid.UUID
     weekday: int
-    start_time: time
-    end_time: time
+    start_time: LocalTime
+    end_time: LocalTime
     valid_from: date | None
     valid_until: date | None
 
@@ -232,6 +247,8 @@ class AppointmentCreate(BaseModel):
 
 class AppointmentUpdate(BaseModel):
     notes: str | None = Field(None, max_length=4000)
+
+    _not_null = field_validator("notes", mode="before")(reject_null)
 
 
 class CancelBody(BaseModel):

@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prm.communications.schemas import Channel, Purpose
+from prm.core.fields import reject_null
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{1,99}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -38,13 +39,15 @@ class TemplateCreate(BaseModel):
 class TemplateUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subject: str | None = None
+    subject: str | None = Field(default=None, max_length=500)
     body: str | None = Field(default=None, min_length=1, max_length=20_000)
-    html_body: str | None = None
-    variables: list[str] | None = None
+    html_body: str | None = Field(default=None, max_length=200_000)
+    variables: list[str] | None = Field(default=None, max_length=50)
     content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-zA-Z]{8,64}$")
     content_variables: dict[str, str] | None = None
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=500)
+
+    _not_null = field_validator("body", "variables", mode="before")(reject_null)
 
 
 class TemplateRead(BaseModel):

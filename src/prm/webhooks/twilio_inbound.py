@@ -15,6 +15,10 @@ from twilio.request_validator import RequestValidator
 from prm.adapters.twilio import strip_channel
 
 MAX_MEDIA = 10
+MAX_SID_LENGTH = 64  # Twilio's SIDs are 34 characters; stored ids are bounded
+MAX_STATUS_LENGTH = 32
+MAX_ERROR_CODE_LENGTH = 64
+MAX_ERROR_MESSAGE_LENGTH = 500
 
 
 class MalformedPayload(ValueError):
@@ -104,6 +108,13 @@ def _required(params: Mapping[str, str], *names: str) -> str:
     raise MalformedPayload(names[0], "missing")
 
 
+def _sid(params: Mapping[str, str], *names: str) -> str:
+    value = _required(params, *names)
+    if len(value) > MAX_SID_LENGTH or not value.isascii() or not value.isalnum():
+        raise MalformedPayload(names[0], f"not a Twilio SID (letters and digits, at most {MAX_SID_LENGTH})")
+    return value
+
+
 def _e164(value: str, field_name: str) -> str:
     digits = value[1:] if value.startswith("+") else ""
     if not digits.isdigit() or not 6 <= len(digits) <= 15:
@@ -113,7 +124,7 @@ def _e164(value: str, field_name: str) -> str:
 
 def parse_message(params: Mapping[str, str]) -> InboundMessage:
     """An inbound SMS / WhatsApp message (Twilio's messaging webhook form)."""
-    sid = _required(params, "MessageSid", "SmsMessageSid", "SmsSid")
+    sid = _sid(params, "MessageSid", "SmsMessageSid", "SmsSid")
     channel, sender = strip_channel(_required(params, "From"))
     to_channel, receiver = strip_channel(_required(params, "To"))
     if to_channel != channel:
@@ -149,11 +160,18 @@ def parse_message(params: Mapping[str, str]) -> InboundMessage:
 
 def parse_status(params: Mapping[str, str]) -> StatusUpdate:
     """A status callback for a message (`MessageStatus`) or a call (`CallStatus`)."""
-    sid = _required(params, "MessageSid", "SmsSid", "CallSid")
+    sid = _sid(params, "MessageSid", "SmsSid", "CallSid")
     status = _required(params, "MessageStatus", "SmsStatus", "CallStatus")
+    if len(status) > MAX_STATUS_LENGTH or not status.replace("-", "").replace("_", "").isalpha():
+        raise MalformedPayload("MessageStatus", f"not a status word (at most {MAX_STATUS_LENGTH} letters)")
+    error_code = params.get("ErrorCode") or None
+    if error_code is not None and len(error_code) > MAX_ERROR_CODE_LENGTH:
+        raise MalformedPayload("ErrorCode", f"longer than {MAX_ERROR_CODE_LENGTH} characters")
+    error_message = params.get("ErrorMessage") or None
     return StatusUpdate(
         message_sid=sid,
         status=status.lower(),
-        error_code=params.get("ErrorCode") or None,
-        error_message=params.get("ErrorMessage") or None,
+        error_code=error_code,
+        # informational: a long one is cut rather than losing the delivery report
+        error_message=error_message[:MAX_ERROR_MESSAGE_LENGTH] if error_message else None,
     )

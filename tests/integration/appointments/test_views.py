@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
+import pytest
 from icalendar import Calendar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -270,3 +273,46 @@ async def test_inactive_practitioner_or_location_offers_nothing(
             "Check-up",
             "Cleaning",
         ]
+
+
+# --- bad input found by fuzzing (schemathesis): 422 naming the field, nothing written ------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/locations/{location}", {"name": "X", "timezone": None}, "timezone"),
+        ("/locations/{location}", {"is_active": None}, "is_active"),
+        ("/practitioners/{practitioner}", {"title": None}, "title"),
+        ("/practitioners/{practitioner}", {"name": None}, "name"),
+        ("/services/{service}", {"description": None}, "description"),
+        ("/services/{service}", {"keywords": None}, "keywords"),
+        ("/services/{service}", {"keywords": ["k" * 101]}, "keywords.0"),
+        ("/services/{service}", {"min_notice_minutes": 2**31}, "min_notice_minutes"),
+    ],
+)
+async def test_patch_with_null_or_oversized_values_is_422_naming_the_field(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient, path: str, body: dict, field: str
+) -> None:
+    url = path.format(location=clinic.location.id, practitioner=clinic.vega.id, service=clinic.cleaning.id)
+    before = (await client.get(url)).json()
+    r = await client.patch(url, json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await client.get(url)).json() == before
+
+
+async def test_service_with_too_long_keyword_is_422(clinic: Clinic, client: httpx.AsyncClient) -> None:
+    r = await client.post("/services", json={"name": "Long", "duration_minutes": 30, "keywords": ["k" * 101]})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "keywords.0"
+
+
+async def test_availability_rule_times_match_the_documented_schema(
+    clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    rules = (await client.get(f"/practitioners/{clinic.vega.id}/availability/rules")).json()
+    doc = (await client.get("/openapi.json")).json()
+    pattern = re.compile(doc["components"]["schemas"]["RuleRead"]["properties"]["start_time"]["pattern"])
+    assert rules and all(pattern.match(r["start_time"]) and pattern.match(r["end_time"]) for r in rules)

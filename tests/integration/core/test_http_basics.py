@@ -163,3 +163,65 @@ async def test_idempotency_keys_are_scoped_per_credential(make_client) -> None:
     assert (await a.post("/admin/users", json=body, headers={"Idempotency-Key": key})).status_code == 201
     r = await b.post("/admin/users", json=body, headers={"Idempotency-Key": key})
     assert "idempotent-replayed" not in r.headers and r.status_code == 409  # email taken, not a replay
+
+
+# --- bad input found by fuzzing (schemathesis): 4xx naming the field, never a 500 -----------------
+
+
+async def test_huge_offset_is_422_not_a_database_error(client: httpx.AsyncClient) -> None:
+    for path in ("/patients", "/admin/jobs", "/communications/sandbox/outbox"):
+        r = await client.get(path, params={"offset": str(10**22)})
+        assert r.status_code == 422, (path, r.text)
+        assert r.headers["content-type"] == PROBLEM
+        assert r.json()["errors"][0]["field"] == "offset"
+
+
+async def test_huge_job_id_is_422(client: httpx.AsyncClient) -> None:
+    r = await client.post(f"/admin/jobs/{10**20}/retry")
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "job_id"
+
+
+async def test_nul_character_in_query_is_422_naming_the_parameter(client: httpx.AsyncClient) -> None:
+    r = await client.get("/patients", params={"q": "ana\x00"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["errors"] == [{"field": "q", "in": "query", "message": r.json()["errors"][0]["message"],
+                                   "type": "nul_character"}]
+
+
+async def test_nul_character_in_json_is_422_naming_the_field_and_writes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    before = (await client.get("/patients")).json()["total"]
+    r = await client.post("/patients", json={
+        "given_name": "Ana", "family_name": "Nul",
+        "identifiers": [{"system": "urn:ok", "value": "1"}, {"system": "urn:x\x00", "value": "2"}],
+    })
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["errors"][0]["field"] == "identifiers.1.system"
+    assert (await client.get("/patients")).json()["total"] == before
+    r = await client.post("/notifications/templates/preview",
+                          json={"key": "appointment_reminder", "channel": "sms", "variables": {"a\x00": 1}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "variables.a\\u0000"
+
+
+async def test_nul_character_in_a_login_form_is_422(anon_client: httpx.AsyncClient) -> None:
+    r = await anon_client.post("/auth/token", data={"username": "a\x00@example.org", "password": "x"})
+    assert r.status_code == 422
+    assert r.json()["errors"][0] == {"field": "username", "in": "form", "message": r.json()["errors"][0]["message"],
+                                     "type": "nul_character"}
+
+
+async def test_openapi_documents_errors_as_problem_json(anon_client: httpx.AsyncClient) -> None:
+    doc = (await anon_client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    assert {"Problem", "ProblemFieldError"} <= set(doc["components"]["schemas"])
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "default" in responses, (method, path)
+            for status, response in responses.items():
+                if status == "default" or status[0] in "45":
+                    assert list(response["content"]) == [PROBLEM], (method, path, status)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
@@ -420,3 +421,29 @@ async def test_reminder_for_an_opted_out_patient_is_not_sent(
     )
     report = await jobs.run_due(session)
     assert report.failed == [] and await sandbox.outbox(session, org.id, patient_id=patient.id) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"body": None}, "body"),
+        ({"variables": None}, "variables"),
+        ({"subject": "s" * 501}, "subject"),
+        ({"description": "d" * 501}, "description"),
+    ],
+)
+async def test_template_update_with_null_or_oversized_field_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, change: dict, field: str
+) -> None:
+    created = await client.post(
+        "/notifications/templates",
+        json={"key": "fuzz_found", "channel": "email", "subject": "Hi", "body": "Hello {{ name }}",
+              "variables": ["name"]},
+    )
+    assert created.status_code == 201, created.text
+    url = f"/notifications/templates/{created.json()['id']}"
+    r = await client.patch(url, json=change)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await client.get(url)).json() == created.json()
