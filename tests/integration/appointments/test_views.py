@@ -316,3 +316,19 @@ async def test_availability_rule_times_match_the_documented_schema(
     doc = (await client.get("/openapi.json")).json()
     pattern = re.compile(doc["components"]["schemas"]["RuleRead"]["properties"]["start_time"]["pattern"])
     assert rules and all(pattern.match(r["start_time"]) and pattern.match(r["end_time"]) for r in rules)
+
+
+@pytest.mark.parametrize(
+    ("times", "field"),
+    [({"start_time": "09:00:00", "end_time": 0}, "end_time"), ({"start_time": "09:00+02:00", "end_time": "10:00"},
+                                                                "start_time")],
+)
+async def test_availability_rule_with_a_number_or_zoned_time_is_422(
+    clinic: Clinic, client: httpx.AsyncClient, times: dict, field: str
+) -> None:
+    url = f"/practitioners/{clinic.vega.id}/availability/rules"
+    before = (await client.get(url)).json()
+    r = await client.post(url, json={"location_id": str(clinic.location.id), "weekday": 0, **times})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await client.get(url)).json() == before
