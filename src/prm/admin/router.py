@@ -49,7 +49,8 @@ async def jobs(session: Session, paging: Paging, status: JobState | None = None,
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead, summary="Retry a failed job now")
-async def retry_job(job_id: Annotated[int, Path(ge=1, le=MAX_INT64)], session: Session, who: Principal = Requires("jobs:admin")) -> JobRead:
+async def retry_job(job_id: Annotated[int, Path(ge=1, le=MAX_INT64)], session: Session,
+                    who: Principal = Requires("jobs:admin")) -> JobRead:
     return JobRead(**await service.retry_job(session, who.org_id, job_id))
 
 

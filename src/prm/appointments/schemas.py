@@ -123,7 +123,9 @@ class ServiceCreate(BaseModel):
     buffer_before_minutes: int = Field(0, ge=0, le=240)
     buffer_after_minutes: int = Field(0, ge=0, le=240)
     mode: Mode = "in_person"
-    min_notice_minutes: int = Field(60, ge=0, le=MAX_INT32, description="How long before its start a slot stops being offered")
+    min_notice_minutes: int = Field(
+        60, ge=0, le=MAX_INT32, description="How long before its start a slot stops being offered"
+    )
     horizon_days: int = Field(90, gt=0, le=730, description="How far ahead slots are offered")
     slot_step_minutes: int = Field(15, gt=0, le=24 * 60, description="Spacing of offered start times")
     keywords: list[Keyword] = Field(
