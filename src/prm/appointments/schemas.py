@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prm.core import clock
 from prm.core.fields import MAX_INT32, LocalTime, reject_null
 
 Mode = Literal["in_person", "video"]
@@ -17,10 +17,8 @@ Status = Literal["booked", "confirmed", "checked_in", "completed", "no_show", "c
 
 
 def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    if not clock.is_time_zone(value):
+        raise ValueError(f"unknown IANA time zone {value!r}")
     return value
 
 

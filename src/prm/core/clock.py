@@ -7,10 +7,21 @@ it calls, including code running in other tasks (the in-process worker, backgrou
 from __future__ import annotations
 
 import contextlib
+import zoneinfo
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 _frozen_at: datetime | None = None
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone. Any text is safe to ask about: `zoneinfo` raises
+    ValueError for odd names and OSError for a folder of zones (`America`) or an overlong name."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 def now() -> datetime:

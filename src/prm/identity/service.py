@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-import zoneinfo
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -18,10 +17,8 @@ from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, UserCreate, U
 
 
 def _check_timezone(field: str, name: str) -> None:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationFailed.field(field, f"unknown IANA time zone {name!r}") from None
+    if not clock.is_time_zone(name):
+        raise ValidationFailed.field(field, f"unknown IANA time zone {name!r}")
 
 
 async def create_organisation(session: AsyncSession, data: OrganisationCreate) -> Organisation:

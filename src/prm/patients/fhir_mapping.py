@@ -76,7 +76,8 @@ def to_fhir(patient: Patient) -> Any:
             resource["deceasedBoolean"] = True
     if patient.address:
         a = patient.address
-        address = {"line": a.get("line") or None, "city": a.get("city"), "district": a.get("district"),
+        lines = [line for line in a.get("line") or [] if line and line.strip()]  # FHIR strings are non-empty
+        address = {"line": lines or None, "city": a.get("city"), "district": a.get("district"),
                    "state": a.get("state"), "postalCode": a.get("postal_code"), "country": a.get("country")}
         address = {k: v for k, v in address.items() if v}
         if address:

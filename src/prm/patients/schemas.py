@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +40,7 @@ class IdentifierIn(_In):
 
 
 class Address(_In):
-    line: list[str] = Field(default_factory=list, max_length=4)
+    line: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=4)
     city: str | None = Field(default=None, max_length=100)
     district: str | None = Field(default=None, max_length=100)
     state: str | None = Field(default=None, max_length=100)

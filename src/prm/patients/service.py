@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import uuid
-import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -148,9 +147,7 @@ def _check_birth_date(value: date | None, field: str = "birth_date") -> None:
 def _check_timezone(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    if not clock.is_time_zone(value):
         raise ValidationFailed.field("timezone", "unknown IANA time zone", code="invalid_timezone")
     return value
 

@@ -283,6 +283,8 @@ async def test_inactive_practitioner_or_location_offers_nothing(
     [
         ("/locations/{location}", {"name": "X", "timezone": None}, "timezone"),
         ("/locations/{location}", {"is_active": None}, "is_active"),
+        ("/locations/{location}", {"timezone": "America"}, "timezone"),  # a folder of zones: OSError
+        ("/practitioners/{practitioner}", {"timezone": "E" * 300}, "timezone"),  # name too long: OSError
         ("/practitioners/{practitioner}", {"title": None}, "title"),
         ("/practitioners/{practitioner}", {"name": None}, "name"),
         ("/services/{service}", {"description": None}, "description"),

@@ -82,3 +82,17 @@ async def test_api_key_created_via_api_is_shown_once(session, org, client: httpx
     assert all("key" not in k for k in listed)
     stored = (await session.execute(select(ApiKey).where(ApiKey.id == body["id"]))).scalar_one()
     assert body["key"].split("_")[-1] not in stored.secret_hash
+
+
+async def test_organisation_with_a_folder_of_zones_as_time_zone_is_422(client) -> None:
+    """Found by fuzzing: `zoneinfo` raises OSError (not ValueError) for `Etc`; nothing is created."""
+    r = await client.post("/admin/organisations", json={
+        "organisation": {"name": "Zone Clinic", "slug": "zone-clinic", "timezone": "Etc"},
+        "admin": {"email": "a@zone.example", "full_name": "Zed", "password": "a-long-password-1", "role": "admin"},
+    })
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "timezone"
+    assert (await client.post("/admin/organisations", json={
+        "organisation": {"name": "Zone Clinic", "slug": "zone-clinic", "timezone": "UTC"},
+        "admin": {"email": "a@zone.example", "full_name": "Zed", "password": "a-long-password-1", "role": "admin"},
+    })).status_code == 201  # the slug was not taken by the refused attempt

@@ -243,3 +243,27 @@ async def test_invalid_email_and_future_birth_date(client):
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "timezone"
     r = await client.post("/patients", json={"given_name": "A", "family_name": "B", "gender": "robot"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "gender"
+
+
+async def test_blank_address_line_is_422_and_fhir_export_skips_stored_blank_lines(client, session, org):
+    """Found by fuzzing: a blank address line was stored, then the FHIR export failed with a 500."""
+    r = await client.post("/patients", json={**PATIENT, "address": {"line": ["Calle Mayor 1", "  "]}})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in r.json()["errors"]] == ["address.line.1"]
+
+    created = (await client.post("/patients", json=PATIENT)).json()
+    patient = await session.get(Patient, uuid.UUID(created["id"]))
+    patient.address = {"line": ["", "Calle Mayor 1"], "city": "Madrid"}  # written before the rule existed
+    await session.flush()
+    r = await client.get(f"/patients/{created['id']}/fhir")
+    assert r.status_code == 200, r.text
+    assert r.json()["address"] == [{"line": ["Calle Mayor 1"], "city": "Madrid"}]
+
+
+async def test_time_zone_folder_or_overlong_name_is_422(client):
+    """Found by fuzzing: `zoneinfo` raises OSError (not ValueError) for `America` or a 300-letter name."""
+    for zone in ("America", "E" * 60 + "/" + "x" * 3):
+        r = await client.post("/patients", json={**PATIENT, "timezone": zone})
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == "timezone"
