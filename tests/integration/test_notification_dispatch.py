@@ -400,11 +400,13 @@ async def test_patient_without_a_consented_channel_gets_no_notice_and_no_error(
 async def test_notices_the_patient_is_not_to_get_are_skipped(
     session: AsyncSession, org: Organisation, messaging_settings: Settings  # noqa: F811
 ) -> None:
-    """A duplicate cancelled by a patient merge (`notify_patient: false`) and an event delivered
+    """A duplicate cancelled by a patient merge (`notify_patient: false`), an event without the
+    appointment's names and local time (published before events carried them) and an event delivered
     after the appointment started send nothing."""
     patient = await patient_with_contacts(session, org, preferred_channel="sms")
     with clock.frozen(NOW) as c:
         await subscribers.send_appointment_notice(session, _notice_event(org, patient.id, notify_patient=False))
+        await subscribers.send_appointment_notice(session, _notice_event(org, patient.id, local_start=None))
         c.advance(timedelta(days=3))
         await subscribers.send_appointment_notice(session, _notice_event(org, patient.id))
     assert await _notices(session, patient.id, "appointment_cancelled") == []

@@ -135,7 +135,8 @@ async def send_appointment_notice(session: AsyncSession, event: events.Event) ->
     kind, template_key = APPOINTMENT_NOTICES[event.type]
     payload = event.payload
     ids = {"event_id": str(event.id), "appointment_id": str(payload.get("appointment_id"))}
-    if payload.get("notify_patient") is False or _started(payload):
+    if payload.get("notify_patient") is False or _started(payload) or not payload.get("local_start"):
+        # not to be told (merge duplicate), too late, or an event from before events carried names
         log.info("notifications.appointment_notice_skipped", kind=kind, reason="not_applicable", **ids)
         return
     if not await service.appointment_notice_enabled(session, event.org_id, kind):
