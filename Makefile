@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 ## Benchmarks print figures; they never fail the build
 bench: $(STAMP)
-	@for script in benchmarks/*.py; do echo "== $$script"; PYTHONPATH=src $(BIN)/python $$script || exit 1; done
+	@for script in benchmarks/*.py; do echo "== $$script"; LOG_LEVEL=WARNING PYTHONPATH=src $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage coverage.xml htmlcov

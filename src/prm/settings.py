@@ -70,6 +70,20 @@ class Settings(BaseSettings):
             raise ValueError("REMINDER_OFFSETS_MINUTES must be positive whole minutes, comma-separated")
         return ",".join(parts)
 
+    # --- notifications ---------------------------------------------------------------------------
+    appointment_notifications: str = "booked,rescheduled,cancelled"
+
+    @field_validator("appointment_notifications")
+    @classmethod
+    def _appointment_notifications(cls, value: str) -> str:
+        parts = [p.strip().lower() for p in value.split(",") if p.strip()]
+        unknown = [p for p in parts if p not in ("booked", "rescheduled", "cancelled")]
+        if unknown:
+            raise ValueError(
+                "APPOINTMENT_NOTIFICATIONS takes booked, rescheduled and/or cancelled, comma-separated"
+            )
+        return ",".join(dict.fromkeys(parts))
+
     # --- messaging -------------------------------------------------------------------------------
     messaging_provider_sms: Literal["sandbox", "twilio"] = "sandbox"
     messaging_provider_whatsapp: Literal["sandbox", "twilio"] = "sandbox"

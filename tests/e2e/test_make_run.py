@@ -4,11 +4,14 @@ API and worker; Ctrl-C stops everything and the next start reuses the data."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,6 +50,15 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGINT)
     return proc.wait(timeout=30)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory outside pytest's own temp root: that root is 0700 and pytest resets it at any time,
+    while the embedded server runs initdb as an unprivileged user who must traverse the path."""
+    path = Path(tempfile.mkdtemp(prefix="prm-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_serve_on_embedded_database_with_demo_clinic(tmp_path: Path) -> None:

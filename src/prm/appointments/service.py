@@ -489,11 +489,25 @@ def event_payload(appointment: Appointment, **extra: Any) -> dict[str, Any]:
     }
 
 
+async def describe(session: AsyncSession, appointment: Appointment) -> dict[str, Any]:
+    """What a message about the appointment needs, so subscribers need not import this module:
+    service, practitioner and location names, the location's time zone and the local start."""
+    service = await session.get(Service, appointment.service_id)
+    practitioner = await session.get(Practitioner, appointment.practitioner_id)
+    location = await session.get(Location, appointment.location_id)
+    assert service and practitioner and location
+    return {
+        "service_name": service.name,
+        "practitioner_name": practitioner.name,
+        "location_name": location.name,
+        "timezone": location.timezone,
+        "local_start": appointment.start_at.astimezone(ZoneInfo(location.timezone)).isoformat(),
+    }
+
+
 async def _publish(session: AsyncSession, action: str, appointment: Appointment, **extra: Any) -> None:
-    await events.publish(
-        session,
-        Event(type=sm.EVENTS[action], org_id=appointment.org_id, payload=event_payload(appointment, **extra)),
-    )
+    payload = event_payload(appointment, **await describe(session, appointment), **extra)
+    await events.publish(session, Event(type=sm.EVENTS[action], org_id=appointment.org_id, payload=payload))
 
 
 def _history(
@@ -730,8 +744,13 @@ async def transition(
     who: Principal,
     *,
     reason: str | None = None,
+    notify_patient: bool = True,
 ) -> Appointment:
-    """Apply a lifecycle action (confirm, check_in, complete, no_show, cancel); 409 lists allowed ones."""
+    """Apply a lifecycle action (confirm, check_in, complete, no_show, cancel); 409 lists allowed ones.
+
+    `notify_patient=False` marks the event as one the patient is not to be told about (a duplicate
+    cancelled by a patient merge): the `notify_patient` field of the cancellation event.
+    """
     appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
     target = sm.transition(before, action)
@@ -759,7 +778,7 @@ async def transition(
         patient_id=appointment.patient_id,
         details={"from": before, "to": appointment.status},
     )
-    extra = {"reason": reason} if action == "cancel" else {}
+    extra = {"reason": reason, "notify_patient": notify_patient} if action == "cancel" else {}
     await _publish(session, action, appointment, **extra)
     return appointment
 
@@ -804,6 +823,7 @@ async def reschedule(
         await _ref(session, Location, org_id, location_id, "location_id", "location")
     new_location = await _check_start(session, org_id, service, target, location_id, start_at, exclude=appointment.id)
     old = (appointment.start_at, appointment.end_at)
+    old_location_id = appointment.location_id
     times = service_times(service)
     blocked = times.blocked(start_at)
     previous = {
@@ -837,7 +857,16 @@ async def reschedule(
     await _void_reminders(session, appointment)
     await _schedule_reminders(session, appointment)
     await audit.record(session, who, "reschedule", "appointment", appointment.id, patient_id=appointment.patient_id)
-    await _publish(session, "reschedule", appointment, previous_start_at=previous["start_at"])
+    previous_location = await session.get(Location, old_location_id)
+    await _publish(
+        session,
+        "reschedule",
+        appointment,
+        previous_start_at=previous["start_at"],
+        previous_local_start=old[0].astimezone(ZoneInfo(previous_location.timezone)).isoformat()
+        if previous_location
+        else None,
+    )
     return appointment
 
 
@@ -911,10 +940,6 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
     if appointment.status not in sm.REMINDABLE:
         reminder.status = "void"
         return False
-    service = await session.get(Service, appointment.service_id)
-    practitioner = await session.get(Practitioner, appointment.practitioner_id)
-    location = await session.get(Location, appointment.location_id)
-    assert service and practitioner and location
     reminder.status = "due"
     reminder.fired_at = clock.now()
     await audit.record(
@@ -938,11 +963,7 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
                 "patient_id": str(appointment.patient_id),
                 "offset_minutes": reminder.offset_minutes,
                 "start_at": appointment.start_at.astimezone(UTC).isoformat(),
-                "local_start": appointment.start_at.astimezone(ZoneInfo(location.timezone)).isoformat(),
-                "timezone": location.timezone,
-                "service_name": service.name,
-                "practitioner_name": practitioner.name,
-                "location_name": location.name,
+                **await describe(session, appointment),
             },
         ),
     )
@@ -1165,6 +1186,7 @@ async def move_patient(
                 "cancel",
                 system,
                 reason=f"duplicate of an appointment of patient {survivor_id} (patient merge)",
+                notify_patient=False,
             )
     result = await session.execute(
         update(Appointment)

@@ -4,8 +4,9 @@ Inbound: `route_inbound` (the `message.received` subscriber) finds or opens the 
 conversation on the channel and locks its row (`SELECT ... FOR UPDATE`) before doing anything, so
 messages for one conversation are processed strictly one after another. It attaches the message,
 then — unless a person has taken over — runs the pure assistant (`assistant.handle`) and executes
-its commands through the appointments, notifications and communications services, feeding every
-result back until the assistant has nothing left to do. A message containing a configured urgent
+its commands through the appointments and communications services, feeding every
+result back until the assistant has nothing left to do (the formal booking confirmation is the
+notifications module's, on the `appointment.booked` event). A message containing a configured urgent
 keyword ("chest pain") goes straight to a person.
 
 Handoff (asked for, repeated misunderstanding, failed action, urgent keyword): a ticket is opened
@@ -41,7 +42,6 @@ from prm.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity.models import Organisation, User
-from prm.notifications import service as notifications
 from prm.patients import service as patients
 from prm.patients.models import Patient
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
@@ -674,30 +674,12 @@ class _Run:
                                      service_id=str(appointment.service_id), service_name=service.name)
 
     async def confirm(self, cmd: assistant.SendConfirmation) -> None:
-        """The booking confirmation goes out as the `appointment_confirmation` notification (the
-        assistant's own text when no template can be used)."""
-        if cmd.kind == "booked":
-            try:
-                variables = await _appointment_variables(
-                    self.session, self.org_id, uuid.UUID(cmd.appointment_id), self.facts
-                )
-                async with self.session.begin_nested():
-                    comm = await notifications.send_notification(
-                        self.session,
-                        self.org_id,
-                        patient_id=self.patient.id,
-                        template_key="appointment_confirmation",
-                        variables=variables,
-                        channel=self.conversation.channel,
-                        who=self.who,
-                        idempotency_key=f"booking-confirmation:{cmd.appointment_id}",
-                    )
-            except DomainError as exc:
-                log.warning("conversations.confirmation_template_refused", code=exc.code)
-            else:
-                comm.created_by = "assistant"
-                await add_message(self.session, self.conversation, comm)
-                return
+        """Answer in the chat that the appointment is booked or moved (the assistant's own text).
+
+        The formal notice (`appointment_confirmation`, `appointment_rescheduled`) is not sent here:
+        the notifications module sends it for every booking, whatever its source, when the
+        `appointment.booked` / `.rescheduled` event is delivered (on the patient's preferred
+        channel, unless the organisation turned it off) — so the patient gets it once."""
         await self.send(cmd.text)
 
     async def handoff(self, reason: str) -> None:
@@ -751,27 +733,6 @@ _HANDOFF_SUBJECTS = {
 
 def _is_start_problem(exc: ValidationFailed) -> bool:
     return any(e.get("field") == "start_at" for e in (exc.errors or []))
-
-
-async def _appointment_variables(
-    session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, facts: assistant.Facts
-) -> dict[str, Any]:
-    appointment = await appointments.get_appointment(
-        session, org_id, appointment_id, Principal.system(org_id), audit_read=False
-    )
-    service = await appointments.get_service(session, org_id, appointment.service_id)
-    practitioner = await appointments.get_practitioner(session, org_id, appointment.practitioner_id)
-    location = await appointments.get_location(session, org_id, appointment.location_id)
-
-    when = texts.format_when(
-        appointment.start_at.astimezone(ZoneInfo(location.timezone or facts.timezone)), facts.locale
-    )
-    return {
-        "service_name": service.name,
-        "practitioner_name": practitioner.name,
-        "location_name": location.name,
-        "when": when,
-    }
 
 
 # --- the patient record's extension points ---------------------------------------------------------

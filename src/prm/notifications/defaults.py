@@ -91,6 +91,33 @@ _add(
     "del {{ when }} "
     "en {{ location_name }} ha sido cancelada.\n\nResponda a este mensaje para reservar otra.",
 )
+_RESCHEDULED_VARS = (*_APPOINTMENT_VARS, "previous_when")
+_add(
+    "appointment_rescheduled",
+    "en",
+    variables=_RESCHEDULED_VARS,
+    short="Hi {{ patient_name }}, your {{ service_name }} appointment "
+    "{% if previous_when %}on {{ previous_when }} {% endif %}has been moved to {{ when }} "
+    "with {{ practitioner_name }} at {{ location_name }}.",
+    subject="Appointment moved: {{ service_name }} on {{ when }}",
+    long="Hello {{ patient_name }},\n\nYour {{ service_name }} appointment "
+    "{% if previous_when %}on {{ previous_when }} {% endif %}has been moved to {{ when }} "
+    "with {{ practitioner_name }} at {{ location_name }}.\n\nIf the new time does not suit you, "
+    "please let us know.",
+)
+_add(
+    "appointment_rescheduled",
+    "es",
+    variables=_RESCHEDULED_VARS,
+    short="Hola {{ patient_name }}, su cita de {{ service_name }} "
+    "{% if previous_when %}del {{ previous_when }} {% endif %}se ha cambiado al {{ when }} "
+    "con {{ practitioner_name }} en {{ location_name }}.",
+    subject="Cita cambiada: {{ service_name }} el {{ when }}",
+    long="Hola {{ patient_name }},\n\nSu cita de {{ service_name }} "
+    "{% if previous_when %}del {{ previous_when }} {% endif %}se ha cambiado al {{ when }} "
+    "con {{ practitioner_name }} en {{ location_name }}.\n\nSi el nuevo horario no le viene bien, "
+    "avísenos por favor.",
+)
 
 
 def builtin(key: str, channel: str, locale: str) -> TemplateSource | None:

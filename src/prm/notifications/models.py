@@ -68,3 +68,14 @@ class NotificationBatchItem(IdMixin, OrgMixin, Base):
         ForeignKey("communications.id", ondelete="SET NULL")
     )
     reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class NotificationSettings(IdMixin, TimestampMixin, OrgMixin, Base):
+    """An organisation's choice of automatic appointment notices; NULL follows APPOINTMENT_NOTIFICATIONS."""
+
+    __tablename__ = "notification_settings"
+    __table_args__ = (UniqueConstraint("org_id", name="uq_notification_settings_org"),)
+
+    appointment_booked: Mapped[bool | None]
+    appointment_rescheduled: Mapped[bool | None]
+    appointment_cancelled: Mapped[bool | None]

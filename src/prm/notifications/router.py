@@ -17,6 +17,8 @@ from prm.notifications.schemas import (
     BatchItemRead,
     BatchRead,
     NotificationSend,
+    NotificationSettingsRead,
+    NotificationSettingsUpdate,
     PreviewRead,
     PreviewRequest,
     TemplateCreate,
@@ -186,4 +188,34 @@ async def batch_items(
     )
     return Page(
         items=[BatchItemRead(**r) for r in rows], total=total, limit=paging.limit, offset=paging.offset
+    )
+
+
+@router.get(
+    "/settings",
+    response_model=NotificationSettingsRead,
+    summary="The organisation's automatic appointment notices",
+    description="Whether the patient is told automatically when an appointment is booked "
+    "(`appointment_confirmation`), rescheduled (`appointment_rescheduled`) or cancelled "
+    "(`appointment_cancelled`). `overrides` is what the organisation chose; the rest follow the "
+    "service default (APPOINTMENT_NOTIFICATIONS).",
+)
+async def read_settings(
+    session: Session, who: Principal = Requires("notifications:read")
+) -> NotificationSettingsRead:
+    return NotificationSettingsRead(**await service.notification_settings(session, who.org_id))
+
+
+@router.patch(
+    "/settings",
+    response_model=NotificationSettingsRead,
+    summary="Turn automatic appointment notices on or off",
+    description="`true` / `false` per notice; `null` goes back to the service default. Fields left "
+    "out are unchanged. Admins only.",
+)
+async def update_settings(
+    body: NotificationSettingsUpdate, session: Session, who: Principal = Requires("admin")
+) -> NotificationSettingsRead:
+    return NotificationSettingsRead(
+        **await service.update_notification_settings(session, who.org_id, body, who)
     )

@@ -153,3 +153,26 @@ class BatchRead(BaseModel):
     done: bool
     created_at: datetime
     completed_at: datetime | None
+
+
+class NotificationSettingsUpdate(BaseModel):
+    """Turn automatic appointment notices on (`true`) or off (`false`) for the organisation; `null`
+    goes back to the service default (APPOINTMENT_NOTIFICATIONS). Fields left out are unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    appointment_booked: bool | None = Field(default=None, description="The `appointment_confirmation` notice")
+    appointment_rescheduled: bool | None = Field(
+        default=None, description="The `appointment_rescheduled` notice"
+    )
+    appointment_cancelled: bool | None = Field(default=None, description="The `appointment_cancelled` notice")
+
+
+class NotificationSettingsRead(BaseModel):
+    appointment_booked: bool = Field(description="Whether a booking is confirmed to the patient")
+    appointment_rescheduled: bool = Field(description="Whether a move is notified to the patient")
+    appointment_cancelled: bool = Field(description="Whether a cancellation is notified to the patient")
+    overrides: dict[str, bool] = Field(
+        description="What the organisation chose; the other notices follow the service default"
+    )
+    updated_at: datetime | None = None

@@ -1,4 +1,9 @@
-"""Event handlers of notifications: appointment reminders become `appointment_reminder` messages."""
+"""Event handlers of notifications: appointment reminders, confirmations, moves and cancellations
+become messages to the patient (templates `appointment_reminder`, `appointment_confirmation`,
+`appointment_rescheduled`, `appointment_cancelled`) on the preferred channel with fallback.
+
+The appointment events carry the names, the location's time zone and the local start, so this
+module does not import appointments (the two are peers)."""
 
 from __future__ import annotations
 
@@ -9,34 +14,50 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import events
+from prm.core import clock, events
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.notifications import service
+from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
 
 
-def friendly_time(local_start: str | None) -> str:
-    """'Tuesday 1 December 2026, 10:30' from an ISO local time (the raw text when it does not parse)."""
+_ES_WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
+_ES_MONTHS = (
+    "enero", "febrero", "marzo", "abril", "mayo", "junio",
+    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
+)
+
+
+def friendly_time(local_start: str | None, language: str | None = None) -> str:
+    """An ISO local time as the patient reads it, in their language: 'Tuesday 1 December 2026, 10:30',
+    'martes 1 de diciembre de 2026, 10:30' (English unless Spanish; the raw text when it does not parse)."""
     if not local_start:
         return ""
     try:
         at = datetime.fromisoformat(local_start)
     except ValueError:
         return local_start
+    if (language or "").lower().split("-")[0] == "es":
+        return f"{_ES_WEEKDAYS[at.weekday()]} {at.day} de {_ES_MONTHS[at.month - 1]} de {at.year}, {at:%H:%M}"
     return f"{at:%A} {at.day} {at:%B %Y}, {at:%H:%M}"
 
 
-def reminder_variables(payload: dict[str, Any]) -> dict[str, Any]:
+def reminder_variables(payload: dict[str, Any], language: str | None = None) -> dict[str, Any]:
     return {
         "service_name": payload.get("service_name") or "",
         "practitioner_name": payload.get("practitioner_name") or "",
         "location_name": payload.get("location_name") or "",
-        "when": friendly_time(payload.get("local_start")),
+        "when": friendly_time(payload.get("local_start"), language),
         "local_start": payload.get("local_start"),
         "timezone": payload.get("timezone"),
         "offset_minutes": payload.get("offset_minutes"),
     }
+
+
+async def _language(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> str | None:
+    """The patient's language, for the dates in the message (NotFound when the patient is gone)."""
+    return (await patients.get(session, org_id, patient_id)).preferred_language
 
 
 @events.subscriber("appointment.reminder_due", name="notifications.send_reminder")
@@ -47,13 +68,15 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
     consent, no address) is logged, not retried.
     """
     payload = event.payload
+    patient_id = uuid.UUID(str(payload["patient_id"]))
     try:
+        language = await _language(session, event.org_id, patient_id)
         comm = await service.send_notification(
             session,
             event.org_id,
-            patient_id=uuid.UUID(str(payload["patient_id"])),
+            patient_id=patient_id,
             template_key="appointment_reminder",
-            variables=reminder_variables(payload),
+            variables=reminder_variables(payload, language),
             purpose="reminders",
             idempotency_key=f"reminder:{payload['reminder_id']}",
         )
@@ -67,4 +90,78 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
         reminder_id=str(payload.get("reminder_id")),
         communication_id=str(comm.id),
         channel=comm.channel,
+    )
+
+
+# event type -> (the organisation setting's notice kind, the template sent)
+APPOINTMENT_NOTICES: dict[str, tuple[str, str]] = {
+    "appointment.booked": ("booked", "appointment_confirmation"),
+    "appointment.rescheduled": ("rescheduled", "appointment_rescheduled"),
+    "appointment.cancelled": ("cancelled", "appointment_cancelled"),
+}
+
+
+def notice_variables(payload: dict[str, Any], language: str | None = None) -> dict[str, Any]:
+    return {
+        "service_name": payload.get("service_name") or "",
+        "practitioner_name": payload.get("practitioner_name") or "",
+        "location_name": payload.get("location_name") or "",
+        "when": friendly_time(payload.get("local_start"), language),
+        "previous_when": friendly_time(payload.get("previous_local_start"), language),
+        "local_start": payload.get("local_start"),
+        "timezone": payload.get("timezone"),
+    }
+
+
+def _started(payload: dict[str, Any]) -> bool:
+    try:
+        start_at = datetime.fromisoformat(str(payload["start_at"]))
+    except (KeyError, ValueError):
+        return False
+    return start_at <= clock.now()
+
+
+@events.subscriber("appointment.booked", name="notifications.appointment_booked")
+@events.subscriber("appointment.rescheduled", name="notifications.appointment_rescheduled")
+@events.subscriber("appointment.cancelled", name="notifications.appointment_cancelled")
+async def send_appointment_notice(session: AsyncSession, event: events.Event) -> None:
+    """Tell the patient their appointment was booked, moved or cancelled (purpose `care`).
+
+    Nothing is sent when the organisation turned the notice off, when the event says the patient is
+    not to be told (a duplicate cancelled by a patient merge) or when the appointment has already
+    started (a late delivery). Idempotent: the message is keyed by the event id. A patient who
+    cannot be reached (no consented channel, no address) is logged by id, not retried.
+    """
+    kind, template_key = APPOINTMENT_NOTICES[event.type]
+    payload = event.payload
+    ids = {"event_id": str(event.id), "appointment_id": str(payload.get("appointment_id"))}
+    if payload.get("notify_patient") is False or _started(payload) or not payload.get("local_start"):
+        # not to be told (merge duplicate), too late, or an event from before events carried names
+        log.info("notifications.appointment_notice_skipped", kind=kind, reason="not_applicable", **ids)
+        return
+    if not await service.appointment_notice_enabled(session, event.org_id, kind):
+        log.info("notifications.appointment_notice_skipped", kind=kind, reason="turned_off", **ids)
+        return
+    patient_id = uuid.UUID(str(payload["patient_id"]))
+    try:
+        language = await _language(session, event.org_id, patient_id)
+        async with session.begin_nested():
+            comm = await service.send_notification(
+                session,
+                event.org_id,
+                patient_id=patient_id,
+                template_key=template_key,
+                variables=notice_variables(payload, language),
+                purpose="care",
+                idempotency_key=f"{event.type}:{event.id}",
+            )
+    except (Conflict, ValidationFailed, NotFound) as exc:
+        log.warning("notifications.appointment_notice_refused", kind=kind, code=exc.code, **ids)
+        return
+    log.info(
+        "notifications.appointment_notice_queued",
+        kind=kind,
+        communication_id=str(comm.id),
+        channel=comm.channel,
+        **ids,
     )

@@ -123,6 +123,12 @@ async def test_book_appointment(session: AsyncSession, clinic: Clinic, client: h
             "start_at": "2026-03-24T09:00:00+00:00",
             "end_at": "2026-03-24T09:30:00+00:00",
             "status": "booked",
+            # names and local time, for subscribers that tell the patient (notifications)
+            "service_name": "Cleaning",
+            "practitioner_name": "Dr Vega",
+            "location_name": "Centro",
+            "timezone": "Europe/Madrid",
+            "local_start": "2026-03-24T10:00:00+01:00",
         }
         detail = (await client.get(f"/appointments/{booked['id']}")).json()
         assert [h["action"] for h in detail["history"]] == ["book"]

@@ -18,7 +18,7 @@ from prm.core.audit import AuditEntry
 from prm.patients.registry import merge_handlers
 
 from .conftest import NOW, Clinic, make_patient
-from .test_appointments_service import at, principal_for
+from .test_appointments_service import at, events_of, principal_for
 
 
 async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -172,6 +172,9 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
     rows = {a.id: a for a in await session.scalars(select(Appointment).where(Appointment.patient_id == survivor.id))}
     assert set(rows) == {kept.id, twin.id, other.id}
     assert rows[twin.id].status == "cancelled" and "patient merge" in (rows[twin.id].cancel_reason or "")
+    # the patient is not told about the cancelled twin (notifications reads `notify_patient`)
+    (cancelled,) = await events_of(session, clinic.org_id, "appointment.cancelled")
+    assert cancelled["appointment_id"] == str(twin.id) and cancelled["notify_patient"] is False
     assert rows[other.id].status == "booked"
 
 

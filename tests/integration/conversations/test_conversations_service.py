@@ -453,6 +453,17 @@ async def test_spanish_speaking_patient_books_in_spanish(session, org, client, a
     assert replies[0] == "¡Hola Lucía! Soy el asistente de citas de Test Clinic."
     assert replies[2].startswith("Estos horarios están libres para Dental cleaning:\n1. jue 26 de nov, 09:00")
     assert replies[-1] == (
-        "Hola Lucía, su cita de Dental cleaning con Dr Vega queda reservada para el jue 26 de nov, 09:00 en Centro."
+        "Su cita está reservada: Dental cleaning el jue 26 de nov, 09:00. "
+        "Responda CANCELAR o CAMBIAR si necesita modificarla."
     )
     assert conversation.bot_state == "done"
+    # the formal confirmation is the notifications module's, in Spanish, sent once
+    [confirmation] = await session.scalars(
+        select(Communication).where(
+            Communication.org_id == org.id, Communication.template_key == "appointment_confirmation"
+        )
+    )
+    assert confirmation.channel == "whatsapp" and confirmation.body == (
+        "Hola Lucía, su cita de Dental cleaning con Dr Vega queda reservada para el "
+        "jueves 26 de noviembre de 2026, 09:00 en Centro."
+    )
