@@ -14,6 +14,7 @@ Channel = Literal["sms", "whatsapp", "email", "voice"]
 Purpose = Literal["care", "reminders", "marketing"]
 Status = Literal["queued", "sending", "sent", "delivered", "read", "failed", "undelivered", "cancelled", "received"]
 Direction = Literal["inbound", "outbound"]
+CONTENT_SID_PATTERN = r"^HX[0-9a-zA-Z]{8,62}$"  # Twilio's are HX + 32 hex digits; the column holds 64
 
 
 class AttachmentIn(BaseModel):
@@ -48,7 +49,7 @@ class CommunicationCreate(BaseModel):
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10, description="Email attachments")
     content_sid: str | None = Field(
         default=None,
-        pattern=r"^HX[0-9a-zA-Z]{8,64}$",
+        pattern=CONTENT_SID_PATTERN,
         description="An approved WhatsApp template (Twilio Content SID)",
     )
     content_variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables")

@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prm.communications.schemas import Channel, Purpose
+from prm.communications.schemas import CONTENT_SID_PATTERN, Channel, Purpose
 from prm.core.fields import reject_null
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{1,99}$"
-LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # at most 35 characters: the column's size
 
 
 class TemplateCreate(BaseModel):
@@ -20,14 +20,16 @@ class TemplateCreate(BaseModel):
 
     key: str = Field(pattern=KEY_PATTERN, description="e.g. appointment_reminder")
     channel: Channel
-    locale: str = Field(default="en", pattern=LOCALE_PATTERN, description="BCP 47, e.g. en, es, es-MX")
+    locale: str = Field(
+        default="en", max_length=35, pattern=LOCALE_PATTERN, description="BCP 47, e.g. en, es, es-MX"
+    )
     subject: str | None = Field(default=None, max_length=500, description="Email subject (Jinja2)")
     body: str = Field(min_length=1, max_length=20_000, description="Text body (Jinja2)")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML body (Jinja2)")
     variables: list[str] = Field(default_factory=list, max_length=50, description="Every variable it uses")
     content_sid: str | None = Field(
         default=None,
-        pattern=r"^HX[0-9a-zA-Z]{8,64}$",
+        pattern=CONTENT_SID_PATTERN,
         description="WhatsApp: the approved Twilio Content template to send",
     )
     content_variables: dict[str, str] | None = Field(
@@ -43,7 +45,7 @@ class TemplateUpdate(BaseModel):
     body: str | None = Field(default=None, min_length=1, max_length=20_000)
     html_body: str | None = Field(default=None, max_length=200_000)
     variables: list[str] | None = Field(default=None, max_length=50)
-    content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-zA-Z]{8,64}$")
+    content_sid: str | None = Field(default=None, pattern=CONTENT_SID_PATTERN)
     content_variables: dict[str, str] | None = None
     description: str | None = Field(default=None, max_length=500)
 
@@ -74,7 +76,7 @@ class PreviewRequest(BaseModel):
 
     key: str | None = Field(default=None, pattern=KEY_PATTERN)
     channel: Channel | None = None
-    locale: str = Field(default="en", pattern=LOCALE_PATTERN)
+    locale: str = Field(default="en", max_length=35, pattern=LOCALE_PATTERN)
     draft: TemplateCreate | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
 

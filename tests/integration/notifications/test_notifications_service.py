@@ -447,3 +447,21 @@ async def test_template_update_with_null_or_oversized_field_is_422_and_changes_n
     assert r.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in r.json()["errors"]] == [field]
     assert (await client.get(url)).json() == created.json()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"locale": "pdm-" + "-".join(["abcdefgh"] * 5)}, "locale"),  # matches the pattern, longer than 35
+        ({"channel": "whatsapp", "content_sid": "HX" + "a" * 64}, "content_sid"),  # 66 > the column's 64
+    ],
+)
+async def test_template_fields_longer_than_their_columns_are_422(
+    client: httpx.AsyncClient, change: dict, field: str
+) -> None:
+    """Found by fuzzing: values allowed by the pattern but longer than the column were a 500."""
+    r = await client.post("/notifications/templates",
+                          json={"key": "fuzz_long", "channel": "sms", "body": "Hello", **change})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert (await client.get("/notifications/templates", params={"key": "fuzz_long"})).json()["total"] == 0
