@@ -327,7 +327,8 @@ async def test_organisation_can_turn_appointment_notices_off(
     delivered = await session.scalar(
         select(func.count())
         .select_from(EventDelivery)
-        .where(EventDelivery.subscriber.like("notifications.appointment_%"))
+        .join(EventRecord, EventRecord.id == EventDelivery.event_id)
+        .where(EventRecord.org_id == org.id, EventDelivery.subscriber.like("notifications.appointment_%"))
     )
     assert delivered == 3
 

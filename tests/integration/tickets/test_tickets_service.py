@@ -163,9 +163,10 @@ async def test_ticket_not_found(session, org, other_org, client: httpx.AsyncClie
 async def test_update_ticket_status(session, org, client: httpx.AsyncClient) -> None:
     t = (await client.post("/tickets", json={"subject": "Prescription renewal", "auto_assign": False})).json()
     path = f"/tickets/{t['id']}/status"
-    with clock.frozen(T0 + timedelta(hours=1)):
+    with clock.frozen(T0 + timedelta(minutes=59)) as c:
         r = await client.post(path, json={"status": "in_progress"})
         assert r.status_code == 200 and r.json()["status"] == "in_progress" and r.headers["ETag"] == '"2"'
+        c.advance(timedelta(minutes=1))  # distinct event times, so their order is defined
         r = await client.post(path, json={"status": "resolved", "comment": "Sent to pharmacy"})
         assert r.json()["status"] == "resolved" and r.json()["resolved_at"] == "2026-11-25T10:00:00Z"
     r = await client.post(path, json={"status": "open"})  # reopen
