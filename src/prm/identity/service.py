@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -141,7 +140,3 @@ async def revoke_api_key(session: AsyncSession, org_id: uuid.UUID | None, key_re
     await session.flush()
     return key
 
-
-def is_usable(key: ApiKey, now: datetime | None = None) -> bool:
-    now = now or clock.now()
-    return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
