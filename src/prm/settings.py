@@ -7,11 +7,12 @@ the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,7 +25,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Blank: derived from HOST and PORT (see `derived_public_base_url`), so `PORT=8791 make run` checks
+    # Twilio signatures against the URL it really serves on.
+    public_base_url: str = ""
     cors_origins: list[str] = Field(default_factory=list)
 
     # --- database --------------------------------------------------------------------------------
@@ -137,6 +140,29 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    _public_base_url_derived: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _derive_public_base_url(self) -> Settings:
+        if not self.public_base_url.strip():
+            self.__dict__["public_base_url"] = derived_public_base_url(self.host, self.port)
+            self._public_base_url_derived = True
+        else:
+            self.__dict__["public_base_url"] = self.public_base_url.strip().rstrip("/")
+        return self
+
+    def serving_at(self, host: str | None, port: int | None) -> Settings:
+        """These settings for a server bound to `host`/`port` (CLI options over HOST/PORT).
+
+        A derived PUBLIC_BASE_URL follows the address; an explicit one is kept as given.
+        """
+        host = host or self.host
+        port = port or self.port
+        update: dict[str, object] = {"host": host, "port": port}
+        if self._public_base_url_derived:
+            update["public_base_url"] = derived_public_base_url(host, port)
+        return self.model_copy(update=update)
+
     @property
     def data_dir(self) -> Path:
         return self.prm_data_dir.resolve()
@@ -151,12 +177,37 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value()
         if self.environment == "production":
             raise RuntimeError("SECRET_KEY must be set when ENVIRONMENT=production")
-        path = self.data_dir / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return _persisted_secret(self.data_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+    def twilio_webhook_token(self) -> str | None:
+        """The token that verifies (and, for `prm simulate`, signs) Twilio webhooks.
+
+        `TWILIO_AUTH_TOKEN` when set. In development without one, a random token is generated once
+        and kept in the data directory (like the secret key), so inbound messaging can be tried
+        locally; elsewhere None (every Twilio webhook is refused).
+        """
+        if self.twilio_auth_token is not None:
+            return self.twilio_auth_token.get_secret_value()
+        if self.environment != "development":
+            return None
+        return _persisted_secret(self.data_dir / "twilio_auth_token", lambda: secrets.token_hex(16))
+
+
+def derived_public_base_url(host: str, port: int) -> str:
+    """`http://host:port`, with a wildcard bind address replaced by the loopback one."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - naming the wildcard, not binding to it
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _persisted_secret(path: Path, make: Callable[[], str]) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @lru_cache

@@ -57,8 +57,8 @@ def smtp() -> SmtpChannel:
 
 
 def twilio_auth_token() -> str | None:
-    token = settings().twilio_auth_token
-    return token.get_secret_value() if token is not None else None
+    """The token that verifies inbound Twilio signatures (generated in development, see Settings)."""
+    return settings().twilio_webhook_token()
 
 
 def public_base_url() -> str:
