@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     smtp_use_tls: bool = False
     smtp_starttls: bool = True
     smtp_from: str = "PRM <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     communication_max_attempts: int = 5
     communication_retry_base_seconds: int = 30
     communication_retry_max_seconds: int = 3600

@@ -52,7 +52,7 @@ def smtp() -> SmtpChannel:
         password=s.smtp_password.get_secret_value() if s.smtp_password else None,
         use_tls=s.smtp_use_tls,
         start_tls=None if s.smtp_starttls else False,
-        timeout_seconds=s.twilio_timeout_seconds,
+        timeout_seconds=s.smtp_timeout_seconds,
     )
 
 
