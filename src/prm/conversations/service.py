@@ -786,3 +786,6 @@ async def timeline(
         )
         for c in rows
     ]
+
+from prm.conversations.handover import hand_to_staff as hand_to_staff  # noqa: E402
+from prm.conversations.handover import store_offer as store_offer  # noqa: E402
