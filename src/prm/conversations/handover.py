@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.conversations import assistant
@@ -13,7 +14,6 @@ from prm.conversations.models import Conversation
 from prm.core import events
 from prm.core.auth import Principal
 from prm.core.errors import NotFound
-from sqlalchemy import select
 
 
 async def _locked(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:

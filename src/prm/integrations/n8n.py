@@ -142,7 +142,8 @@ async def delete_integration(session: AsyncSession, who: Principal, integration_
 async def rotate_secret(session: AsyncSession, who: Principal, integration_id: uuid.UUID) -> N8nIntegration:
     """A new shared secret signs from now on; callbacks signed with the old one are accepted for 24 h."""
     integration = await get_integration(session, who, integration_id, for_update=True)
-    integration.previous_secret, integration.previous_secret_expires_at = integration.secret, clock.now() + ROTATION_GRACE
+    integration.previous_secret = integration.secret
+    integration.previous_secret_expires_at = clock.now() + ROTATION_GRACE
     integration.secret = new_secret()
     await session.flush()
     await audit.record(session, who, "rotate_secret", "n8n_integration", integration.id)
@@ -168,7 +169,7 @@ async def _start(session: AsyncSession, integration: N8nIntegration, *, workflow
     run_id = uuid.uuid4()
     now = clock.now()
     deadline = now + timedelta(seconds=integration.callback_timeout_seconds)
-    stmt = insert(WorkflowRun).values(
+    stmt: Any = insert(WorkflowRun).values(
         id=run_id, org_id=integration.org_id, integration_id=integration.id, workflow_key=workflow_key,
         status="pending", data=data, source_event_id=source_event_id, patient_id=patient_id,
         conversation_id=conversation_id, token_nonce=secrets.token_hex(16), deadline_at=deadline, attempts=0,
@@ -507,7 +508,7 @@ async def _confirm_slot(session: AsyncSession, run: WorkflowRun, command: Confir
         raise ValidationFailed.field("patient_id", "required: the run has no patient", code="patient_required")
     data = AppointmentCreate(patient_id=patient_id, practitioner_id=command.practitioner_id,
                              service_id=command.service_id, start_at=command.start_at,
-                             location_id=command.location_id, notes=command.notes, source="n8n")
+                             location_id=command.location_id, notes=command.notes or "", source="n8n")
     try:
         async with session.begin_nested():
             appointment = await appointments.book(session, run.org_id, data, system)

@@ -66,7 +66,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise UnsafeTarget("does not resolve") from None
-    return list({ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos})
+    return list({ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos})
 
 
 async def check_url(url: str, *, allow_private: bool) -> None:

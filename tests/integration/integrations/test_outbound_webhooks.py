@@ -23,7 +23,8 @@ from tests.fixtures.integration_peers import WebhookReceiver
 JOBS = ["events.deliver", outbound.DELIVER_JOB]
 
 
-async def _endpoint(client: httpx.AsyncClient, receiver: WebhookReceiver, types: list[str] | None = None) -> dict[str, Any]:
+async def _endpoint(client: httpx.AsyncClient, receiver: WebhookReceiver,
+                    types: list[str] | None = None) -> dict[str, Any]:
     r = await client.post("/integrations/webhooks/endpoints",
                           json={"url": receiver.url + "/hooks", "event_types": types or ["patient.*"]})
     assert r.status_code == 201, r.text
@@ -155,7 +156,8 @@ async def test_redeliver_and_replay(session: AsyncSession, client: httpx.AsyncCl
     await _publish(session, org, "appointment.booked", appointment_id=str(uuid.uuid4()))
     await jobs.run_due(session, names=JOBS)
     assert len(receiver.verified) == 2
-    message_id = (await client.get(f"/integrations/webhooks/endpoints/{endpoint['id']}/messages")).json()["items"][0]["id"]
+    listed = (await client.get(f"/integrations/webhooks/endpoints/{endpoint['id']}/messages")).json()
+    message_id = listed["items"][0]["id"]
     r = await client.post(f"/integrations/webhooks/messages/{message_id}/redeliver")
     assert r.status_code == 202
     await jobs.run_due(session, names=JOBS)
@@ -245,5 +247,6 @@ async def test_test_ping(session: AsyncSession, client: httpx.AsyncClient, org: 
     assert r.status_code == 202 and r.json()["event_type"] == "webhook.test"
     await jobs.run_due(session, names=JOBS)
     assert receiver.verified[0].json["type"] == "webhook.test"
-    count = await session.scalar(select(func.count()).select_from(WebhookMessage).where(WebhookMessage.org_id == org.id))
+    count = await session.scalar(
+        select(func.count()).select_from(WebhookMessage).where(WebhookMessage.org_id == org.id))
     assert count == 1
