@@ -439,10 +439,12 @@ def _parse(raw: bytes) -> BookingResponse | ConfirmSlot | Triage:
 async def handle_callback(session: AsyncSession, run_id: uuid.UUID, *, token: str | None, raw: bytes,
                           signature: str | None, settings: Settings) -> tuple[int, dict[str, Any]]:
     """Act on n8n's answer once. Returns the HTTP status and body to answer (also for duplicates)."""
+    if not token:
+        raise Unauthenticated("The callback needs the run's token: Authorization: Bearer <callback.token>")
     run = await session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
     if run is None:
         raise NotFound("No such workflow run", code="workflow_run_not_found")
-    if not token or not hmac.compare_digest(callback_token(run, settings), token):
+    if not hmac.compare_digest(callback_token(run, settings), token):
         raise Unauthenticated("Missing or invalid callback token for this run", code="invalid_callback_token")
     integration = await session.get(N8nIntegration, run.integration_id)
     if integration is not None and signature is not None and not _signature_ok(integration, raw, signature):
