@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -63,15 +63,21 @@ class Settings(BaseSettings):
     consent_default_ehr_export: bool = True
 
     # --- appointments ----------------------------------------------------------------------------
-    reminder_offsets_minutes: str = "1440,120"
+    # "1d,2h": days are local calendar days (same wall-clock time, in the appointment's zone), hours and
+    # minutes are absolute; a plain number is minutes. REMINDER_OFFSETS_MINUTES (the old name) still works.
+    reminder_offsets: str = Field(
+        default="1d,2h", validation_alias=AliasChoices("reminder_offsets", "reminder_offsets_minutes")
+    )
 
-    @field_validator("reminder_offsets_minutes")
+    @field_validator("reminder_offsets")
     @classmethod
     def _offsets(cls, value: str) -> str:
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError("REMINDER_OFFSETS_MINUTES must be positive whole minutes, comma-separated")
-        return ",".join(parts)
+        from prm.core.reminder_offsets import normalise
+
+        try:
+            return normalise(str(value))
+        except ValueError as exc:
+            raise ValueError(f"REMINDER_OFFSETS: {exc}") from None
 
     # --- notifications ---------------------------------------------------------------------------
     appointment_notifications: str = "booked,rescheduled,cancelled"

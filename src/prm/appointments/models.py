@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     Time,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -217,8 +218,19 @@ class AppointmentReminder(IdMixin, TimestampMixin, OrgMixin, Base):
     )
 
     appointment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
-    offset_minutes: Mapped[int]
+    offset_minutes: Mapped[int]  # nominal (1d = 1440); see `offset`
+    # "1d" (local calendar days), "2h", "30m" (absolute); NULL on rows made before offsets had units
+    offset: Mapped[str | None] = mapped_column(String(16))
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     fired_at: Mapped[datetime | None]
+
+
+class AppointmentSettings(IdMixin, TimestampMixin, OrgMixin, Base):
+    """An organisation's scheduling choices; NULL follows the process setting."""
+
+    __tablename__ = "appointment_settings"
+    __table_args__ = (UniqueConstraint("org_id", name="uq_appointment_settings_org"),)
+
+    reminder_offsets: Mapped[str | None] = mapped_column(String(200))  # "1d,2h" (REMINDER_OFFSETS)

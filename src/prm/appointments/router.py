@@ -18,6 +18,8 @@ from prm.appointments.schemas import (
     AppointmentCreate,
     AppointmentDetail,
     AppointmentRead,
+    AppointmentSettingsRead,
+    AppointmentSettingsUpdate,
     AppointmentUpdate,
     CancelBody,
     ChangeRead,
@@ -47,6 +49,29 @@ from prm.patients.service import PatientMoved
 setup = APIRouter(tags=["scheduling setup"])
 booking = APIRouter(tags=["appointments"])
 routers = [setup, booking]
+
+
+async def _appointment_settings(session: Any, org_id: uuid.UUID) -> AppointmentSettingsRead:
+    chosen = await service.organisation_reminder_offsets(session, org_id)
+    effective = ",".join(str(o) for o in service.reminder_offsets(chosen))
+    return AppointmentSettingsRead(reminder_offsets=effective, reminder_offsets_override=chosen)
+
+
+@setup.get("/appointment-settings", response_model=AppointmentSettingsRead,
+           summary="The organisation's scheduling settings (reminder offsets)")
+async def read_appointment_settings(
+    session: Session, who: Principal = Requires("schedule:read")
+) -> AppointmentSettingsRead:
+    return await _appointment_settings(session, who.org_id)
+
+
+@setup.put("/appointment-settings", response_model=AppointmentSettingsRead,
+           summary="Set the organisation's reminder offsets (1d = local calendar day, 2h/30m absolute)")
+async def update_appointment_settings(
+    body: AppointmentSettingsUpdate, session: Session, who: Principal = Requires("schedule:write")
+) -> AppointmentSettingsRead:
+    await service.set_organisation_reminder_offsets(session, who.org_id, body.reminder_offsets, who)
+    return await _appointment_settings(session, who.org_id)
 
 CONFLICTS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Slot taken, patient overlap, or a transition not allowed from this status"}

@@ -43,8 +43,10 @@ from prm.appointments.models import (
 from prm.appointments.reminders import (
     fire_reminder,
     history_of,
+    organisation_reminder_offsets,
     reminder_offsets,
     reminders_of,
+    set_organisation_reminder_offsets,
 )
 from prm.appointments.setup import (
     MAX_RANGE_DAYS,
@@ -194,11 +196,13 @@ __all__ = [
     "list_rules",
     "list_services",
     "move_patient",
+    "organisation_reminder_offsets",
     "patient_history",
     "reminder_offsets",
     "reminders_of",
     "reschedule",
     "service_times",
+    "set_organisation_reminder_offsets",
     "timeline",
     "transition",
     "upcoming_for_patient",
