@@ -113,7 +113,9 @@ async def update_patient(session: AsyncSession, who: Principal, data: UpdatePati
     if not changes:
         raise ValidationFailed.field("patient_id", "nothing to change: send at least one field")
     await patients.update(session, who, data.patient_id, PatientUpdate(**changes))
-    return await get_patient(session, who, PatientRef(patient_id=data.patient_id), settings)
+    updated = await get_patient(session, who, PatientRef(patient_id=data.patient_id), settings)
+    assert isinstance(updated, PatientOut)
+    return updated
 
 
 # --- scheduling --------------------------------------------------------------------------------
