@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.communications import rules
 from prm.communications.channels import (
     _check_shape,
@@ -87,7 +88,7 @@ async def send(
         purpose=data.purpose,
         status="queued",
         to_address=to,
-        from_address=_sender(config, data.channel),
+        from_address=_sender(config, data.channel, context.of(session).settings),
         subject=data.subject,
         body=data.body,
         html_body=data.html_body,

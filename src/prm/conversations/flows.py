@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
 from prm.communications import service as communications
@@ -40,7 +41,7 @@ from prm.core.events import Event
 from prm.identity.models import Organisation
 from prm.patients import service as patients
 from prm.patients.models import Patient
-from prm.settings import Settings, get_settings
+from prm.settings import Settings
 from prm.tickets import rules as ticket_rules
 from prm.tickets import service as tickets
 from prm.tickets.schemas import TicketCreate
@@ -49,8 +50,7 @@ log = structlog.get_logger(__name__)
 SLOT_CHUNK_DAYS = 3  # slots are computed this many days at a time until the offer is full
 
 
-def policy(settings: Settings | None = None) -> assistant.Policy:
-    s = settings or get_settings()
+def policy(s: Settings) -> assistant.Policy:
     return assistant.Policy(
         max_failures=s.assistant_max_failures,
         stale_after=timedelta(minutes=s.assistant_stale_minutes),
@@ -80,7 +80,7 @@ async def route_inbound(
     if comm.conversation_id is not None:
         return conversation
     await add_message(session, conversation, comm)
-    s = get_settings()
+    s = context.of(session).settings
     if conversation.bot_active and s.assistant_enabled:
         await run_assistant(session, conversation, comm.body or "", settings=s)
     return conversation
@@ -90,7 +90,7 @@ async def run_assistant(
     session: AsyncSession, conversation: Conversation, text: str, *, settings: Settings | None = None
 ) -> None:
     """One inbound message through the assistant, executing its commands until it is done."""
-    s = settings or get_settings()
+    s = settings or context.of(session).settings
     patient = await patients.get(session, conversation.org_id, conversation.patient_id)
     urgent = ticket_rules.urgent_keywords_in(text, s.ticket_urgent_keywords)
     run = _Run(

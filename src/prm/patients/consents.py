@@ -26,6 +26,7 @@ from prm.patients.models import (
 )
 from prm.patients.reads import _require_readable, get, resolve
 from prm.patients.validation import _merged_conflict, _not_found, _settings
+from prm.settings import Settings
 
 # --- consent -----------------------------------------------------------------------------------------
 
@@ -41,19 +42,20 @@ async def _current_consents(session: AsyncSession, org_id: uuid.UUID, patient_id
     return {(row.channel, row.purpose): row for row in rows}
 
 
-def _data_sharing_defaults() -> dict[str, bool]:
-    s = _settings()
+def _data_sharing_defaults(s: Settings) -> dict[str, bool]:
     return {"ai_processing": s.consent_default_ai_processing, "ehr_export": s.consent_default_ehr_export}
 
 
-def _decide(patient: Patient, channel: str | None, purpose: str, record: Consent | None) -> ConsentDecision:
+def _decide(
+    patient: Patient, channel: str | None, purpose: str, record: Consent | None, settings: Settings
+) -> ConsentDecision:
     return consent_rules.decide(
         channel=channel, purpose=purpose,
         granted=record.granted if record else None,
         recorded_at=record.recorded_at if record else None,
         source=record.source if record else None,
         patient_status=patient.status, deleted=patient.deleted_at is not None,
-        data_sharing_defaults=_data_sharing_defaults(),
+        data_sharing_defaults=_data_sharing_defaults(settings),
     )
 
 
@@ -88,7 +90,7 @@ async def consent_allows(session: AsyncSession, org_id: uuid.UUID, patient_id: u
         select(Consent).where(Consent.org_id == org_id, Consent.patient_id == patient.id,
                               Consent.channel == channel, Consent.purpose == purpose)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))
-    return _decide(patient, channel, purpose, record)
+    return _decide(patient, channel, purpose, record, _settings(session))
 
 
 async def data_sharing_allows(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *,
@@ -100,7 +102,7 @@ async def data_sharing_allows(session: AsyncSession, org_id: uuid.UUID, patient_
         select(Consent).where(Consent.org_id == org_id, Consent.patient_id == patient.id,
                               Consent.channel.is_(None), Consent.purpose == purpose)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))
-    return _decide(patient, None, purpose, record)
+    return _decide(patient, None, purpose, record, _settings(session))
 
 
 async def set_consent(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str | None,
@@ -153,10 +155,11 @@ async def consent_overview(session: AsyncSession, who: Principal, patient_id: uu
     """Every channel × purpose decision, the data-sharing ones, and the full history (audited)."""
     patient = await _require_readable(session, who, patient_id)
     current = await _current_consents(session, who.org_id, patient.id)
+    settings = _settings(session)
     contact: list[tuple[str | None, str, ConsentDecision]] = [
-        (c, p, _decide(patient, c, p, current.get((c, p)))) for c in CHANNELS for p in CONTACT_PURPOSES]
+        (c, p, _decide(patient, c, p, current.get((c, p)), settings)) for c in CHANNELS for p in CONTACT_PURPOSES]
     sharing: list[tuple[str | None, str, ConsentDecision]] = [
-        (None, p, _decide(patient, None, p, current.get((None, p)))) for p in DATA_SHARING_PURPOSES]
+        (None, p, _decide(patient, None, p, current.get((None, p)), settings)) for p in DATA_SHARING_PURPOSES]
     history = (await session.execute(
         select(Consent).where(Consent.org_id == who.org_id, Consent.patient_id == patient.id)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(500))).scalars().all()

@@ -18,6 +18,7 @@ from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.core import audit, clock, events
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
@@ -26,14 +27,13 @@ from prm.core.pagination import PageParams, paginate
 from prm.identity.models import User
 from prm.patients import service as patients
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
-from prm.settings import Settings, get_settings
+from prm.settings import Settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
 from prm.tickets.schemas import CommentCreate, TicketCreate, TicketUpdate
 
 
-def sla_policy(settings: Settings | None = None) -> rules.SlaPolicy:
-    s = settings or get_settings()
+def sla_policy(s: Settings) -> rules.SlaPolicy:
     return rules.SlaPolicy(
         urgent_hours=s.ticket_sla_urgent_hours,
         high_hours=s.ticket_sla_high_hours,
@@ -190,7 +190,7 @@ async def create(
     settings: Settings | None = None,
 ) -> Ticket:
     """Open a ticket: priority raised by urgent keywords, due time from the SLA, then (auto-)assigned."""
-    s = settings or get_settings()
+    s = settings or context.of(session).settings
     if data.patient_id is not None:
         await _require_patient(session, org_id, data.patient_id)
     if data.conversation_id is not None:
@@ -268,7 +268,7 @@ async def update(
     expected_version: int | None = None,
     settings: Settings | None = None,
 ) -> Ticket:
-    s = settings or get_settings()
+    s = settings or context.of(session).settings
     ticket = await _lock(session, org_id, ticket_id, expected_version)
     changes = data.model_dump(exclude_unset=True)
     for name in ("subject", "category", "priority"):
@@ -375,7 +375,7 @@ async def assign(
     previous = ticket.assignee_id
     if auto:
         ticket.assignee_id = None
-        await _auto_assign(session, ticket, settings or get_settings())
+        await _auto_assign(session, ticket, settings or context.of(session).settings)
     else:
         if assignee_id is not None:
             await _require_assignee(session, org_id, assignee_id)
@@ -399,7 +399,7 @@ async def assign(
 async def eligible_assignees(
     session: AsyncSession, org_id: uuid.UUID, settings: Settings | None = None
 ) -> list[uuid.UUID]:
-    roles = (settings or get_settings()).ticket_auto_assign_roles
+    roles = (settings or context.of(session).settings).ticket_auto_assign_roles
     rows = await session.scalars(
         select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
     )

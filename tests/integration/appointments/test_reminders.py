@@ -19,7 +19,7 @@ from .support import at, events_of, principal_for
 async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
-    assert service.reminder_offsets() == [1440, 120]
+    assert await service.reminder_offsets(session, clinic.org_id) == [1440, 120]
     with clock.frozen(NOW) as c:
         appt = await service.book(
             session,
