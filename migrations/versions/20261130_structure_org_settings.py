@@ -2,7 +2,7 @@
 process settings DEFAULT_PHONE_REGION and REMINDER_OFFSETS_MINUTES).
 
 Revision ID: 20261130_structure_org_settings
-Revises: 20261125_0006
+Revises: 20261130_integrations
 Create Date: 2026-11-30 05:40:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_structure_org_settings"
-down_revision = "20261125_0006"
+down_revision = "20261130_integrations"
 branch_labels = None
 depends_on = None
 
