@@ -343,7 +343,9 @@ async def test_service_default_applies_to_organisations_without_a_choice(
     only_cancelled = messaging_settings.model_copy(update={"appointment_notifications": "cancelled"})
     with use_settings(only_cancelled):
         await notifications.update_notification_settings(
-            session, other_org.id, NotificationSettingsUpdate(appointment_booked=True), principal(other_org)
+            session,
+            principal(other_org),
+            NotificationSettingsUpdate(appointment_booked=True),
         )
         assert await notifications.appointment_notice_enabled(session, org.id, "booked") is False
         assert await notifications.appointment_notice_enabled(session, org.id, "cancelled") is True

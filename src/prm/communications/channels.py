@@ -113,9 +113,10 @@ async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list
 
 
 async def put_channel_config(
-    session: AsyncSession, org_id: uuid.UUID, channel: str, data: ChannelConfigWrite, who: Principal
+    session: AsyncSession, who: Principal, channel: str, data: ChannelConfigWrite
 ) -> ChannelConfig:
     """Create or replace the configuration of one channel (a secret left out is kept)."""
+    org_id = who.org_id
     if channel not in rules.CHANNELS:
         raise ValidationFailed.field("channel", f"must be one of {', '.join(rules.CHANNELS)}")
     if data.provider == "smtp" and channel != "email":

@@ -43,7 +43,7 @@ router = APIRouter(prefix="/communications", tags=["communications"])
 async def create(
     body: CommunicationCreate, session: Session, who: Principal = Requires("communications:write")
 ) -> CommunicationRead:
-    comm = await service.send(session, who.org_id, body, who)
+    comm = await service.send(session, who, body)
     return CommunicationRead.model_validate(comm)
 
 
@@ -74,7 +74,7 @@ async def list_(
         since=since,
         until=until,
     )
-    rows, total = await service.list_communications(session, who.org_id, filters, paging, who)
+    rows, total = await service.list_communications(session, who, filters, paging)
     return Page(
         items=[CommunicationRead.model_validate(r) for r in rows],
         total=total,
@@ -146,7 +146,7 @@ async def put_channel(
     channel: Annotated[Channel, Path(description="sms, whatsapp, email or voice")],
     who: Principal = Requires("admin"),
 ) -> ChannelConfigRead:
-    config = await service.put_channel_config(session, who.org_id, channel, body, who)
+    config = await service.put_channel_config(session, who, channel, body)
     return _config_read(channel, config, ctx)
 
 
@@ -154,7 +154,7 @@ async def put_channel(
 async def read(
     communication_id: uuid.UUID, session: Session, who: Principal = Requires("communications:read")
 ) -> CommunicationRead:
-    return CommunicationRead.model_validate(await service.get(session, who.org_id, communication_id, who))
+    return CommunicationRead.model_validate(await service.get(session, who, communication_id))
 
 
 @router.post(
@@ -166,4 +166,4 @@ async def read(
 async def cancel(
     communication_id: uuid.UUID, session: Session, who: Principal = Requires("communications:write")
 ) -> CommunicationRead:
-    return CommunicationRead.model_validate(await service.cancel(session, who.org_id, communication_id, who))
+    return CommunicationRead.model_validate(await service.cancel(session, who, communication_id))

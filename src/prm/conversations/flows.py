@@ -141,7 +141,7 @@ async def _facts(session: AsyncSession, conversation: Conversation, patient: Pat
     services = await appointments.list_services(session, org_id)
     names = {s.id: s.name for s in services}
     upcoming = []
-    for a in await appointments.upcoming_for_patient(session, org_id, patient.id):
+    for a in await appointments.upcoming_for_patient(session, Principal.system(org_id), patient.id):
         if a.service_id not in names:
             names[a.service_id] = (await appointments.get_service(session, org_id, a.service_id)).name
         upcoming.append(
@@ -188,14 +188,13 @@ class _Run:
             async with self.session.begin_nested():
                 comm = await communications.send(
                     self.session,
-                    self.org_id,
+                    self.who,
                     CommunicationCreate(
                         patient_id=self.patient.id,
                         channel=self.conversation.channel,  # type: ignore[arg-type]
                         body=body,
                         conversation_id=self.conversation.id,
                     ),
-                    self.who,
                 )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
             log.warning(
@@ -263,7 +262,7 @@ class _Run:
                 if reschedule_id is None:
                     appointment = await appointments.book(
                         self.session,
-                        self.org_id,
+                        self.who,
                         AppointmentCreate(
                             patient_id=self.patient.id,
                             service_id=uuid.UUID(slot.service_id),
@@ -272,17 +271,15 @@ class _Run:
                             start_at=slot.start_at,
                             source=self.conversation.channel,
                         ),
-                        self.who,
                     )
                 else:
                     appointment = await appointments.reschedule(
                         self.session,
-                        self.org_id,
+                        self.who,
                         uuid.UUID(reschedule_id),
                         start_at=slot.start_at,
                         practitioner_id=uuid.UUID(slot.practitioner_id),
                         location_id=uuid.UUID(slot.location_id) if slot.location_id else None,
-                        who=self.who,
                         reason=f"requested by the patient on {self.conversation.channel}",
                     )
         except Conflict as exc:
@@ -298,10 +295,9 @@ class _Run:
             async with self.session.begin_nested():
                 appointment = await appointments.cancel(
                     self.session,
-                    self.org_id,
+                    self.who,
                     uuid.UUID(appointment_id),
                     reason=f"cancelled by the patient on {self.conversation.channel}",
-                    who=self.who,
                 )
         except DomainError as exc:
             return assistant.ActionFailed(exc.code)
@@ -330,7 +326,7 @@ class _Run:
         subject = _HANDOFF_SUBJECTS.get(reason, _HANDOFF_SUBJECTS["requested"])
         ticket = await tickets.create(
             self.session,
-            self.org_id,
+            self.who,
             TicketCreate(
                 subject=f"{subject} ({conversation.channel})",
                 description=f"Last message from the patient:\n{self.text}",
@@ -340,7 +336,6 @@ class _Run:
                 conversation_id=conversation.id,
                 tags=["handoff", reason.replace("_", "-")],
             ),
-            self.who,
             source="bot_handoff",
         )
         conversation.assignee_id = ticket.assignee_id

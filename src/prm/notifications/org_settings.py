@@ -48,9 +48,10 @@ async def notification_settings(session: AsyncSession, org_id: uuid.UUID) -> dic
 
 
 async def update_notification_settings(
-    session: AsyncSession, org_id: uuid.UUID, data: NotificationSettingsUpdate, who: Principal
+    session: AsyncSession, who: Principal, data: NotificationSettingsUpdate
 ) -> dict[str, Any]:
     """Set (true/false) or clear (null) the organisation's choices; fields left out are unchanged."""
+    org_id = who.org_id
     row = await _settings_row(session, org_id)
     if row is None:
         row = NotificationSettings(id=uuid.uuid4(), org_id=org_id)

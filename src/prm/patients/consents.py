@@ -105,15 +105,21 @@ async def data_sharing_allows(session: AsyncSession, org_id: uuid.UUID, patient_
     return _decide(patient, None, purpose, record, _settings(session))
 
 
-async def set_consent(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str | None,
-                      purpose: str | None, granted: bool, source: str, who: Principal | None = None,
-                      note: str | None = None) -> list[Consent]:
+async def set_consent(session: AsyncSession,
+    who: Principal,
+    patient_id: uuid.UUID,
+    *,
+    channel: str | None,
+    purpose: str | None,
+    granted: bool,
+    source: str,
+    note: str | None = None) -> list[Consent]:
     """Record a consent decision; `purpose=None` means every contact purpose of `channel` (STOP/START).
 
     `channel=None` records data-sharing consent (`purpose` is then `ai_processing` or `ehr_export`).
     A decision equal to the newest record is not repeated. Returns the rows written.
     """
-    who = who or Principal.system(org_id)
+    org_id = who.org_id
     if channel is None and purpose is None:
         raise ValidationFailed.field("purpose", "is required for data-sharing consent")
     purposes = list(CONTACT_PURPOSES) if purpose is None else [purpose]
@@ -179,6 +185,14 @@ async def change_consent(session: AsyncSession, who: Principal, patient_id: uuid
         if change.purpose is not None:
             _check_consent_key(change.channel, change.purpose, prefix=f"changes.{i}.")
     for change in changes:
-        await set_consent(session, who.org_id, patient.id, channel=change.channel, purpose=change.purpose,
-                          granted=change.granted, source=change.source, who=who, note=change.note)
+        await set_consent(
+            session,
+            who,
+            patient.id,
+            channel=change.channel,
+            purpose=change.purpose,
+            granted=change.granted,
+            source=change.source,
+            note=change.note,
+        )
     return await consent_overview(session, who, patient.id)

@@ -113,13 +113,12 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
     if keyword is not None:
         await patients.set_consent(
             session,
-            org_id,
+            Principal.system(org_id),
             patient.id,
             channel=msg.channel,
             purpose=None,
             granted=keyword == "start",
             source=f"keyword:{msg.body.strip().upper()[:20]}",
-            who=Principal.system(org_id),
         )
         ack = rules.ACKNOWLEDGEMENTS[keyword]
         await communications.record_outbound_reply(
