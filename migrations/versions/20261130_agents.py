@@ -1,7 +1,7 @@
 """agents: tool runs (one row per tool call) and the `agent` role for AI agents' API keys.
 
 Revision ID: 20261130_agents
-Revises: 20261130_integrations
+Revises: 20261130_structure_org_settings
 Create Date: 2026-11-30 06:15:19.759491
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261130_agents'
-down_revision = '20261130_integrations'
+down_revision = '20261130_structure_org_settings'
 branch_labels = None
 depends_on = None
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.routing import Route
 
+from prm import context
 from prm.agents import execution, registry
 from prm.agents import tools as _tools  # noqa: F401  (registers the catalogue)
 from prm.agents.mcp_server import McpEndpoint
@@ -57,7 +58,7 @@ async def execute_tool(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     who: Principal = Requires("agents:write"),
 ) -> Any:
-    settings: Settings = request.app.state.settings
+    settings = context.of(session).settings
     outcome = await execution.execute(session, who, name, body, settings=settings, transport="http",
                                       idempotency_key=idempotency_key)
     if outcome.ok:

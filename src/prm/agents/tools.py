@@ -182,7 +182,7 @@ class BookIn(_In):
 @tool("book_appointment", scope="appointments:write", input=BookIn, output=AppointmentOut, writes=True,
       description="Book a patient into a free slot (from find_slots). 409 when the time is taken.")
 async def book_appointment(session: AsyncSession, who: Principal, data: BookIn, settings: Settings) -> AppointmentOut:
-    created = await appointments.book(session, who.org_id, AppointmentCreate(**data.model_dump(), source="agent"), who)
+    created = await appointments.book(session, who, AppointmentCreate(**data.model_dump(), source="agent"))
     return _appointment(created)
 
 
@@ -194,7 +194,7 @@ class AppointmentRef(_In):
       description="Mark a booked appointment as confirmed by the patient.")
 async def confirm_appointment(session: AsyncSession, who: Principal, data: AppointmentRef,
                               settings: Settings) -> AppointmentOut:
-    return _appointment(await appointments.transition(session, who.org_id, data.appointment_id, "confirm", who))
+    return _appointment(await appointments.transition(session, who, data.appointment_id, "confirm"))
 
 
 class CancelIn(_In):
@@ -206,8 +206,7 @@ class CancelIn(_In):
       description="Cancel a booked or confirmed appointment, with the reason.")
 async def cancel_appointment(session: AsyncSession, who: Principal, data: CancelIn,
                              settings: Settings) -> AppointmentOut:
-    return _appointment(await appointments.cancel(session, who.org_id, data.appointment_id, reason=data.reason,
-                                                  who=who))
+    return _appointment(await appointments.cancel(session, who, data.appointment_id, reason=data.reason))
 
 
 class RescheduleIn(_In):
@@ -222,8 +221,8 @@ class RescheduleIn(_In):
 async def reschedule_appointment(session: AsyncSession, who: Principal, data: RescheduleIn,
                                  settings: Settings) -> AppointmentOut:
     return _appointment(await appointments.reschedule(
-        session, who.org_id, data.appointment_id, start_at=data.start_at, who=who,
-        practitioner_id=data.practitioner_id, reason=data.reason))
+        session, who, data.appointment_id, start_at=data.start_at, practitioner_id=data.practitioner_id,
+        reason=data.reason))
 
 
 # --- tickets and messages ----------------------------------------------------------------------
@@ -250,7 +249,7 @@ class TicketOut(BaseModel):
 @tool("create_ticket", scope="tickets:write", input=CreateTicketIn, output=TicketOut, writes=True,
       description="Open a ticket for staff (auto-assigned; urgent keywords raise the priority).")
 async def create_ticket(session: AsyncSession, who: Principal, data: CreateTicketIn, settings: Settings) -> TicketOut:
-    ticket = await tickets.create(session, who.org_id, TicketCreate(**data.model_dump()), who, source="agent")
+    ticket = await tickets.create(session, who, TicketCreate(**data.model_dump()), source="agent")
     return TicketOut.model_validate(ticket, from_attributes=True)
 
 
@@ -269,8 +268,8 @@ class CommentOut(BaseModel):
 @tool("add_ticket_comment", scope="tickets:write", input=CommentIn, output=CommentOut, writes=True,
       description="Add a comment (internal by default) to a ticket.")
 async def add_ticket_comment(session: AsyncSession, who: Principal, data: CommentIn, settings: Settings) -> CommentOut:
-    comment = await tickets.add_comment(session, who.org_id, data.ticket_id,
-                                        CommentCreate(body=data.body, internal=data.internal), who)
+    comment = await tickets.add_comment(session, who, data.ticket_id,
+                                        CommentCreate(body=data.body, internal=data.internal))
     return CommentOut(id=comment.id, ticket_id=data.ticket_id, internal=comment.internal)
 
 
@@ -293,7 +292,7 @@ class NotificationOut(BaseModel):
       "are respected (409/422 otherwise).")
 async def send_notification(session: AsyncSession, who: Principal, data: SendNotificationIn,
                             settings: Settings) -> NotificationOut:
-    comm = await notifications.send_notification(session, who.org_id, patient_id=data.patient_id,
+    comm = await notifications.send_notification(session, who, patient_id=data.patient_id,
                                                  template_key=data.template_key, variables=dict(data.variables),
-                                                 channel=data.channel, who=who)
+                                                 channel=data.channel)
     return NotificationOut(communication_id=comm.id, channel=comm.channel, status=comm.status)
