@@ -28,7 +28,6 @@ from sqlalchemy import (
     Table,
     Text,
     Time,
-    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -226,11 +225,3 @@ class AppointmentReminder(IdMixin, TimestampMixin, OrgMixin, Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     fired_at: Mapped[datetime | None]
 
-
-class AppointmentSettings(IdMixin, TimestampMixin, OrgMixin, Base):
-    """An organisation's scheduling choices; NULL follows the process setting."""
-
-    __tablename__ = "appointment_settings"
-    __table_args__ = (UniqueConstraint("org_id", name="uq_appointment_settings_org"),)
-
-    reminder_offsets: Mapped[str | None] = mapped_column(String(200))  # "1d,2h" (REMINDER_OFFSETS)

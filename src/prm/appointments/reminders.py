@@ -14,7 +14,6 @@ from prm.appointments.models import (
     Appointment,
     AppointmentChange,
     AppointmentReminder,
-    AppointmentSettings,
     Location,
     Practitioner,
 )
@@ -22,45 +21,17 @@ from prm.appointments.setup import REMINDER_JOB, describe
 from prm.core import audit, clock, events, jobs
 from prm.core import reminder_offsets as reminder_times
 from prm.core.auth import Principal
-from prm.core.errors import ValidationFailed
 from prm.core.events import Event
 from prm.core.reminder_offsets import ReminderOffset
-from prm.settings import get_settings
+from prm.identity import service as identity
 
 # --- reminders ----------------------------------------------------------------------------------
 
 
-def reminder_offsets(spec: str | None = None) -> list[ReminderOffset]:
-    """The offsets of `spec` (an organisation's choice), else of REMINDER_OFFSETS ("1d,2h"), largest first."""
-    return reminder_times.parse(spec if spec is not None else get_settings().reminder_offsets)
-
-
-async def organisation_reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> str | None:
-    """The organisation's own REMINDER_OFFSETS, or None when it follows the process setting."""
-    return await session.scalar(
-        select(AppointmentSettings.reminder_offsets).where(AppointmentSettings.org_id == org_id)
-    )
-
-
-async def set_organisation_reminder_offsets(
-    session: AsyncSession, org_id: uuid.UUID, spec: str | None, who: Principal
-) -> str | None:
-    """Set (or clear with None) the organisation's reminder offsets; 422 naming the field when invalid.
-    Appointments booked from now on use them; reminders already scheduled are kept."""
-    if spec is not None:
-        try:
-            spec = reminder_times.normalise(spec)
-        except ValueError as exc:
-            raise ValidationFailed.field("reminder_offsets", str(exc), code="invalid_reminder_offsets") from None
-    row = await session.scalar(select(AppointmentSettings).where(AppointmentSettings.org_id == org_id))
-    if row is None:
-        row = AppointmentSettings(id=uuid.uuid4(), org_id=org_id)
-        session.add(row)
-    row.reminder_offsets = spec
-    row.updated_at = clock.now()
-    await session.flush()
-    await audit.record(session, who, "update", "appointment_settings", row.id, details={"reminder_offsets": spec})
-    return spec
+async def reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> list[ReminderOffset]:
+    """Largest first: the organisation's own offsets (organisation settings), else the process setting
+    REMINDER_OFFSETS ("1d,2h"). `1d` counts local calendar days, `2h`/`30m` absolute time."""
+    return list((await identity.organisation_settings(session, org_id)).reminder_offsets)
 
 
 async def _zone_of(session: AsyncSession, appointment: Appointment) -> ZoneInfo:
@@ -77,7 +48,7 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
     """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar)."""
     now = clock.now()
     zone = await _zone_of(session, appointment)
-    offsets = reminder_offsets(await organisation_reminder_offsets(session, appointment.org_id))
+    offsets = await reminder_offsets(session, appointment.org_id)
     created = []
     for offset in offsets:
         due_at = reminder_times.due_at(appointment.start_at, offset, zone)

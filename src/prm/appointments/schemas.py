@@ -330,19 +330,3 @@ class Agenda(BaseModel):
     timezone: str
     entries: list[AgendaEntry]
 
-
-class AppointmentSettingsRead(BaseModel):
-    reminder_offsets: str = Field(description="Effective offsets, e.g. `1d,2h`")
-    reminder_offsets_override: str | None = Field(
-        description="What the organisation chose (null: it follows the service default REMINDER_OFFSETS)"
-    )
-
-
-class AppointmentSettingsUpdate(BaseModel):
-    reminder_offsets: str | None = Field(
-        max_length=200,
-        description="Comma-separated offsets before each appointment: `1d` = same local time N calendar days "
-        "before (in the appointment's time zone, right across DST changes), `2h` / `30m` = absolute hours / "
-        "minutes; a plain number is minutes; empty = no reminders; null = back to the service default.",
-        examples=["1d,2h"],
-    )

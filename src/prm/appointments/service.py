@@ -43,10 +43,8 @@ from prm.appointments.models import (
 from prm.appointments.reminders import (
     fire_reminder,
     history_of,
-    organisation_reminder_offsets,
     reminder_offsets,
     reminders_of,
-    set_organisation_reminder_offsets,
 )
 from prm.appointments.setup import (
     MAX_RANGE_DAYS,
@@ -112,10 +110,9 @@ async def move_patient(
         ):
             await transition(
                 session,
-                org_id,
+                system,
                 row.id,
                 "cancel",
-                system,
                 reason=f"duplicate of an appointment of patient {survivor_id} (patient merge)",
                 notify_patient=False,
             )
@@ -196,13 +193,11 @@ __all__ = [
     "list_rules",
     "list_services",
     "move_patient",
-    "organisation_reminder_offsets",
     "patient_history",
     "reminder_offsets",
     "reminders_of",
     "reschedule",
     "service_times",
-    "set_organisation_reminder_offsets",
     "timeline",
     "transition",
     "upcoming_for_patient",

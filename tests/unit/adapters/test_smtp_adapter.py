@@ -117,17 +117,15 @@ async def test_smtp_uses_its_own_timeout_setting_not_twilios() -> None:
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    previous = registry._configured
-    registry.configure(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=port,  # type: ignore[call-arg]
-                                smtp_starttls=False, smtp_timeout_seconds=0.2, twilio_timeout_seconds=3600))
+    adapters = registry.Adapters(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=port,  # type: ignore[call-arg]
+                                          smtp_starttls=False, smtp_timeout_seconds=0.2, twilio_timeout_seconds=3600))
     try:
-        channel = registry.smtp()
+        channel = adapters.smtp()
         assert channel.timeout == 0.2
         with pytest.raises(TransientDeliveryError):
             await asyncio.wait_for(channel.send_email(
                 OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t")), timeout=60)
     finally:
-        registry.configure(previous)
         for writer in silent:
             writer.close()
         server.close()
