@@ -145,13 +145,13 @@ async def test_day_offsets_follow_the_local_calendar_across_dst_and_organisation
 ) -> None:
     """Madrid moves to summer time on Sunday 29 March 2026. "2 days before" Monday 30 March 10:00 CEST
     is Saturday 28 March 10:00 CET: 47 hours of real time, not 48."""
-    r = await client.get("/appointment-settings")
-    assert r.status_code == 200 and r.json() == {"reminder_offsets": "1d,2h", "reminder_offsets_override": None}
-    r = await client.put("/appointment-settings", json={"reminder_offsets": "90, 2D"})
+    r = await client.get("/admin/organisation/settings")
+    assert r.status_code == 200 and r.json()["effective_reminder_offsets"] == "1d,2h"
+    r = await client.patch("/admin/organisation/settings", json={"reminder_offsets_minutes": "90, 2D"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"reminder_offsets": "2d,90m", "reminder_offsets_override": "2d,90m"}
-    bad = await client.put("/appointment-settings", json={"reminder_offsets": "1 week"})
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "reminder_offsets"
+    assert (r.json()["reminder_offsets_minutes"], r.json()["effective_reminder_offsets"]) == ("2d,90m", "2d,90m")
+    bad = await client.patch("/admin/organisation/settings", json={"reminder_offsets_minutes": "1 week"})
+    assert bad.status_code == 422 and "reminder_offsets_minutes" in bad.text
 
     patient = await make_patient(session, clinic.org_id)
     with clock.frozen(NOW):
@@ -165,5 +165,5 @@ async def test_day_offsets_follow_the_local_calendar_across_dst_and_organisation
         ("90m", 90, datetime(2026, 3, 30, 6, 30, tzinfo=UTC)),  # absolute
     ]
     # back to the service default for appointments booked from now on
-    r = await client.put("/appointment-settings", json={"reminder_offsets": None})
-    assert r.json() == {"reminder_offsets": "1d,2h", "reminder_offsets_override": None}
+    r = await client.patch("/admin/organisation/settings", json={"reminder_offsets_minutes": None})
+    assert r.json()["effective_reminder_offsets"] == "1d,2h"

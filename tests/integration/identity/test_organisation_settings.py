@@ -14,7 +14,8 @@ from tests.fixtures.settings_switch import current
 async def test_defaults_come_from_the_process_settings(session: AsyncSession, org: Organisation) -> None:
     effective = await identity.organisation_settings(session, org.id)
     assert effective.phone_region == current().default_phone_region
-    assert list(effective.reminder_offsets_minutes) == await appointments.reminder_offsets(session, org.id)
+    assert list(effective.reminder_offsets) == await appointments.reminder_offsets(session, org.id)
+    assert [str(o) for o in effective.reminder_offsets] == current().reminder_offsets.split(",")
 
 
 async def test_stored_settings_override_the_defaults_for_that_organisation_only(
@@ -27,7 +28,7 @@ async def test_stored_settings_override_the_defaults_for_that_organisation_only(
     body = r.json()
     assert body["effective_phone_region"] == "ES"
     assert body["effective_reminder_offsets_minutes"] == [2880, 60]
-    assert await appointments.reminder_offsets(session, org.id) == [2880, 60]
+    assert [str(o) for o in await appointments.reminder_offsets(session, org.id)] == ["2880m", "60m"]
 
     # a national Spanish number is read in the organisation's region
     r = await client.post(
