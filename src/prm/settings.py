@@ -124,8 +124,27 @@ class Settings(BaseSettings):
     ticket_auto_assign_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["support_agent", "coordinator"])
 
+    # --- AI providers (embeddings, LLM, speech-to-text) and search --------------------------------
+    embeddings_provider: Literal["hashing", "local", "openai"] = "hashing"
+    embeddings_local_model_path: Path | None = None
+    embeddings_openai_model: str = "text-embedding-3-small"
+    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_model: str = "gpt-4o-mini"
+    speech_provider: Literal["offline", "openai"] = "offline"
+    speech_model: str = "whisper-1"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_timeout_seconds: float = Field(default=30.0, gt=0)
+    openai_max_retries: int = Field(default=3, ge=0, le=10)
+    openai_max_retry_wait_seconds: float = Field(default=20.0, ge=0)
+    search_candidates_per_side: int = Field(default=40, ge=1, le=1000)
+    search_rrf_k: int = Field(default=60, ge=1)
+    search_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    search_chunk_gap_minutes: int = Field(default=30, ge=1)
+    search_chunk_max_chars: int = Field(default=1200, ge=200, le=8000)
+
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
-                     "smtp_password", mode="before")
+                     "smtp_password", "openai_api_key", "embeddings_local_model_path", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
