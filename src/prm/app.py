@@ -144,6 +144,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     from prm.adapters import registry as adapters
 
     adapters.configure(settings)
+    from prm.adapters import embeddings
+
+    search_quality = embeddings.describe(embeddings.from_settings(settings))
+    if search_quality["quality"] == "lexical":
+        log.info("search.embeddings", **search_quality,
+                 note="search is lexical-quality (hashing embedder); set EMBEDDINGS_PROVIDER=local or openai")
+    else:
+        log.info("search.embeddings", **search_quality)
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
                                       max_overflow=settings.db_max_overflow, echo=settings.db_echo)
     jobs.bind(db.sessionmaker)
@@ -197,7 +205,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if current != head:
             raise Unavailable(f"Database at migration {current}, code expects {head}; run `prm migrate`",
                               code="migrations_pending")
-        return {"status": "ready", "migration": current}
+        return {"status": "ready", "migration": current, "search": search_quality}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

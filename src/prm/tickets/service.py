@@ -502,6 +502,19 @@ async def add_comment(
         patient_id=ticket.patient_id,
         details={"ticket_id": str(ticket.id), "internal": data.internal},
     )
+    await events.publish(
+        session,
+        Event(
+            type="ticket.commented",
+            org_id=org_id,
+            payload={
+                "ticket_id": str(ticket.id),
+                "comment_id": str(comment.id),
+                "internal": data.internal,
+                "patient_id": _str(ticket.patient_id),
+            },
+        ),
+    )
     return comment
 
 
