@@ -216,6 +216,10 @@ async def add_message(session: AsyncSession, conversation: Conversation, comm: C
     else:
         conversation.last_outbound_at = at
     await session.flush()
+    await events.publish(session, Event(type="conversation.message_added", org_id=conversation.org_id, payload={
+        "conversation_id": str(conversation.id), "communication_id": str(comm.id),
+        "patient_id": str(conversation.patient_id), "channel": conversation.channel, "direction": comm.direction,
+    }))
 
 
 async def reply(

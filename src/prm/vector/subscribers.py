@@ -19,9 +19,17 @@ from prm.vector import service
 from prm.vector.models import SearchChunk
 
 
-@events.subscriber("message.received", name="vector.index_message")
+@events.subscriber("conversation.message_added", name="vector.index_conversation")
+async def on_conversation_message(session: AsyncSession, event: events.Event) -> None:
+    """Any message added to a conversation (patient, staff or assistant): re-index that conversation."""
+    conversation_id = str(event.payload["conversation_id"])
+    await jobs.defer(session, "vector.index_conversation",
+                     queueing_lock=f"vector.index_conversation:{conversation_id}",
+                     org_id=str(event.org_id), conversation_id=conversation_id)
+
+
 @events.subscriber("voice_call.completed", name="vector.index_call")
-async def on_message(session: AsyncSession, event: events.Event) -> None:
+async def on_call(session: AsyncSession, event: events.Event) -> None:
     communication_id = str(event.payload["communication_id"])
     await jobs.defer(session, "vector.index_communication",
                      queueing_lock=f"vector.index_communication:{communication_id}",

@@ -53,7 +53,8 @@ async def search(session, org, query: str, **filters) -> list[service.Hit]:
 # --- the plan's named tests ----------------------------------------------------------------------
 
 
-async def test_ingest_conversation_transcripts(session, org, anon_client: httpx.AsyncClient, settings) -> None:
+async def test_ingest_conversation_transcripts(session, org, anon_client: httpx.AsyncClient, settings,
+                                               make_client) -> None:
     """Inbound WhatsApp messages and a voice-agent call are indexed by the jobs their events queue."""
     from prm.webhooks.twilio_inbound import hmac_signature
     from tests.fixtures.conversation_fixtures import post_message, twilio_signing
@@ -73,6 +74,17 @@ async def test_ingest_conversation_transcripts(session, org, anon_client: httpx.
     assert "Patient: My knee hurts since the new medication" in chunk.text
     assert "Patient: It is swollen at night" in chunk.text
     assert len(chunk.citation["message_ids"]) >= 2  # every message cited (assistant replies included)
+
+    # a staff reply in the conversation is indexed too (event conversation.message_added)
+    staff = await make_client("coordinator")
+    with clock.frozen(T0 + timedelta(minutes=3)):
+        r = await staff.post(f"/conversations/{chunk.source_id}/messages",
+                             json={"body": "Please keep the leg elevated and come in tomorrow"})
+        assert r.status_code == 201, r.text
+        await jobs.run_due(session)
+    [chunk] = await chunks_of(session, org.id, patient_id=patient.id, source_type="conversation")
+    assert chunk.text.endswith("Clinic: Please keep the leg elevated and come in tomorrow")
+    assert r.json()["id"] in chunk.citation["message_ids"]
 
     # a call transcript from the voice agent, chunked by speaker turns
     secret = uuid.uuid4().hex
