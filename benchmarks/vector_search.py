@@ -181,6 +181,14 @@ async def _run(url: str, count: int, queries: int) -> None:
     print(f"PostgreSQL {psycopg.connect(libpq_url(url)).info.server_version}, {count:,} chunks, "
           f"{TOPICS} topics, {PATIENTS:,} patients, 2 organisations (90 % / 10 %)")
     await timed(False)  # warm the caches
+    async with db.sessionmaker() as session:  # the noise floor of this machine: one round trip
+        trips = []
+        for _ in range(queries):
+            start = time.perf_counter()
+            await session.execute(text("SELECT 1"))
+            trips.append((time.perf_counter() - start) * 1000)
+    p50, p95 = _percentiles(trips)
+    print(f"{'round trip (SELECT 1), for reference':<40} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
     for label, with_patient in (("hybrid query, organisation filter", False), ("hybrid query, + patient filter", True)):
         p50, p95 = _percentiles(await timed(with_patient))
         print(f"{label:<40} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   ({queries} runs) "

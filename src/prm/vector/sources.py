@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import service as communications
 from prm.communications.schemas import CommunicationFilters
 from prm.conversations import service as conversations
+from prm.core.auth import Principal
 from prm.core.errors import NotFound
 from prm.core.pagination import MAX_LIMIT, PageParams
 from prm.tickets import service as tickets
@@ -107,8 +108,6 @@ async def ticket(session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID,
     text = "\n\n".join(p for p in (row.subject, row.description) if p)
     out = [Source("ticket", row.id, row.patient_id, None, row.created_at,
                   chunking.chunk_document(text, max_chars=how.max_chars))]
-    from prm.core.auth import Principal
-
     for comment in await tickets.list_comments(session, org_id, row.id, Principal.system(org_id)):
         out.append(Source("ticket_comment", comment.id, row.patient_id, None, comment.created_at,
                           chunking.chunk_document(comment.body, max_chars=how.max_chars),
