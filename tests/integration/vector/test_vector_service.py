@@ -385,13 +385,14 @@ async def test_rolled_back_message_queues_no_indexing(session, org) -> None:
     """Indexing jobs are queued in the publisher's transaction: a rolled-back event leaves none."""
     from prm.core import events
 
-    before = await session.scalar(text("SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE 'vector.%'"))
+    count = text("SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE 'vector.%' AND args->>'org_id' = :o")
+    before = await session.scalar(count, {"o": str(org.id)})
     savepoint = await session.begin_nested()
     await events.publish(session, events.Event(type="message.received", org_id=org.id,
                                                payload={"communication_id": str(uuid.uuid4())}))
     await savepoint.rollback()
     await jobs.run_due(session)
-    after = await session.scalar(text("SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE 'vector.%'"))
+    after = await session.scalar(count, {"o": str(org.id)})
     assert after == before
     assert await session.scalar(select(func.count()).select_from(EventRecord).where(EventRecord.org_id == org.id)) == 0
 
