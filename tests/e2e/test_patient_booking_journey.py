@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,8 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def _until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], Awaitable[Any]], what: str, within: float = 60) -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = await check()
         if found:
@@ -66,8 +67,17 @@ async def _until(check: Callable[[], Awaitable[Any]], what: str, timeout: float 
     raise AssertionError(f"timed out waiting for {what} (last replies: {_seen.get('replies')})")
 
 
-async def test_patient_booking_journey(workdir: Path) -> None:
-    modules.load()  # the job runner below knows every job, as the service does
+@dataclass
+class Service:
+    base: str
+    db_url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture
+def running(workdir: Path) -> Iterator[Service]:
+    """`prm serve` on a PostgreSQL of this test's own; stopped with Ctrl-C (exit code 0) afterwards."""
     db_url = embedded.start(workdir / "pg", throwaway=True)
     port, log = _free_port(), workdir / "serve.log"
     base = f"http://127.0.0.1:{port}"
@@ -77,7 +87,19 @@ async def test_patient_booking_journey(workdir: Path) -> None:
                REMINDER_OFFSETS_MINUTES="60")
     proc = subprocess.Popen([sys.executable, "-m", "prm", "serve", "--port", str(port)], env=env,
                             cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    database = Database.connect(db_url)
+    try:
+        yield Service(base, db_url, proc, log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        embedded.stop(workdir / "pg")
+    assert code == 0, log.read_text()[-3000:]
+
+
+async def test_patient_booking_journey(running: Service) -> None:
+    modules.load()  # the job runner below knows every job, as the service does
+    proc, log, base = running.proc, running.log, running.base
+    database = Database.connect(running.db_url)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as anon:
 
@@ -88,7 +110,7 @@ async def test_patient_booking_journey(workdir: Path) -> None:
                 except httpx.HTTPError:
                     return False
 
-            await _until(ready, "the service to be ready", timeout=120)
+            await _until(ready, "the service to be ready", within=120)
             login = await anon.post("/auth/token", data={"username": "admin@demo-clinic.example",
                                                          "password": "demo-password-123"})
             assert login.status_code == 200, login.text
@@ -98,11 +120,7 @@ async def test_patient_booking_journey(workdir: Path) -> None:
             await api.aclose()
     finally:
         await database.dispose()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
-        embedded.stop(workdir / "pg")
     printed = log.read_text()
-    assert code == 0, printed[-3000:]
     problems = [line for line in printed.splitlines()
                 if '"level": "error"' in line or '"level": "critical"' in line or "Traceback" in line]
     assert problems == [], "\n".join(problems[:5])
