@@ -87,11 +87,10 @@ async def _templates(session: AsyncSession, org: Any, who: Principal) -> None:
             if await notifications.find_template(session, org.id, key, channel, "en") is not None:
                 continue
             await notifications.create_template(
-                session, org.id,
+                session, who,
                 TemplateCreate(key=key, channel=channel, body=text,  # type: ignore[arg-type]
                                subject=subject if channel == "email" else None, variables=variables,
                                description="Demo journey template"),
-                who,
             )
 
 

@@ -64,13 +64,12 @@ async def send_notification(
 ) -> Any:
     return await notifications.send_notification(
         session,
-        who.org_id,
+        who,
         patient_id=patient_id,
         template_key=template_key,
         variables=variables,
         channel=channel,
         purpose=purpose,
-        who=who,
         idempotency_key=idempotency_key,
     )
 
@@ -94,4 +93,4 @@ async def create_ticket(
         patient_id=patient_id,
         tags=tags,
     )
-    return await tickets.create(session, who.org_id, data, who, source="system")
+    return await tickets.create(session, who, data, source="system")

@@ -25,9 +25,8 @@ async def add_templates(session: AsyncSession, org: Organisation) -> None:
     for key, body in JOURNEY_TEMPLATES.items():
         for channel in ("sms", "whatsapp"):
             await notifications.create_template(
-                session, org.id,
+                session, principal(org),
                 TemplateCreate(key=key, channel=channel, body=body, variables=["patient_name"]),  # type: ignore[arg-type]
-                principal(org),
             )
 
 
