@@ -33,9 +33,10 @@ import pytest
 from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
-from prm import modules
+from prm import context, modules
 from prm.core import clock, embedded, jobs
 from prm.core.db import Database
+from prm.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,11 @@ async def test_patient_booking_journey(running: Service) -> None:
     modules.load()  # the job runner below knows every job, as the service does
     proc, log, base = running.proc, running.log, running.base
     database = Database.connect(running.db_url)
+    # the job runner's sessions carry the same settings as the service's (its context)
+    settings = Settings(_env_file=None, environment="development", database_url=running.db_url,  # type: ignore[call-arg]
+                        public_base_url=base, twilio_auth_token=TOKEN, reminder_offsets_minutes="60",  # type: ignore[arg-type]
+                        prm_data_dir=running.log.parent / "data", log_level="WARNING", seed_demo=False)
+    context.bind(database.sessionmaker, context.Context.build(settings))
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as anon:
 
