@@ -26,6 +26,7 @@ from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
+    app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
