@@ -3,7 +3,7 @@ keep `conversation_id` (indexed) without a foreign key to `conversations`; the c
 owns the link (it sets it and never deletes a conversation).
 
 Revision ID: 20261130_structure_layering
-Revises: 20261130_structure_org_settings
+Revises: 20261130_agents
 Create Date: 2026-11-30 06:25:00
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "20261130_structure_layering"
-down_revision = "20261130_structure_org_settings"
+down_revision = "20261130_agents"
 branch_labels = None
 depends_on = None
 
