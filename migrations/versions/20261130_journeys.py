@@ -3,7 +3,7 @@ policy is a unique (journey, patient, entry_key) with CHECKs on the key's form, 
 (instance, step, occurrence), and stage changes.
 
 Revision ID: 20261130_journeys
-Revises: 20261130_structure_org_settings
+Revises: 20261130_structure_layering
 Create Date: 2026-11-30 05:08:01.313954
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261130_journeys'
-down_revision = '20261130_structure_org_settings'
+down_revision = '20261130_structure_layering'
 branch_labels = None
 depends_on = None
 

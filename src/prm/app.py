@@ -26,6 +26,7 @@ from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -147,8 +148,18 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 
+    lifespan_hooks: list[Any] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as hooks:
+            for hook in lifespan_hooks:
+                await hooks.enter_async_context(hook(app))
+            async with _lifespan(app):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
             from prm.worker import InProcessWorker
@@ -168,6 +179,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
+    app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
@@ -212,4 +224,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for module in router_modules:
         for router in getattr(module, "routers", None) or [module.router]:
             app.include_router(router)
+        # A module may mount a non-FastAPI ASGI endpoint (agents: /mcp) and run something for the
+        # app's lifetime: `install(app, settings, sessionmaker)` returns that lifespan hook.
+        install = getattr(module, "install", None)
+        if install is not None:
+            lifespan_hooks.append(install(app, settings, db.sessionmaker))
     return app

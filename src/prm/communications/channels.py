@@ -125,9 +125,7 @@ async def put_channel_config(
         raise ValidationFailed.field("provider", "twilio does not serve the email channel")
     sender = data.sender
     if sender and channel in PHONE_CHANNELS:
-        from prm.patients.phones import try_normalise
-
-        sender = try_normalise(sender, (await identity.organisation_settings(session, org_id)).phone_region)
+        sender = patients.try_normalise(sender, (await identity.organisation_settings(session, org_id)).phone_region)
         if sender is None:
             raise ValidationFailed.field("sender", "not a valid phone number")
     elif sender and channel == "email" and "@" not in sender:
@@ -184,3 +182,13 @@ async def org_for_number(session: AsyncSession, channel: str, number: str) -> Ch
         .limit(1)
     )
     return result
+
+
+async def webhook_secret(session: AsyncSession, org_id: uuid.UUID, channel: str) -> str | None:
+    """The secret an enabled channel's provider signs its webhooks with (e.g. the voice agent's HMAC)."""
+    secret: str | None = await session.scalar(
+        select(ChannelConfig.webhook_secret).where(
+            ChannelConfig.org_id == org_id, ChannelConfig.channel == channel, ChannelConfig.enabled.is_(True)
+        )
+    )
+    return secret

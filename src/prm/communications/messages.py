@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +22,7 @@ from prm.communications.channels import (
     require_consent,
     whatsapp_window_open,
 )
-from prm.communications.models import Communication
+from prm.communications.models import Communication, InboundEvent
 from prm.communications.schemas import CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs
 from prm.core.auth import Principal
@@ -344,3 +345,63 @@ async def attach_conversation(
     comm.conversation_id = conversation_id
     await session.flush()
     return comm
+
+
+# --- inbound provider events (stored once per provider id; the webhooks module processes them) ---
+
+
+async def claim_inbound_event(
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
+) -> InboundEvent | None:
+    """Store the event; None when it was already stored (a retried delivery)."""
+    event_id = await session.scalar(
+        insert(InboundEvent)
+        .values(
+            id=uuid.uuid4(),
+            provider=provider,
+            external_id=external_id,
+            kind=kind,
+            org_id=org_id,
+            outcome="received",
+            received_at=clock.now(),
+        )
+        .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
+        .returning(InboundEvent.id)
+    )
+    if event_id is None:
+        log.info("webhook.duplicate", provider=provider, kind=kind)
+        return None
+    return await session.get(InboundEvent, event_id)
+
+
+def finish_inbound_event(event: InboundEvent, outcome: str, communication_id: uuid.UUID | None = None) -> None:
+    event.outcome = outcome
+    event.processed_at = clock.now()
+    event.communication_id = communication_id
+
+
+# --- lookups for the domains above (conversations, notifications) --------------------------------
+
+
+async def find(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID) -> Communication | None:
+    return await session.scalar(
+        select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
+    )
+
+
+async def find_by_idempotency_key(session: AsyncSession, org_id: uuid.UUID, key: str) -> Communication | None:
+    return await session.scalar(
+        select(Communication).where(Communication.org_id == org_id, Communication.idempotency_key == key)
+    )
+
+
+async def of_conversation(
+    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, paging: PageParams
+) -> tuple[list[Communication], int]:
+    """The messages linked to a conversation, newest first (not audited: the caller audits)."""
+    stmt = (
+        select(Communication)
+        .where(Communication.org_id == org_id, Communication.conversation_id == conversation_id)
+        .order_by(Communication.created_at.desc(), Communication.id.desc())
+    )
+    return await paginate(session, stmt, paging)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy import update as sql_update
@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules as communication_rules
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant
 from prm.conversations.models import CHANNELS, Conversation
@@ -24,8 +23,11 @@ from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
-from prm.identity.models import User
+from prm.identity import service as identity
 from prm.patients import service as patients
+
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
 
 HANDOFF_CATEGORY = "conversations"
 
@@ -180,12 +182,7 @@ async def history(
     """The conversation's messages, newest first, one page at a time."""
     org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
-    stmt = (
-        select(Communication)
-        .where(Communication.org_id == org_id, Communication.conversation_id == conversation.id)
-        .order_by(Communication.created_at.desc(), Communication.id.desc())
-    )
-    rows, total = await paginate(session, stmt, paging)
+    rows, total = await communications.of_conversation(session, org_id, conversation.id, paging)
     await audit.record(
         session,
         who,
@@ -279,13 +276,7 @@ async def assign(
     org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if assignee_id is not None:
-        found = await session.scalar(
-            select(User.id).where(User.id == assignee_id, User.org_id == org_id, User.is_active.is_(True))
-        )
-        if found is None:
-            raise ValidationFailed.field(
-                "assignee_id", "no such active staff user in this organisation", code="assignee_not_found"
-            )
+        await identity.require_active_user(session, org_id, assignee_id, field="assignee_id")
         conversation.bot_active = False  # a person has it now
     previous = conversation.assignee_id
     conversation.assignee_id = assignee_id

@@ -58,6 +58,15 @@ async def resolve(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUI
     raise Conflict(f"Merge chain of patient {patient_id} is too long", code="merge_chain_too_long")
 
 
+async def bookable(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient | None:
+    """The patient if it can take part in new activity (appointments): this organisation's, not
+    deleted, not merged into another record; else None. The merged/deleted rule lives here only."""
+    patient = (await session.execute(_live(org_id).where(Patient.id == patient_id))).scalar_one_or_none()
+    if patient is None or patient.status == "merged":
+        return None
+    return patient
+
+
 async def find_by_phone(session: AsyncSession, org_id: uuid.UUID, phone: str) -> Patient | None:
     """The live patient with this number in any format (merged and deleted ones are ignored).
 

@@ -10,6 +10,7 @@ Events: `ticket.created`, `ticket.assigned`, `ticket.status_changed`, `ticket.ov
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
-from prm.identity.models import User
+from prm.identity import service as identity
 from prm.patients import service as patients
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
 from prm.settings import Settings
@@ -155,26 +156,27 @@ async def _require_patient(session: AsyncSession, org_id: uuid.UUID, patient_id:
         )
 
 
-async def _require_conversation(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
-    from prm.conversations.models import Conversation  # same layer; the table belongs to conversations
+ConversationLookup = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[bool]]
+_conversation_lookups: list[ConversationLookup] = []
 
-    found = await session.scalar(
-        select(Conversation.id).where(Conversation.id == conversation_id, Conversation.org_id == org_id)
-    )
-    if found is None:
+
+def conversation_lookup(fn: ConversationLookup) -> ConversationLookup:
+    """Registered by `conversations` (a higher layer): does this conversation exist in the organisation?
+    Tickets link to conversations without importing them."""
+    _conversation_lookups[:] = [fn]
+    return fn
+
+
+async def _require_conversation(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    found = any([await lookup(session, org_id, conversation_id) for lookup in _conversation_lookups])
+    if not found:
         raise ValidationFailed.field(
             "conversation_id", "no such conversation in this organisation", code="conversation_not_found"
         )
 
 
 async def _require_assignee(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    found = await session.scalar(
-        select(User.id).where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True))
-    )
-    if found is None:
-        raise ValidationFailed.field(
-            "assignee_id", "no such active staff user in this organisation", code="assignee_not_found"
-        )
+    await identity.require_active_user(session, org_id, user_id, field="assignee_id")
 
 
 def _actor(who: Principal) -> tuple[str, uuid.UUID | None]:
@@ -401,10 +403,7 @@ async def eligible_assignees(
     session: AsyncSession, org_id: uuid.UUID, settings: Settings | None = None
 ) -> list[uuid.UUID]:
     roles = (settings or context.of(session).settings).ticket_auto_assign_roles
-    rows = await session.scalars(
-        select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
-    )
-    return list(rows)
+    return await identity.active_user_ids(session, org_id, roles)
 
 
 async def _auto_assign(session: AsyncSession, ticket: Ticket, settings: Settings) -> uuid.UUID | None:
