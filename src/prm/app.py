@@ -18,7 +18,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prm import __version__, modules
+from prm import __version__, context, modules
 from prm.core import jobs, metrics, openapi
 from prm.core import logging as prm_logging
 from prm.core.db import Database, resolve_database_url
@@ -26,6 +26,7 @@ from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -141,12 +142,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
-    from prm.adapters import registry as adapters
-
-    adapters.configure(settings)
-    from prm.adapters import embeddings
-
-    search_quality = embeddings.describe(embeddings.from_settings(settings))
+    ctx = context.Context.build(settings)  # the only settings and adapters below this module
+    search_quality = ctx.adapters.search_quality()
     if search_quality["quality"] == "lexical":
         log.info("search.embeddings", **search_quality,
                  note="search is lexical-quality (hashing embedder); set EMBEDDINGS_PROVIDER=local or openai")
@@ -154,10 +151,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         log.info("search.embeddings", **search_quality)
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
                                       max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+    context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
+
+    lifespan_hooks: list[Any] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as hooks:
+            for hook in lifespan_hooks:
+                await hooks.enter_async_context(hook(app))
+            async with _lifespan(app):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
             from prm.worker import InProcessWorker
@@ -176,6 +184,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   swagger_ui_parameters={"persistAuthorization": True})
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
+    app.state.context = ctx
+    app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
@@ -220,4 +230,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for module in router_modules:
         for router in getattr(module, "routers", None) or [module.router]:
             app.include_router(router)
+        # A module may mount a non-FastAPI ASGI endpoint (agents: /mcp) and run something for the
+        # app's lifetime: `install(app, settings, sessionmaker)` returns that lifespan hook.
+        install = getattr(module, "install", None)
+        if install is not None:
+            lifespan_hooks.append(install(app, settings, db.sessionmaker))
     return app

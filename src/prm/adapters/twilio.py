@@ -147,18 +147,34 @@ def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+# Twilio's message and call statuses in our words (the one copy: status callbacks use it too).
+TWILIO_STATUS = {
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
+    "canceled": "failed",
+    # voice calls
+    "initiated": "sent",
+    "ringing": "sent",
+    "in-progress": "sent",
+    "completed": "delivered",
+    "busy": "failed",
+    "no-answer": "failed",
+}
+
+
+def from_twilio_status(value: str | None) -> str | None:
+    return TWILIO_STATUS.get((value or "").lower())
+
+
 def _our_status(twilio_status: str | None) -> str:
-    return {
-        "queued": "sent",
-        "accepted": "sent",
-        "scheduled": "sent",
-        "sending": "sent",
-        "sent": "sent",
-        "delivered": "delivered",
-        "read": "read",
-        "failed": "failed",
-        "undelivered": "undelivered",
-    }.get(twilio_status or "", "sent")
+    return from_twilio_status(twilio_status) or "sent"
 
 
 def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Tables of the communications domain.
 
 * `communications`: one row per inbound or outbound message or call. `conversation_id` refers to the
-  conversation the message belongs to (its foreign key is created by the conversations migration).
+  conversation the message belongs to (no foreign key: the conversations layer owns the link).
 * `inbound_events`: every provider event (inbound message, status callback, voice-agent call),
   stored under a unique `(provider, external_id)` *before* it is processed, so a retried delivery
   is acknowledged without being processed twice.
@@ -60,10 +60,9 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
-    # The foreign key is created by the conversations migration (named by string: no import upwards).
-    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("conversations.id", ondelete="SET NULL")
-    )
+    # The conversation this message belongs to. Conversations (a higher layer) own the link: they set
+    # it (`attach_conversation`) and never delete a conversation, so no foreign key points upwards.
+    conversation_id: Mapped[uuid.UUID | None]
     channel: Mapped[str] = mapped_column(String(16))
     direction: Mapped[str] = mapped_column(String(8))
     purpose: Mapped[str | None] = mapped_column(String(16))

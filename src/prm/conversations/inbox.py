@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy import update as sql_update
@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules as communication_rules
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant
 from prm.conversations.models import CHANNELS, Conversation
@@ -24,8 +23,11 @@ from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
-from prm.identity.models import User
+from prm.identity import service as identity
 from prm.patients import service as patients
+
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
 
 HANDOFF_CATEGORY = "conversations"
 
@@ -102,9 +104,10 @@ async def open_for(
 
 
 async def create(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str, who: Principal
+    session: AsyncSession, who: Principal, patient_id: uuid.UUID, channel: str
 ) -> Conversation:
     """Staff open (or find) the conversation with a patient on a channel."""
+    org_id = who.org_id
     try:
         patient = await patients.resolve(session, org_id, patient_id)
     except NotFound:
@@ -151,8 +154,9 @@ def _filtered(org_id: uuid.UUID, f: ConversationFilters) -> Select[Any]:
 
 
 async def list_conversations(
-    session: AsyncSession, org_id: uuid.UUID, filters: ConversationFilters, paging: PageParams, who: Principal
+    session: AsyncSession, who: Principal, filters: ConversationFilters, paging: PageParams
 ) -> tuple[list[Conversation], int]:
+    org_id = who.org_id
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     for c in rows:
         await audit.record(
@@ -162,8 +166,9 @@ async def list_conversations(
 
 
 async def read(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
     await audit.record(
         session, who, "read", "conversation", conversation.id, patient_id=conversation.patient_id
@@ -172,16 +177,12 @@ async def read(
 
 
 async def history(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, paging: PageParams, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID, paging: PageParams
 ) -> tuple[list[Communication], int]:
     """The conversation's messages, newest first, one page at a time."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
-    stmt = (
-        select(Communication)
-        .where(Communication.org_id == org_id, Communication.conversation_id == conversation.id)
-        .order_by(Communication.created_at.desc(), Communication.id.desc())
-    )
-    rows, total = await paginate(session, stmt, paging)
+    rows, total = await communications.of_conversation(session, org_id, conversation.id, paging)
     await audit.record(
         session,
         who,
@@ -223,9 +224,10 @@ async def add_message(session: AsyncSession, conversation: Conversation, comm: C
 
 
 async def reply(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, body: str, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID, body: str
 ) -> Communication:
     """A staff reply, sent through communications. A person replying takes over from the assistant."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed":
         raise Conflict(
@@ -233,14 +235,13 @@ async def reply(
         )
     comm = await communications.send(
         session,
-        org_id,
+        who,
         CommunicationCreate(
             patient_id=conversation.patient_id,
             channel=conversation.channel,  # type: ignore[arg-type]
             body=body,
             conversation_id=conversation.id,
         ),
-        who,
     )
     await add_message(session, conversation, comm)
     conversation.bot_active = False
@@ -252,8 +253,9 @@ async def reply(
 
 
 async def mark_read(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     conversation.unread_count = 0
     await session.flush()
@@ -271,20 +273,14 @@ async def mark_read(
 
 async def assign(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     conversation_id: uuid.UUID,
     assignee_id: uuid.UUID | None,
-    who: Principal,
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if assignee_id is not None:
-        found = await session.scalar(
-            select(User.id).where(User.id == assignee_id, User.org_id == org_id, User.is_active.is_(True))
-        )
-        if found is None:
-            raise ValidationFailed.field(
-                "assignee_id", "no such active staff user in this organisation", code="assignee_not_found"
-            )
+        await identity.require_active_user(session, org_id, assignee_id, field="assignee_id")
         conversation.bot_active = False  # a person has it now
     previous = conversation.assignee_id
     conversation.assignee_id = assignee_id
@@ -316,13 +312,13 @@ async def assign(
 
 async def change_status(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     conversation_id: uuid.UUID,
     status: str,
-    who: Principal,
     *,
     snoozed_until: datetime | None = None,
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed" and status != "closed":
         raise Conflict(
@@ -354,9 +350,10 @@ async def change_status(
 
 
 async def hand_back_to_bot(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
     """The assistant answers again, starting fresh; the conversation is unassigned."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed":
         raise Conflict("The conversation is closed", code="conversation_closed")

@@ -1,17 +1,7 @@
 """Conversations: routing inbound messages, the booking assistant's executor, and the staff inbox.
 
-Inbound: `route_inbound` (the `message.received` subscriber) finds or opens the patient's
-conversation on the channel and locks its row (`SELECT ... FOR UPDATE`) before doing anything, so
-messages for one conversation are processed strictly one after another. It attaches the message,
-then — unless a person has taken over — runs the pure assistant (`assistant.handle`) and executes
-its commands through the appointments and communications services, feeding every
-result back until the assistant has nothing left to do (the formal booking confirmation is the
-notifications module's, on the `appointment.booked` event). A message containing a configured urgent
-keyword ("chest pain") goes straight to a person.
-
-Handoff (asked for, repeated misunderstanding, failed action, urgent keyword): a ticket is opened
-(and auto-assigned), the conversation is assigned to the same person and the assistant goes
-silent until someone hands the conversation back to the bot.
+Inbound messages are routed and answered by the assistant in `flows` (see its docstring: row
+lock per conversation, handoff to a person); staff work the inbox in `inbox`.
 
 The code lives in one module per capability; this module is the published interface and
 re-exports them, and keeps the patient record's extension points: `inbox` (finding, opening and
@@ -56,8 +46,18 @@ from prm.conversations.inbox import (
 from prm.conversations.models import Conversation
 from prm.core import clock
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.tickets import service as tickets
 
 # --- the patient record's extension points ---------------------------------------------------------
+
+
+@tickets.conversation_lookup
+async def _conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    """For tickets (a lower layer) linking a ticket to a conversation of the organisation."""
+    found = await session.scalar(
+        select(Conversation.id).where(Conversation.id == conversation_id, Conversation.org_id == org_id)
+    )
+    return found is not None
 
 
 @on_merge("conversations")

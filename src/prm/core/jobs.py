@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prm.core import clock
+from prm.core.backoff import backoff_seconds
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ class BackoffRetry(BaseRetryStrategy):
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def wait_seconds(self, attempts: int) -> float:
-        wait = min(self.max_seconds, self.base_seconds * (2**attempts))
+        wait = backoff_seconds(attempts, base_seconds=self.base_seconds, max_seconds=self.max_seconds)
         return wait * random.uniform(0.9, 1.1)
 
     def get_retry_decision(self, *, exception: BaseException, job: Any) -> RetryDecision | None:

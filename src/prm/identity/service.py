@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+import phonenumbers
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import clock
-from prm.core.auth import burn_password_check, hash_password, new_api_key, verify_password
+from prm import context
+from prm.core import audit, clock
+from prm.core.auth import (
+    Principal,
+    burn_password_check,
+    decode_token,
+    hash_password,
+    hash_secret,
+    new_api_key,
+    split_api_key,
+    verify_password,
+)
 from prm.core.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from prm.core.scopes import scopes_for
 from prm.identity.models import ApiKey, Organisation, User
-from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, UserCreate, UserUpdate
+from prm.identity.schemas import (
+    ApiKeyCreate,
+    OrganisationCreate,
+    OrganisationSettingsUpdate,
+    UserCreate,
+    UserUpdate,
+)
+from prm.settings import Settings
 
 
 def _check_timezone(field: str, name: str) -> None:
@@ -35,6 +59,53 @@ async def get_organisation(session: AsyncSession, org_id: uuid.UUID) -> Organisa
     if org is None:
         raise NotFound("Organisation not found")
     return org
+
+
+@dataclass(frozen=True)
+class OrganisationSettings:
+    """An organisation's settings: its stored choice, else the process setting (the default)."""
+
+    phone_region: str
+    reminder_offsets_minutes: tuple[int, ...]  # largest first
+
+
+def parse_offsets(raw: str) -> tuple[int, ...]:
+    return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True))
+
+
+async def organisation_settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
+    process = context.of(session).settings
+    row = (
+        await session.execute(
+            select(Organisation.default_phone_region, Organisation.reminder_offsets_minutes).where(
+                Organisation.id == org_id
+            )
+        )
+    ).one_or_none()
+    region, offsets = (row[0], row[1]) if row is not None else (None, None)
+    return OrganisationSettings(
+        phone_region=region or process.default_phone_region,
+        reminder_offsets_minutes=parse_offsets(offsets or process.reminder_offsets_minutes),
+    )
+
+
+async def update_organisation_settings(
+    session: AsyncSession, who: Principal, data: OrganisationSettingsUpdate
+) -> Organisation:
+    org = await get_organisation(session, who.org_id)
+    changes = data.model_dump(exclude_unset=True)
+    region = changes.get("default_phone_region")
+    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationFailed.field("default_phone_region", f"unknown phone region {region!r}")
+    for name, value in changes.items():
+        setattr(org, name, value)
+    await session.flush()
+    await audit.record(session, who, "update", "organisation_settings", org.id, details={"fields": sorted(changes)})
+    return org
+
+
+async def find_organisation_by_id(session: AsyncSession, org_id: uuid.UUID) -> Organisation | None:
+    return await session.get(Organisation, org_id)
 
 
 async def find_organisation(session: AsyncSession, ref: str) -> Organisation:
@@ -140,3 +211,89 @@ async def revoke_api_key(session: AsyncSession, org_id: uuid.UUID | None, key_re
     await session.flush()
     return key
 
+
+
+# --- staff users as other domains see them -------------------------------------------------------
+
+
+async def user_exists(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """A staff user of this organisation (active or not)."""
+    return await session.scalar(select(User.id).where(User.id == user_id, User.org_id == org_id)) is not None
+
+
+async def is_active_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """The one "active staff user in this organisation" rule (assignees of tickets and conversations)."""
+    found = await session.scalar(
+        select(User.id).where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True))
+    )
+    return found is not None
+
+
+async def require_active_user(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, *, field: str = "assignee_id"
+) -> None:
+    """422 naming `field` unless `user_id` is an active staff user of this organisation."""
+    if not await is_active_user(session, org_id, user_id):
+        raise ValidationFailed.field(
+            field, "no such active staff user in this organisation", code="assignee_not_found"
+        )
+
+
+async def active_user_ids(session: AsyncSession, org_id: uuid.UUID, roles: Sequence[str]) -> list[uuid.UUID]:
+    """The active staff users of this organisation with one of `roles`."""
+    rows = await session.scalars(
+        select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
+    )
+    return list(rows)
+
+
+# --- authentication (called by core.auth.Requires through app.state.authenticate) ----------------
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def authenticate(session: Any, settings: Settings, raw: str, ip: str | None) -> Principal:
+    """The caller behind an API key or a staff JWT (`core.auth.Requires` calls this through the app)."""
+    now = clock.now()
+    parts = split_api_key(raw)
+    if parts is not None:
+        prefix, secret = parts
+        row = (
+            await session.execute(
+                select(ApiKey)
+                .join(Organisation, Organisation.id == ApiKey.org_id)
+                .where(ApiKey.prefix == prefix, Organisation.is_active.is_(True))
+            )
+        ).scalar_one_or_none()
+        if (
+            row is None
+            or not hmac.compare_digest(row.secret_hash, hash_secret(secret))
+            or row.revoked_at is not None
+            or (row.expires_at is not None and row.expires_at <= now)
+        ):
+            raise Unauthenticated("Invalid API key")
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
+                         scopes=scopes_for(row.role), ip=ip)
+
+    claims = decode_token(settings, raw)
+    if claims["exp"] <= int(now.timestamp()):
+        raise Unauthenticated("Access token expired")
+    try:
+        user_id = uuid.UUID(claims["sub"])
+        org_id = uuid.UUID(claims["org"])
+    except ValueError:
+        raise Unauthenticated("Invalid access token") from None
+    user = (
+        await session.execute(
+            select(User)
+            .join(Organisation, Organisation.id == User.org_id)
+            .where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True),
+                   Organisation.is_active.is_(True))
+        )
+    ).scalar_one_or_none()
+    if user is None:
+        raise Unauthenticated("Invalid access token")
+    return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
+                     scopes=scopes_for(user.role), ip=ip)

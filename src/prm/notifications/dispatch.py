@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, ValidationFailed
 from prm.notifications.catalogue import _template_error, find_template
 from prm.notifications.templates import TemplateError, render
 from prm.patients import service as patients
-from prm.patients.models import Patient
+
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
+    from prm.patients.models import Patient
 
 FALLBACK_ORDER = ("whatsapp", "sms", "email")
 
@@ -104,14 +105,13 @@ async def _plan(
 
 async def send_notification(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     *,
     patient_id: uuid.UUID,
     template_key: str,
     variables: dict[str, Any],
     channel: str | None = None,
     purpose: str = "care",
-    who: Principal | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
 ) -> Communication:
@@ -121,13 +121,9 @@ async def send_notification(
     template). Without, the patient's preference then the fallback chain; 409 `no_channel_available`
     with each channel's reason when none can be used.
     """
-    who = who or Principal.system(org_id)
+    org_id = who.org_id
     if idempotency_key:
-        existing = await session.scalar(
-            select(Communication).where(
-                Communication.org_id == org_id, Communication.idempotency_key == idempotency_key
-            )
-        )
+        existing = await communications.find_by_idempotency_key(session, org_id, idempotency_key)
         if existing is not None:
             return existing
     patient = await patients.get(session, org_id, patient_id)
@@ -144,7 +140,7 @@ async def send_notification(
             continue
         data.idempotency_key = idempotency_key
         data.send_at = send_at
-        comm = await communications.send(session, org_id, data, who)
+        comm = await communications.send(session, who, data)
         if skipped:
             comm.details = {**(comm.details or {}), "fallback_from": skipped}
         return comm

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.auth import Principal
-from prm.identity.models import Organisation
 from prm.patients import service
 from prm.patients.schemas import PatientCreate
+
+if TYPE_CHECKING:
+    from prm.identity.models import Organisation
 
 # Numbers in Ofcom's drama range (+44 20 7946 0xxx) and the US 555-01xx fictional range.
 DEMO_PATIENTS: list[dict[str, Any]] = [
@@ -56,10 +58,24 @@ async def seed(session: AsyncSession, org: Organisation, context: dict[str, Any]
         patient, _ = await service.create(session, who, PatientCreate(**data), source="demo")
         created.append(patient)
     # Consent examples: Olivia opted in to WhatsApp marketing; Mohammed replied STOP by SMS.
-    await service.set_consent(session, org.id, created[0].id, channel="whatsapp", purpose="marketing",
-                              granted=True, source="demo:intake_form", who=who)
-    await service.set_consent(session, org.id, created[5].id, channel="sms", purpose=None, granted=False,
-                              source="keyword:STOP", who=who)
+    await service.set_consent(
+        session,
+        who,
+        created[0].id,
+        channel="whatsapp",
+        purpose="marketing",
+        granted=True,
+        source="demo:intake_form",
+    )
+    await service.set_consent(
+        session,
+        who,
+        created[5].id,
+        channel="sms",
+        purpose=None,
+        granted=False,
+        source="keyword:STOP",
+    )
     # Someone who messaged the clinic from an unknown number.
     created.append(await service.create_provisional(session, org.id, phone="+44 20 7946 0199", source="whatsapp"))
     context["patients"] = created

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from prm.adapters import embeddings
+from prm.context import AppContext, Context
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
@@ -28,9 +29,8 @@ patient_router = APIRouter(prefix="/patients", tags=["search"])
 routers = [router, patient_router]
 
 
-def _runtime(request: Request) -> tuple[embeddings.Embedder, service.SearchConfig]:
-    settings = request.app.state.settings
-    return embeddings.from_settings(settings), service.SearchConfig.from_settings(settings)
+def _runtime(ctx: Context) -> tuple[embeddings.Embedder, service.SearchConfig]:
+    return ctx.adapters.embedder(), service.SearchConfig.from_settings(ctx.settings)
 
 
 def _response(hits: list[service.Hit], embedder: embeddings.Embedder) -> SearchResponse:
@@ -50,9 +50,9 @@ def _filters(body: Any, patient_id: uuid.UUID | None) -> service.SearchFilters:
                          "(`websearch_to_tsquery`: \"a phrase\", -excluded, or) and fuses both rankings by "
                          "reciprocal rank fusion. An empty or meaningless query returns no items. "
                          "Audited as a read of patient data.")
-async def search(body: SearchRequest, request: Request, session: Session,
+async def search(body: SearchRequest, ctx: AppContext, session: Session,
                  who: Principal = Requires("search:read")) -> SearchResponse:
-    embedder, config = _runtime(request)
+    embedder, config = _runtime(ctx)
     hits = await service.search(session, who, body.query, _filters(body, body.patient_id), embedder=embedder,
                                 config=config, limit=body.limit)
     return _response(hits, embedder)
@@ -60,17 +60,17 @@ async def search(body: SearchRequest, request: Request, session: Session,
 
 @patient_router.post("/{patient_id}/search", response_model=SearchResponse,
                      summary="Hybrid search within one patient's conversations, calls and tickets")
-async def search_patient(patient_id: uuid.UUID, body: PatientSearchRequest, request: Request, session: Session,
+async def search_patient(patient_id: uuid.UUID, body: PatientSearchRequest, ctx: AppContext, session: Session,
                          who: Principal = Requires("search:read", "patients:read")) -> SearchResponse:
-    embedder, config = _runtime(request)
+    embedder, config = _runtime(ctx)
     hits = await service.search(session, who, body.query, _filters(body, patient_id), embedder=embedder,
                                 config=config, limit=body.limit, patient_in_path=True)
     return _response(hits, embedder)
 
 
 @router.get("/stats", response_model=SearchStatsRead, summary="What is indexed, by which model")
-async def stats(request: Request, session: Session, who: Principal = Requires("search:read")) -> SearchStatsRead:
-    embedder, _ = _runtime(request)
+async def stats(ctx: AppContext, session: Session, who: Principal = Requires("search:read")) -> SearchStatsRead:
+    embedder, _ = _runtime(ctx)
     s = await service.stats(session, who, model=embedder.model)
     return SearchStatsRead(**s.__dict__, quality=embeddings.describe(embedder)["quality"])
 

@@ -50,7 +50,7 @@ async def _all_communications(session: AsyncSession, org_id: uuid.UUID, filters:
     rows: list = []
     offset = 0
     while True:
-        page, total = await communications.list_communications(session, org_id, filters,
+        page, total = await communications.list_communications(session, Principal.system(org_id), filters,
                                                                PageParams(limit=MAX_LIMIT, offset=offset))
         rows.extend(page)
         offset += len(page)
@@ -80,7 +80,7 @@ async def communication(session: AsyncSession, org_id: uuid.UUID, communication_
                         how: Chunking) -> Source | None:
     """The source a stored message belongs to: its conversation, its call transcript, or itself (email)."""
     try:
-        comm = await communications.get(session, org_id, communication_id)
+        comm = await communications.get(session, Principal.system(org_id), communication_id)
     except NotFound:
         return None
     if comm.channel in CONVERSATION_CHANNELS:
@@ -102,13 +102,13 @@ async def communication(session: AsyncSession, org_id: uuid.UUID, communication_
 async def ticket(session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID, how: Chunking) -> list[Source]:
     """The ticket (subject and description) and each of its comments, internal notes included."""
     try:
-        row = await tickets.get(session, org_id, ticket_id)
+        row = await tickets.get(session, Principal.system(org_id), ticket_id)
     except NotFound:
         return []
     text = "\n\n".join(p for p in (row.subject, row.description) if p)
     out = [Source("ticket", row.id, row.patient_id, None, row.created_at,
                   chunking.chunk_document(text, max_chars=how.max_chars))]
-    for comment in await tickets.list_comments(session, org_id, row.id, Principal.system(org_id)):
+    for comment in await tickets.list_comments(session, Principal.system(org_id), row.id):
         out.append(Source("ticket_comment", comment.id, row.patient_id, None, comment.created_at,
                           chunking.chunk_document(comment.body, max_chars=how.max_chars),
                           citation={"ticket_id": str(row.id), "internal": comment.internal}))
@@ -130,7 +130,8 @@ async def of_patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.
         refs.append(("communication", comm.id))
     offset = 0
     while True:
-        page, total = await tickets.list_tickets(session, org_id, tickets.TicketFilters(patient_id=patient_id),
+        page, total = await tickets.list_tickets(session, Principal.system(org_id),
+                                                 tickets.TicketFilters(patient_id=patient_id),
                                                  PageParams(limit=MAX_LIMIT, offset=offset))
         refs.extend(("ticket", t.id) for t in page)
         offset += len(page)
