@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from prm.core import audit, ratelimit
 from prm.core.auth import Principal, Requires, issue_token
 from prm.core.db import Session
+from prm.core.errors import Unauthenticated
 from prm.identity import service
 from prm.identity.schemas import (
     ApiKeyCreate,
@@ -33,7 +34,19 @@ router = APIRouter(tags=["identity"])
              summary="Log in (OAuth2 password flow): username is the email")
 async def token(request: Request, response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
                 session: Session) -> Token:
-    user = await service.login(session, form.username, form.password)
+    # Failed logins are limited per account as well as per address (the dependency above), so
+    # rotating addresses does not buy more guesses. A used-up account answers 429 even to the
+    # right password, so the limit cannot be used to test guesses.
+    limiter: ratelimit.RateLimiter = request.app.state.rate_limiter
+    rule = request.app.state.settings.rate_limit_login_account
+    account = ratelimit.account_key(form.username)
+    await limiter.check(rule, "login-account", account)
+    try:
+        user = await service.login(session, form.username, form.password)
+    except Unauthenticated:
+        await limiter.count(rule, "login-account", account)
+        raise
+    await limiter.clear(rule, "login-account", account)
     response.headers["Cache-Control"] = "no-store"
     access, ttl = issue_token(request.app.state.settings, user_id=user.id, org_id=user.org_id, role=user.role)
     return Token(access_token=access, expires_in=ttl)
