@@ -6,6 +6,7 @@ the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a 
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -156,7 +157,10 @@ class Settings(BaseSettings):
                      mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
+        """Comma-separated (`a,b`), or a JSON list (`["a", "b"]`), from the environment."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
