@@ -98,8 +98,10 @@ def report(settings: Settings) -> dict[str, Any]:
         "max_request_body_bytes": settings.max_request_body_bytes,
         "request_body_timeout_seconds": settings.request_body_timeout_seconds,
         "signing_key": f"set ({len(secret.encode())} bytes)" if secret else "generated in the data directory",
-        "providers": {"sms": settings.messaging_provider_sms, "whatsapp": settings.messaging_provider_whatsapp,
-                      "voice": settings.messaging_provider_voice, "email": settings.messaging_provider_email},
+        # one string: the log's PHI redaction would blank a key named "email"
+        "messaging_providers": " ".join(
+            f"{channel}={getattr(settings, f'messaging_provider_{channel}')}"
+            for channel in ("sms", "whatsapp", "voice", "email")),
         "twilio_configured": bool(settings.twilio_account_sid and settings.twilio_auth_token),
         "run_worker": settings.run_worker,
         "problems": problems(settings),
