@@ -80,3 +80,30 @@ async def test_constraint_violations_leave_no_values_in_any_log(
     for marker in markers:
         assert marker not in server_log, f"{marker} is in the PostgreSQL log"
     assert "INSERT INTO patient_identifiers" not in server_log
+
+
+@pytest.mark.slow
+def test_log_settings_are_applied_again_on_an_existing_data_directory() -> None:
+    """A data directory whose settings were changed (an old cluster, an operator) is put right on start."""
+    import shutil
+    import tempfile
+
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="prm-pglog-"))  # outside pytest's 0700 temp root (initdb user)
+    data = root / "pgdata"
+    try:
+        uri = embedded.start(data)
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET log_error_verbosity = 'verbose'")
+            conn.execute("ALTER SYSTEM SET log_min_error_statement = 'error'")
+            conn.execute("ALTER SYSTEM SET log_parameter_max_length_on_error = -1")
+        embedded.stop(data)
+        uri = embedded.start(data)
+        with psycopg.connect(uri, autocommit=True) as conn:
+            rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                                [list(embedded.LOG_SETTINGS)]).fetchall()
+        assert {name: str(value).lower() for name, value in rows} == embedded.LOG_SETTINGS
+    finally:
+        embedded.stop(data)
+        shutil.rmtree(root, ignore_errors=True)
