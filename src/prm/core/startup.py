@@ -49,6 +49,9 @@ def problems(settings: Settings) -> list[str]:
                          "list only your proxies' addresses")
     if settings.db_echo:
         found.append("DB_ECHO=true logs every SQL statement with its values (patient data): turn it off")
+    if getattr(settings, "outbound_allow_private_targets", False):
+        found.append("OUTBOUND_ALLOW_PRIVATE_TARGETS=true lets webhook and n8n URLs reach internal services: "
+                     "turn it off")
     if not settings.public_base_url.startswith("https://"):
         found.append(f"PUBLIC_BASE_URL is {settings.public_base_url}: production needs the public https:// "
                      "address (webhook signatures and links are built from it)")

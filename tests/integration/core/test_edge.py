@@ -182,7 +182,8 @@ async def test_deeply_nested_json_without_nul_is_a_4xx(client) -> None:
 
 
 def _production(settings: Any, **changes: Any) -> Any:
-    values = {"environment": "production", "secret_key": SecretStr("p" * 48), "public_base_url": "https://prm.example"}
+    values = {"environment": "production", "secret_key": SecretStr("p" * 48), "public_base_url": "https://prm.example",
+              "outbound_allow_private_targets": False}
     return settings.model_copy(update={**values, **changes})
 
 

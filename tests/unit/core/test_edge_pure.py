@@ -90,6 +90,7 @@ def test_a_safe_production_configuration_has_no_problems() -> None:
     ({"cors_origins": ["*"]}, ["CORS_ORIGINS"]),
     ({"trusted_proxies": ["0.0.0.0/0"]}, ["TRUSTED_PROXIES"]),
     ({"db_echo": True}, ["DB_ECHO"]),
+    ({"outbound_allow_private_targets": True}, ["OUTBOUND_ALLOW_PRIVATE_TARGETS"]),
     ({"public_base_url": "http://127.0.0.1:8000"}, ["PUBLIC_BASE_URL"]),
     ({"secret_key": "short", "database_url": None, "db_echo": True}, ["SECRET_KEY", "DATABASE_URL", "DB_ECHO"]),
 ])
