@@ -64,7 +64,7 @@ def served(database_url: str) -> Iterator[Served]:
         [sys.executable, "-m", "prm", "serve", "--port", str(port), "--no-worker", "--no-migrate", "--no-demo"],
         env=env, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts slowly
         while True:
             assert proc.poll() is None, "server exited early:\n" + log.read_text()[-4000:]
             assert time.monotonic() < deadline, "server never became ready:\n" + log.read_text()[-4000:]

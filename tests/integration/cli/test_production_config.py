@@ -23,11 +23,9 @@ SAFE_SECRET = "production-secret-key-0123456789-abcdefghij"
 @pytest.fixture
 def production_env(monkeypatch: pytest.MonkeyPatch, database_url: str, settings: Any, db: Any) -> Iterator[None]:
     """ENVIRONMENT=production for the CLI; what `prm serve` sets process-wide is put back afterwards."""
-    from prm.adapters import registry
     from prm.core import jobs
     from prm.core import logging as prm_logging
 
-    previous = registry.settings()
     for name in ("SECRET_KEY", "DATABASE_URL", "CORS_ORIGINS", "TRUSTED_PROXIES", "DB_ECHO", "API_DOCS", "REDIS_URL",
                  "ALLOW_EMBEDDED_DATABASE", "SEED_DEMO"):
         monkeypatch.delenv(name, raising=False)
@@ -38,7 +36,6 @@ def production_env(monkeypatch: pytest.MonkeyPatch, database_url: str, settings:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
-    registry.configure(previous)
     jobs.bind(db.sessionmaker)
     prm_logging.configure(settings.log_level, json=settings.log_json)
 

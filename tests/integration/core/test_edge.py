@@ -188,13 +188,14 @@ def _production(settings: Any, **changes: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _restore_adapters(settings: Any) -> Any:
-    """create_app configures the adapters process-wide: put the test settings back afterwards."""
-    from prm.adapters import registry
+def _restore_context(app: Any, db: Database) -> Any:
+    """create_app binds the shared test database to its own context: give it back to the test app's."""
+    from prm import context
+    from prm.core import jobs
 
-    previous = registry.settings()
     yield
-    registry.configure(previous)
+    context.bind(db.sessionmaker, app.state.context)
+    jobs.bind(db.sessionmaker)
 
 
 @pytest.mark.parametrize("docs", [None, False])
