@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     outbound_webhook_disable_after: int = Field(default=5, ge=1)
     n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # --- agents ------------------------------------------------------------------------------------
+    agents_redact_inputs: bool = True
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
@@ -160,7 +165,7 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @field_validator("cors_origins", "trusted_proxies", "ticket_urgent_keywords", "ticket_auto_assign_roles",
-                     mode="before")
+                     "mcp_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Comma-separated (`a,b`), or a JSON list (`["a", "b"]`), from the environment."""
