@@ -19,12 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import jobs, metrics, openapi
+from prm.core import jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
+from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
+from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
@@ -139,6 +141,7 @@ def alembic_head() -> str | None:
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    startup.check(settings)  # production refuses unsafe settings (see `prm check-config`)
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
@@ -174,8 +177,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if database is None:
                 await db.dispose()
 
+    docs = settings.docs_enabled
     app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  swagger_ui_parameters={"persistAuthorization": True})
+                  swagger_ui_parameters={"persistAuthorization": True}, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
@@ -192,6 +197,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: bodies are bounded before anything reads them; forwarded headers believed only
+    # from TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
+    app.add_middleware(ForwardedHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
+    log.info("startup.config", **startup.report(settings))
 
     @app.get("/health", tags=["ops"], summary="Liveness: the process is up")
     async def health() -> dict[str, str]:

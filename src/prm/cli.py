@@ -106,9 +106,13 @@ def serve(
     settings = get_settings()
     settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
+    production = settings.environment == "production"
+    if production and demo:
+        _fail("refusing to seed demo data in production (drop --demo)")
     if migrate_first:
         migrate_database(settings)
-    if demo if demo is not None else settings.seed_demo:
+    if not production and (demo if demo is not None else settings.seed_demo):
         from prm import demo as demo_module
 
         created = _in_session(lambda s: demo_module.seed_if_empty(s))
@@ -116,10 +120,40 @@ def serve(
             _print_demo(created)
     app = create_app(settings)
     try:
+        # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
-                    proxy_headers=True, forwarded_allow_ips="*")
+                    proxy_headers=False)
     except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
         pass
+
+
+def _refuse_unsafe(settings: Settings) -> None:
+    """Exit 1, one line per problem, when production settings are unsafe (see `prm check-config`)."""
+    from prm.core import startup
+
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"config: {problem}", fg=typer.colors.RED, err=True)
+    if found:
+        _fail(f"refusing to start: {len(found)} unsafe production setting(s); see `prm check-config`")
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Check the settings: one line per unsafe production setting, exit 1 when there is any."""
+    from prm.core import startup
+
+    settings = get_settings()
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"problem: {problem}", fg=typer.colors.RED)
+    report = startup.report(settings)
+    typer.echo(f"environment={settings.environment} database={report['database']} "
+               f"trusted_proxies={','.join(settings.trusted_proxies) or '-'} api_docs={report['api_docs']} "
+               f"cors_origins={','.join(settings.cors_origins) or '-'} signing_key={report['signing_key']}")
+    if found:
+        raise typer.Exit(1)
+    typer.echo("configuration ok" + (" for production" if settings.environment == "production" else ""))
 
 
 def _print_demo(created: dict[str, Any]) -> None:
@@ -158,6 +192,7 @@ def worker(
 
     settings = get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
     modules.load()
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)

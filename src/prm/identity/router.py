@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -13,6 +13,7 @@ from prm.context import AppContext
 from prm.core import audit, ratelimit
 from prm.core.auth import Principal, Requires, issue_token
 from prm.core.db import Session
+from prm.core.errors import Unauthenticated
 from prm.identity import service
 from prm.identity.models import Organisation
 from prm.identity.schemas import (
@@ -36,8 +37,20 @@ router = APIRouter(tags=["identity"])
 @router.post("/auth/token", response_model=Token, dependencies=[ratelimit.limit("rate_limit_login", "login")],
              summary="Log in (OAuth2 password flow): username is the email")
 async def token(response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
-                session: Session, ctx: AppContext) -> Token:
-    user = await service.login(session, form.username, form.password)
+                session: Session, ctx: AppContext, request: Request) -> Token:
+    # Failed logins are limited per account as well as per address (the dependency above), so
+    # rotating addresses does not buy more guesses. A used-up account answers 429 even to the
+    # right password, so the limit cannot be used to test guesses.
+    limiter: ratelimit.RateLimiter = request.app.state.rate_limiter
+    rule = ctx.settings.rate_limit_login_account
+    account = ratelimit.account_key(form.username)
+    await limiter.check(rule, "login-account", account)
+    try:
+        user = await service.login(session, form.username, form.password)
+    except Unauthenticated:
+        await limiter.count(rule, "login-account", account)
+        raise
+    await limiter.clear(rule, "login-account", account)
     response.headers["Cache-Control"] = "no-store"
     access, ttl = issue_token(ctx.settings, user_id=user.id, org_id=user.org_id, role=user.role)
     return Token(access_token=access, expires_in=ttl)
