@@ -6,6 +6,7 @@ the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from functools import lru_cache
@@ -38,9 +39,11 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _proxies(cls, value: list[str]) -> list[str]:
-        from prm.core.proxy import parse_networks
-
-        parse_networks(value)  # raises ValueError naming the entry
+        for entry in value:  # the same parsing as core.proxy.parse_networks (settings sit below core)
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
         return value
 
     @property
