@@ -22,10 +22,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy import select, update
 
-from prm.core import clock
+from prm.core import clock, idempotency
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied, Unauthenticated
-from prm.identity.scopes import scopes_for
+from prm.identity.scopes import PLATFORM_SCOPES, scopes_for
 from prm.settings import Settings
 
 API_KEY_PREFIX = "prm_"
@@ -54,7 +54,8 @@ class Principal:
         return self.subject_id if self.kind == "user" else None
 
     def has(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """`admin` implies every organisation scope, never a platform one (see identity.scopes)."""
+        return scope in self.scopes or ("admin" in self.scopes and scope not in PLATFORM_SCOPES)
 
     @classmethod
     def system(cls, org_id: uuid.UUID) -> Principal:
@@ -170,7 +171,7 @@ async def authenticate(session: Any, request: Request, bearer: str | None, api_k
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
-                         scopes=scopes_for(row.role), ip=ip)
+                         scopes=scopes_for(row.role, platform_admin=row.is_platform_admin), ip=ip)
 
     claims = decode_token(settings, raw)
     if claims["exp"] <= int(now.timestamp()):
@@ -191,7 +192,7 @@ async def authenticate(session: Any, request: Request, bearer: str | None, api_k
     if user is None:
         raise Unauthenticated("Invalid access token")
     return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
-                     scopes=scopes_for(user.role), ip=ip)
+                     scopes=scopes_for(user.role, platform_admin=user.is_platform_admin), ip=ip)
 
 
 def Requires(*scopes: str) -> Any:
@@ -211,6 +212,8 @@ def Requires(*scopes: str) -> Any:
             raise PermissionDenied(
                 f"This credential lacks the scope(s): {', '.join(missing)}", missing_scopes=missing
             )
+        # Only now, for an authenticated and authorised caller, is an Idempotency-Key claimed.
+        await idempotency.claim(request, principal)
         return principal
 
     return Depends(dependency)

@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import clock
 from prm.core.auth import burn_password_check, hash_password, new_api_key, verify_password
-from prm.core.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from prm.core.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from prm.identity.models import ApiKey, Organisation, User
 from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, UserCreate, UserUpdate
+from prm.identity.scopes import PLATFORM_ADMIN
 
 
 def _check_timezone(field: str, name: str) -> None:
@@ -75,8 +76,14 @@ async def list_users(session: AsyncSession, org_id: uuid.UUID) -> list[User]:
     return list((await session.scalars(select(User).where(User.org_id == org_id).order_by(User.created_at))).all())
 
 
-async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, data: UserUpdate) -> User:
+async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, data: UserUpdate,
+                      *, platform_admin: bool = False) -> User:
+    """Change a user; a platform admin user only by a platform admin (an organisation's admin
+    resetting their password would otherwise gain the platform role)."""
     user = await get_user(session, org_id, user_id)
+    if user.is_platform_admin and not platform_admin:
+        raise PermissionDenied("Only a platform admin can change a platform admin user",
+                               missing_scopes=[PLATFORM_ADMIN])
     changes = data.model_dump(exclude_unset=True)
     password = changes.pop("password", None)
     for field, value in changes.items():
@@ -84,6 +91,20 @@ async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UU
             setattr(user, field, value)
     if password:
         user.password_hash = hash_password(password)
+    await session.flush()
+    return user
+
+
+async def set_platform_admin(session: AsyncSession, user_ref: str, value: bool) -> User:
+    """Grant or withdraw the platform role of a user (by id or email). CLI only: operator access."""
+    try:
+        stmt = select(User).where(User.id == uuid.UUID(user_ref))
+    except ValueError:
+        stmt = select(User).where(func.lower(User.email) == user_ref.lower())
+    user = await session.scalar(stmt)
+    if user is None:
+        raise NotFound(f"No user {user_ref!r}")
+    user.is_platform_admin = value
     await session.flush()
     return user
 
@@ -104,14 +125,18 @@ async def login(session: AsyncSession, email: str, password: str) -> User:
 
 
 async def create_api_key(
-    session: AsyncSession, org_id: uuid.UUID, data: ApiKeyCreate, *, created_by: uuid.UUID | None = None
+    session: AsyncSession, org_id: uuid.UUID, data: ApiKeyCreate, *, created_by: uuid.UUID | None = None,
+    platform_admin: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the full key, which is never retrievable again."""
+    """Create a key; returns the row and the full key, which is never retrievable again.
+
+    `platform_admin=True` (a key that may create organisations) only from the CLI: the API never
+    passes it."""
     if data.expires_at is not None and data.expires_at <= clock.now():
         raise ValidationFailed.field("expires_at", "must be in the future")
     full, prefix, secret_hash = new_api_key()
     key = ApiKey(org_id=org_id, name=data.name, role=data.role, prefix=prefix, secret_hash=secret_hash,
-                 created_by_user_id=created_by, expires_at=data.expires_at)
+                 created_by_user_id=created_by, expires_at=data.expires_at, is_platform_admin=platform_admin)
     session.add(key)
     await session.flush()
     return key, full
