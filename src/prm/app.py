@@ -15,11 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, modules
-from prm.core import idempotency, jobs, metrics, openapi
+from prm.core import idempotency, integrity, jobs, metrics, openapi
 from prm.core import logging as prm_logging
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
@@ -86,6 +87,17 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"No route for {request.method} {request.url.path}"
         return problem_response(exc.status_code, code, title, detail, request,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint the services did not check first: a 4xx naming the column, never a 500 and
+        # never the values (PostgreSQL's message quotes them).
+        mapped = integrity.problem_for(exc)
+        if mapped is None:
+            return await unexpected(request, exc)
+        log.warning("request.constraint_violation", code=mapped.code,
+                    constraint=getattr(getattr(exc.orig, "diag", None), "constraint_name", None))
+        return JSONResponse(mapped.problem(request.url.path), status_code=mapped.status, media_type=PROBLEM)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
