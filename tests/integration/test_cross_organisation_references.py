@@ -1,7 +1,7 @@
 """Ids in a request body or query are resolved within the caller's organisation (issue 9).
 
-Organisation B sending organisation A's real id, or an id that exists nowhere, gets a 422 naming
-the field (or 404): never a 2xx that stores a reference into A, never a 500 (a foreign-key
+Organisation B sending organisation A's real id, or an id that exists nowhere, gets the same 422
+naming the field: never a 2xx that stores a reference into A, never a 500 (a foreign-key
 violation) that tells B whether the id exists elsewhere. The walking test reads every route's
 request-body schema and query parameters from /openapi.json, so a new route is covered the day
 it is added; a new id field needs an entry in `_ids` (and its route a valid body in `_bodies`).
@@ -24,7 +24,6 @@ from prm.identity.models import Organisation
 from tests.fixtures.factories import make_user
 
 PROBLEM = "application/problem+json"
-STRICT_422 = True
 # Monday 2026-03-23, 08:00 UTC (09:00 in Madrid).
 NOW = datetime(2026, 3, 23, 8, 0, tzinfo=UTC)
 APPT = {"service_name": "Cleaning", "practitioner_name": "Dr Ruiz", "location_name": "Main St",
@@ -89,8 +88,8 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
         assert r.status_code == 201, (path, r.text)
         return r.json()
 
-    patient = await post("/patients", {"given_name": "Walk", "family_name": "Er", "phones": [{"number": "+34612345678"}],
-                                       "preferred_channel": "sms"})
+    patient = await post("/patients", {"given_name": "Walk", "family_name": "Er",
+                                       "phones": [{"number": "+34612345678"}], "preferred_channel": "sms"})
     duplicate = await post("/patients", {"given_name": "Walk", "family_name": "Ertwo"})
     location = await post("/locations", {"name": "Centro", "timezone": "Europe/Madrid"})
     practitioner = await post("/practitioners", {"name": "Dr Vega", "timezone": "Europe/Madrid"})
@@ -168,9 +167,8 @@ def _foreign(value: Any, field: str, theirs: dict[str, Any]) -> list[tuple[str, 
 
 
 def _refused(r: httpx.Response, field: str) -> bool:
-    """404, or a 422 problem whose errors name exactly this field (so the id is what was refused)."""
-    if r.status_code == 404 and STRICT_422 is False:
-        return r.headers.get("content-type") == PROBLEM
+    """A 422 problem whose errors name exactly this field (so the id is what was refused). Never a
+    404 either: that is for the resource in the path, and would differ for ids of other organisations."""
     if r.status_code != 422 or r.headers.get("content-type") != PROBLEM:
         return False
     named = {e["field"] for e in r.json().get("errors", [])}

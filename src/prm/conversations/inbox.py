@@ -19,7 +19,7 @@ from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant
 from prm.conversations.models import CHANNELS, Conversation
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
@@ -28,6 +28,13 @@ from prm.identity.models import User
 from prm.patients import service as patients
 
 HANDOFF_CATEGORY = "conversations"
+
+
+@references.resolver("conversation")
+async def conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    found = await session.scalar(select(Conversation.id).where(Conversation.org_id == org_id,
+                                                               Conversation.id == conversation_id))
+    return found is not None
 
 
 def window_open(conversation: Conversation) -> bool:
@@ -153,6 +160,8 @@ def _filtered(org_id: uuid.UUID, f: ConversationFilters) -> Select[Any]:
 async def list_conversations(
     session: AsyncSession, org_id: uuid.UUID, filters: ConversationFilters, paging: PageParams, who: Principal
 ) -> tuple[list[Conversation], int]:
+    await references.require(session, org_id, "user", filters.assignee_id, field="assignee_id")
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     for c in rows:
         await audit.record(

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import clock
+from prm.core import clock, references
 from prm.core.auth import burn_password_check, hash_password, new_api_key, verify_password
 from prm.core.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from prm.identity.models import ApiKey, Organisation, User
@@ -63,6 +63,18 @@ async def create_user(session: AsyncSession, org_id: uuid.UUID, data: UserCreate
     except IntegrityError:
         raise Conflict("A user with this email exists", code="email_taken") from None
     return user
+
+
+@references.resolver("user")
+async def user_exists(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return await session.scalar(select(User.id).where(User.id == user_id, User.org_id == org_id)) is not None
+
+
+@references.resolver("actor")
+async def actor_exists(session: AsyncSession, org_id: uuid.UUID, actor_id: uuid.UUID) -> bool:
+    """A user or an API key of the organisation (who the audit log names)."""
+    return await user_exists(session, org_id, actor_id) or await session.scalar(
+        select(ApiKey.id).where(ApiKey.id == actor_id, ApiKey.org_id == org_id)) is not None
 
 
 async def get_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> User:
