@@ -6,7 +6,7 @@ free) and raise domain errors. When a constraint still fires (a check that was m
 PostgreSQL's message and DETAIL carry the values (an MRN, a phone number), so neither is used.
 
 * foreign key, on insert/update of the referencing row → 422 `unknown_reference` naming the column;
-  on delete/update of a referenced row → 409 `still_referenced`
+  on delete/update of a referenced row (also `ON DELETE RESTRICT`) → 409 `still_referenced`
 * unique or exclusion → 409 `conflict`
 * not null → 422 `validation_failed` naming the column; check → 422 naming the constraint
 """
@@ -22,13 +22,13 @@ from prm.core.errors import Conflict, DomainError, ValidationFailed
 from prm.core.models import Base
 
 
-def _foreign_key(table: str | None, constraint: str | None) -> tuple[str | None, list[str]]:
-    """(the table that holds the constraint, its columns), from the models' metadata."""
-    for candidate in Base.metadata.tables.values():
-        for fk in candidate.foreign_key_constraints:
+def _foreign_key(constraint: str | None) -> list[str]:
+    """The referencing columns of a foreign key, from the models' metadata."""
+    for table in Base.metadata.tables.values():
+        for fk in table.foreign_key_constraints:
             if fk.name == constraint:
-                return candidate.name, [c.name for c in fk.columns]
-    return None, []
+                return [c.name for c in fk.columns]
+    return []
 
 
 def _columns_of(constraint: str | None) -> list[str]:
@@ -46,12 +46,14 @@ def problem_for(exc: IntegrityError) -> DomainError | None:
     orig: Any = exc.orig
     diag = getattr(orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
-    table = getattr(diag, "table_name", None)
+    primary = getattr(diag, "message_primary", None) or ""
+    if isinstance(orig, pg.RestrictViolation) or (
+        isinstance(orig, pg.ForeignKeyViolation) and primary.startswith("update or delete on")
+    ):  # deleting (or re-keying) a row that others still reference
+        return Conflict("This record is still referenced by other records", code="still_referenced")
     if isinstance(orig, pg.ForeignKeyViolation):
-        owner, columns = _foreign_key(table, constraint)
-        if owner is not None and owner != table:  # deleting/updating a row that others still reference
-            return Conflict("This record is still referenced by other records", code="still_referenced")
-        field = columns[0] if len(columns) == 1 else ".".join(columns) or "body"
+        columns = [c for c in _foreign_key(constraint) if c != "org_id"] or _foreign_key(constraint)
+        field = ".".join(columns) or "body"
         return ValidationFailed.field(field, "refers to nothing in this organisation", code="unknown_reference")
     if isinstance(orig, pg.UniqueViolation | pg.ExclusionViolation):
         columns = _columns_of(constraint)
