@@ -104,6 +104,8 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     conversation = await post("/conversations", {"patient_id": patient["id"], "channel": "sms"})
     ticket = await post("/tickets", {"subject": "Walk", "patient_id": patient["id"], "auto_assign": False})
     user = await make_user(session, org, role="coordinator")
+    await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
+                                                  "workflows": {"triage": "webhook/triage"}})
     ids.update(
         patient_id=patient["id"], duplicate_id=duplicate["id"], patient_ids=[patient["id"]],
         location_id=location["id"], practitioner_id=practitioner["id"], practitioner_ids=[practitioner["id"]],
@@ -144,6 +146,8 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
                                "conversation_id": mine["conversation_id"], "assignee_id": mine["assignee_id"]},
         ("POST", "/tickets/{ticket_id}/assign"): {"assignee_id": mine["assignee_id"]},
         ("POST", "/patients/{patient_id}/merge"): {"duplicate_id": mine["duplicate_id"]},
+        ("POST", "/integrations/n8n/runs"): {"workflow_key": "triage", "patient_id": mine["patient_id"],
+                                             "conversation_id": mine["conversation_id"]},
     }
 
 
