@@ -2,7 +2,7 @@
 (`platform:admin` scope). Set only by the operator's CLI; an organisation's admin never has it.
 
 Revision ID: 20261130_platform_admin
-Revises: 20261130_structure_org_settings
+Revises: 20261130_agents
 Create Date: 2026-11-30 05:20:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_platform_admin"
-down_revision = "20261130_structure_org_settings"
+down_revision = "20261130_agents"
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from prm.core.fields import Name, OptionalName
 
-Role = Literal["admin", "coordinator", "practitioner", "support_agent", "integration"]
+Role = Literal["admin", "coordinator", "practitioner", "support_agent", "integration", "agent"]
 StaffRole = Literal["admin", "coordinator", "practitioner", "support_agent"]
 
 
