@@ -15,11 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import jobs, metrics, openapi, startup
+from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
 from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
@@ -62,6 +63,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(idempotency.Replay, idempotency.replay_handler)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM,
@@ -87,6 +90,17 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"No route for {request.method} {request.url.path}"
         return problem_response(exc.status_code, code, title, detail, request,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint the services did not check first: a 4xx naming the column, never a 500 and
+        # never the values (PostgreSQL's message quotes them).
+        mapped = integrity.problem_for(exc)
+        if mapped is None:
+            return await unexpected(request, exc)
+        log.warning("request.constraint_violation", code=mapped.code,
+                    constraint=getattr(getattr(exc.orig, "diag", None), "constraint_name", None))
+        return JSONResponse(mapped.problem(request.url.path), status_code=mapped.status, media_type=PROBLEM)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -190,7 +204,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                       max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],

@@ -252,6 +252,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin | coordinator | practitioner | support_agent")] = "admin",
     full_name: Annotated[str, typer.Option()] = "",
     password: Annotated[str | None, typer.Option(help="Prompted for when omitted (or read from stdin)")] = None,
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="Also a platform admin: may create organisations through the API")] = False,
 ) -> None:
     """Create a staff user."""
     from pydantic import ValidationError
@@ -269,10 +271,25 @@ def users_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_user(s, organisation.id, data)
+        user = await service.create_user(s, organisation.id, data)
+        if platform_admin:
+            await service.set_platform_admin(s, str(user.id), True)
+        return user
 
     user = _domain(run)
-    typer.echo(f"{user.id}  {user.email}  {user.role}")
+    typer.echo(f"{user.id}  {user.email}  {user.role}{'  platform-admin' if user.is_platform_admin else ''}")
+
+
+@users_cli.command("platform-admin")
+def users_platform_admin(
+    user: Annotated[str, typer.Argument(help="User id or email")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the platform role")] = False,
+) -> None:
+    """Grant (or with --revoke withdraw) the platform role: creating organisations through the API."""
+    from prm.identity import service
+
+    changed = _domain(lambda s: service.set_platform_admin(s, user, not revoke))
+    typer.echo(f"{changed.id}  {changed.email}  platform-admin={'yes' if changed.is_platform_admin else 'no'}")
 
 
 @keys_cli.command("create")
@@ -280,6 +297,8 @@ def keys_create(
     org: Annotated[str, typer.Option(help="Organisation id or slug")],
     name: Annotated[str, typer.Option(help="What the key is for")],
     role: Annotated[str, typer.Option(help="integration (default) or a staff role")] = "integration",
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="A platform key: may create organisations through the API")] = False,
 ) -> None:
     """Create an API key; the key is printed once and never stored in clear."""
     from prm.identity import service
@@ -287,7 +306,8 @@ def keys_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role))  # type: ignore[arg-type]
+        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role),  # type: ignore[arg-type]
+                                            platform_admin=platform_admin)
 
     key, full = _domain(run)
     typer.echo(f"id:  {key.id}\nkey: {full}")
@@ -313,7 +333,9 @@ def keys_list(org: Annotated[str, typer.Option(help="Organisation id or slug")])
 
     for k in _domain(run):
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  {k.name}")
+        platform = " platform-admin" if k.is_platform_admin else ""
+        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  "
+                   f"{k.name}{platform}")
 
 
 # --- jobs -------------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     rate_limit_login_account: str = "10/15minutes"
     rate_limit_webhooks: str = "600/minute"
     idempotency_ttl_hours: int = 24
+    idempotency_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # --- patients --------------------------------------------------------------------------------
     default_phone_region: str = "US"

@@ -30,6 +30,7 @@ from prm.identity.schemas import (
     UserRead,
     UserUpdate,
 )
+from prm.identity.scopes import PLATFORM_ADMIN
 
 router = APIRouter(tags=["identity"])
 
@@ -103,9 +104,13 @@ class OrganisationCreated(BaseModel):
 
 
 @admin.post("/organisations", status_code=201, response_model=OrganisationCreated,
-            summary="Create another organisation with its first admin (no access to it is granted to the caller)")
+            summary="Create another organisation with its first admin (platform admins only)",
+            description="Needs the `platform:admin` scope, which only a platform admin user or key carries "
+                        "(flagged by the operator with `prm users platform-admin` or "
+                        "`prm api-keys create --platform-admin`); an organisation's `admin` role does not "
+                        "grant it. No access to the new organisation is granted to the caller.")
 async def create_organisation(body: OrganisationSignup, session: Session,
-                              who: Principal = Requires("admin")) -> OrganisationCreated:
+                              who: Principal = Requires(PLATFORM_ADMIN)) -> OrganisationCreated:
     org = await service.create_organisation(session, body.organisation)
     first = await service.create_user(session, org.id, body.admin.model_copy(update={"role": "admin"}))
     await audit.record(session, who, "create", "organisation", org.id)
@@ -127,7 +132,8 @@ async def create_user(body: UserCreate, session: Session, who: Principal = Requi
 @admin.patch("/users/{user_id}", response_model=UserRead)
 async def update_user(user_id: uuid.UUID, body: UserUpdate, session: Session,
                       who: Principal = Requires("admin")) -> UserRead:
-    user = await service.update_user(session, who.org_id, user_id, body)
+    user = await service.update_user(session, who.org_id, user_id, body,
+                                     platform_admin=who.has(PLATFORM_ADMIN))
     await audit.record(session, who, "update", "user", user.id, details={"fields": sorted(body.model_fields_set)})
     return UserRead.model_validate(user)
 
