@@ -26,6 +26,7 @@ from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.unhandled import UnhandledErrorMiddleware
 from prm.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -85,16 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc.status_code, code, title, detail, request,
                                 headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Exception messages can carry patient data (constraint violations quote values) or
-        # secrets, so the log gets the type and the frames, never the message.
-        log.error("request.unhandled", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return problem_response(500, "internal_error", "Internal server error",
-                                "An unexpected error occurred; it has been logged.", request,
-                                headers={"X-Request-ID": request_id} if request_id else None,
-                                request_id=request_id)
+    # Any other exception is answered by UnhandledErrorMiddleware (500, or 503 for a database
+    # outage), which, unlike an `Exception` handler, keeps the keep-alive connection usable.
 
 
 class RequestContextMiddleware:
@@ -145,17 +138,20 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     adapters.configure(settings)
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
-                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo,
+                                      pool_timeout=settings.db_pool_timeout_seconds,
+                                      connect_timeout=settings.db_connect_timeout_seconds)
     jobs.bind(db.sessionmaker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
-            from prm.worker import InProcessWorker
+            from prm.worker import InProcessWorker, WorkerOptions
 
-            worker = InProcessWorker(db.url, concurrency=settings.worker_concurrency)
+            worker = InProcessWorker(db.url, options=WorkerOptions.from_settings(settings))
             await worker.start()
+        app.state.worker = worker
         try:
             yield
         finally:
@@ -173,12 +169,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
     app.add_middleware(NulGuardMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware)  # and for failures of the middlewares themselves
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/health", tags=["ops"], summary="Liveness: the process is up")
@@ -197,7 +195,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if current != head:
             raise Unavailable(f"Database at migration {current}, code expects {head}; run `prm migrate`",
                               code="migrations_pending")
-        return {"status": "ready", "migration": current}
+        worker = getattr(request.app.state, "worker", None)
+        if worker is not None and not worker.running:
+            raise Unavailable(f"The in-process job worker is not running ({worker.state}): "
+                              f"{worker.detail or 'no detail'}", code="worker_not_running",
+                              headers={"Retry-After": "5"})
+        return {"status": "ready", "migration": current,
+                **({"worker": worker.state} if worker is not None else {})}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
