@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -114,11 +115,35 @@ def serve(
         if created:
             _print_demo(created)
     app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
+    # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
+    # would kill the process there, before the embedded database is stopped.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
                     proxy_headers=True, forwarded_allow_ips="*")
-    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
+    except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _stop_embedded_database(settings)
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that the process shuts down in order."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stop_embedded_database(settings: Settings) -> None:
+    """Stop the embedded PostgreSQL this process started (if it is the last one using it)."""
+    if settings.database_url:
+        return
+    from prm.core import embedded
+
+    embedded.stop(settings.data_dir / "pgdata")
 
 
 def _print_demo(created: dict[str, Any]) -> None:
@@ -149,8 +174,6 @@ def worker(
     one_shot: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
 ) -> None:
     """Run a background job worker (reconnects when the database goes away; SIGTERM stops it gracefully)."""
-    import signal
-
     from prm import modules
     from prm import worker as worker_module
     from prm.core import jobs
