@@ -111,34 +111,31 @@ async def supervise(conninfo: str, options: WorkerOptions,
     failing_since: float | None = None
     delay = 1.0
     while True:
-        report("running")
         started = time.monotonic()
-        try:
-            await run(conninfo, wait=True, options=options)
-            reason = "stopped by itself (lost its database connection)"
-        except asyncio.CancelledError:
-            report("stopped")
-            raise
-        except Exception as exc:  # any failure of the worker is retried
-            reason = f"failed: {type(exc).__name__}"
-        now = time.monotonic()
-        if now - started >= options.reconnect_max_seconds:
-            failing_since, delay = None, 1.0  # it worked for a while: a new outage starts here
+        if await database_answers(conninfo):
+            report("running")
+            try:
+                await run(conninfo, wait=True, options=options)
+                reason = "stopped by itself (lost its database connection)"
+            except asyncio.CancelledError:
+                report("stopped")
+                raise
+            except Exception as exc:  # any failure of the worker is retried
+                reason = f"failed: {type(exc).__name__}"
+            if time.monotonic() - started >= options.reconnect_max_seconds:
+                failing_since, delay = None, 1.0  # it worked for a while: a new outage starts here
+        else:
+            reason = "cannot reach the database"
         failing_since = failing_since or started
-        log.error("worker.lost", reason=reason)
-        report("reconnecting", f"worker {reason}; reconnecting")
-        while True:
-            if options.give_up_seconds and time.monotonic() - failing_since >= options.give_up_seconds:
-                detail = f"worker gave up after {options.give_up_seconds:g} s without a working database"
-                log.error("worker.gave_up", give_up_seconds=options.give_up_seconds)
-                report("failed", detail)
-                raise WorkerGaveUp(detail)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, options.reconnect_max_seconds)
-            if await database_answers(conninfo):
-                break
-            log.warning("worker.database_unreachable", retry_in_seconds=delay)
-        log.info("worker.reconnecting")
+        if options.give_up_seconds and time.monotonic() - failing_since >= options.give_up_seconds:
+            detail = f"worker gave up after {options.give_up_seconds:g} s without a working database ({reason})"
+            log.error("worker.gave_up", give_up_seconds=options.give_up_seconds, reason=reason)
+            report("failed", detail)
+            raise WorkerGaveUp(detail)
+        log.error("worker.lost", reason=reason, retry_in_seconds=delay)
+        report("reconnecting", f"worker {reason}; retrying in {delay:g} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, options.reconnect_max_seconds)
 
 
 class InProcessWorker:
