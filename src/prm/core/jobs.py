@@ -250,12 +250,14 @@ class Housekeeping:
         return f"*/{max(1, min(59, seconds // 60))} * * * *"
 
 
-async def stalled_jobs(manager: JobManager, *, stalled_after_seconds: float) -> list[QueuedJob]:
+async def stalled_jobs(manager: JobManager, *, stalled_after_seconds: float, queue: str | None = None
+                       ) -> list[QueuedJob]:
     """Jobs in `doing` whose worker is gone or has sent no heartbeat for `stalled_after_seconds`."""
-    return list(await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after_seconds))
+    return list(await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after_seconds, queue=queue))
 
 
-async def recover_stalled(manager: JobManager, *, stalled_after_seconds: float, max_recoveries: int = 8) -> list[int]:
+async def recover_stalled(manager: JobManager, *, stalled_after_seconds: float, max_recoveries: int = 8,
+                          queue: str | None = None) -> list[int]:
     """Put the stalled jobs back in the queue, to run now; returns their ids.
 
     A job that has already been tried `max_recoveries` times (it may be what kills its worker)
@@ -263,7 +265,7 @@ async def recover_stalled(manager: JobManager, *, stalled_after_seconds: float, 
     Every job is safe to run again: the jobs check their own state under a row lock.
     """
     recovered: list[int] = []
-    for queued in await stalled_jobs(manager, stalled_after_seconds=stalled_after_seconds):
+    for queued in await stalled_jobs(manager, stalled_after_seconds=stalled_after_seconds, queue=queue):
         assert queued.id is not None
         try:
             if queued.attempts + 1 >= max_recoveries:
