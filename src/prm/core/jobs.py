@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,6 +186,34 @@ def bind(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """Give the worker the sessions its jobs run in."""
     global _sessionmaker
     _sessionmaker = sessionmaker
+
+
+_inside_run_due: contextvars.ContextVar[bool] = contextvars.ContextVar("inside_run_due", default=False)
+
+
+@contextlib.asynccontextmanager
+async def checkpoint(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A step of a job that must be durable before the job goes on (a delivery attempt recorded
+    before calling a provider): committed at the end of the block, and its locks released.
+
+    Under `run_due` (tests, `prm jobs run-due`), where every job runs inside the caller's one
+    transaction, it is a savepoint instead: durable only if that transaction commits.
+    """
+    if _inside_run_due.get():
+        async with session.begin_nested():
+            yield session
+        return
+    try:
+        yield session
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
+
+
+async def run_job(name: str, **kwargs: Any) -> Any:
+    """Run one registered job now, in its own transaction, as a worker would (operators, tests)."""
+    return await _run_in_own_transaction(_registry[name], kwargs)
 
 
 async def _run_in_own_transaction(spec: JobSpec, kwargs: dict[str, Any]) -> Any:
@@ -351,6 +381,14 @@ async def run_due(
     Each job runs in a savepoint: a failing job is rolled back alone, then retried (rescheduled by
     its strategy) or marked failed, exactly as the worker would.
     """
+    token = _inside_run_due.set(True)
+    try:
+        return await _run_due(session, names=names, limit=limit)
+    finally:
+        _inside_run_due.reset(token)
+
+
+async def _run_due(session: AsyncSession, *, names: Iterable[str] | None, limit: int) -> RunReport:
     report = RunReport()
     # only jobs of the registry: housekeeping tasks belong to real workers (they use procrastinate's
     # own connection, outside this transaction)
