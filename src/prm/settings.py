@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     communication_retry_base_seconds: int = 30
     communication_retry_max_seconds: int = 3600
 
+    # --- integrations (outbound webhooks, n8n) -----------------------------------------------------
+    outbound_allow_private_targets: bool = False
+    outbound_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    outbound_webhook_disable_after: int = Field(default=5, ge=1)
+    n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
