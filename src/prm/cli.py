@@ -48,7 +48,7 @@ def migrate_database(settings: Settings, revision: str = "head") -> None:
 
 def _in_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `fn(session)` in one committed transaction against the configured database."""
-    from prm import modules
+    from prm import context, modules
     from prm.core.db import Database
 
     settings = get_settings()
@@ -56,6 +56,7 @@ def _in_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
     async def main() -> T:
         db = Database.connect(_database_url(settings), pool_size=1, max_overflow=0)
+        context.bind(db.sessionmaker, context.Context.build(settings))
         try:
             async with db.sessionmaker() as session:
                 result = await fn(session)
@@ -174,7 +175,7 @@ def worker(
     one_shot: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
 ) -> None:
     """Run a background job worker (reconnects when the database goes away; SIGTERM stops it gracefully)."""
-    from prm import modules
+    from prm import context, modules
     from prm import worker as worker_module
     from prm.core import jobs
     from prm.core import logging as prm_logging
@@ -192,6 +193,7 @@ def worker(
         db = Database.connect(url, pool_size=options.concurrency + 1,
                               pool_timeout=settings.db_pool_timeout_seconds,
                               connect_timeout=settings.db_connect_timeout_seconds)
+        context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()

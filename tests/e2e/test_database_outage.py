@@ -15,10 +15,12 @@ import httpx
 import psycopg
 import pytest
 
+from prm import context
 from prm.communications import service as communications
 from prm.communications.schemas import CommunicationCreate
 from prm.core.auth import Principal
 from prm.core.db import Database
+from prm.settings import Settings
 from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_until
 from tests.fixtures.factories import make_api_key, make_org, make_patient
 from tests.fixtures.messaging import new_phone
@@ -27,9 +29,15 @@ pytestmark = pytest.mark.slow
 PROBLEM = "application/problem+json"
 
 
-async def _clinic(url: str) -> tuple[str, str, str]:
-    """A committed organisation, patient and admin API key on the test-owned database."""
+def _connect(url: str, settings: Settings) -> Database:
     db = Database.connect(url, pool_size=1, max_overflow=0)
+    context.bind(db.sessionmaker, context.Context.build(settings))
+    return db
+
+
+async def _clinic(url: str, settings: Settings) -> tuple[str, str, str]:
+    """A committed organisation, patient and admin API key on the test-owned database."""
+    db = _connect(url, settings)
     try:
         async with db.sessionmaker() as session:
             org = await make_org(session, name="Outage Clinic")
@@ -50,15 +58,14 @@ def _scalar(url: str, sql: str, *params: Any) -> Any:
     return row[0] if row else None
 
 
-async def _queue_sms(url: str, org_id: str, patient_id: str) -> str:
+async def _queue_sms(url: str, settings: Settings, org_id: str, patient_id: str) -> str:
     """A message queued as the API queues one (its row and its job in one transaction)."""
-    db = Database.connect(url, pool_size=1, max_overflow=0)
+    db = _connect(url, settings)
     try:
         async with db.sessionmaker() as session:
             comm = await communications.send(
-                session, uuid.UUID(org_id),
-                CommunicationCreate(patient_id=uuid.UUID(patient_id), channel="sms", body="See you soon"),
-                Principal.system(uuid.UUID(org_id)))
+                session, Principal.system(uuid.UUID(org_id)),
+                CommunicationCreate(patient_id=uuid.UUID(patient_id), channel="sms", body="See you soon"))
             await session.commit()
             return str(comm.id)
     finally:
@@ -70,10 +77,10 @@ def _sent(url: str, communication_id: str) -> bool:
 
 
 async def test_prm_worker_survives_a_database_restart_and_one_that_gives_up_exits_non_zero(
-    app: Any, own_postgres: OwnPostgres,
+    app: Any, settings: Settings, own_postgres: OwnPostgres,
 ) -> None:
     url, root = own_postgres.url, own_postgres.root
-    org_id, patient_id, _ = await _clinic(url)
+    org_id, patient_id, _ = await _clinic(url, settings)
     env = prm_env(root, DATABASE_URL=url, WORKER_RECONNECT_MAX_SECONDS="1", WORKER_GIVE_UP_SECONDS="600",
                   JOB_HEARTBEAT_SECONDS="1", WORKER_CONCURRENCY="2")
     survivor_log, quitter_log = root / "survivor.log", root / "quitter.log"
@@ -83,7 +90,7 @@ async def test_prm_worker_survives_a_database_restart_and_one_that_gives_up_exit
     try:
         wait_until(lambda: _scalar(url, "SELECT count(*) FROM procrastinate_workers") == 2, timeout=120,
                    what="both workers registered", logs=logs)
-        before = await _queue_sms(url, org_id, patient_id)
+        before = await _queue_sms(url, settings, org_id, patient_id)
         wait_until(lambda: _sent(url, before), timeout=60, what="a message sent before the outage", logs=logs)
 
         own_postgres.stop()
@@ -93,7 +100,7 @@ async def test_prm_worker_survives_a_database_restart_and_one_that_gives_up_exit
         assert survivor.poll() is None, survivor_log.read_text()[-3000:]
 
         own_postgres.start()
-        after = await _queue_sms(url, org_id, patient_id)
+        after = await _queue_sms(url, settings, org_id, patient_id)
         wait_until(lambda: _sent(url, after), timeout=120, what="a message sent after the restart", logs=logs)
         assert survivor.poll() is None
         assert "worker.lost" in survivor_log.read_text()
@@ -106,10 +113,10 @@ async def test_prm_worker_survives_a_database_restart_and_one_that_gives_up_exit
 
 
 async def test_prm_serve_answers_503_while_the_database_is_down_and_recovers(
-    app: Any, own_postgres: OwnPostgres,
+    app: Any, settings: Settings, own_postgres: OwnPostgres,
 ) -> None:
     url, root = own_postgres.url, own_postgres.root
-    _, patient_id, key = await _clinic(url)
+    _, patient_id, key = await _clinic(url, settings)
     port, log = free_port(), root / "serve.log"
     env = prm_env(root, DATABASE_URL=url, WORKER_RECONNECT_MAX_SECONDS="1", WORKER_GIVE_UP_SECONDS="600",
                   DB_POOL_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING")

@@ -19,9 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from prm import context
 from prm.core.db import Database
 from prm.notifications import service as notifications
 from prm.notifications.schemas import BatchCreate
+from prm.settings import Settings
 from tests.e2e.processes import OwnPostgres, prm_env, start_prm, stop_process, wait_until
 from tests.fixtures.factories import make_org, make_patient, principal
 from tests.fixtures.messaging import new_phone
@@ -34,19 +36,19 @@ FAST_RECOVERY = {"JOB_HEARTBEAT_SECONDS": "1", "JOB_STALLED_AFTER_SECONDS": "3",
                  "JOB_RECOVERY_INTERVAL_SECONDS": "2", "WORKER_CONCURRENCY": "4"}
 
 
-async def _create_batch(url: str) -> tuple[str, str]:
+async def _create_batch(url: str, settings: Settings) -> tuple[str, str]:
     db = Database.connect(url, pool_size=1, max_overflow=0)
+    context.bind(db.sessionmaker, context.Context.build(settings))
     try:
         async with db.sessionmaker() as session:
             org = await make_org(session, name="Fault Clinic")
             patients = [await make_patient(session, org, phone=new_phone()) for _ in range(RECIPIENTS)]
             batch = await notifications.create_batch(
-                session, org.id,
+                session, principal(org),
                 BatchCreate(template_key="appointment_reminder", channel="sms", purpose="care",
                             variables={"service_name": "Cleaning", "practitioner_name": "Dr Ruiz",
                                        "location_name": "Main St", "when": "Tuesday 10:30"},
                             patient_ids=[p.id for p in patients]),  # type: ignore[attr-defined]
-                principal(org),
             )
             await session.commit()
             return str(org.id), str(batch.id)
@@ -66,9 +68,11 @@ def _cli(url: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(app: Any, own_postgres: OwnPostgres) -> None:
+async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
+    app: Any, settings: Settings, own_postgres: OwnPostgres
+) -> None:
     url, root = own_postgres.url, own_postgres.root
-    org_id, batch_id = await _create_batch(url)
+    org_id, batch_id = await _create_batch(url, settings)
     sent = "SELECT count(*) FROM sandbox_outbox WHERE org_id = %s"
     env = prm_env(root, DATABASE_URL=url, **FAST_RECOVERY)
     first_log, second_log = root / "worker1.log", root / "worker2.log"

@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.adapters import registry as adapters
+from prm import context
 from prm.adapters.channels import (
     Attachment,
     DeliveryError,
@@ -46,9 +46,9 @@ def _fail(comm: Communication, code: str | None, reason: str) -> None:
     comm.next_attempt_at = None
 
 
-def _reconcile_after() -> timedelta:
+def _reconcile_after(session: AsyncSession) -> timedelta:
     """How old a pending attempt must be before a retry may conclude it is not still in flight."""
-    return max(timedelta(seconds=30), timedelta(seconds=3 * adapters.settings().twilio_timeout_seconds))
+    return max(timedelta(seconds=30), timedelta(seconds=3 * context.of(session).settings.twilio_timeout_seconds))
 
 
 async def _locked(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID) -> Communication | None:
@@ -136,7 +136,7 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
             attempt = await _new_attempt(session, comm, outgoing.provider)
             reconcile = False
         elif comm.status == "sending" and attempt is not None:
-            ready_at = attempt.started_at + _reconcile_after()
+            ready_at = attempt.started_at + _reconcile_after(session)
             if clock.now() < ready_at:  # it may still be in flight in another worker: look later
                 await jobs.defer(session, SEND_JOB, org_id=org_id, communication_id=communication_id,
                                  schedule_at=ready_at)
@@ -158,7 +158,7 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
         except DeliveryError as exc:
             log.warning("communication.lookup_failed", communication_id=communication_id, error_code=exc.code)
             await jobs.defer(session, SEND_JOB, org_id=org_id, communication_id=communication_id,
-                             schedule_at=clock.now() + _reconcile_after())
+                             schedule_at=clock.now() + _reconcile_after(session))
             return "sending"
         if found is not None:
             log.warning("communication.reconciled", communication_id=communication_id, outcome="accepted")
@@ -200,14 +200,14 @@ async def _record(
         # the provider may have it: keep the attempt pending and reconcile it later
         comm.error_code, comm.error_message = error.code, error.reason[:500]
         await jobs.defer(session, SEND_JOB, org_id=str(org_id), communication_id=cid,
-                         schedule_at=attempt.started_at + _reconcile_after())
+                         schedule_at=attempt.started_at + _reconcile_after(session))
         log.warning("communication.uncertain", communication_id=cid, attempt=attempt.number, error_code=error.code)
         return comm.status
     attempt.reconciled = reconciled
     attempt.finished_at = clock.now()
     if error is not None:
         attempt.state, attempt.error_code = "refused", error.code
-        settings = adapters.settings()
+        settings = context.of(session).settings
         comm.error_code = error.code
         comm.error_message = error.reason[:500]
         if error.transient and comm.attempts < settings.communication_max_attempts:
@@ -278,7 +278,8 @@ class Outgoing:
 
 async def _outgoing(session: AsyncSession, comm: Communication) -> Outgoing:
     config = await channel_config(session, comm.org_id, comm.channel)
-    provider = effective_provider(config, comm.channel)
+    adapters = context.of(session).adapters
+    provider = effective_provider(config, comm.channel, adapters)
     to = comm.to_address or ""
     status_callback = f"{adapters.public_base_url()}/webhooks/twilio/status"
     if provider == "sandbox":
@@ -313,7 +314,7 @@ async def _outgoing(session: AsyncSession, comm: Communication) -> Outgoing:
             status_callback=status_callback if provider == "twilio" else None,
         )
     else:
-        sender = comm.from_address or adapters.settings().smtp_from
+        sender = comm.from_address or adapters.settings.smtp_from
         if config is not None and config.sender_name and config.sender:
             sender = f"{config.sender_name} <{config.sender}>"
         domain = sender.rpartition("@")[2].strip(">") or "prm.invalid"

@@ -67,7 +67,7 @@ async def list_conversations(
         patient_id=patient_id,
         bot_active=bot_active,
     )
-    rows, total = await service.list_conversations(session, who.org_id, filters, paging, who)
+    rows, total = await service.list_conversations(session, who, filters, paging)
     return Page[ConversationRead](
         items=[_read(c) for c in rows], total=total, limit=paging.limit, offset=paging.offset
     )
@@ -82,7 +82,7 @@ async def list_conversations(
 async def create_conversation(
     body: ConversationCreate, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationDetail:
-    return _detail(await service.create(session, who.org_id, body.patient_id, body.channel, who))
+    return _detail(await service.create(session, who, body.patient_id, body.channel))
 
 
 @router.get(
@@ -93,7 +93,7 @@ async def create_conversation(
 async def get_conversation(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:read")
 ) -> ConversationDetail:
-    return _detail(await service.read(session, who.org_id, conversation_id, who))
+    return _detail(await service.read(session, who, conversation_id))
 
 
 @router.get(
@@ -107,7 +107,7 @@ async def list_messages(
     paging: Paging,
     who: Principal = Requires("conversations:read"),
 ) -> Page[MessageRead]:
-    rows, total = await service.history(session, who.org_id, conversation_id, paging, who)
+    rows, total = await service.history(session, who, conversation_id, paging)
     return Page[MessageRead](
         items=[MessageRead.model_validate(m) for m in rows],
         total=total,
@@ -130,7 +130,7 @@ async def reply(
     who: Principal = Requires("conversations:write"),
 ) -> MessageRead:
     return MessageRead.model_validate(
-        await service.reply(session, who.org_id, conversation_id, body.body, who)
+        await service.reply(session, who, conversation_id, body.body)
     )
 
 
@@ -138,7 +138,7 @@ async def reply(
 async def mark_read(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationRead:
-    return _read(await service.mark_read(session, who.org_id, conversation_id, who))
+    return _read(await service.mark_read(session, who, conversation_id))
 
 
 @router.post(
@@ -152,7 +152,7 @@ async def assign(
     session: Session,
     who: Principal = Requires("conversations:write"),
 ) -> ConversationRead:
-    return _read(await service.assign(session, who.org_id, conversation_id, body.assignee_id, who))
+    return _read(await service.assign(session, who, conversation_id, body.assignee_id))
 
 
 @router.post(
@@ -168,7 +168,11 @@ async def change_status(
 ) -> ConversationRead:
     return _read(
         await service.change_status(
-            session, who.org_id, conversation_id, body.status, who, snoozed_until=body.snoozed_until
+            session,
+            who,
+            conversation_id,
+            body.status,
+            snoozed_until=body.snoozed_until,
         )
     )
 
@@ -181,4 +185,4 @@ async def change_status(
 async def hand_back_to_bot(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationRead:
-    return _read(await service.hand_back_to_bot(session, who.org_id, conversation_id, who))
+    return _read(await service.hand_back_to_bot(session, who, conversation_id))

@@ -36,8 +36,7 @@ async def _queued_sms(committed: Committed, provider: str) -> tuple[uuid.UUID, u
         await configure_channel(s, org, "sms", provider=provider, sender=new_phone())
         patient = await patient_with_contacts(s, org)
         comm = await communications.send(
-            s, org.id, CommunicationCreate(patient_id=patient.id, channel="sms", body="Your results are ready"),
-            principal(org))
+            s, principal(org), CommunicationCreate(patient_id=patient.id, channel="sms", body="Your results are ready"))
         await s.commit()
         return org.id, comm.id
 
