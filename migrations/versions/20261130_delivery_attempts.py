@@ -2,7 +2,7 @@
 retry reconciles an uncertain attempt instead of sending again.
 
 Revision ID: 20261130_delivery_attempts
-Revises: 20261130_structure_org_settings
+Revises: 20261130_agents
 Create Date: 2026-11-30 06:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_delivery_attempts"
-down_revision = "20261130_structure_org_settings"
+down_revision = "20261130_agents"
 branch_labels = None
 depends_on = None
 
