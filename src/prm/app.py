@@ -29,6 +29,7 @@ from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.unhandled import UnhandledErrorMiddleware
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
 
@@ -97,21 +98,13 @@ def install_error_handlers(app: FastAPI) -> None:
         # never the values (PostgreSQL's message quotes them).
         mapped = integrity.problem_for(exc)
         if mapped is None:
-            return await unexpected(request, exc)
+            raise exc  # answered by UnhandledErrorMiddleware
         log.warning("request.constraint_violation", code=mapped.code,
                     constraint=getattr(getattr(exc.orig, "diag", None), "constraint_name", None))
         return JSONResponse(mapped.problem(request.url.path), status_code=mapped.status, media_type=PROBLEM)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Exception messages can carry patient data (constraint violations quote values) or
-        # secrets, so the log gets the type and the frames, never the message.
-        log.error("request.unhandled", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return problem_response(500, "internal_error", "Internal server error",
-                                "An unexpected error occurred; it has been logged.", request,
-                                headers={"X-Request-ID": request_id} if request_id else None,
-                                request_id=request_id)
+    # Any other exception is answered by UnhandledErrorMiddleware (500, or 503 for a database
+    # outage), which, unlike an `Exception` handler, keeps the keep-alive connection usable.
 
 
 class RequestContextMiddleware:
@@ -161,7 +154,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     router_modules = modules.load()
     ctx = context.Context.build(settings)  # the only settings and adapters below this module
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
-                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo,
+                                      pool_timeout=settings.db_pool_timeout_seconds,
+                                      connect_timeout=settings.db_connect_timeout_seconds)
     context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 
@@ -179,10 +174,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
-            from prm.worker import InProcessWorker
+            from prm.worker import InProcessWorker, WorkerOptions
 
-            worker = InProcessWorker(db.url, concurrency=settings.worker_concurrency)
+            worker = InProcessWorker(db.url, options=WorkerOptions.from_settings(settings))
             await worker.start()
+        app.state.worker = worker
         try:
             yield
         finally:
@@ -204,6 +200,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
                        max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)
@@ -211,6 +208,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware)  # and for failures of the middlewares themselves
     app.add_middleware(RequestContextMiddleware)
     # Outermost: bodies are bounded before anything reads them; forwarded headers believed only
     # from TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
@@ -234,7 +232,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if current != head:
             raise Unavailable(f"Database at migration {current}, code expects {head}; run `prm migrate`",
                               code="migrations_pending")
-        return {"status": "ready", "migration": current}
+        worker = getattr(request.app.state, "worker", None)
+        if worker is not None and not worker.running:
+            raise Unavailable(f"The in-process job worker is not running ({worker.state}): "
+                              f"{worker.detail or 'no detail'}", code="worker_not_running",
+                              headers={"Retry-After": "5"})
+        return {"status": "ready", "migration": current,
+                **({"worker": worker.state} if worker is not None else {})}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -119,12 +120,36 @@ def serve(
         if created:
             _print_demo(created)
     app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
+    # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
+    # would kill the process there, before the embedded database is stopped.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
                     proxy_headers=False)
-    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
+    except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _stop_embedded_database(settings)
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that the process shuts down in order."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stop_embedded_database(settings: Settings) -> None:
+    """Stop the embedded PostgreSQL this process started (if it is the last one using it)."""
+    if settings.database_url:
+        return
+    from prm.core import embedded
+
+    embedded.stop(settings.data_dir / "pgdata")
 
 
 def _refuse_unsafe(settings: Settings) -> None:
@@ -183,7 +208,7 @@ def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Only these queues (repeatable)")] = None,
     one_shot: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
 ) -> None:
-    """Run a background job worker."""
+    """Run a background job worker (reconnects when the database goes away; SIGTERM stops it gracefully)."""
     from prm import context, modules
     from prm import worker as worker_module
     from prm.core import jobs
@@ -197,21 +222,35 @@ def worker(
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     url = _database_url(settings)
+    options = worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue)
 
     async def main() -> None:
-        db = Database.connect(url, pool_size=settings.worker_concurrency + 1)
+        db = Database.connect(url, pool_size=options.concurrency + 1,
+                              pool_timeout=settings.db_pool_timeout_seconds,
+                              connect_timeout=settings.db_connect_timeout_seconds)
         context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop taking jobs, let running ones finish
+            loop.add_signal_handler(sig, current.cancel)
         try:
-            await worker_module.run(db.url, concurrency=concurrency or settings.worker_concurrency,
-                                    queues=queue or None, wait=not one_shot)
+            if one_shot:
+                await worker_module.run(db.url, wait=False, options=options)
+            else:
+                await worker_module.supervise(db.url, options)
+        except asyncio.CancelledError:
+            pass
         finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await db.dispose()
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    except worker_module.WorkerGaveUp as exc:
+        _fail(str(exc))
 
 
 # --- organisations, users, keys ---------------------------------------------------------------
@@ -341,12 +380,40 @@ def keys_list(org: Annotated[str, typer.Option(help="Organisation id or slug")])
 # --- jobs -------------------------------------------------------------------------------------
 
 
+def _with_job_manager(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `fn(job_manager)` with procrastinate's own job manager on the configured database."""
+    from prm import modules
+    from prm.core import jobs
+    from prm.core.db import libpq_url
+
+    settings = get_settings()
+    modules.load()
+    app = jobs.build_app(libpq_url(_database_url(settings)))
+
+    async def main() -> T:
+        async with app.open_async():
+            return await fn(app.job_manager)
+
+    return asyncio.run(main())
+
+
 @jobs_cli.command("list")
-def jobs_list(status: Annotated[str | None, typer.Option(help="todo, doing, failed, ...")] = "failed") -> None:
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="todo, doing, failed, ...")] = "failed",
+    stalled: Annotated[bool, typer.Option(help="Only running jobs whose worker is dead (no heartbeat)")] = False,
+) -> None:
     """List jobs (default: failed ones), across all organisations."""
     from prm.admin import service
+    from prm.core import jobs
     from prm.core.pagination import PageParams
 
+    if stalled:
+        after = get_settings().job_stalled_after_seconds
+        found = _with_job_manager(lambda m: jobs.stalled_jobs(m, stalled_after_seconds=after))
+        for j in found:
+            typer.echo(f"{j.id:>8}  {'stalled':<10} attempts={j.attempts}  {j.task_name}  worker={j.worker_id or '-'}")
+        typer.echo(f"{len(found)} stalled job(s) (running, no worker heartbeat for {after:g} s)")
+        return
     rows, total = _domain(lambda s: service.list_jobs(s, None, PageParams(limit=200), status=status))
     for r in rows:
         typer.echo(f"{r['id']:>8}  {r['status']:<10} attempts={r['attempts']}  {r['task']}")
@@ -355,9 +422,14 @@ def jobs_list(status: Annotated[str | None, typer.Option(help="todo, doing, fail
 
 @jobs_cli.command("retry")
 def jobs_retry(job_id: int) -> None:
-    """Retry a failed job now."""
+    """Retry a failed job, or a stalled one (running on a dead worker), now."""
     from prm.admin import service
+    from prm.core import jobs
 
+    after = get_settings().job_stalled_after_seconds
+    if _with_job_manager(lambda m: jobs.retry_stalled(m, job_id, stalled_after_seconds=after)):
+        typer.echo(f"job {job_id} was stalled; it is todo again")
+        return
     job = _domain(lambda s: service.retry_job(s, None, job_id))
     typer.echo(f"job {job['id']} is {job['status']}")
 

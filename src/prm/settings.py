@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     db_echo: bool = False
     allow_embedded_database: bool = False
+    # reliability (issue 10): a request waits at most this long for a pool connection (then 503)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: int = Field(default=5, ge=1)
 
     # --- auth ------------------------------------------------------------------------------------
     secret_key: SecretStr | None = None
@@ -70,6 +73,15 @@ class Settings(BaseSettings):
     job_max_attempts: int = 8
     job_retry_base_seconds: int = 5
     job_retry_max_seconds: int = 3600
+    # reliability (issue 10): heartbeats, stalled-job recovery, pruning, reconnecting workers
+    job_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    job_stalled_after_seconds: float = Field(default=30.0, gt=0)
+    job_recovery_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    job_retention_hours: int = Field(default=168, ge=1)
+    job_failed_retention_hours: int = Field(default=720, ge=1)
+    worker_reconnect_max_seconds: float = Field(default=30.0, gt=0)
+    worker_give_up_seconds: float = Field(default=600.0, ge=0)
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0)
 
     # --- redis, rate limits, idempotency ---------------------------------------------------------
     redis_url: str | None = None

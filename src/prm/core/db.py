@@ -46,13 +46,18 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> Database:
+    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
+                pool_timeout: float = 30, connect_timeout: int | None = None) -> Database:
+        """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
+        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one."""
         engine = create_async_engine(
             sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
             pool_pre_ping=True,
             echo=echo,
+            connect_args={"connect_timeout": connect_timeout} if connect_timeout else {},
         )
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 

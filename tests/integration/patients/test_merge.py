@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlalchemy import select
 
 from prm.core.audit import AuditEntry
@@ -118,8 +117,8 @@ async def test_merge_is_all_or_nothing(client, session, org, monkeypatch):
     b = await _create(client, phones=[{"number": "+34612000012"}],
                       identifiers=[{"system": "mrn", "value": "B"}])
 
-    with pytest.raises(RuntimeError):
-        await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
+    failed = await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
+    assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
 
     dup = await session.get(Patient, uuid.UUID(b["id"]))
     await session.refresh(dup)
