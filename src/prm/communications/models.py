@@ -149,3 +149,32 @@ class SandboxMessage(IdMixin, OrgMixin, Base):
     to_address: Mapped[str | None] = mapped_column(String(320))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     recorded_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+ATTEMPT_STATES = ("pending", "accepted", "refused", "lost")
+
+
+class DeliveryAttempt(IdMixin, OrgMixin, Base):
+    """One hand-over of a message to its provider, recorded (and committed) *before* the call.
+
+    `pending` while its outcome is unknown: the call is in flight, or the process died, or the
+    result could not be committed. A retry that finds a pending attempt reconciles it (provider
+    lookup) instead of sending again: `accepted` (the provider has it, `provider_message_id`),
+    `refused` (the provider said no), `lost` (the provider has no trace of it: sent again).
+    """
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        CheckConstraint(one_of("state", ATTEMPT_STATES), name="state"),
+        UniqueConstraint("communication_id", "number", name="uq_delivery_attempts_communication_number"),
+    )
+
+    communication_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("communications.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    started_at: Mapped[datetime] = mapped_column(default=clock.now)
+    finished_at: Mapped[datetime | None]
