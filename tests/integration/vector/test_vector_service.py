@@ -217,10 +217,10 @@ async def test_delete_source_chunks(session, org, client: httpx.AsyncClient) -> 
     # ticket comments (internal notes too) are indexed by the ticket.commented event
     patient = await make_patient(session, org)
     who = principal(org)
-    ticket = await tickets.create(session, org.id, TicketCreate(subject="Billing question", patient_id=patient.id,
-                                                                auto_assign=False), who)
-    await tickets.add_comment(session, org.id, ticket.id, CommentCreate(body="Patient disputes the invoice",
-                                                                        internal=True), who)
+    ticket = await tickets.create(session, who, TicketCreate(subject="Billing question", patient_id=patient.id,
+                                                             auto_assign=False))
+    await tickets.add_comment(session, who, ticket.id, CommentCreate(body="Patient disputes the invoice",
+                                                                     internal=True))
     await jobs.run_due(session)
     [note] = await chunks_of(session, org.id, source_type="ticket_comment")
     assert note.citation["ticket_id"] == str(ticket.id) and note.citation["internal"] is True
