@@ -1,0 +1,1 @@
+from tests.fixtures.media import *  # noqa: F403
