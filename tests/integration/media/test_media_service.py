@@ -295,3 +295,58 @@ async def test_support_agents_read_media_but_do_not_upload(
     r = await agent.post("/media", json=declaration(samples.pdf(1300), "application/pdf"))
     assert r.status_code == 403 and r.json()["missing_scopes"] == ["media:write"]
     assert (await agent.delete(f"/media/{media['id']}")).status_code == 403
+
+
+async def test_deleted_media_bytes_are_purged_after_the_retention_period(
+    session: AsyncSession, org: Organisation, media_client: httpx.AsyncClient, media_settings: Settings,
+) -> None:
+    from prm.core import jobs
+
+    shared = samples.pdf(2500)
+    kept = await upload_file(media_client, shared, "application/pdf", "kept.pdf")
+    twin = await upload_file(media_client, shared, "application/pdf", "twin.pdf")
+    alone = await upload_file(media_client, samples.jpeg(2500), "image/jpeg", "alone.jpg")
+    abandoned = await media_client.post("/media", json=declaration(samples.png(2500), "image/png"))
+    for media_id in (twin["id"], alone["id"]):
+        assert (await media_client.delete(f"/media/{media_id}")).status_code == 204
+    storage = _storage(media_settings)
+    alone_key = storage_adapter.new_key(org.id, samples.sha256(samples.jpeg(2500)))
+    shared_key = storage_adapter.new_key(org.id, samples.sha256(shared))
+    await jobs.defer(session, "media.purge")
+    await jobs.run_due(session, names=["media.purge"])
+    assert storage.size_of(alone_key) == len(samples.jpeg(2500))  # within the retention period: kept
+    later = clock.now() + timedelta(days=media_settings.media_retention_days, minutes=1)
+    with clock.frozen(later):
+        await jobs.defer(session, "media.purge")
+        report = await jobs.run_due(session, names=["media.purge"])
+    assert report.failed == []
+    assert storage.size_of(alone_key) is None
+    assert storage.size_of(shared_key) == len(shared)  # still used by a live file
+    assert (await media_client.get(f"/media/{kept['id']}")).status_code == 200
+    rows = {m.id: m for m in await session.scalars(select(Media).where(Media.org_id == org.id))}
+    assert rows[uuid.UUID(alone["id"])].purged_at is not None and rows[uuid.UUID(alone["id"])].blob_id is None
+    assert rows[uuid.UUID(twin["id"])].purged_at is not None
+    assert rows[uuid.UUID(abandoned.json()["media"]["id"])].purged_at is not None  # never completed
+    assert await _blob(session, org, samples.sha256(samples.jpeg(2500))) is None
+    assert await _blob(session, org, samples.sha256(shared)) is not None
+    link = (await media_client.get(f"/media/{kept['id']}/download-url")).json()
+    assert (await get_url(media_client, link["url"])).content == shared
+
+
+async def test_merge_moves_media_to_the_surviving_patient(
+    session: AsyncSession, org: Organisation, media_client: httpx.AsyncClient, media_settings: Settings,
+) -> None:
+    from prm.patients import service as patients
+    from tests.fixtures.factories import principal
+
+    survivor: Any = await make_patient(session, org, given_name="Ana")
+    duplicate: Any = await make_patient(session, org, given_name="Anna")
+    media = await upload_file(media_client, samples.pdf(1800), "application/pdf", patient_id=duplicate.id)
+    await patients.merge(session, principal(org), survivor.id, duplicate.id)
+    listed = (await media_client.get(f"/patients/{survivor.id}/media")).json()
+    assert [m["id"] for m in listed["items"]] == [media["id"]]
+    # declaring a file for the merged record attaches it to the survivor
+    later = await upload_file(media_client, samples.png(1800), "image/png", patient_id=duplicate.id)
+    assert later["patient_id"] == str(survivor.id)
+    timeline = await media_client.get(f"/patients/{survivor.id}/timeline")
+    assert media["id"] in {e["resource_id"] for e in timeline.json()["items"] if e["source"] == "media"}
