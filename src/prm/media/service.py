@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters import storage as storage_adapter
 from prm.adapters.storage import DownloadTarget, Storage, UploadTarget
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, jobs
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, Unavailable, ValidationFailed
 from prm.core.pagination import PageParams, paginate
@@ -419,6 +419,56 @@ async def provider_urls(session: AsyncSession, who: Principal, media_ids: Iterab
         target = await _download_target(session, who, media, store, purpose="provider")
         found.append({"url": target.url, "content_type": media.content_type, "media_id": str(media.id)})
     return found
+
+
+# --- attachments received with messages (fetched by `media.fetch_inbound`, see inbound.py) -------
+
+FETCH_JOB = "media.fetch_inbound"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment of a received message: where the provider serves it and its declared type."""
+
+    url: str
+    content_type: str
+
+
+async def attach_inbound(session: AsyncSession, who: Principal, *, message_id: uuid.UUID, patient_id: uuid.UUID | None,
+                 source: str, provider: str, provider_message_id: str, attachments: Sequence[Attachment],
+                 conversation_id: uuid.UUID | None = None) -> list[Media]:
+    """Record a received message's attachments and queue their download (idempotent per position)."""
+    recorded: list[Media] = []
+    for position, item in enumerate(attachments):
+        ref = f"{provider}:{provider_message_id}:{position}"[:200]
+        declared = verification.canonical_type(item.content_type)[:100] or "application/octet-stream"
+        kind = verification.KINDS.get(declared)
+        media_id = uuid.uuid4()
+        values = dict(
+            id=media_id, org_id=who.org_id, filename=f"{source}-{position + 1}.{kind.extension if kind else 'bin'}",
+            content_type=declared, size_bytes=0, status="pending", source=source, patient_id=patient_id,
+            conversation_id=conversation_id, message_id=message_id, source_ref=ref, source_url=item.url[:2000],
+            position=position, created_by_kind=who.kind, created_by_id=who.subject_id,
+            created_at=clock.now(), updated_at=clock.now(),
+        )
+        if kind is None:  # not on the allowlist: never fetched
+            values.update(status="rejected", failure_code="type_not_allowed",
+                          failure_detail=f"{declared} is not an accepted file type"[:300], source_url=None)
+        inserted = await session.scalar(
+            insert(Media).values(**values)
+            .on_conflict_do_nothing(index_elements=["org_id", "source_ref"], index_where=Media.source_ref.is_not(None))
+            .returning(Media.id)
+        )
+        if inserted is None:
+            continue
+        if kind is not None:
+            await jobs.defer(session, FETCH_JOB, org_id=str(who.org_id), media_id=str(media_id))
+        media = await session.get(Media, media_id)
+        assert media is not None
+        recorded.append(media)
+    if recorded:
+        log.info("media.inbound_recorded", message_id=str(message_id), count=len(recorded))
+    return recorded
 
 
 # --- deletion and retention ----------------------------------------------------------------------
