@@ -24,8 +24,8 @@ from prm.communications.models import Communication
 from prm.core import clock, events, jobs
 from prm.core.events import EventDelivery, EventRecord
 from prm.identity.models import Organisation
+from prm.notifications import org_settings, subscribers
 from prm.notifications import service as notifications
-from prm.notifications import subscribers
 from prm.notifications.schemas import NotificationSettingsUpdate
 from prm.settings import Settings
 from tests.fixtures.factories import principal
@@ -342,7 +342,7 @@ async def test_service_default_applies_to_organisations_without_a_choice(
 ) -> None:
     """APPOINTMENT_NOTIFICATIONS=cancelled: only cancellations are told, unless an organisation chose."""
     only_cancelled = messaging_settings.model_copy(update={"appointment_notifications": "cancelled"})
-    monkeypatch.setattr(notifications, "get_settings", lambda: only_cancelled)
+    monkeypatch.setattr(org_settings, "get_settings", lambda: only_cancelled)
     await notifications.update_notification_settings(
         session, other_org.id, NotificationSettingsUpdate(appointment_booked=True), principal(other_org)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import httpx
 import pytest
@@ -15,10 +16,11 @@ from prm.appointments.models import Appointment
 from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
 from prm.core.audit import AuditEntry
+from prm.identity.models import Organisation
 from prm.patients.registry import merge_handlers
 
 from .conftest import NOW, Clinic, make_patient
-from .test_appointments_service import at, events_of, principal_for
+from .support import at, events_of, principal_for
 
 
 async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -180,7 +182,6 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
 
 async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, clinic: Clinic) -> None:
     """find a service by a word, list slots, book the first with a plain dict, move it, cancel it."""
-    from datetime import date
 
     import pytest
 
@@ -226,7 +227,6 @@ async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, c
 async def test_inactive_practitioner_or_location_offers_nothing(
     session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
 ) -> None:
-    from datetime import date
 
     patient = await make_patient(session, clinic.org_id)
     org_id, patient_id = clinic.org_id, patient.id
@@ -337,3 +337,54 @@ async def test_availability_rule_with_a_number_or_zoned_time_is_422(
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["errors"]] == [field]
     assert (await client.get(url)).json() == before
+
+
+async def test_patient_appointment_history(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient, other_org: Organisation, make_client
+) -> None:  # type: ignore[no-untyped-def]
+    patient = await make_patient(session, clinic.org_id)
+    who = principal_for(clinic)
+    with clock.frozen(NOW):
+        made = []
+        for day, practitioner in ((24, clinic.vega), (25, clinic.ruiz), (26, clinic.vega)):
+            made.append(
+                await service.book(
+                    session,
+                    clinic.org_id,
+                    AppointmentCreate(
+                        patient_id=patient.id,
+                        service_id=clinic.cleaning.id,
+                        practitioner_id=practitioner.id,
+                        start_at=at(day, 11),
+                    ),
+                    who,
+                )
+            )
+        await service.cancel(session, clinic.org_id, made[1].id, reason="clash", who=who)
+        r = await client.get(f"/patients/{patient.id}/appointments")
+        assert r.status_code == 200
+        page = r.json()
+        assert page["total"] == 3
+        assert [a["id"] for a in page["items"]] == [str(made[2].id), str(made[1].id), str(made[0].id)]
+        assert [a["status"] for a in page["items"]] == ["booked", "cancelled", "booked"]
+        audited = await session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.patient_id == patient.id, AuditEntry.resource_type == "patient_appointments")
+        )
+        assert audited == 1
+        # upcoming: only time-holding, not yet started, soonest first
+        upcoming = await service.upcoming_for_patient(session, clinic.org_id, patient.id)
+        assert [a.id for a in upcoming] == [made[0].id, made[2].id]
+    with clock.frozen(at(25, 12)):
+        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [made[2].id]
+    # the patient's timeline shows the bookings and the cancellation; other orgs get a 404
+    from prm.patients.registry import timeline_sources
+
+    entries = await timeline_sources()["appointments"](session, clinic.org_id, patient.id, None, 10)
+    assert sorted(e.kind for e in entries) == ["appointment.booked"] * 3 + ["appointment.cancelled"]
+    assert all(e.source == "appointments" for e in entries)
+    assert "Cleaning with Dr Ruiz" in next(e.summary for e in entries if e.kind == "appointment.cancelled")
+    stranger = await make_client("admin", for_org=other_org)
+    assert (await stranger.get(f"/patients/{patient.id}/appointments")).status_code == 404
+    assert (await stranger.get(f"/appointments/{made[0].id}")).status_code == 404

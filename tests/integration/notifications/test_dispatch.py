@@ -1,12 +1,11 @@
-"""Notifications: templates, preview, send by channel or preference with fallback, batches, reminders."""
+"""Sending one notification: channels, fallback, retries, reminders."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
@@ -26,13 +25,7 @@ from tests.fixtures.messaging import (
     patient_with_contacts,
 )
 
-NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-APPT = {
-    "service_name": "Cleaning",
-    "practitioner_name": "Dr Ruiz",
-    "location_name": "Main St",
-    "when": "Tuesday 8 December 2026, 10:30",
-}
+from .support import APPT, NOW
 
 
 async def test_send_whatsapp_notification(
@@ -116,75 +109,6 @@ async def test_send_email_notification(session: AsyncSession, org: Organisation,
     assert "Hola Cleo" in html
 
 
-async def test_notification_templating(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
-) -> None:
-    draft = {
-        "key": "lab_results",
-        "channel": "email",
-        "locale": "en",
-        "subject": "Results for {{ patient_name }}",
-        "body": "Your {{ test }} results are in.",
-        "html_body": "<p>{{ test }}</p>",
-        "variables": ["patient_name", "test"],
-    }
-    preview = await client.post(
-        "/notifications/templates/preview",
-        json={"draft": draft, "variables": {"patient_name": "Ana", "test": "<blood>"}},
-    )
-    assert preview.status_code == 200
-    assert preview.json() | {"variables_used": None} == {
-        "subject": "Results for Ana",
-        "body": "Your <blood> results are in.",
-        "html_body": "<p>&lt;blood&gt;</p>",
-        "variables_used": None,
-        "source": "draft",
-    }
-    missing = await client.post(
-        "/notifications/templates/preview", json={"draft": draft, "variables": {"test": "x"}}
-    )
-    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "variables.patient_name"
-    undeclared = await client.post("/notifications/templates", json={**draft, "variables": ["test"]})
-    assert undeclared.status_code == 422 and "patient_name" in undeclared.json()["detail"]
-    created = await client.post("/notifications/templates", json=draft)
-    assert created.status_code == 201
-    dup = await client.post("/notifications/templates", json=draft)
-    assert dup.status_code == 409
-    stored = await client.post(
-        "/notifications/templates/preview",
-        json={"key": "lab_results", "channel": "email", "variables": {"patient_name": "B", "test": "x"}},
-    )
-    assert stored.json()["source"] == "organisation" and stored.json()["subject"] == "Results for B"
-    builtin = await client.post(
-        "/notifications/templates/preview",
-        json={
-            "key": "appointment_cancelled",
-            "channel": "sms",
-            "locale": "es-MX",
-            "variables": {**APPT, "patient_name": "Ana"},
-        },
-    )
-    assert builtin.json()["source"] == "builtin" and builtin.json()["body"].startswith("Hola Ana")
-    tid = created.json()["id"]
-    patched = await client.patch(f"/notifications/templates/{tid}", json={"body": "{{ nope }}"})
-    assert patched.status_code == 422
-    ok = await client.patch(f"/notifications/templates/{tid}", json={"body": "Results: {{ test }}"})
-    assert ok.status_code == 200 and ok.json()["body"] == "Results: {{ test }}"
-    listed = await client.get("/notifications/templates", params={"key": "lab_results"})
-    assert listed.json()["total"] == 1
-    assert len((await client.get("/notifications/templates/builtin")).json()) >= 24
-    assert (await client.delete(f"/notifications/templates/{tid}")).status_code == 204
-    assert (await client.get(f"/notifications/templates/{tid}")).status_code == 404
-    sandboxed = await client.post(
-        "/notifications/templates/preview",
-        json={
-            "draft": {**draft, "body": "{{ test.__class__.__mro__ }}"},
-            "variables": {"patient_name": "a", "test": "x"},
-        },
-    )
-    assert sandboxed.status_code == 422
-
-
 async def test_preference_and_consent_aware_fallback(
     session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
 ) -> None:
@@ -253,76 +177,6 @@ async def test_invalid_channel(session: AsyncSession, client: httpx.AsyncClient,
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "channel"
     r = await client.post("/notifications/templates", json={"key": "x_y", "channel": "fax", "body": "b"})
     assert r.status_code == 422
-
-
-async def test_batch_notifications(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
-) -> None:
-    people = [await patient_with_contacts(session, org, tags=["flu-2026"]) for _ in range(4)]
-    await patient_with_contacts(session, org, tags=["other"])
-    await patients.set_consent(
-        session, org.id, people[0].id, channel="sms", purpose="marketing", granted=True, source="api"
-    )
-    r = await client.post(
-        "/notifications/batches",
-        json={
-            "template_key": "flu_campaign",
-            "variables": {},
-            "channel": "sms",
-            "purpose": "marketing",
-            "filter": {"tags": ["flu-2026"]},
-        },
-    )
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "template_key"
-    await client.post(
-        "/notifications/templates",
-        json={
-            "key": "flu_campaign",
-            "channel": "sms",
-            "body": "{{ patient_name }}, flu shots are here: {{ link }}",
-            "variables": ["patient_name", "link"],
-        },
-    )
-    r = await client.post(
-        "/notifications/batches",
-        json={
-            "template_key": "flu_campaign",
-            "variables": {"link": "https://clinic.example/flu"},
-            "channel": "sms",
-            "purpose": "marketing",
-            "filter": {"tags": ["flu-2026"]},
-        },
-    )
-    assert r.status_code == 202, r.text
-    batch = r.json()
-    assert batch["total"] == 4 and batch["counts"] == {"pending": 4} and batch["done"] is False
-    await jobs.run_due(session)
-    report = (await client.get(f"/notifications/batches/{batch['id']}")).json()
-    # marketing needs an opt-in: only the patient who gave one receives it,
-    # the others are refused with a reason
-    assert report["counts"] == {"sent": 1, "refused": 3} and report["done"] is True
-    assert report["completed_at"] is not None
-    items = (await client.get(f"/notifications/batches/{batch['id']}/items")).json()
-    refused = [i for i in items["items"] if i["status"] == "refused"]
-    assert len(refused) == 3 and all(i["reason"].startswith("consent_refused") for i in refused)
-    [sent] = await sandbox.outbox(session, org.id, patient_id=people[0].id)
-    assert sent.payload["body"].endswith("https://clinic.example/flu")
-
-    listed = await client.post(
-        "/notifications/batches",
-        json={
-            "template_key": "appointment_reminder",
-            "variables": APPT,
-            "purpose": "reminders",
-            "patient_ids": [str(p.id) for p in people[:2]],
-        },
-    )
-    assert listed.json()["total"] == 2
-    unknown = await client.post(
-        "/notifications/batches",
-        json={"template_key": "appointment_reminder", "variables": APPT, "patient_ids": [str(uuid.uuid4())]},
-    )
-    assert unknown.status_code == 422
 
 
 async def test_notification_retry(
@@ -421,47 +275,3 @@ async def test_reminder_for_an_opted_out_patient_is_not_sent(
     )
     report = await jobs.run_due(session)
     assert report.failed == [] and await sandbox.outbox(session, org.id, patient_id=patient.id) == []
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"body": None}, "body"),
-        ({"variables": None}, "variables"),
-        ({"subject": "s" * 501}, "subject"),
-        ({"description": "d" * 501}, "description"),
-    ],
-)
-async def test_template_update_with_null_or_oversized_field_is_422_and_changes_nothing(
-    client: httpx.AsyncClient, change: dict, field: str
-) -> None:
-    created = await client.post(
-        "/notifications/templates",
-        json={"key": "fuzz_found", "channel": "email", "subject": "Hi", "body": "Hello {{ name }}",
-              "variables": ["name"]},
-    )
-    assert created.status_code == 201, created.text
-    url = f"/notifications/templates/{created.json()['id']}"
-    r = await client.patch(url, json=change)
-    assert r.status_code == 422, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert [e["field"] for e in r.json()["errors"]] == [field]
-    assert (await client.get(url)).json() == created.json()
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"locale": "pdm-" + "-".join(["abcdefgh"] * 5)}, "locale"),  # matches the pattern, longer than 35
-        ({"channel": "whatsapp", "content_sid": "HX" + "a" * 64}, "content_sid"),  # 66 > the column's 64
-    ],
-)
-async def test_template_fields_longer_than_their_columns_are_422(
-    client: httpx.AsyncClient, change: dict, field: str
-) -> None:
-    """Found by fuzzing: values allowed by the pattern but longer than the column were a 500."""
-    r = await client.post("/notifications/templates",
-                          json={"key": "fuzz_long", "channel": "sms", "body": "Hello", **change})
-    assert r.status_code == 422, r.text
-    assert [e["field"] for e in r.json()["errors"]] == [field]
-    assert (await client.get("/notifications/templates", params={"key": "fuzz_long"})).json()["total"] == 0

@@ -1,19 +1,20 @@
-"""Communications: create, schedule, send as a job, retry, list (the plan's named tests and more)."""
+"""Creating, listing, cancelling messages; idempotency; the patient-record hooks; the sandbox outbox."""
 
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.communications.models import Communication
-from prm.communications.schemas import CommunicationCreate
+from prm.communications.schemas import CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs
+from prm.core.pagination import PageParams
 from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures.factories import principal
@@ -25,7 +26,7 @@ from tests.fixtures.messaging import (
     patient_with_contacts,
 )
 
-NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+from .support import NOW
 
 
 async def test_create_whatsapp_communication(
@@ -197,167 +198,6 @@ async def test_invalid_channel(session: AsyncSession, client: httpx.AsyncClient,
     )
 
 
-async def test_send_communication_async(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
-) -> None:
-    """Creating only queues a job; the job (not the request) hands the message to the provider."""
-    p = await patient_with_contacts(session, org)
-    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "async"})
-    assert r.json()["status"] == "queued"
-    queued = await session.scalar(
-        text(
-            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = "
-            "'communications.send' AND status = 'todo' AND args->>'communication_id' = :id"
-        ),
-        {"id": r.json()["id"]},
-    )
-    assert queued == 1 and await sandbox.outbox(session, org.id, patient_id=p.id) == []
-    report = await jobs.run_due(session, names=["communications.send"])
-    job_id = (await communications.get(session, org.id, r.json()["id"])).details["job_id"]
-    assert job_id in report.succeeded
-    got = (await client.get(f"/communications/{r.json()['id']}")).json()
-    assert got["status"] == "sent" and got["provider"] == "sandbox"
-    assert len(await sandbox.outbox(session, org.id, patient_id=p.id)) == 1
-    # running again sends nothing twice
-    await communications.deliver(session, org_id=str(org.id), communication_id=r.json()["id"])
-    assert len(await sandbox.outbox(session, org.id, patient_id=p.id)) == 1
-
-
-async def test_communication_retry_logic(
-    session: AsyncSession, client: httpx.AsyncClient, twilio_org: Organisation, twilio_api: TwilioFake
-) -> None:
-    """5xx/429/timeouts retry with backoff up to the limit; a permanent error fails at once."""
-    p = await patient_with_contacts(session, twilio_org)
-    twilio_api.messages.side_effect = [
-        httpx.Response(503),
-        httpx.Response(429, json={"code": 20429}),
-        httpx.Response(201, json={"sid": "SMok", "status": "queued"}),
-    ]
-    with clock.frozen(NOW) as c:
-        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
-        await jobs.run_due(session)
-        comm = await communications.get(session, twilio_org.id, r.json()["id"])
-        assert (comm.status, comm.attempts, comm.error_code) == ("queued", 1, "http_503")
-        assert comm.next_attempt_at == NOW + timedelta(seconds=30)
-        c.advance(timedelta(seconds=30))
-        await jobs.run_due(session)
-        await session.refresh(comm)
-        assert (comm.status, comm.attempts, comm.error_code) == ("queued", 2, "20429")
-        c.advance(timedelta(seconds=60))
-        await jobs.run_due(session)
-        await session.refresh(comm)
-    assert (comm.status, comm.attempts, comm.provider_message_id, comm.error_code) == (
-        "sent",
-        3,
-        "SMok",
-        None,
-    )
-
-    # the limit: three transient failures and it is failed
-    twilio_api.messages.side_effect = None
-    twilio_api.messages.return_value = httpx.Response(500)
-    with clock.frozen(NOW) as c:
-        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "y"})
-        for _ in range(3):
-            await jobs.run_due(session)
-            c.advance(timedelta(hours=1))
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
-    assert (comm.status, comm.attempts, comm.error_code) == ("failed", 3, "http_500")
-
-    # permanent: invalid number fails on the first attempt with Twilio's reason
-    twilio_api.messages.return_value = httpx.Response(400, json={"code": 21211, "message": "Invalid 'To'"})
-    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "z"})
-    await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
-    assert (comm.status, comm.attempts, comm.error_code) == ("failed", 1, "21211")
-    assert "invalid" in comm.error_message.lower() and comm.failed_at is not None
-
-
-async def test_consent_refusal_is_409_with_reason(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
-) -> None:
-    from prm.patients import service as patients
-
-    p = await patient_with_contacts(session, org)
-    await patients.set_consent(session, org.id, p.id, channel="sms", purpose="care", granted=False, source="api")
-    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
-    assert r.status_code == 409 and r.json()["code"] == "consent_refused" and r.json()["reason"] == "opted_out"
-    r = await client.post(
-        "/communications",
-        json={
-            "patient_id": str(p.id),
-            "channel": "email",
-            "subject": "s",
-            "body": "offer",
-            "purpose": "marketing",
-        },
-    )
-    assert r.status_code == 409 and r.json()["reason"] == "not_opted_in"
-    assert (
-        await session.scalar(select(func.count()).select_from(Communication).where(Communication.patient_id == p.id))
-        == 0
-    )
-
-
-async def test_consent_withdrawn_before_a_scheduled_send(
-    session: AsyncSession, client: httpx.AsyncClient, org: Organisation, messaging_settings: Settings
-) -> None:
-    from prm.patients import service as patients
-
-    p = await patient_with_contacts(session, org)
-    with clock.frozen(NOW) as c:
-        r = await client.post(
-            "/communications",
-            json={
-                "patient_id": str(p.id),
-                "channel": "sms",
-                "body": "x",
-                "send_at": (NOW + timedelta(days=1)).isoformat(),
-            },
-        )
-        await patients.set_consent(session, org.id, p.id, channel="sms", purpose=None, granted=False, source="api")
-        c.advance(timedelta(days=1))
-        await jobs.run_due(session)
-    comm = await communications.get(session, org.id, r.json()["id"])
-    assert comm.status == "failed" and comm.error_code == "consent_refused"
-    assert await sandbox.outbox(session, org.id, patient_id=p.id) == []
-
-
-async def test_whatsapp_free_form_outside_24h_window_is_422(
-    session: AsyncSession,
-    client: httpx.AsyncClient,
-    org: Organisation,
-    messaging_settings: Settings,
-    anon_client: httpx.AsyncClient,
-) -> None:
-    await client.put("/communications/channels/whatsapp", json={"sender": CLINIC_NUMBER})
-    p = await patient_with_contacts(session, org)
-    r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
-    assert r.status_code == 422 and r.json()["code"] == "whatsapp_window_closed"
-    with clock.frozen(NOW) as c:
-        await inbound(anon_client, messaging_settings, from_=p.primary_phone, body="hello")
-        c.advance(timedelta(hours=23))
-        ok = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
-        assert ok.status_code == 201
-        c.advance(timedelta(hours=2))
-        r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "whatsapp", "body": "hi"})
-        assert r.status_code == 422
-        tpl = await client.post(
-            "/communications",
-            json={
-                "patient_id": str(p.id),
-                "channel": "whatsapp",
-                "content_sid": "HX" + "a" * 32,
-                "content_variables": {"1": "Ana"},
-            },
-        )
-        assert tpl.status_code == 201, tpl.text
-        await jobs.run_due(session)
-    # the free-form one queued inside the window, but sent after it closed, fails rather than being sent
-    assert (await communications.get(session, org.id, ok.json()["id"])).error_code == "whatsapp_window_closed"
-    assert (await communications.get(session, org.id, tpl.json()["id"])).status == "sent"
-
-
 async def test_other_org_message_is_not_found_and_cancel(
     session: AsyncSession,
     client: httpx.AsyncClient,
@@ -392,50 +232,6 @@ async def test_idempotency_key_returns_the_first_message(
     assert first.id == again.id
 
 
-async def test_shape_rules_name_the_field(session: AsyncSession, client: httpx.AsyncClient, org: Organisation) -> None:
-    p = await patient_with_contacts(session, org)
-    cases = [
-        ({"channel": "sms", "body": "x", "subject": "s"}, "subject"),
-        ({"channel": "email", "body": "x"}, "subject"),
-        ({"channel": "sms", "content_sid": "HX" + "b" * 32}, "content_sid"),
-        ({"channel": "email", "subject": "s", "body": "x", "media_urls": ["https://x.test/a"]}, "media_urls"),
-        ({"channel": "sms"}, "body"),
-    ]
-    for payload, field in cases:
-        r = await client.post("/communications", json={"patient_id": str(p.id), **payload})
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, (payload, r.text)
-    no_email = await patient_with_contacts(session, org, email=None)
-    r = await client.post(
-        "/communications",
-        json={"patient_id": str(no_email.id), "channel": "email", "subject": "s", "body": "b"},
-    )
-    assert r.status_code == 422 and r.json()["code"] == "no_address"
-
-
-async def test_channel_config_never_returns_the_secret(
-    client: httpx.AsyncClient, org: Organisation, make_client, messaging_settings: Settings
-) -> None:
-    r = await client.put(
-        "/communications/channels/voice",
-        json={"provider": "twilio", "sender": "+34 910 00 00 09", "webhook_secret": "s" * 32},
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["has_webhook_secret"] is True and "webhook_secret" not in r.json()
-    assert r.json()["sender"] == "+34910000009"
-    listed = (await client.get("/communications/channels")).json()
-    assert {c["channel"]: c["effective_provider"] for c in listed} == {
-        "sms": "sandbox",
-        "whatsapp": "sandbox",
-        "email": "sandbox",
-        "voice": "twilio",
-    }
-    assert "s" * 32 not in str(listed)
-    coordinator = await make_client("coordinator")
-    assert (await coordinator.get("/communications/channels")).status_code == 403
-    bad = await client.put("/communications/channels/sms", json={"provider": "smtp"})
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "provider"
-
-
 async def test_timeline_and_merge_hooks(session: AsyncSession, org: Organisation, messaging_settings: Settings) -> None:
     from prm.patients import registry
 
@@ -446,7 +242,7 @@ async def test_timeline_and_merge_hooks(session: AsyncSession, org: Organisation
     moved = await registry.merge_handlers()["communications"](session, org.id, b.id, a.id)
     assert moved == 1
     rows, _ = await communications.list_communications(
-        session, org.id, communications.CommunicationFilters(patient_id=a.id), communications.PageParams()
+        session, org.id, CommunicationFilters(patient_id=a.id), PageParams()
     )
     assert len(rows) == 1
 

@@ -1,0 +1,161 @@
+"""Slot queries: the bookable times of a service, from rules, exceptions and busy time."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.appointments import slots
+from prm.appointments.models import (
+    Appointment,
+    AvailabilityException,
+    AvailabilityRule,
+    Location,
+    Service,
+)
+from prm.appointments.setup import MAX_RANGE_DAYS, _holding, _ref
+from prm.core import clock
+from prm.core.errors import ValidationFailed
+
+# --- slots --------------------------------------------------------------------------------------
+
+
+def service_times(service: Service) -> slots.ServiceTimes:
+    return slots.ServiceTimes(
+        duration=timedelta(minutes=service.duration_minutes),
+        buffer_before=timedelta(minutes=service.buffer_before_minutes),
+        buffer_after=timedelta(minutes=service.buffer_after_minutes),
+        min_notice=timedelta(minutes=service.min_notice_minutes),
+        horizon=timedelta(days=service.horizon_days),
+        step=timedelta(minutes=service.slot_step_minutes),
+    )
+
+
+async def _schedules(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    practitioner_ids: Sequence[uuid.UUID],
+    location_id: uuid.UUID | None,
+    frm: datetime,
+    until: datetime,
+) -> list[slots.Schedule]:
+    """One Schedule per (practitioner, location) with rules, with the exceptions touching the range."""
+    if not practitioner_ids:
+        return []
+    rule_stmt = (
+        select(AvailabilityRule, Location.timezone)
+        .join(Location, Location.id == AvailabilityRule.location_id)
+        .where(
+            AvailabilityRule.org_id == org_id,
+            AvailabilityRule.practitioner_id.in_(practitioner_ids),
+            Location.is_active.is_(True),
+        )
+    )
+    if location_id is not None:
+        rule_stmt = rule_stmt.where(AvailabilityRule.location_id == location_id)
+    zones: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    rules: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Rule]] = defaultdict(list)
+    for rule, zone in (await session.execute(rule_stmt)).all():
+        key = (rule.practitioner_id, rule.location_id)
+        zones[key] = zone
+        rules[key].append(slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
+    exc_stmt = (
+        select(AvailabilityException, Location.timezone)
+        .outerjoin(Location, Location.id == AvailabilityException.location_id)
+        .where(
+            AvailabilityException.org_id == org_id,
+            AvailabilityException.practitioner_id.in_(practitioner_ids),
+            AvailabilityException.start_at < until,
+            AvailabilityException.end_at > frm,
+        )
+    )
+    off_everywhere: dict[uuid.UUID, list[slots.Interval]] = defaultdict(list)
+    off: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
+    extra: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
+    for exc, zone in (await session.execute(exc_stmt)).all():
+        span = (exc.start_at, exc.end_at)
+        if exc.kind == "time_off" and exc.location_id is None:
+            off_everywhere[exc.practitioner_id].append(span)
+            continue
+        assert exc.location_id is not None  # the check constraint: only time off may omit it
+        key = (exc.practitioner_id, exc.location_id)
+        if location_id is not None and exc.location_id != location_id:
+            continue
+        if exc.kind == "time_off":
+            off[key].append(span)
+        else:
+            extra[key].append(span)
+            zones.setdefault(key, zone)
+    return [
+        slots.Schedule(
+            practitioner_id=key[0],
+            location_id=key[1],
+            timezone=zone,
+            rules=rules.get(key, []),
+            extra=extra.get(key, []),
+            off=[*off.get(key, []), *off_everywhere.get(key[0], [])],
+        )
+        for key, zone in sorted(zones.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
+    ]
+
+
+async def _busy(
+    session: AsyncSession,
+    practitioner_ids: Sequence[uuid.UUID],
+    frm: datetime,
+    until: datetime,
+    *,
+    exclude: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[slots.Interval]]:
+    stmt = select(Appointment.practitioner_id, Appointment.blocked_from, Appointment.blocked_until).where(
+        Appointment.practitioner_id.in_(practitioner_ids),
+        _holding,
+        Appointment.blocked_from < until,
+        Appointment.blocked_until > frm,
+    )
+    if exclude is not None:
+        stmt = stmt.where(Appointment.id != exclude)
+    busy: dict[uuid.UUID, list[slots.Interval]] = defaultdict(list)
+    for pid, b0, b1 in (await session.execute(stmt)).all():
+        busy[pid].append((b0, b1))
+    return busy
+
+
+def _day_bounds(start_date: date, end_date: date) -> tuple[datetime, datetime]:
+    """UTC instants safely covering local days `start_date`..`end_date` in any zone."""
+    return (
+        datetime.combine(start_date - timedelta(days=2), time(0), tzinfo=UTC),
+        datetime.combine(end_date + timedelta(days=2), time(0), tzinfo=UTC),
+    )
+
+
+async def available_slots(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    service_id: uuid.UUID,
+    start_date: date,
+    end_date: date,
+    practitioner_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> list[slots.Slot]:
+    """Bookable slots of a service between two local dates (inclusive), earliest first."""
+    if end_date < start_date:
+        raise ValidationFailed.field("end_date", "must not be before start_date")
+    if (end_date - start_date).days >= MAX_RANGE_DAYS:
+        raise ValidationFailed.field("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
+    service = await _ref(session, Service, org_id, service_id, "service_id", "service")
+    offering = [p.id for p in service.practitioners if p.is_active]
+    if practitioner_id is not None:
+        offering = [p for p in offering if p == practitioner_id]
+    frm, until = _day_bounds(start_date, end_date)
+    schedules = await _schedules(session, org_id, offering, location_id, frm, until)
+    busy = await _busy(session, offering, frm, until)
+    query = slots.Query(start_date=start_date, end_date=end_date, now=clock.now(), busy=busy)
+    return slots.compute_slots(schedules, service_times(service), query, limit=limit)

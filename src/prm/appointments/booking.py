@@ -1,0 +1,420 @@
+"""Booking: book, update, transition (cancel, confirm, ...), reschedule, and the guarded write."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.appointments import slots
+from prm.appointments import state_machine as sm
+from prm.appointments.availability import _busy, _schedules, service_times
+from prm.appointments.models import (
+    Appointment,
+    AppointmentChange,
+    Location,
+    Practitioner,
+    Service,
+)
+from prm.appointments.reminders import _schedule_reminders, _void_reminders
+from prm.appointments.schemas import (
+    AppointmentCreate,
+)
+from prm.appointments.setup import _apply, _get, _ref, describe, get_service
+from prm.core import audit, clock, events
+from prm.core.auth import Principal
+from prm.core.errors import Conflict, ValidationFailed
+from prm.core.events import Event
+from prm.patients.models import Patient
+
+log = structlog.get_logger(__name__)
+
+
+# --- booking ------------------------------------------------------------------------------------
+
+
+def event_payload(appointment: Appointment, **extra: Any) -> dict[str, Any]:
+    return {
+        "appointment_id": str(appointment.id),
+        "patient_id": str(appointment.patient_id),
+        "practitioner_id": str(appointment.practitioner_id),
+        "service_id": str(appointment.service_id),
+        "location_id": str(appointment.location_id),
+        "start_at": appointment.start_at.astimezone(UTC).isoformat(),
+        "end_at": appointment.end_at.astimezone(UTC).isoformat(),
+        "status": appointment.status,
+        **extra,
+    }
+
+
+async def _publish(session: AsyncSession, action: str, appointment: Appointment, **extra: Any) -> None:
+    payload = event_payload(appointment, **await describe(session, appointment), **extra)
+    await events.publish(session, Event(type=sm.EVENTS[action], org_id=appointment.org_id, payload=payload))
+
+
+def _history(
+    appointment: Appointment,
+    action: str,
+    who: Principal,
+    *,
+    from_status: str | None,
+    old: tuple[datetime, datetime] | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AppointmentChange:
+    return AppointmentChange(
+        org_id=appointment.org_id,
+        appointment_id=appointment.id,
+        at=clock.now(),
+        action=action,
+        from_status=from_status,
+        to_status=appointment.status,
+        old_start_at=old[0] if old else None,
+        old_end_at=old[1] if old else None,
+        new_start_at=appointment.start_at if action in ("book", "reschedule") else None,
+        new_end_at=appointment.end_at if action in ("book", "reschedule") else None,
+        actor=who.credential,
+        reason=reason,
+        details=details or {},
+    )
+
+
+async def _check_start(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    service: Service,
+    practitioner_id: uuid.UUID,
+    location_id: uuid.UUID | None,
+    start_at: datetime,
+    *,
+    exclude: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Validate a start for booking; return the location it happens at. 422 / 409 as documented."""
+    times = service_times(service)
+    now = clock.now()
+    if start_at < now + times.min_notice:
+        raise ValidationFailed.field(
+            "start_at",
+            f"must be at least {service.min_notice_minutes} minutes from now",
+            code="too_short_notice",
+        )
+    if times.horizon is not None and start_at > now + times.horizon:
+        raise ValidationFailed.field("start_at", f"must be within {service.horizon_days} days", code="beyond_horizon")
+    frm, until = start_at - timedelta(days=2), start_at + timedelta(days=2)
+    schedules = await _schedules(session, org_id, [practitioner_id], location_id, frm, until)
+    matching = [s for s in schedules if slots.within_availability(s, times, start_at)]
+    if not matching:
+        raise ValidationFailed.field(
+            "start_at",
+            "outside the practitioner's availability" + (" at this location" if location_id else ""),
+            code="outside_availability",
+        )
+    busy = await _busy(session, [practitioner_id], frm, until, exclude=exclude)
+    if slots.overlaps_busy(times, start_at, busy.get(practitioner_id, [])):
+        raise Conflict("That time is already taken for this practitioner", code="slot_taken")
+    return matching[0].location_id
+
+
+def _constraint_conflict(exc: IntegrityError) -> Conflict | None:
+    name = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None)
+    if name == "ex_appointments_practitioner_time":
+        return Conflict("That time is already taken for this practitioner", code="slot_taken")
+    if name == "ex_appointments_patient_time":
+        return Conflict("The patient already has an appointment at an overlapping time", code="patient_overlap")
+    return None
+
+
+DEADLOCK_RETRIES = 5
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01"
+
+
+async def _write_guarded(session: AsyncSession, appointment: Appointment, change: Callable[[], None]) -> None:
+    """Apply `change` and flush it in a savepoint; an exclusion violation becomes a 409.
+
+    Two transactions inserting overlapping rows at the same moment each wait for the other's
+    uncommitted row: PostgreSQL detects the deadlock and aborts one. That one rolls back its
+    savepoint and tries again, now waiting for the winner to commit, and then gets the ordinary
+    exclusion violation (409) — or succeeds if the winner rolled back.
+    """
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            # begin_nested() flushes what is pending first, so the change is made inside the savepoint
+            async with session.begin_nested():
+                change()
+                await session.flush()
+        except IntegrityError as exc:
+            conflict = _constraint_conflict(exc)
+            if conflict is None:
+                raise
+            raise conflict from None
+        except DBAPIError as exc:
+            if not _is_deadlock(exc) or attempt == DEADLOCK_RETRIES:
+                raise
+            log.info("appointments.deadlock_retry", attempt=attempt + 1)
+            continue
+        if attempt:
+            await session.refresh(appointment)  # the savepoint rollback expired what `change` did not set
+        return
+
+
+async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
+    patient = (
+        await session.execute(select(Patient).where(Patient.id == patient_id, Patient.org_id == org_id))
+    ).scalar_one_or_none()
+    if patient is None or patient.deleted_at is not None or patient.status == "merged":
+        raise ValidationFailed.field("patient_id", f"no patient {patient_id}", code="unknown_patient")
+    return patient
+
+
+async def book(
+    session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate | dict[str, Any], who: Principal
+) -> Appointment:
+    """Book a patient with a practitioner for a service at `data.start_at`.
+
+    `data` is an `AppointmentCreate` (or a dict of its fields). 422 for unknown references or a
+    start outside availability / notice / horizon; 409 `slot_taken` or `patient_overlap` when the
+    time is held (checked, then enforced by the database's exclusion constraints, so concurrent
+    bookings cannot both succeed).
+    """
+    if isinstance(data, dict):
+        try:
+            data = AppointmentCreate.model_validate(data)
+        except PydanticValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+                for e in exc.errors()
+            ]
+            raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
+    await _patient(session, org_id, data.patient_id)
+    service = await _ref(session, Service, org_id, data.service_id, "service_id", "service")
+    practitioner = next((p for p in service.practitioners if p.id == data.practitioner_id and p.is_active), None)
+    if practitioner is None:
+        await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")
+        raise ValidationFailed.field(
+            "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
+        )
+    if data.location_id is not None:
+        await _ref(session, Location, org_id, data.location_id, "location_id", "location")
+    start_at = data.start_at.astimezone(UTC)
+    location_id = await _check_start(session, org_id, service, practitioner.id, data.location_id, start_at)
+    times = service_times(service)
+    blocked = times.blocked(start_at)
+    appointment = Appointment(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=data.patient_id,
+        practitioner_id=practitioner.id,
+        service_id=service.id,
+        location_id=location_id,
+        start_at=start_at,
+        end_at=start_at + times.duration,
+        blocked_from=blocked[0],
+        blocked_until=blocked[1],
+        status="booked",
+        mode=service.mode,
+        notes=data.notes,
+        source=data.source,
+        booked_by=who.credential,
+    )
+    await _write_guarded(session, appointment, lambda: session.add(appointment))
+    session.add(_history(appointment, "book", who, from_status=None))
+    await _schedule_reminders(session, appointment)
+    await audit.record(
+        session,
+        who,
+        "create",
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"source": data.source},
+    )
+    await _publish(session, "book", appointment)
+    return appointment
+
+
+async def get_appointment(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    who: Principal,
+    *,
+    audit_read: bool = True,
+) -> Appointment:
+    appointment = await _get(session, Appointment, org_id, appointment_id, "appointment")
+    if audit_read:
+        await audit.record(session, who, "read", "appointment", appointment.id, patient_id=appointment.patient_id)
+    return appointment  # type: ignore[no-any-return]
+
+
+async def update_appointment(
+    session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, *, notes: str | None, who: Principal
+) -> Appointment:
+    """Change what does not move time (notes); moving is `reschedule`."""
+    appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
+    if notes is not None:
+        appointment.notes = notes
+    await session.flush()
+    await audit.record(
+        session,
+        who,
+        "update",
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"fields": ["notes"] if notes is not None else []},
+    )
+    return appointment  # type: ignore[no-any-return]
+
+
+_STAMPS = {
+    "confirm": "confirmed_at",
+    "check_in": "checked_in_at",
+    "complete": "completed_at",
+    "no_show": "no_show_at",
+    "cancel": "cancelled_at",
+}
+
+
+async def transition(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    action: str,
+    who: Principal,
+    *,
+    reason: str | None = None,
+    notify_patient: bool = True,
+) -> Appointment:
+    """Apply a lifecycle action (confirm, check_in, complete, no_show, cancel); 409 lists allowed ones.
+
+    `notify_patient=False` marks the event as one the patient is not to be told about (a duplicate
+    cancelled by a patient merge): the `notify_patient` field of the cancellation event.
+    """
+    appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
+    before = appointment.status
+    target = sm.transition(before, action)
+    if action == "no_show" and clock.now() < appointment.start_at:
+        raise Conflict(
+            "A patient can only be marked as a no-show once the appointment has started",
+            code="not_started",
+            allowed_actions=sm.allowed_actions(before),
+        )
+    appointment.status = target
+    setattr(appointment, _STAMPS[action], clock.now())
+    if action == "cancel":
+        appointment.cancel_reason = reason
+        appointment.cancelled_by = who.credential
+    if appointment.status not in sm.REMINDABLE:  # checked in, done or off: pending reminders are moot
+        await _void_reminders(session, appointment)
+    await session.flush()
+    session.add(_history(appointment, action, who, from_status=before, reason=reason))
+    await audit.record(
+        session,
+        who,
+        action,
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"from": before, "to": appointment.status},
+    )
+    extra = {"reason": reason, "notify_patient": notify_patient} if action == "cancel" else {}
+    await _publish(session, action, appointment, **extra)
+    return appointment
+
+
+async def cancel(
+    session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, *, reason: str, who: Principal
+) -> Appointment:
+    """Cancel (from booked or confirmed), recording why and who; voids pending reminders."""
+    if not reason or not reason.strip():
+        raise ValidationFailed.field("reason", "a cancellation needs a reason")
+    return await transition(session, org_id, appointment_id, "cancel", who, reason=reason.strip())
+
+
+async def reschedule(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    *,
+    start_at: datetime,
+    who: Principal,
+    practitioner_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    reason: str | None = None,
+) -> Appointment:
+    """Move an appointment atomically (same row, history kept); it is `booked` again afterwards."""
+    appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
+    before = appointment.status
+    new_status = sm.transition(before, "reschedule")
+    if start_at.tzinfo is None:
+        raise ValidationFailed.field("start_at", "needs a UTC offset")
+    start_at = start_at.astimezone(UTC)
+    service = await get_service(session, org_id, appointment.service_id)
+    target = appointment.practitioner_id
+    if practitioner_id is not None and practitioner_id != target:
+        practitioner = await _ref(session, Practitioner, org_id, practitioner_id, "practitioner_id", "practitioner")
+        if practitioner.id not in service.practitioner_ids:
+            raise ValidationFailed.field(
+                "practitioner_id", "this practitioner does not offer the service", code="service_not_offered"
+            )
+        target = practitioner.id
+    if location_id is not None:
+        await _ref(session, Location, org_id, location_id, "location_id", "location")
+    new_location = await _check_start(session, org_id, service, target, location_id, start_at, exclude=appointment.id)
+    old = (appointment.start_at, appointment.end_at)
+    old_location_id = appointment.location_id
+    times = service_times(service)
+    blocked = times.blocked(start_at)
+    previous = {
+        "start_at": old[0].astimezone(UTC).isoformat(),
+        "practitioner_id": str(appointment.practitioner_id),
+        "location_id": str(appointment.location_id),
+    }
+    moved = {
+        "start_at": start_at,
+        "end_at": start_at + times.duration,
+        "blocked_from": blocked[0],
+        "blocked_until": blocked[1],
+        "practitioner_id": target,
+        "location_id": new_location,
+        "status": new_status,
+        "confirmed_at": None,
+        "sequence": appointment.sequence + 1,
+    }
+    await _write_guarded(session, appointment, lambda: _apply(appointment, moved))
+    session.add(
+        _history(
+            appointment,
+            "reschedule",
+            who,
+            from_status=before,
+            old=old,
+            reason=reason,
+            details={"previous": previous},
+        )
+    )
+    await _void_reminders(session, appointment)
+    await _schedule_reminders(session, appointment)
+    await audit.record(session, who, "reschedule", "appointment", appointment.id, patient_id=appointment.patient_id)
+    previous_location = await session.get(Location, old_location_id)
+    await _publish(
+        session,
+        "reschedule",
+        appointment,
+        previous_start_at=previous["start_at"],
+        previous_local_start=old[0].astimezone(ZoneInfo(previous_location.timezone)).isoformat()
+        if previous_location
+        else None,
+    )
+    return appointment

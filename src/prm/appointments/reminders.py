@@ -1,0 +1,140 @@
+"""Appointment reminders: scheduled at booking, voided on change, fired by the reminder job."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.appointments import state_machine as sm
+from prm.appointments.models import (
+    Appointment,
+    AppointmentChange,
+    AppointmentReminder,
+)
+from prm.appointments.setup import REMINDER_JOB, describe
+from prm.core import audit, clock, events, jobs
+from prm.core.auth import Principal
+from prm.core.events import Event
+from prm.settings import get_settings
+
+# --- reminders ----------------------------------------------------------------------------------
+
+
+def reminder_offsets() -> list[int]:
+    """Minutes before the start, from REMINDER_OFFSETS_MINUTES ("1440,120"), largest first."""
+    raw = get_settings().reminder_offsets_minutes
+    return sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True)
+
+
+async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -> list[AppointmentReminder]:
+    """One reminder row + job per offset whose moment is still ahead."""
+    now = clock.now()
+    created = []
+    for offset in reminder_offsets():
+        due_at = appointment.start_at - timedelta(minutes=offset)
+        if due_at <= now:
+            continue
+        reminder_id = uuid.uuid4()
+        # the job goes first (the reminder row only carries its id), in the same transaction
+        job_id = await jobs.defer(
+            session, REMINDER_JOB, schedule_at=due_at, org_id=str(appointment.org_id), reminder_id=str(reminder_id)
+        )
+        reminder = AppointmentReminder(
+            id=reminder_id,
+            org_id=appointment.org_id,
+            appointment_id=appointment.id,
+            offset_minutes=offset,
+            due_at=due_at,
+            status="scheduled",
+            job_id=job_id,
+        )
+        session.add(reminder)
+        created.append(reminder)
+    await session.flush()
+    return created
+
+
+async def _void_reminders(session: AsyncSession, appointment: Appointment) -> int:
+    pending = list(
+        await session.scalars(
+            select(AppointmentReminder).where(
+                AppointmentReminder.appointment_id == appointment.id,
+                AppointmentReminder.status == "scheduled",
+            )
+        )
+    )
+    for reminder in pending:
+        if reminder.job_id is not None:
+            await jobs.cancel_pending(session, reminder.job_id)
+        reminder.status = "void"
+    await session.flush()
+    return len(pending)
+
+
+async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: uuid.UUID) -> bool:
+    """Publish `appointment.reminder_due` for a scheduled reminder; False when there is nothing to do."""
+    reminder = (
+        await session.execute(
+            select(AppointmentReminder)
+            .where(AppointmentReminder.id == reminder_id, AppointmentReminder.org_id == org_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if reminder is None or reminder.status != "scheduled":
+        return False
+    appointment = await session.get(Appointment, reminder.appointment_id)
+    assert appointment is not None
+    if appointment.status not in sm.REMINDABLE:
+        reminder.status = "void"
+        return False
+    reminder.status = "due"
+    reminder.fired_at = clock.now()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "remind",
+        "appointment",
+        appointment.id,
+        patient_id=appointment.patient_id,
+        details={"reminder_id": str(reminder.id), "offset_minutes": reminder.offset_minutes},
+    )
+    await session.flush()
+    await events.publish(
+        session,
+        Event(
+            type="appointment.reminder_due",
+            org_id=org_id,
+            payload={
+                "reminder_id": str(reminder.id),
+                "appointment_id": str(appointment.id),
+                "patient_id": str(appointment.patient_id),
+                "offset_minutes": reminder.offset_minutes,
+                "start_at": appointment.start_at.astimezone(UTC).isoformat(),
+                **await describe(session, appointment),
+            },
+        ),
+    )
+    return True
+
+
+async def reminders_of(session: AsyncSession, appointment_id: uuid.UUID) -> list[AppointmentReminder]:
+    return list(
+        await session.scalars(
+            select(AppointmentReminder)
+            .where(AppointmentReminder.appointment_id == appointment_id)
+            .order_by(AppointmentReminder.due_at, AppointmentReminder.created_at)
+        )
+    )
+
+
+async def history_of(session: AsyncSession, appointment_id: uuid.UUID) -> list[AppointmentChange]:
+    return list(
+        await session.scalars(
+            select(AppointmentChange)
+            .where(AppointmentChange.appointment_id == appointment_id)
+            .order_by(AppointmentChange.id)
+        )
+    )

@@ -1,0 +1,183 @@
+"""Channels: consent and channel rules (WhatsApp window, addresses), per-organisation channel
+configuration, and routing an inbound number to its organisation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.adapters import registry as adapters
+from prm.communications import rules
+from prm.communications.models import ChannelConfig, Communication
+from prm.communications.schemas import ChannelConfigWrite, CommunicationCreate
+from prm.core import audit, clock
+from prm.core.auth import Principal
+from prm.core.errors import Conflict, ValidationFailed
+from prm.patients import service as patients
+
+PHONE_CHANNELS = ("sms", "whatsapp", "voice")
+
+
+# --- consent and channel rules -------------------------------------------------------------------
+
+
+async def require_consent(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str, purpose: str
+) -> None:
+    """Raise 409 `consent_refused` (with the reason) unless the patient may be contacted so."""
+    decision = await patients.consent_allows(session, org_id, patient_id, channel=channel, purpose=purpose)
+    if not decision.allowed:
+        raise Conflict(
+            f"The patient may not be contacted by {channel} for {purpose}: {decision.reason}",
+            code="consent_refused",
+            reason=decision.reason,
+            channel=channel,
+            purpose=purpose,
+        )
+
+
+async def last_inbound_at(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str = "whatsapp"
+) -> datetime | None:
+    result: datetime | None = await session.scalar(
+        select(func.max(Communication.created_at)).where(
+            Communication.org_id == org_id,
+            Communication.patient_id == patient_id,
+            Communication.channel == channel,
+            Communication.direction == "inbound",
+        )
+    )
+    return result
+
+
+async def whatsapp_window_open(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
+    return rules.whatsapp_window_open(await last_inbound_at(session, org_id, patient_id), clock.now())
+
+
+def address_of(patient: Any, channel: str) -> str | None:
+    return patient.primary_email if channel == "email" else patient.primary_phone
+
+
+def _check_shape(data: CommunicationCreate) -> None:
+    """Which fields a channel takes; raises ValidationFailed naming the field."""
+    ch = data.channel
+    if data.content_sid and ch != "whatsapp":
+        raise ValidationFailed.field("content_sid", "templates (Content SID) are for WhatsApp only")
+    if data.media_urls and ch not in ("sms", "whatsapp"):
+        raise ValidationFailed.field("media_urls", "media is for SMS and WhatsApp; email takes attachments")
+    if data.attachments and ch != "email":
+        raise ValidationFailed.field("attachments", "attachments are for email only")
+    if (data.subject or data.html_body) and ch != "email":
+        raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
+    if ch == "email" and not data.subject:
+        raise ValidationFailed.field("subject", "an email needs a subject")
+    if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
+        raise ValidationFailed.field("body", "a message needs a body")
+    if ch in ("voice", "email") and not (data.body or "").strip():
+        raise ValidationFailed.field("body", f"a {ch} message needs a body")
+
+
+# --- channel configuration -----------------------------------------------------------------------
+
+
+async def channel_config(session: AsyncSession, org_id: uuid.UUID, channel: str) -> ChannelConfig | None:
+    result: ChannelConfig | None = await session.scalar(
+        select(ChannelConfig).where(ChannelConfig.org_id == org_id, ChannelConfig.channel == channel)
+    )
+    return result
+
+
+def effective_provider(config: ChannelConfig | None, channel: str) -> str:
+    if config is not None and config.provider:
+        return config.provider
+    return adapters.default_provider(channel)
+
+
+def _sender(config: ChannelConfig | None, channel: str) -> str | None:
+    if config is not None and config.sender:
+        return config.sender
+    return adapters.settings().smtp_from if channel == "email" else None
+
+
+async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list[ChannelConfig]:
+    rows = await session.scalars(
+        select(ChannelConfig).where(ChannelConfig.org_id == org_id).order_by(ChannelConfig.channel)
+    )
+    return list(rows)
+
+
+async def put_channel_config(
+    session: AsyncSession, org_id: uuid.UUID, channel: str, data: ChannelConfigWrite, who: Principal
+) -> ChannelConfig:
+    """Create or replace the configuration of one channel (a secret left out is kept)."""
+    if channel not in rules.CHANNELS:
+        raise ValidationFailed.field("channel", f"must be one of {', '.join(rules.CHANNELS)}")
+    if data.provider == "smtp" and channel != "email":
+        raise ValidationFailed.field("provider", "smtp only serves the email channel")
+    if data.provider == "twilio" and channel == "email":
+        raise ValidationFailed.field("provider", "twilio does not serve the email channel")
+    sender = data.sender
+    if sender and channel in PHONE_CHANNELS:
+        from prm.patients.phones import try_normalise
+
+        sender = try_normalise(sender, adapters.settings().default_phone_region)
+        if sender is None:
+            raise ValidationFailed.field("sender", "not a valid phone number")
+    elif sender and channel == "email" and "@" not in sender:
+        raise ValidationFailed.field("sender", "not an email address")
+    if data.webhook_secret and channel != "voice":
+        raise ValidationFailed.field("webhook_secret", "only the voice channel has a webhook secret")
+    if sender and channel != "email":
+        taken = await session.scalar(
+            select(ChannelConfig.id).where(
+                ChannelConfig.channel == channel,
+                ChannelConfig.sender == sender,
+                ChannelConfig.org_id != org_id,
+            )
+        )
+        if taken is not None:
+            raise Conflict("This number is already configured by another organisation", code="sender_taken")
+    config = await channel_config(session, org_id, channel)
+    if config is None:
+        config = ChannelConfig(id=uuid.uuid4(), org_id=org_id, channel=channel)
+        session.add(config)
+    config.provider = data.provider
+    config.sender = sender
+    config.sender_name = data.sender_name
+    config.enabled = data.enabled
+    if data.webhook_secret:
+        config.webhook_secret = data.webhook_secret
+    config.updated_at = clock.now()
+    await session.flush()
+    await audit.record(
+        session,
+        who,
+        "update",
+        "channel_config",
+        config.id,
+        details={"channel": channel, "secret_changed": bool(data.webhook_secret)},
+    )
+    return config
+
+
+async def org_for_number(session: AsyncSession, channel: str, number: str) -> ChannelConfig | None:
+    """The enabled channel configuration whose sender is `number` (inbound routing).
+
+    The configuration of `channel` itself first; else another phone channel with that number (one
+    Twilio number often serves SMS, WhatsApp and voice but is configured for one of them only).
+    """
+    result: ChannelConfig | None = await session.scalar(
+        select(ChannelConfig)
+        .where(
+            ChannelConfig.channel.in_(PHONE_CHANNELS),
+            ChannelConfig.sender == number,
+            ChannelConfig.enabled.is_(True),
+        )
+        .order_by((ChannelConfig.channel == channel).desc(), ChannelConfig.created_at)
+        .limit(1)
+    )
+    return result

@@ -1,0 +1,343 @@
+"""Messages: creating (send), reading, cancelling, recording inbound messages and replies,
+and applying provider status callbacks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.communications import rules
+from prm.communications.channels import (
+    _check_shape,
+    _sender,
+    address_of,
+    channel_config,
+    require_consent,
+    whatsapp_window_open,
+)
+from prm.communications.models import Communication
+from prm.communications.schemas import CommunicationCreate, CommunicationFilters
+from prm.core import audit, clock, jobs
+from prm.core.auth import Principal
+from prm.core.errors import Conflict, NotFound, ValidationFailed
+from prm.core.pagination import PageParams, paginate
+from prm.patients import service as patients
+
+log = structlog.get_logger(__name__)
+
+SEND_JOB = "communications.send"
+
+
+# --- creating and reading ------------------------------------------------------------------------
+
+
+async def send(
+    session: AsyncSession, org_id: uuid.UUID, data: CommunicationCreate, who: Principal | None = None
+) -> Communication:
+    """Create an outbound message and queue its sending (now, or at `data.send_at`).
+
+    Refuses (nothing written) when the patient is unknown (404), has no address on the channel
+    (422), did not consent (409 `consent_refused`), or when a free-form WhatsApp message falls
+    outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
+    the first message.
+    """
+    who = who or Principal.system(org_id)
+    if data.idempotency_key:
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
+            )
+        )
+        if existing is not None:
+            return existing
+    _check_shape(data)
+    patient = await patients.resolve(session, org_id, data.patient_id)
+    to = address_of(patient, data.channel)
+    if not to:
+        kind = "email address" if data.channel == "email" else "phone number"
+        raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
+    await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+    if (
+        data.channel == "whatsapp"
+        and not data.content_sid
+        and not await whatsapp_window_open(session, org_id, patient.id)
+    ):
+        raise ValidationFailed.field(
+            "body",
+            "free-form WhatsApp messages are only allowed within 24 hours of the patient's last "
+            "message; send an approved template (content_sid and content_variables)",
+            code="whatsapp_window_closed",
+        )
+    now = clock.now()
+    config = await channel_config(session, org_id, data.channel)
+    if config is not None and not config.enabled:
+        raise Conflict(f"The {data.channel} channel is disabled for this organisation", code="channel_disabled")
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient.id,
+        conversation_id=data.conversation_id,
+        channel=data.channel,
+        direction="outbound",
+        purpose=data.purpose,
+        status="queued",
+        to_address=to,
+        from_address=_sender(config, data.channel),
+        subject=data.subject,
+        body=data.body,
+        html_body=data.html_body,
+        media=[{"url": u, "content_type": None} for u in data.media_urls],
+        attachments=[a.model_dump() for a in data.attachments],
+        content_sid=data.content_sid,
+        content_variables=data.content_variables or None,
+        template_key=data.template_key,
+        idempotency_key=data.idempotency_key,
+        created_by=who.credential,
+        send_at=data.send_at,
+        queued_at=now,
+        attempts=0,
+        details={},
+    )
+    try:
+        async with session.begin_nested():
+            session.add(comm)
+            await session.flush()
+    except IntegrityError:
+        if not data.idempotency_key:
+            raise
+        # a concurrent request with the same key won the race: answer with its message
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
+            )
+        )
+        if existing is None:
+            raise
+        return existing
+    schedule_at = data.send_at if data.send_at and data.send_at > now else None
+    job_id = await jobs.defer(
+        session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id), schedule_at=schedule_at
+    )
+    comm.details = {"job_id": job_id}
+    await audit.record(
+        session,
+        who,
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient.id,
+        details={"channel": comm.channel, "purpose": comm.purpose},
+    )
+    log.info(
+        "communication.queued",
+        communication_id=str(comm.id),
+        channel=comm.channel,
+        scheduled=schedule_at is not None,
+    )
+    return comm
+
+
+async def get(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal | None = None
+) -> Communication:
+    comm = await session.scalar(
+        select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
+    )
+    if comm is None:
+        raise NotFound("No such communication", code="communication_not_found")
+    if who is not None:
+        await audit.record(session, who, "read", "communication", comm.id, patient_id=comm.patient_id)
+    return comm
+
+
+async def list_communications(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    filters: CommunicationFilters,
+    paging: PageParams,
+    who: Principal | None = None,
+) -> tuple[list[Communication], int]:
+    stmt = select(Communication).where(Communication.org_id == org_id)
+    if filters.patient_id:
+        stmt = stmt.where(Communication.patient_id == filters.patient_id)
+    if filters.conversation_id:
+        stmt = stmt.where(Communication.conversation_id == filters.conversation_id)
+    if filters.channel:
+        stmt = stmt.where(Communication.channel == filters.channel)
+    if filters.status:
+        stmt = stmt.where(Communication.status == filters.status)
+    if filters.direction:
+        stmt = stmt.where(Communication.direction == filters.direction)
+    if filters.since:
+        stmt = stmt.where(Communication.created_at >= filters.since)
+    if filters.until:
+        stmt = stmt.where(Communication.created_at < filters.until)
+    rows, total = await paginate(session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging)
+    if who is not None:
+        await audit.record(
+            session,
+            who,
+            "list",
+            "communication",
+            None,
+            patient_id=filters.patient_id,
+            details={"count": len(rows), "channel": filters.channel},
+        )
+    return rows, total
+
+
+async def cancel(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal
+) -> Communication:
+    """Cancel a message that has not been sent yet (409 `not_cancellable` otherwise)."""
+    comm = await get(session, org_id, communication_id)
+    if comm.status != "queued":
+        raise Conflict(f"A {comm.status} message can no longer be cancelled", code="not_cancellable")
+    job_id = (comm.details or {}).get("job_id")
+    if job_id:
+        await jobs.cancel_pending(session, int(job_id))
+    comm.status = "cancelled"
+    comm.failed_at = clock.now()
+    await audit.record(session, who, "cancel", "communication", comm.id, patient_id=comm.patient_id)
+    return comm
+
+
+async def record_inbound(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    channel: str,
+    body: str | None,
+    from_address: str | None,
+    to_address: str | None,
+    provider: str,
+    provider_message_id: str | None,
+    media: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Communication:
+    """Store a message the patient sent (or a finished call)."""
+    now = clock.now()
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction="inbound",
+        status="received",
+        body=body,
+        from_address=from_address,
+        to_address=to_address,
+        provider=provider,
+        provider_message_id=provider_message_id,
+        media=media or [],
+        attachments=[],
+        details=details or {},
+        received_at=now,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(comm)
+    await session.flush()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient_id,
+        details={"channel": channel, "direction": "inbound"},
+    )
+    return comm
+
+
+async def record_outbound_reply(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    channel: str,
+    body: str,
+    to_address: str,
+    from_address: str | None,
+    provider: str,
+    details: dict[str, Any],
+) -> Communication:
+    """Store a reply already handed to the provider (e.g. a TwiML acknowledgement)."""
+    now = clock.now()
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction="outbound",
+        purpose="care",
+        status="sent",
+        body=body,
+        to_address=to_address,
+        from_address=from_address,
+        provider=provider,
+        media=[],
+        attachments=[],
+        details=details,
+        queued_at=now,
+        sent_at=now,
+        attempts=1,
+    )
+    session.add(comm)
+    await session.flush()
+    return comm
+
+
+async def apply_status(
+    session: AsyncSession,
+    *,
+    provider: str,
+    provider_message_id: str,
+    status: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> Communication | None:
+    """Apply a provider's delivery report; None when no message has that id."""
+    comm = await session.scalar(
+        select(Communication)
+        .where(Communication.provider == provider, Communication.provider_message_id == provider_message_id)
+        .with_for_update()
+    )
+    if comm is None:
+        return None
+    ours = rules.from_twilio_status(status) if provider == "twilio" else status
+    new = rules.next_status(comm.status, ours or "")
+    if new is None:
+        return comm
+    now = clock.now()
+    comm.status = new
+    if new == "sent":
+        comm.sent_at = comm.sent_at or now
+    elif new == "delivered":
+        comm.delivered_at = now
+    elif new == "read":
+        comm.read_at = now
+        comm.delivered_at = comm.delivered_at or now
+    else:
+        comm.failed_at = now
+        comm.error_code = error_code or comm.error_code
+        comm.error_message = (error_message or comm.error_message or "")[:500] or None
+    log.info("communication.status", communication_id=str(comm.id), status=new)
+    return comm
+
+
+async def attach_conversation(
+    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Communication:
+    """Link a message to a conversation (for the conversations module)."""
+    comm = await get(session, org_id, communication_id)
+    comm.conversation_id = conversation_id
+    await session.flush()
+    return comm

@@ -1,0 +1,156 @@
+"""Sending one notification: render the template for the patient and send it through
+`communications`, walking the fallback channels and saying why a channel was skipped."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.communications import service as communications
+from prm.communications.models import Communication
+from prm.communications.schemas import CommunicationCreate
+from prm.core.auth import Principal
+from prm.core.errors import Conflict, ValidationFailed
+from prm.notifications.catalogue import _template_error, find_template
+from prm.notifications.templates import TemplateError, render
+from prm.patients import service as patients
+from prm.patients.models import Patient
+
+FALLBACK_ORDER = ("whatsapp", "sms", "email")
+
+
+def fallback_chain(preferred: str | None) -> list[str]:
+    chain = [preferred] if preferred else []
+    return chain + [c for c in FALLBACK_ORDER if c not in chain]
+
+
+# --- sending ---------------------------------------------------------------------------------------
+
+
+def patient_variables(patient: Patient) -> dict[str, Any]:
+    return {
+        "patient_name": patient.given_name or patient.display_name,
+        "patient_full_name": patient.display_name,
+    }
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _plan(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    patient: Patient,
+    channel: str,
+    template_key: str,
+    purpose: str,
+    values: dict[str, Any],
+    *,
+    strict: bool,
+) -> CommunicationCreate:
+    """The message to send on `channel`, or _Skip(reason) (when not `strict`) if it cannot go there."""
+    if not strict:
+        if not communications.address_of(patient, channel):
+            raise _Skip("no_address")
+        decision = await patients.consent_allows(
+            session, org_id, patient.id, channel=channel, purpose=purpose
+        )
+        if not decision.allowed:
+            raise _Skip(f"consent:{decision.reason}")
+    found = await find_template(session, org_id, template_key, channel, patient.preferred_language)
+    if found is None:
+        if strict:
+            raise ValidationFailed.field(
+                "template_key", f"no template {template_key!r} for {channel}", code="template_not_found"
+            )
+        raise _Skip("no_template")
+    source, row = found
+    try:
+        rendered = render(source, values)
+    except TemplateError as exc:
+        raise _template_error(exc) from None
+    content_sid = row.content_sid if row is not None and channel == "whatsapp" else None
+    content_variables = (
+        {slot: str(values.get(name, "")) for slot, name in (row.content_variables or {}).items()}
+        if content_sid and row is not None
+        else {}
+    )
+    if (
+        channel == "whatsapp"
+        and not content_sid
+        and not strict
+        and not await communications.whatsapp_window_open(session, org_id, patient.id)
+    ):
+        raise _Skip("whatsapp_window_closed")
+    return CommunicationCreate(
+        patient_id=patient.id,
+        channel=channel,
+        purpose=purpose,  # type: ignore[arg-type]
+        body=rendered.body,
+        subject=rendered.subject if channel == "email" else None,
+        html_body=rendered.html_body if channel == "email" else None,
+        content_sid=content_sid,
+        content_variables=content_variables,
+        template_key=template_key,
+    )
+
+
+async def send_notification(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    template_key: str,
+    variables: dict[str, Any],
+    channel: str | None = None,
+    purpose: str = "care",
+    who: Principal | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | None = None,
+) -> Communication:
+    """Render `template_key` for the patient and queue it; returns the communication.
+
+    With `channel`, only that channel (its refusal is raised as is: 409 consent, 422 window or
+    template). Without, the patient's preference then the fallback chain; 409 `no_channel_available`
+    with each channel's reason when none can be used.
+    """
+    who = who or Principal.system(org_id)
+    if idempotency_key:
+        existing = await session.scalar(
+            select(Communication).where(
+                Communication.org_id == org_id, Communication.idempotency_key == idempotency_key
+            )
+        )
+        if existing is not None:
+            return existing
+    patient = await patients.get(session, org_id, patient_id)
+    values = {**patient_variables(patient), **variables}
+    chain = [channel] if channel else fallback_chain(patient.preferred_channel)
+    skipped: list[dict[str, str]] = []
+    for ch in chain:
+        try:
+            data = await _plan(
+                session, org_id, patient, ch, template_key, purpose, values, strict=channel is not None
+            )
+        except _Skip as skip:
+            skipped.append({"channel": ch, "reason": skip.reason})
+            continue
+        data.idempotency_key = idempotency_key
+        data.send_at = send_at
+        comm = await communications.send(session, org_id, data, who)
+        if skipped:
+            comm.details = {**(comm.details or {}), "fallback_from": skipped}
+        return comm
+    raise Conflict(
+        "No channel can reach this patient for this notification: "
+        + ", ".join(f"{s['channel']} ({s['reason']})" for s in skipped),
+        code="no_channel_available",
+        attempts=skipped,
+    )

@@ -1,0 +1,73 @@
+"""An organisation's notification settings: which appointment notices it sends (the process
+setting APPOINTMENT_NOTIFICATIONS is the default)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.core import audit, clock
+from prm.core.auth import Principal
+from prm.notifications.models import (
+    NotificationSettings,
+)
+from prm.notifications.schemas import (
+    NotificationSettingsUpdate,
+)
+from prm.settings import get_settings
+
+# --- organisation settings -----------------------------------------------------------------------
+
+APPOINTMENT_NOTICES = ("booked", "rescheduled", "cancelled")
+
+
+def default_appointment_notices() -> set[str]:
+    """The notices sent for an organisation that has not chosen (APPOINTMENT_NOTIFICATIONS)."""
+    return {p for p in get_settings().appointment_notifications.split(",") if p}
+
+
+async def _settings_row(session: AsyncSession, org_id: uuid.UUID) -> NotificationSettings | None:
+    return await session.scalar(select(NotificationSettings).where(NotificationSettings.org_id == org_id))
+
+
+async def notification_settings(session: AsyncSession, org_id: uuid.UUID) -> dict[str, Any]:
+    """Effective appointment notices of the organisation, with what it chose itself (`overrides`)."""
+    row = await _settings_row(session, org_id)
+    defaults_on = default_appointment_notices()
+    result: dict[str, Any] = {"overrides": {}, "updated_at": row.updated_at if row else None}
+    for kind in APPOINTMENT_NOTICES:
+        chosen = getattr(row, f"appointment_{kind}") if row else None
+        if chosen is not None:
+            result["overrides"][f"appointment_{kind}"] = chosen
+        result[f"appointment_{kind}"] = chosen if chosen is not None else kind in defaults_on
+    return result
+
+
+async def update_notification_settings(
+    session: AsyncSession, org_id: uuid.UUID, data: NotificationSettingsUpdate, who: Principal
+) -> dict[str, Any]:
+    """Set (true/false) or clear (null) the organisation's choices; fields left out are unchanged."""
+    row = await _settings_row(session, org_id)
+    if row is None:
+        row = NotificationSettings(id=uuid.uuid4(), org_id=org_id)
+        session.add(row)
+    changes = data.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        setattr(row, key, value)
+    row.updated_at = clock.now()
+    await session.flush()
+    await audit.record(
+        session, who, "update", "notification_settings", row.id, details={"changes": changes}
+    )
+    return await notification_settings(session, org_id)
+
+
+async def appointment_notice_enabled(session: AsyncSession, org_id: uuid.UUID, kind: str) -> bool:
+    """Whether the patient is told automatically when an appointment is `kind` (booked, rescheduled,
+    cancelled) in this organisation."""
+    row = await _settings_row(session, org_id)
+    chosen = getattr(row, f"appointment_{kind}") if row else None
+    return bool(chosen) if chosen is not None else kind in default_appointment_notices()

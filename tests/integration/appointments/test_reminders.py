@@ -1,0 +1,142 @@
+"""Appointment reminders (the plan's named scheduling tests), against real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.appointments import service
+from prm.appointments.schemas import AppointmentCreate
+from prm.core import clock, jobs
+
+from .conftest import NOW, Clinic, make_patient
+from .support import at, events_of, principal_for
+
+
+async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
+    patient = await make_patient(session, clinic.org_id)
+    who = principal_for(clinic)
+    assert service.reminder_offsets() == [1440, 120]
+    with clock.frozen(NOW) as c:
+        appt = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(25, 10),
+            ),
+            who,
+        )
+        reminders = await service.reminders_of(session, appt.id)
+        assert [(r.offset_minutes, r.due_at, r.status) for r in reminders] == [
+            (1440, at(24, 10), "scheduled"),
+            (120, at(25, 8), "scheduled"),
+        ]
+        # nothing is due yet
+        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await events_of(session, clinic.org_id, "appointment.reminder_due") == []
+        # one minute before the 24 h reminder: still nothing; at it: exactly one event
+        c.set(at(24, 10) - timedelta(minutes=1))
+        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await events_of(session, clinic.org_id, "appointment.reminder_due") == []
+        c.set(at(24, 10))
+        report = await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert len(report.succeeded) == 1
+        (payload,) = await events_of(session, clinic.org_id, "appointment.reminder_due")
+        assert payload == {
+            "reminder_id": str(reminders[0].id),
+            "appointment_id": str(appt.id),
+            "patient_id": str(patient.id),
+            "offset_minutes": 1440,
+            "start_at": "2026-03-25T09:00:00+00:00",
+            "local_start": "2026-03-25T10:00:00+01:00",
+            "timezone": "Europe/Madrid",
+            "service_name": "Cleaning",
+            "practitioner_name": "Dr Vega",
+            "location_name": "Centro",
+        }
+        await session.refresh(reminders[0])
+        assert reminders[0].status == "due" and reminders[0].fired_at == at(24, 10)
+        # the handler is idempotent: firing the same reminder again does nothing
+        assert await service.fire_reminder(session, clinic.org_id, reminders[0].id) is False
+
+        # rescheduling voids the pending 2 h reminder (its job is cancelled) and schedules new ones
+        moved = await service.reschedule(session, clinic.org_id, appt.id, start_at=at(26, 12), who=who)
+        fresh = await service.reminders_of(session, moved.id)
+        by_status = sorted((r.status, r.offset_minutes) for r in fresh)
+        assert by_status == [("due", 1440), ("scheduled", 120), ("scheduled", 1440), ("void", 120)]
+        void = next(r for r in fresh if r.status == "void")
+        job_status = await session.scalar(
+            text("SELECT status::text FROM procrastinate_jobs WHERE id = :id"), {"id": void.job_id}
+        )
+        assert job_status == "cancelled"
+        # the old 2 h moment passes: nothing is sent for the old time
+        c.set(at(25, 8))
+        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
+        # cancelling voids what is left; nothing fires afterwards
+        await service.cancel(session, clinic.org_id, appt.id, reason="travelling", who=who)
+        assert {r.status for r in await service.reminders_of(session, appt.id)} == {"due", "void"}
+        c.set(at(26, 12))
+        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
+        # a reminder whose moment has already passed at booking time is not created
+        late = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.checkup.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(27, 12),
+            ),
+            who,
+        )
+        assert [r.offset_minutes for r in await service.reminders_of(session, late.id)] == [120]
+
+
+async def test_no_show_only_after_start_and_check_in_ends_reminders(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    patient = await make_patient(session, clinic.org_id)
+    who = principal_for(clinic)
+    with clock.frozen(NOW) as c:
+        appt = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(25, 10),
+            ),
+            who,
+        )
+        r = await client.post(f"/appointments/{appt.id}/no-show")
+        assert r.status_code == 409 and r.json()["code"] == "not_started"
+        assert "no_show" in r.json()["allowed_actions"]
+        c.set(at(25, 10, 20))
+        r = await client.post(f"/appointments/{appt.id}/no-show")
+        assert r.status_code == 200 and r.json()["status"] == "no_show" and r.json()["no_show_at"]
+        (payload,) = await events_of(session, clinic.org_id, "appointment.no_show")
+        assert payload["status"] == "no_show"
+        # checking in voids reminders still pending (the patient is here)
+        c.set(NOW)
+        walk_in = await service.book(
+            session,
+            clinic.org_id,
+            AppointmentCreate(
+                patient_id=patient.id,
+                service_id=clinic.cleaning.id,
+                practitioner_id=clinic.vega.id,
+                start_at=at(26, 10),
+            ),
+            who,
+        )
+        await service.transition(session, clinic.org_id, walk_in.id, "check_in", who)
+        assert {r.status for r in await service.reminders_of(session, walk_in.id)} == {"void"}
