@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from prm.communications import rules, sandbox, service
-from prm.communications.models import ChannelConfig
+from prm.communications.models import ChannelConfig, Communication
 from prm.communications.schemas import (
     Channel,
     ChannelConfigRead,
@@ -18,6 +18,7 @@ from prm.communications.schemas import (
     CommunicationFilters,
     CommunicationRead,
     Direction,
+    MediaRead,
     SandboxMessageRead,
     Status,
 )
@@ -25,8 +26,24 @@ from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
+from prm.media import service as media
 
 router = APIRouter(prefix="/communications", tags=["communications"])
+
+
+async def _reads(session: Session, who: Principal, request: Request,
+                 rows: list[Communication]) -> list[CommunicationRead]:
+    """Messages as read models; received attachments point at our stored copies (signed URLs), not the
+    provider's."""
+    stored = await media.urls_for_messages(session, who, [r.id for r in rows if r.media],
+                                           media.MediaStore.from_settings(request.app.state.settings))
+    reads = []
+    for row in rows:
+        read = CommunicationRead.model_validate(row)
+        if row.id in stored:
+            read = read.model_copy(update={"media": [MediaRead.model_validate(m) for m in stored[row.id]]})
+        reads.append(read)
+    return reads
 
 
 @router.post(
@@ -53,6 +70,7 @@ async def create(
     description="Newest first; filter by patient, channel, status, direction and time.",
 )
 async def list_(
+    request: Request,
     session: Session,
     paging: Paging,
     patient_id: uuid.UUID | None = None,
@@ -75,7 +93,7 @@ async def list_(
     )
     rows, total = await service.list_communications(session, who.org_id, filters, paging, who)
     return Page(
-        items=[CommunicationRead.model_validate(r) for r in rows],
+        items=await _reads(session, who, request, list(rows)),
         total=total,
         limit=paging.limit,
         offset=paging.offset,
@@ -150,9 +168,11 @@ async def put_channel(
 
 @router.get("/{communication_id}", response_model=CommunicationRead, summary="Read a message")
 async def read(
-    communication_id: uuid.UUID, session: Session, who: Principal = Requires("communications:read")
+    communication_id: uuid.UUID, request: Request, session: Session,
+    who: Principal = Requires("communications:read"),
 ) -> CommunicationRead:
-    return CommunicationRead.model_validate(await service.get(session, who.org_id, communication_id, who))
+    [message] = await _reads(session, who, request, [await service.get(session, who.org_id, communication_id, who)])
+    return message
 
 
 @router.post(

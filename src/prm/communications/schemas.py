@@ -72,8 +72,13 @@ class CommunicationCreate(BaseModel):
 
 
 class MediaRead(BaseModel):
-    url: str
+    url: str | None = Field(description="For a received attachment: our signed, short-lived URL once it is "
+                                        "stored (null while it is being fetched, when it was rejected, or "
+                                        "without the media:read scope)")
     content_type: str | None = None
+    media_id: uuid.UUID | None = Field(default=None, description="The stored copy (GET /media/{media_id})")
+    status: str | None = Field(default=None, description="pending, available or rejected (stored media only)")
+    filename: str | None = None
 
 
 class AttachmentRead(BaseModel):

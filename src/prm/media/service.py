@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, and_, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -384,9 +384,11 @@ async def _download_target(session: AsyncSession, who: Principal, media: Media, 
 async def urls_for_messages(session: AsyncSession, who: Principal, message_ids: Sequence[uuid.UUID],
                             store: MediaStore) -> dict[uuid.UUID, list[dict[str, Any]]]:
     """The stored attachments of these messages as `{url, content_type, media_id, status, filename}`,
-    in their original order: our signed URL once stored, None while pending or when rejected."""
+    in their original order: our signed URL (audited) once stored and when the caller may read media;
+    None while pending, when rejected, or without `media:read`. Messages without stored media are absent."""
     if not message_ids:
         return {}
+    may_read = who.has("media:read")
     rows = (await session.scalars(
         select(Media).where(Media.org_id == who.org_id, Media.message_id.in_(list(message_ids)),
                             Media.deleted_at.is_(None))
@@ -395,7 +397,7 @@ async def urls_for_messages(session: AsyncSession, who: Principal, message_ids: 
     result: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for media in rows:
         url = None
-        if media.status == "available":
+        if media.status == "available" and may_read:
             url = (await _download_target(session, who, media, store, purpose="message")).url
         assert media.message_id is not None
         result.setdefault(media.message_id, []).append({
@@ -469,6 +471,16 @@ async def attach_inbound(session: AsyncSession, who: Principal, *, message_id: u
     if recorded:
         log.info("media.inbound_recorded", message_id=str(message_id), count=len(recorded))
     return recorded
+
+
+async def link_conversation(session: AsyncSession, org_id: uuid.UUID, *, message_id: uuid.UUID,
+                            conversation_id: uuid.UUID) -> int:
+    """The message's media now also belong to its conversation (called when a message joins one)."""
+    result = await session.execute(
+        update(Media).where(Media.org_id == org_id, Media.message_id == message_id, Media.conversation_id.is_(None))
+        .values(conversation_id=conversation_id).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- deletion and retention ----------------------------------------------------------------------

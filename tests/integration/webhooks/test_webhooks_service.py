@@ -264,8 +264,8 @@ async def test_handle_media_webhook(
         [comm] = await session.scalars(select(Communication).where(Communication.patient_id == patient.id))
         assert [m["content_type"] for m in comm.media] == ["image/jpeg", "application/pdf"]
         assert comm.media[0]["url"].endswith("/ME1") and comm.details["num_media"] == 2
-        report = await jobs.run_due(session, names=["media.fetch_inbound"])
-    assert len(report.succeeded) == 2
+        report = await jobs.run_due(session, names=["media.fetch_inbound", "events.deliver"])
+    assert len(report.succeeded) >= 2 and report.failed == []
     # Twilio's account credentials go to Twilio's API only, never to the host it redirects to
     assert messaging_settings.twilio_auth_token is not None
     expected = httpx.BasicAuth(TWILIO_SID, messaging_settings.twilio_auth_token.get_secret_value())
@@ -282,6 +282,22 @@ async def test_handle_media_webhook(
     assert link["url"].startswith(messaging_settings.public_base_url + "/media/local/")
     fetched = await anon_client.get(link["url"])
     assert fetched.status_code == 200 and fetched.content == photo
+    # the messaging and conversation APIs hand out our URLs, never Twilio's
+    message = (await client.get(f"/communications/{comm.id}")).json()
+    assert [(m["content_type"], m["status"]) for m in message["media"]] == [
+        ("image/jpeg", "available"), ("application/pdf", "available")]
+    assert all(m["url"].startswith(messaging_settings.public_base_url + "/media/local/") for m in message["media"])
+    assert "twilio" not in str(message["media"])
+    served_again = await anon_client.get(message["media"][1]["url"])
+    assert served_again.content == letter
+    await session.refresh(comm)
+    assert comm.conversation_id is not None
+    history = (await client.get(f"/conversations/{comm.conversation_id}/messages")).json()
+    [received] = [m for m in history["items"] if m["id"] == str(comm.id)]
+    assert [m["media_id"] for m in received["media"]] == [m["media_id"] for m in message["media"]]
+    assert "twilio" not in str(received["media"])
+    in_conversation = (await client.get("/media", params={"conversation_id": str(comm.conversation_id)})).json()
+    assert in_conversation["total"] == 2
 
 
 async def test_malformed_webhook_data(
