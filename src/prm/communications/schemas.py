@@ -46,6 +46,11 @@ class CommunicationCreate(BaseModel):
     subject: str | None = Field(default=None, max_length=500, description="Email subject")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML part")
     media_urls: list[str] = Field(default_factory=list, max_length=10, description="SMS/WhatsApp media")
+    media_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=10,
+        description="Stored files (POST /media) to send with an SMS/WhatsApp message: the patient's own or "
+        "ones linked to no patient; the provider fetches each through a signed URL issued at sending time",
+    )
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10, description="Email attachments")
     content_sid: str | None = Field(
         default=None,

@@ -473,6 +473,25 @@ async def attach_inbound(session: AsyncSession, who: Principal, *, message_id: u
     return recorded
 
 
+async def attachable(session: AsyncSession, who: Principal, media_ids: Sequence[uuid.UUID], *,
+                     patient_id: uuid.UUID, field: str = "media_ids") -> list[Media]:
+    """Files that may go out with a message to this patient: available files of the organisation that
+    belong to this patient or to no patient (422 naming `media_ids.<n>` otherwise — never another
+    patient's file)."""
+    found: list[Media] = []
+    for index, media_id in enumerate(media_ids):
+        media = await session.scalar(select(Media).where(
+            Media.org_id == who.org_id, Media.id == media_id, Media.deleted_at.is_(None)))
+        if media is None or media.status != "available":
+            raise ValidationFailed.field(f"{field}.{index}", "no such available media in this organisation",
+                                         code="unknown_media")
+        if media.patient_id is not None and media.patient_id != patient_id:
+            raise ValidationFailed.field(f"{field}.{index}", "belongs to another patient",
+                                         code="media_of_another_patient")
+        found.append(media)
+    return found
+
+
 async def link_conversation(session: AsyncSession, org_id: uuid.UUID, *, message_id: uuid.UUID,
                             conversation_id: uuid.UUID) -> int:
     """The message's media now also belong to its conversation (called when a message joins one)."""
