@@ -353,6 +353,7 @@ class S3Storage:
 
 # --- built from settings -------------------------------------------------------------------------
 
+MAX_BUILT = 16
 _built: dict[int, tuple[Settings, Storage]] = {}
 _lock = threading.Lock()
 
@@ -383,6 +384,8 @@ def for_settings(settings: Settings) -> Storage:
         if entry is None or entry[0] is not settings:
             entry = (settings, build(settings))
             _built[id(settings)] = entry
+            while len(_built) > MAX_BUILT:  # a process has one or two; tests make many
+                _built.pop(next(iter(_built)))
         return entry[1]
 
 

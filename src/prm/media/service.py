@@ -537,11 +537,9 @@ async def purge(session: AsyncSession, store: MediaStore, *, now: datetime | Non
         media.blob_id = None
     await session.flush()
     for blob_id in blob_ids:
-        still_used = await session.scalar(select(exists().where(Media.blob_id == blob_id)))
-        if still_used:
-            continue
+        # lock first, then look: a declaration linking these bytes holds the lock until it commits
         blob = await session.scalar(select(MediaBlob).where(MediaBlob.id == blob_id).with_for_update(skip_locked=True))
-        if blob is None:
+        if blob is None or await session.scalar(select(exists().where(Media.blob_id == blob_id))):
             continue
         await _run(store.storage.delete, blob.storage_key)
         await session.delete(blob)

@@ -350,3 +350,22 @@ async def test_merge_moves_media_to_the_surviving_patient(
     assert later["patient_id"] == str(survivor.id)
     timeline = await media_client.get(f"/patients/{survivor.id}/timeline")
     assert media["id"] in {e["resource_id"] for e in timeline.json()["items"] if e["source"] == "media"}
+
+
+async def test_links_to_conversations_and_messages_are_checked_within_the_organisation(
+    session: AsyncSession, org: Organisation, other_org: Organisation, client: httpx.AsyncClient, make_client: Any,
+) -> None:
+    patient: Any = await make_patient(session, org, phone="+34600111222")
+    conversation = await client.post("/conversations", json={"patient_id": str(patient.id), "channel": "sms"})
+    assert conversation.status_code == 201, conversation.text
+    media = await upload_file(client, samples.pdf(1700), "application/pdf",
+                              conversation_id=conversation.json()["id"])
+    assert media["patient_id"] == str(patient.id)  # taken from the conversation
+    theirs = await make_client("admin", for_org=other_org)
+    for field in ("conversation_id", "message_id", "ticket_id", "intake_session_id"):
+        value = conversation.json()["id"] if field == "conversation_id" else str(uuid.uuid4())
+        r = await theirs.post("/media", json=declaration(samples.pdf(1701), "application/pdf", **{field: value}))
+        assert r.status_code == 422, (field, r.text)
+        assert r.json()["errors"][0]["field"] == field
+    r = await theirs.post("/media", json=declaration(samples.pdf(1701), "application/pdf", patient_id=patient.id))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "patient_id"
