@@ -71,6 +71,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         log_level="WARNING",
         redis_url=None,
         public_base_url="https://prm.test",
+        outbound_allow_private_targets=True,  # the integrations tests talk to peers on 127.0.0.1
         seed_demo=False,
     )
 

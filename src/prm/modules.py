@@ -28,6 +28,7 @@ DOMAINS = (
     "agents",
     "fhir",
     "n8n",
+    "integrations",
 )
 PARTS = ("models", "tasks", "subscribers", "router")
 

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     media_retention_days: int = Field(default=30, ge=0)
     media_download_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # --- integrations (outbound webhooks, n8n) -----------------------------------------------------
+    outbound_allow_private_targets: bool = False
+    outbound_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    outbound_webhook_disable_after: int = Field(default=5, ge=1)
+    n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 

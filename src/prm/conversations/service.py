@@ -34,6 +34,7 @@ from prm.conversations.flows import (
     route_inbound,
     run_assistant,
 )
+from prm.conversations.handover import hand_to_staff, store_offer
 from prm.conversations.inbox import (
     HANDOFF_CATEGORY,
     ConversationFilters,
@@ -128,6 +129,7 @@ __all__ = [
     "create",
     "get",
     "hand_back_to_bot",
+    "hand_to_staff",
     "history",
     "list_conversations",
     "mark_read",
@@ -139,6 +141,7 @@ __all__ = [
     "reply",
     "route_inbound",
     "run_assistant",
+    "store_offer",
     "timeline",
     "wake_snoozed",
     "window_open",

@@ -104,7 +104,8 @@ async def test_real_worker_runs_committed_jobs_and_delivers_events(db, committed
     await committed.run_worker()
     assert any(c["marker"] == marker for c in CALLS)
     assert str(event.id) in HANDLED
-    assert await _count(db, "SELECT count(*) FROM event_deliveries WHERE event_id = :id", id=event.id) == 1
+    assert await _count(db, "SELECT count(*) FROM event_deliveries WHERE event_id = :id AND subscriber = :name",
+                        id=event.id, name="tests.count_things") == 1
 
 
 async def test_retry_with_backoff_then_success(session, org) -> None:

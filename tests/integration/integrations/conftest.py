@@ -1,0 +1,1 @@
+from tests.fixtures.integration_peers import *  # noqa: F403
