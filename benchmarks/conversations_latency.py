@@ -105,10 +105,9 @@ async def setup_clinic(sessionmaker, clinic_number: str) -> uuid.UUID:  # type: 
             )
         await communications.put_channel_config(
             s,
-            org.id,
+            Principal.system(org.id),
             "whatsapp",
             ChannelConfigWrite(provider="sandbox", sender=clinic_number),
-            Principal.system(org.id),
         )
         await s.commit()
         return org.id

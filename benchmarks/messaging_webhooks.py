@@ -90,7 +90,10 @@ async def main(args: argparse.Namespace, url: str) -> None:
         from prm.communications.schemas import ChannelConfigWrite
 
         await communications.put_channel_config(
-            s, org.id, "whatsapp", ChannelConfigWrite(sender=clinic_number), Principal.system(org.id)
+            s,
+            Principal.system(org.id),
+            "whatsapp",
+            ChannelConfigWrite(sender=clinic_number),
         )
         await s.commit()
 
@@ -165,7 +168,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
         started = time.perf_counter()
         batch = await notifications.create_batch(
             s,
-            org.id,
+            Principal.system(org.id),
             BatchCreate(
                 template_key="appointment_reminder",
                 channel="sms",
@@ -178,7 +181,6 @@ async def main(args: argparse.Namespace, url: str) -> None:
                     "when": "Monday 7 December 2026, 09:00",
                 },
             ),
-            Principal.system(org.id),
         )
         await s.commit()
         queued = time.perf_counter() - started

@@ -28,7 +28,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
-from prm import modules
+from prm import context, modules
 from prm.core import embedded
 from prm.core import logging as prm_logging
 from prm.core.auth import Principal
@@ -36,6 +36,7 @@ from prm.core.db import Database
 from prm.core.pagination import PageParams
 from prm.patients import duplicates, service
 from prm.patients.schemas import PatientCreate
+from prm.settings import Settings
 
 GIVEN = [
     "José",
@@ -245,6 +246,7 @@ async def _run(url: str, count: int, queries: int) -> None:
     org_id = uuid.uuid4()
     _load(url, org_id, count, rng)
     db = Database.connect(url, pool_size=2, max_overflow=0)
+    context.bind(db.sessionmaker, context.Context.build(Settings(database_url=url)))
     who = Principal.system(org_id)
     page = PageParams(limit=20, offset=0)
 

@@ -26,11 +26,13 @@ from alembic.config import Config
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from prm import context
 from prm.app import create_app, migrations_dir
 from prm.core import embedded, jobs
 from prm.core.db import Database, get_session
 from prm.identity.models import Organisation
 from prm.settings import Settings
+from tests.fixtures import settings_switch
 from tests.fixtures.factories import make_api_key, make_org
 
 TEST_SECRET = "test-secret-key-not-used-anywhere-else-0123456789"
@@ -79,13 +81,17 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 @pytest.fixture(scope="session")
 async def db(settings: Settings) -> AsyncIterator[Database]:
     database = Database.connect(settings.database_url or "", pool_size=5, max_overflow=20)
+    context.bind(database.sessionmaker, context.Context.build(settings))  # `create_app` binds its own
     yield database
     await database.dispose()
 
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings, db: Database) -> Any:
-    return create_app(settings, database=db)
+    application = create_app(settings, database=db)
+    application.state.test_sessions = []
+    settings_switch.register(application)
+    return application
 
 
 @pytest.fixture
@@ -99,17 +105,20 @@ async def connection(db: Database) -> AsyncIterator[AsyncConnection]:
                 await trans.rollback()
 
 
-def _session_on(conn: AsyncConnection) -> AsyncSession:
-    return AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+def _session_on(conn: AsyncConnection, app: Any) -> AsyncSession:
+    """A session in the test's transaction, carrying the app's current context (settings, adapters)."""
+    s = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    return context.attach(s, app.state.context)
 
 
 @pytest.fixture
 async def session(connection: AsyncConnection, app: Any) -> AsyncIterator[AsyncSession]:
     """The test's session; API requests made through `client` run in the same transaction."""
-    s = _session_on(connection)
+    s = _session_on(connection, app)
+    app.state.test_sessions.append(s)  # `use_settings` re-attaches the context it switches to
 
     async def override(request: Request) -> AsyncIterator[AsyncSession]:
-        request_session = _session_on(connection)
+        request_session = _session_on(connection, app)
         request.state.session = request_session
         try:
             yield request_session
@@ -123,11 +132,12 @@ async def session(connection: AsyncConnection, app: Any) -> AsyncIterator[AsyncS
 
     app.dependency_overrides[get_session] = override
     await app.state.rate_limiter.reset()
-    jobs.bind(lambda: _session_on(connection))  # type: ignore[arg-type,return-value]
+    jobs.bind(lambda: _session_on(connection, app))  # type: ignore[arg-type,return-value]
     try:
         yield s
     finally:
         app.dependency_overrides.pop(get_session, None)
+        app.state.test_sessions.remove(s)
         jobs.bind(app.state.db.sessionmaker)
         await s.close()
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prm import __version__, modules
+from prm import __version__, context, modules
 from prm.core import jobs, metrics, openapi
 from prm.core import logging as prm_logging
 from prm.core.db import Database, resolve_database_url
@@ -141,11 +141,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
-    from prm.adapters import registry as adapters
-
-    adapters.configure(settings)
+    ctx = context.Context.build(settings)  # the only settings and adapters below this module
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
                                       max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+    context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 
     @contextlib.asynccontextmanager
@@ -168,6 +167,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   swagger_ui_parameters={"persistAuthorization": True})
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
+    app.state.context = ctx
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()

@@ -47,7 +47,7 @@ def migrate_database(settings: Settings, revision: str = "head") -> None:
 
 def _in_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `fn(session)` in one committed transaction against the configured database."""
-    from prm import modules
+    from prm import context, modules
     from prm.core.db import Database
 
     settings = get_settings()
@@ -55,6 +55,7 @@ def _in_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
     async def main() -> T:
         db = Database.connect(_database_url(settings), pool_size=1, max_overflow=0)
+        context.bind(db.sessionmaker, context.Context.build(settings))
         try:
             async with db.sessionmaker() as session:
                 result = await fn(session)
@@ -149,7 +150,7 @@ def worker(
     one_shot: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
 ) -> None:
     """Run a background job worker."""
-    from prm import modules
+    from prm import context, modules
     from prm import worker as worker_module
     from prm.core import jobs
     from prm.core import logging as prm_logging
@@ -164,6 +165,7 @@ def worker(
 
     async def main() -> None:
         db = Database.connect(url, pool_size=settings.worker_concurrency + 1)
+        context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
         try:
             await worker_module.run(db.url, concurrency=concurrency or settings.worker_concurrency,

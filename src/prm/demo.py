@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context as process_context
 from prm.identity import service as identity
 from prm.identity.models import Organisation
 from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, UserCreate
 from prm.modules import DOMAINS
-from prm.settings import get_settings
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo-clinic.example"
@@ -25,7 +25,8 @@ async def seed_if_empty(session: AsyncSession) -> dict[str, Any] | None:
     """Create the demo clinic unless it exists; returns its credentials (shown once) or None."""
     if await session.scalar(select(Organisation.id).where(Organisation.slug == DEMO_SLUG)):
         return None
-    password = DEMO_PASSWORD if get_settings().environment != "production" else secrets.token_urlsafe(12)
+    production = process_context.of(session).settings.environment == "production"
+    password = secrets.token_urlsafe(12) if production else DEMO_PASSWORD
     org = await identity.create_organisation(
         session, OrganisationCreate(name="Demo Clinic", slug=DEMO_SLUG, timezone="Europe/London")
     )

@@ -56,14 +56,13 @@ async def test_reminder_reaches_the_sandbox_outbox_at_the_right_time(
     with clock.frozen(NOW) as c:
         booked = await appointments.book(
             session,
-            org.id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at_local(25, 10),
             ),
-            who,
         )
         await jobs.run_due(session)
         assert await reminders() == []
@@ -84,7 +83,7 @@ async def test_reminder_reaches_the_sandbox_outbox_at_the_right_time(
         assert "Wednesday 25 March 2026, 10:00" in body
 
         # moved to Thursday 12:00: the old 2 h reminder (Wednesday 08:00) never goes out
-        await appointments.reschedule(session, org.id, booked.id, start_at=at_local(26, 12), who=who)
+        await appointments.reschedule(session, who, booked.id, start_at=at_local(26, 12))
         c.set(at_local(25, 8))
         await jobs.run_due(session)
         assert len(await reminders()) == 1
@@ -98,7 +97,7 @@ async def test_reminder_reaches_the_sandbox_outbox_at_the_right_time(
         assert len(sent) == 2 and "Thursday 26 March 2026, 12:00" in sent[-1].payload["body"]
 
         # cancelled: the remaining 2 h reminder is void; the patient is told of the cancellation
-        await appointments.cancel(session, org.id, booked.id, reason="feeling better", who=who)
+        await appointments.cancel(session, who, booked.id, reason="feeling better")
         c.set(at_local(26, 10))
         await jobs.run_due(session)
         assert len(await reminders()) == 2

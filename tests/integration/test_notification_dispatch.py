@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,8 +23,8 @@ from prm.communications.models import Communication
 from prm.core import clock, events, jobs
 from prm.core.events import EventDelivery, EventRecord
 from prm.identity.models import Organisation
-from prm.notifications import org_settings, subscribers
 from prm.notifications import service as notifications
+from prm.notifications import subscribers
 from prm.notifications.schemas import NotificationSettingsUpdate
 from prm.settings import Settings
 from tests.fixtures.factories import principal
@@ -40,6 +39,7 @@ from tests.fixtures.messaging import (  # noqa: F401  (fixtures)
     twilio_api,
     twilio_org,
 )
+from tests.fixtures.settings_switch import use_settings
 from tests.integration.appointments.conftest import NOW, Clinic, at_local, build_clinic
 
 
@@ -338,21 +338,22 @@ async def test_service_default_applies_to_organisations_without_a_choice(
     org: Organisation,
     other_org: Organisation,
     messaging_settings: Settings,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """APPOINTMENT_NOTIFICATIONS=cancelled: only cancellations are told, unless an organisation chose."""
     only_cancelled = messaging_settings.model_copy(update={"appointment_notifications": "cancelled"})
-    monkeypatch.setattr(org_settings, "get_settings", lambda: only_cancelled)
-    await notifications.update_notification_settings(
-        session, other_org.id, NotificationSettingsUpdate(appointment_booked=True), principal(other_org)
-    )
-    assert await notifications.appointment_notice_enabled(session, org.id, "booked") is False
-    assert await notifications.appointment_notice_enabled(session, org.id, "cancelled") is True
-    assert await notifications.appointment_notice_enabled(session, other_org.id, "booked") is True
-    assert await notifications.appointment_notice_enabled(session, other_org.id, "rescheduled") is False
-    assert (await notifications.notification_settings(session, other_org.id))["overrides"] == {
-        "appointment_booked": True
-    }
+    with use_settings(only_cancelled):
+        await notifications.update_notification_settings(
+            session,
+            principal(other_org),
+            NotificationSettingsUpdate(appointment_booked=True),
+        )
+        assert await notifications.appointment_notice_enabled(session, org.id, "booked") is False
+        assert await notifications.appointment_notice_enabled(session, org.id, "cancelled") is True
+        assert await notifications.appointment_notice_enabled(session, other_org.id, "booked") is True
+        assert await notifications.appointment_notice_enabled(session, other_org.id, "rescheduled") is False
+        assert (await notifications.notification_settings(session, other_org.id))["overrides"] == {
+            "appointment_booked": True
+        }
 
 
 def _notice_event(org: Organisation, patient_id: uuid.UUID, **payload: Any) -> events.Event:

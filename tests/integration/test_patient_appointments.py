@@ -10,6 +10,7 @@ from prm.appointments import service as appointments
 from prm.appointments.models import Appointment
 from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.patients import service as patients
 from tests.fixtures.factories import principal
@@ -26,14 +27,13 @@ async def test_merge_moves_appointments_and_timeline_lists_them(
     with clock.frozen(NOW):
         booked = await appointments.book(
             session,
-            org.id,
+            who,
             AppointmentCreate(
                 patient_id=duplicate.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at_local(24, 10),
             ),
-            who,
         )
         await patients.merge(session, who, survivor.id, duplicate.id)
         moved = await session.scalar(select(Appointment.patient_id).where(Appointment.id == booked.id))
@@ -42,7 +42,11 @@ async def test_merge_moves_appointments_and_timeline_lists_them(
         mine = [e for e in entries if e.source == "appointments"]
         assert [e.kind for e in mine] == ["appointment.booked"]
         assert mine[0].resource_id == str(booked.id)
-        assert [a.id for a in await appointments.upcoming_for_patient(session, org.id, survivor.id)] == [booked.id]
+        assert [a.id for a in await appointments.upcoming_for_patient(
+            session,
+            Principal.system(org.id),
+            survivor.id,
+        )] == [booked.id]
         # the merged record's history redirects to the survivor's, like the patient API
         r = await client.get(f"/patients/{duplicate.id}/appointments", follow_redirects=False)
         assert r.status_code == 308 and r.headers["location"] == f"/patients/{survivor.id}/appointments"

@@ -1,7 +1,8 @@
-"""Which adapter serves a channel, built from settings.
+"""Which adapter serves a channel, built once from the process settings.
 
-The settings are those given to `configure(settings)` (the app and tests call it), else the
-process settings from the environment. Credentials only ever come from here.
+`Adapters(settings)` is constructed at startup by `prm.context.Context.build` (in `create_app`, the
+worker and the CLI) and reached through the context (`context.of(session).adapters` in services,
+the `AppContext` dependency in routers). Credentials only ever come from here.
 """
 
 from __future__ import annotations
@@ -9,57 +10,50 @@ from __future__ import annotations
 from prm.adapters.channels import PermanentDeliveryError
 from prm.adapters.smtp import SmtpChannel
 from prm.adapters.twilio import TwilioChannel
-from prm.settings import Settings, get_settings
-
-_configured: Settings | None = None
+from prm.settings import Settings
 
 
-def configure(settings: Settings | None) -> None:
-    """Use `settings` for every adapter built from now on (None: back to the environment)."""
-    global _configured
-    _configured = settings
+class Adapters:
+    """The outside systems this process talks to, configured from its settings."""
 
-
-def settings() -> Settings:
-    return _configured if _configured is not None else get_settings()
-
-
-def default_provider(channel: str) -> str:
-    return str(getattr(settings(), f"messaging_provider_{channel}"))
-
-
-def twilio() -> TwilioChannel:
-    s = settings()
-    if not s.twilio_account_sid or s.twilio_auth_token is None:
-        raise PermanentDeliveryError(
-            "Twilio is not configured (TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)",
-            code="provider_not_configured",
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s = settings
+        self._twilio: TwilioChannel | None = None
+        if s.twilio_account_sid and s.twilio_auth_token is not None:
+            self._twilio = TwilioChannel(
+                account_sid=s.twilio_account_sid,
+                auth_token=s.twilio_auth_token.get_secret_value(),
+                base_url=s.twilio_api_base_url,
+                timeout_seconds=s.twilio_timeout_seconds,
+            )
+        self._smtp = SmtpChannel(
+            host=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            use_tls=s.smtp_use_tls,
+            start_tls=None if s.smtp_starttls else False,
+            timeout_seconds=s.twilio_timeout_seconds,
         )
-    return TwilioChannel(
-        account_sid=s.twilio_account_sid,
-        auth_token=s.twilio_auth_token.get_secret_value(),
-        base_url=s.twilio_api_base_url,
-        timeout_seconds=s.twilio_timeout_seconds,
-    )
 
+    def default_provider(self, channel: str) -> str:
+        return str(getattr(self.settings, f"messaging_provider_{channel}"))
 
-def smtp() -> SmtpChannel:
-    s = settings()
-    return SmtpChannel(
-        host=s.smtp_host,
-        port=s.smtp_port,
-        username=s.smtp_username,
-        password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-        use_tls=s.smtp_use_tls,
-        start_tls=None if s.smtp_starttls else False,
-        timeout_seconds=s.twilio_timeout_seconds,
-    )
+    def twilio(self) -> TwilioChannel:
+        if self._twilio is None:
+            raise PermanentDeliveryError(
+                "Twilio is not configured (TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)",
+                code="provider_not_configured",
+            )
+        return self._twilio
 
+    def smtp(self) -> SmtpChannel:
+        return self._smtp
 
-def twilio_auth_token() -> str | None:
-    token = settings().twilio_auth_token
-    return token.get_secret_value() if token is not None else None
+    def twilio_auth_token(self) -> str | None:
+        token = self.settings.twilio_auth_token
+        return token.get_secret_value() if token is not None else None
 
-
-def public_base_url() -> str:
-    return settings().public_base_url.rstrip("/")
+    def public_base_url(self) -> str:
+        return self.settings.public_base_url.rstrip("/")

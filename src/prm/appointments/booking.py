@@ -178,7 +178,7 @@ async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UU
 
 
 async def book(
-    session: AsyncSession, org_id: uuid.UUID, data: AppointmentCreate | dict[str, Any], who: Principal
+    session: AsyncSession, who: Principal, data: AppointmentCreate | dict[str, Any]
 ) -> Appointment:
     """Book a patient with a practitioner for a service at `data.start_at`.
 
@@ -187,6 +187,7 @@ async def book(
     time is held (checked, then enforced by the database's exclusion constraints, so concurrent
     bookings cannot both succeed).
     """
+    org_id = who.org_id
     if isinstance(data, dict):
         try:
             data = AppointmentCreate.model_validate(data)
@@ -245,12 +246,12 @@ async def book(
 
 async def get_appointment(
     session: AsyncSession,
-    org_id: uuid.UUID,
-    appointment_id: uuid.UUID,
     who: Principal,
+    appointment_id: uuid.UUID,
     *,
     audit_read: bool = True,
 ) -> Appointment:
+    org_id = who.org_id
     appointment = await _get(session, Appointment, org_id, appointment_id, "appointment")
     if audit_read:
         await audit.record(session, who, "read", "appointment", appointment.id, patient_id=appointment.patient_id)
@@ -258,9 +259,10 @@ async def get_appointment(
 
 
 async def update_appointment(
-    session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, *, notes: str | None, who: Principal
+    session: AsyncSession, who: Principal, appointment_id: uuid.UUID, *, notes: str | None
 ) -> Appointment:
     """Change what does not move time (notes); moving is `reschedule`."""
+    org_id = who.org_id
     appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     if notes is not None:
         appointment.notes = notes
@@ -288,10 +290,9 @@ _STAMPS = {
 
 async def transition(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     appointment_id: uuid.UUID,
     action: str,
-    who: Principal,
     *,
     reason: str | None = None,
     notify_patient: bool = True,
@@ -301,6 +302,7 @@ async def transition(
     `notify_patient=False` marks the event as one the patient is not to be told about (a duplicate
     cancelled by a patient merge): the `notify_patient` field of the cancellation event.
     """
+    org_id = who.org_id
     appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
     target = sm.transition(before, action)
@@ -334,26 +336,26 @@ async def transition(
 
 
 async def cancel(
-    session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, *, reason: str, who: Principal
+    session: AsyncSession, who: Principal, appointment_id: uuid.UUID, *, reason: str
 ) -> Appointment:
     """Cancel (from booked or confirmed), recording why and who; voids pending reminders."""
     if not reason or not reason.strip():
         raise ValidationFailed.field("reason", "a cancellation needs a reason")
-    return await transition(session, org_id, appointment_id, "cancel", who, reason=reason.strip())
+    return await transition(session, who, appointment_id, "cancel", reason=reason.strip())
 
 
 async def reschedule(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     appointment_id: uuid.UUID,
     *,
     start_at: datetime,
-    who: Principal,
     practitioner_id: uuid.UUID | None = None,
     location_id: uuid.UUID | None = None,
     reason: str | None = None,
 ) -> Appointment:
     """Move an appointment atomically (same row, history kept); it is `booked` again afterwards."""
+    org_id = who.org_id
     appointment: Appointment = await _get(session, Appointment, org_id, appointment_id, "appointment", for_update=True)
     before = appointment.status
     new_status = sm.transition(before, "reschedule")

@@ -95,7 +95,7 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
             booked.append(
                 await service.book(
                     session,
-                    org.id,
+                    who,
                     AppointmentCreate(
                         patient_id=patient_id,
                         service_id=chosen.id,
@@ -104,7 +104,6 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
                         start_at=found[0].start_at,
                         source="demo",
                     ),
-                    who,
                 )
             )
         except DomainError:  # a demo patient that cannot be booked is simply skipped

@@ -18,22 +18,22 @@ from prm.appointments.setup import REMINDER_JOB, describe
 from prm.core import audit, clock, events, jobs
 from prm.core.auth import Principal
 from prm.core.events import Event
-from prm.settings import get_settings
+from prm.identity import service as identity
 
 # --- reminders ----------------------------------------------------------------------------------
 
 
-def reminder_offsets() -> list[int]:
-    """Minutes before the start, from REMINDER_OFFSETS_MINUTES ("1440,120"), largest first."""
-    raw = get_settings().reminder_offsets_minutes
-    return sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True)
+async def reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> list[int]:
+    """Minutes before the start, largest first: the organisation's own offsets, else the process
+    setting REMINDER_OFFSETS_MINUTES ("1440,120")."""
+    return list((await identity.organisation_settings(session, org_id)).reminder_offsets_minutes)
 
 
 async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -> list[AppointmentReminder]:
     """One reminder row + job per offset whose moment is still ahead."""
     now = clock.now()
     created = []
-    for offset in reminder_offsets():
+    for offset in await reminder_offsets(session, appointment.org_id):
         due_at = appointment.start_at - timedelta(minutes=offset)
         if due_at <= now:
             continue

@@ -296,7 +296,7 @@ def _read(row: Appointment) -> AppointmentRead:
 async def book(
     body: AppointmentCreate, session: Session, who: Principal = Requires("appointments:write")
 ) -> AppointmentRead:
-    return _read(await service.book(session, who.org_id, body, who))
+    return _read(await service.book(session, who, body))
 
 
 @booking.get("/appointments", response_model=Page[AppointmentRead], summary="List appointments (filters)")
@@ -310,7 +310,6 @@ async def list_appointments(
 ) -> Page[AppointmentRead]:
     rows, total = await service.list_appointments(
         session,
-        who.org_id,
         who,
         limit=paging.limit,
         offset=paging.offset,
@@ -329,7 +328,7 @@ async def list_appointments(
 async def get_appointment(
     appointment_id: uuid.UUID, session: Session, who: Principal = Requires("appointments:read")
 ) -> AppointmentDetail:
-    row = await service.get_appointment(session, who.org_id, appointment_id, who)
+    row = await service.get_appointment(session, who, appointment_id)
     history = [ChangeRead.model_validate(c) for c in await service.history_of(session, row.id)]
     reminders = [ReminderRead.model_validate(r) for r in await service.reminders_of(session, row.id)]
     return AppointmentDetail(**_read(row).model_dump(), history=history, reminders=reminders)
@@ -342,14 +341,14 @@ async def update_appointment(
     session: Session,
     who: Principal = Requires("appointments:write"),
 ) -> AppointmentRead:
-    return _read(await service.update_appointment(session, who.org_id, appointment_id, notes=body.notes, who=who))
+    return _read(await service.update_appointment(session, who, appointment_id, notes=body.notes))
 
 
 def _action_route(action: str, path: str, summary: str) -> None:
     async def endpoint(
         appointment_id: uuid.UUID, session: Session, who: Principal = Requires("appointments:write")
     ) -> AppointmentRead:
-        return _read(await service.transition(session, who.org_id, appointment_id, action, who))
+        return _read(await service.transition(session, who, appointment_id, action))
 
     endpoint.__name__ = f"appointment_{action}"
     booking.post(
@@ -378,7 +377,7 @@ async def cancel(
     session: Session,
     who: Principal = Requires("appointments:write"),
 ) -> AppointmentRead:
-    return _read(await service.cancel(session, who.org_id, appointment_id, reason=body.reason, who=who))
+    return _read(await service.cancel(session, who, appointment_id, reason=body.reason))
 
 
 @booking.post(
@@ -395,10 +394,9 @@ async def reschedule(
 ) -> AppointmentRead:
     row = await service.reschedule(
         session,
-        who.org_id,
+        who,
         appointment_id,
         start_at=body.start_at,
-        who=who,
         practitioner_id=body.practitioner_id,
         location_id=body.location_id,
         reason=body.reason,
@@ -414,7 +412,7 @@ async def reschedule(
 async def history(
     appointment_id: uuid.UUID, session: Session, who: Principal = Requires("appointments:read")
 ) -> list[ChangeRead]:
-    row = await service.get_appointment(session, who.org_id, appointment_id, who)
+    row = await service.get_appointment(session, who, appointment_id)
     return [ChangeRead.model_validate(c) for c in await service.history_of(session, row.id)]
 
 
@@ -427,7 +425,7 @@ async def history(
 async def invite(
     appointment_id: uuid.UUID, session: Session, who: Principal = Requires("appointments:read")
 ) -> Response:
-    body = await service.ics(session, who.org_id, appointment_id, who)
+    body = await service.ics(session, who, appointment_id)
     return Response(
         body,
         media_type="text/calendar; charset=utf-8",
@@ -445,7 +443,11 @@ async def patient_history(
 ) -> Page[AppointmentRead]:
     try:
         rows, total = await service.patient_history(
-            session, who.org_id, patient_id, who, limit=paging.limit, offset=paging.offset
+            session,
+            who,
+            patient_id,
+            limit=paging.limit,
+            offset=paging.offset,
         )
     except PatientMoved as moved:
         moved.headers["Location"] = f"/patients/{moved.survivor_id}/appointments"
@@ -466,7 +468,11 @@ async def agenda(
     who: Principal = Requires("appointments:read"),
 ) -> Agenda:
     _, zone, rows = await service.agenda(
-        session, who.org_id, practitioner_id, start_date=start_date, days=days, who=who
+        session,
+        who,
+        practitioner_id,
+        start_date=start_date,
+        days=days,
     )
     entries = [
         AgendaEntry(

@@ -111,10 +111,9 @@ async def move_patient(
         ):
             await transition(
                 session,
-                org_id,
+                system,
                 row.id,
                 "cancel",
-                system,
                 reason=f"duplicate of an appointment of patient {survivor_id} (patient merge)",
                 notify_patient=False,
             )

@@ -59,8 +59,9 @@ async def _audit_reads(session: AsyncSession, who: Principal, rows: Iterable[App
 
 
 async def list_appointments(
-    session: AsyncSession, org_id: uuid.UUID, who: Principal, *, limit: int, offset: int, **filters: Any
+    session: AsyncSession, who: Principal, *, limit: int, offset: int, **filters: Any
 ) -> tuple[list[Appointment], int]:
+    org_id = who.org_id
     stmt = _filtered(org_id, **filters).order_by(Appointment.start_at, Appointment.id)
     total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     rows = list(await session.scalars(stmt.limit(limit).offset(offset)))
@@ -70,9 +71,8 @@ async def list_appointments(
 
 async def patient_history(
     session: AsyncSession,
-    org_id: uuid.UUID,
-    patient_id: uuid.UUID,
     who: Principal,
+    patient_id: uuid.UUID,
     *,
     limit: int = 50,
     offset: int = 0,
@@ -81,6 +81,7 @@ async def patient_history(
 
     A merged patient answers `PatientMoved` (308 to the survivor), as the patient API does.
     """
+    org_id = who.org_id
     patient = await patients_service.get(session, org_id, patient_id)  # NotFound when unknown or deleted
     if patient.merged_into_id is not None:
         survivor = await patients_service.resolve(session, org_id, patient_id)
@@ -102,13 +103,13 @@ async def patient_history(
 
 async def upcoming_for_patient(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     patient_id: uuid.UUID,
     *,
-    who: Principal | None = None,
     limit: int = 20,
 ) -> list[Appointment]:
     """The patient's appointments that still hold time and have not started, soonest first."""
+    org_id = who.org_id
     rows = list(
         await session.scalars(
             _filtered(org_id, patient_id=patient_id, start_from=clock.now())
@@ -119,7 +120,7 @@ async def upcoming_for_patient(
     )
     await audit.record(
         session,
-        who or Principal.system(org_id),
+        who,
         "read",
         "patient_appointments",
         patient_id,
@@ -131,14 +132,14 @@ async def upcoming_for_patient(
 
 async def agenda(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     practitioner_id: uuid.UUID,
     *,
     start_date: date,
     days: int,
-    who: Principal,
 ) -> tuple[Practitioner, str, list[tuple[Appointment, Service, Location]]]:
     """A practitioner's appointments over `days` local days from `start_date` (their own zone)."""
+    org_id = who.org_id
     if not 1 <= days <= 31:
         raise ValidationFailed.field("days", "must be between 1 and 31")
     practitioner = await get_practitioner(session, org_id, practitioner_id)
@@ -164,9 +165,9 @@ async def agenda(
     return practitioner, practitioner.timezone, entries
 
 
-async def ics(session: AsyncSession, org_id: uuid.UUID, appointment_id: uuid.UUID, who: Principal) -> bytes:
+async def ics(session: AsyncSession, who: Principal, appointment_id: uuid.UUID) -> bytes:
     """The appointment as an iCalendar document (stable UID, SEQUENCE = reschedules)."""
-    appointment = await get_appointment(session, org_id, appointment_id, who)
+    appointment = await get_appointment(session, who, appointment_id)
     service = await session.get(Service, appointment.service_id)
     practitioner = await session.get(Practitioner, appointment.practitioner_id)
     location = await session.get(Location, appointment.location_id)

@@ -10,14 +10,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.adapters import registry as adapters
+from prm.adapters.registry import Adapters
 from prm.communications import rules
 from prm.communications.models import ChannelConfig, Communication
 from prm.communications.schemas import ChannelConfigWrite, CommunicationCreate
 from prm.core import audit, clock
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, ValidationFailed
+from prm.identity import service as identity
 from prm.patients import service as patients
+from prm.settings import Settings
 
 PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 
@@ -95,16 +97,16 @@ async def channel_config(session: AsyncSession, org_id: uuid.UUID, channel: str)
     return result
 
 
-def effective_provider(config: ChannelConfig | None, channel: str) -> str:
+def effective_provider(config: ChannelConfig | None, channel: str, adapters: Adapters) -> str:
     if config is not None and config.provider:
         return config.provider
     return adapters.default_provider(channel)
 
 
-def _sender(config: ChannelConfig | None, channel: str) -> str | None:
+def _sender(config: ChannelConfig | None, channel: str, settings: Settings) -> str | None:
     if config is not None and config.sender:
         return config.sender
-    return adapters.settings().smtp_from if channel == "email" else None
+    return settings.smtp_from if channel == "email" else None
 
 
 async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list[ChannelConfig]:
@@ -115,9 +117,10 @@ async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list
 
 
 async def put_channel_config(
-    session: AsyncSession, org_id: uuid.UUID, channel: str, data: ChannelConfigWrite, who: Principal
+    session: AsyncSession, who: Principal, channel: str, data: ChannelConfigWrite
 ) -> ChannelConfig:
     """Create or replace the configuration of one channel (a secret left out is kept)."""
+    org_id = who.org_id
     if channel not in rules.CHANNELS:
         raise ValidationFailed.field("channel", f"must be one of {', '.join(rules.CHANNELS)}")
     if data.provider == "smtp" and channel != "email":
@@ -128,7 +131,7 @@ async def put_channel_config(
     if sender and channel in PHONE_CHANNELS:
         from prm.patients.phones import try_normalise
 
-        sender = try_normalise(sender, adapters.settings().default_phone_region)
+        sender = try_normalise(sender, (await identity.organisation_settings(session, org_id)).phone_region)
         if sender is None:
             raise ValidationFailed.field("sender", "not a valid phone number")
     elif sender and channel == "email" and "@" not in sender:

@@ -11,7 +11,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.adapters import registry as adapters
+from prm import context
 from prm.adapters.channels import (
     Attachment,
     DeliveryError,
@@ -80,7 +80,7 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
         _fail(comm, "whatsapp_window_closed", "the 24-hour WhatsApp window closed before sending")
         return comm.status
     comm.to_address = address_of(patient, comm.channel) or comm.to_address
-    settings = adapters.settings()
+    settings = context.of(session).settings
     comm.status = "sending"
     comm.sending_at = clock.now()
     comm.attempts += 1
@@ -160,7 +160,7 @@ async def _media_urls(session: AsyncSession, comm: Communication) -> tuple[str, 
     if stored:
         try:
             found = await media.provider_urls(session, Principal.system(comm.org_id), stored,
-                                              media.MediaStore.from_settings(adapters.settings()))
+                                              media.MediaStore.from_settings(context.of(session).settings))
         except ValidationFailed:
             raise PermanentDeliveryError("an attached file is no longer available",
                                          code="media_unavailable") from None
@@ -170,7 +170,8 @@ async def _media_urls(session: AsyncSession, comm: Communication) -> tuple[str, 
 
 async def _dispatch(session: AsyncSession, comm: Communication) -> SendResult:
     config = await channel_config(session, comm.org_id, comm.channel)
-    provider = effective_provider(config, comm.channel)
+    adapters = context.of(session).adapters
+    provider = effective_provider(config, comm.channel, adapters)
     to = comm.to_address or ""
     status_callback = f"{adapters.public_base_url()}/webhooks/twilio/status"
     if provider == "sandbox":
@@ -207,7 +208,7 @@ async def _dispatch(session: AsyncSession, comm: Communication) -> SendResult:
                 status_callback=status_callback if provider == "twilio" else None,
             )
         )
-    sender = comm.from_address or adapters.settings().smtp_from
+    sender = comm.from_address or adapters.settings.smtp_from
     if config is not None and config.sender_name and config.sender:
         sender = f"{config.sender_name} <{config.sender}>"
     return await channel.send_email(

@@ -35,17 +35,19 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
             try:
                 async with session.begin_nested():
                     await service.put_channel_config(
-                        session, org.id, channel, ChannelConfigWrite(provider="sandbox", sender=DEMO_NUMBER), who
+                        session,
+                        who,
+                        channel,
+                        ChannelConfigWrite(provider="sandbox", sender=DEMO_NUMBER),
                     )
             except Conflict:
-                await service.put_channel_config(session, org.id, channel, ChannelConfigWrite(provider="sandbox"), who)
+                await service.put_channel_config(session, who, channel, ChannelConfigWrite(provider="sandbox"))
     if await service.channel_config(session, org.id, "email") is None:
         await service.put_channel_config(
             session,
-            org.id,
+            who,
             "email",
             ChannelConfigWrite(provider="sandbox", sender="hello@demo-clinic.example", sender_name="Demo Clinic"),
-            who,
         )
     comms = []
     for phone, question, answer in CONVERSATIONS:
@@ -68,9 +70,8 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
         comms.append(
             await service.send(
                 session,
-                org.id,
-                CommunicationCreate(patient_id=patient.id, channel="whatsapp", body=answer),
                 who,
+                CommunicationCreate(patient_id=patient.id, channel="whatsapp", body=answer),
             )
         )
     context["communications"] = comms

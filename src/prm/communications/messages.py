@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.communications import rules
 from prm.communications.channels import (
     _check_shape,
@@ -38,7 +39,7 @@ SEND_JOB = "communications.send"
 
 
 async def send(
-    session: AsyncSession, org_id: uuid.UUID, data: CommunicationCreate, who: Principal | None = None
+    session: AsyncSession, who: Principal, data: CommunicationCreate
 ) -> Communication:
     """Create an outbound message and queue its sending (now, or at `data.send_at`).
 
@@ -47,7 +48,7 @@ async def send(
     outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
     the first message.
     """
-    who = who or Principal.system(org_id)
+    org_id = who.org_id
     if data.idempotency_key:
         existing = await session.scalar(
             select(Communication).where(
@@ -89,7 +90,7 @@ async def send(
         purpose=data.purpose,
         status="queued",
         to_address=to,
-        from_address=_sender(config, data.channel),
+        from_address=_sender(config, data.channel, context.of(session).settings),
         subject=data.subject,
         body=data.body,
         html_body=data.html_body,
@@ -146,25 +147,26 @@ async def send(
 
 
 async def get(
-    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal | None = None
+    session: AsyncSession, who: Principal, communication_id: uuid.UUID
 ) -> Communication:
+    org_id = who.org_id
     comm = await session.scalar(
         select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
     )
     if comm is None:
         raise NotFound("No such communication", code="communication_not_found")
-    if who is not None:
+    if who.kind != "system":
         await audit.record(session, who, "read", "communication", comm.id, patient_id=comm.patient_id)
     return comm
 
 
 async def list_communications(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     filters: CommunicationFilters,
     paging: PageParams,
-    who: Principal | None = None,
 ) -> tuple[list[Communication], int]:
+    org_id = who.org_id
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)
@@ -181,7 +183,7 @@ async def list_communications(
     if filters.until:
         stmt = stmt.where(Communication.created_at < filters.until)
     rows, total = await paginate(session, stmt.order_by(Communication.created_at.desc(), Communication.id), paging)
-    if who is not None:
+    if who.kind != "system":
         await audit.record(
             session,
             who,
@@ -195,10 +197,11 @@ async def list_communications(
 
 
 async def cancel(
-    session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, communication_id: uuid.UUID
 ) -> Communication:
     """Cancel a message that has not been sent yet (409 `not_cancellable` otherwise)."""
-    comm = await get(session, org_id, communication_id)
+    org_id = who.org_id
+    comm = await get(session, Principal.system(org_id), communication_id)
     if comm.status != "queued":
         raise Conflict(f"A {comm.status} message can no longer be cancelled", code="not_cancellable")
     job_id = (comm.details or {}).get("job_id")
@@ -340,7 +343,7 @@ async def attach_conversation(
     session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> Communication:
     """Link a message to a conversation (for the conversations module)."""
-    comm = await get(session, org_id, communication_id)
+    comm = await get(session, Principal.system(org_id), communication_id)
     comm.conversation_id = conversation_id
     await session.flush()
     return comm

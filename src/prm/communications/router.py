@@ -22,6 +22,7 @@ from prm.communications.schemas import (
     SandboxMessageRead,
     Status,
 )
+from prm.context import AppContext, Context, get_context
 from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
@@ -36,7 +37,7 @@ async def _reads(session: Session, who: Principal, request: Request,
     """Messages as read models; received attachments point at our stored copies (signed URLs), not the
     provider's."""
     stored = await media.urls_for_messages(session, who, [r.id for r in rows if r.media],
-                                           media.MediaStore.from_settings(request.app.state.settings))
+                                           media.MediaStore.from_settings(get_context(request).settings))
     reads = []
     for row in rows:
         read = CommunicationRead.model_validate(row)
@@ -59,7 +60,7 @@ async def _reads(session: Session, who: Principal, request: Request,
 async def create(
     body: CommunicationCreate, session: Session, who: Principal = Requires("communications:write")
 ) -> CommunicationRead:
-    comm = await service.send(session, who.org_id, body, who)
+    comm = await service.send(session, who, body)
     return CommunicationRead.model_validate(comm)
 
 
@@ -91,7 +92,7 @@ async def list_(
         since=since,
         until=until,
     )
-    rows, total = await service.list_communications(session, who.org_id, filters, paging, who)
+    rows, total = await service.list_communications(session, who, filters, paging)
     return Page(
         items=await _reads(session, who, request, list(rows)),
         total=total,
@@ -125,11 +126,11 @@ async def sandbox_outbox(
     )
 
 
-def _config_read(channel: str, config: ChannelConfig | None) -> ChannelConfigRead:
+def _config_read(channel: str, config: ChannelConfig | None, ctx: Context) -> ChannelConfigRead:
     return ChannelConfigRead(
         channel=channel,  # type: ignore[arg-type]
         provider=config.provider if config else None,
-        effective_provider=service.effective_provider(config, channel),
+        effective_provider=service.effective_provider(config, channel, ctx.adapters),
         sender=config.sender if config else None,
         sender_name=config.sender_name if config else None,
         has_webhook_secret=bool(config and config.webhook_secret),
@@ -144,9 +145,9 @@ def _config_read(channel: str, config: ChannelConfig | None) -> ChannelConfigRea
     summary="Channel configuration",
     description="Provider and sender of each channel for this organisation. Secrets are never returned.",
 )
-async def channels(session: Session, who: Principal = Requires("admin")) -> list[ChannelConfigRead]:
+async def channels(session: Session, ctx: AppContext, who: Principal = Requires("admin")) -> list[ChannelConfigRead]:
     configs = {c.channel: c for c in await service.list_channel_configs(session, who.org_id)}
-    return [_config_read(ch, configs.get(ch)) for ch in rules.CHANNELS]
+    return [_config_read(ch, configs.get(ch), ctx) for ch in rules.CHANNELS]
 
 
 @router.put(
@@ -159,11 +160,12 @@ async def channels(session: Session, who: Principal = Requires("admin")) -> list
 async def put_channel(
     body: ChannelConfigWrite,
     session: Session,
+    ctx: AppContext,
     channel: Annotated[Channel, Path(description="sms, whatsapp, email or voice")],
     who: Principal = Requires("admin"),
 ) -> ChannelConfigRead:
-    config = await service.put_channel_config(session, who.org_id, channel, body, who)
-    return _config_read(channel, config)
+    config = await service.put_channel_config(session, who, channel, body)
+    return _config_read(channel, config, ctx)
 
 
 @router.get("/{communication_id}", response_model=CommunicationRead, summary="Read a message")
@@ -171,7 +173,7 @@ async def read(
     communication_id: uuid.UUID, request: Request, session: Session,
     who: Principal = Requires("communications:read"),
 ) -> CommunicationRead:
-    [message] = await _reads(session, who, request, [await service.get(session, who.org_id, communication_id, who)])
+    [message] = await _reads(session, who, request, [await service.get(session, who, communication_id)])
     return message
 
 
@@ -184,4 +186,4 @@ async def read(
 async def cancel(
     communication_id: uuid.UUID, session: Session, who: Principal = Requires("communications:write")
 ) -> CommunicationRead:
-    return CommunicationRead.model_validate(await service.cancel(session, who.org_id, communication_id, who))
+    return CommunicationRead.model_validate(await service.cancel(session, who, communication_id))

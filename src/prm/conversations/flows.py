@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
 from prm.communications import service as communications
@@ -40,7 +41,7 @@ from prm.core.events import Event
 from prm.identity.models import Organisation
 from prm.patients import service as patients
 from prm.patients.models import Patient
-from prm.settings import Settings, get_settings
+from prm.settings import Settings
 from prm.tickets import rules as ticket_rules
 from prm.tickets import service as tickets
 from prm.tickets.schemas import TicketCreate
@@ -49,8 +50,7 @@ log = structlog.get_logger(__name__)
 SLOT_CHUNK_DAYS = 3  # slots are computed this many days at a time until the offer is full
 
 
-def policy(settings: Settings | None = None) -> assistant.Policy:
-    s = settings or get_settings()
+def policy(s: Settings) -> assistant.Policy:
     return assistant.Policy(
         max_failures=s.assistant_max_failures,
         stale_after=timedelta(minutes=s.assistant_stale_minutes),
@@ -80,7 +80,7 @@ async def route_inbound(
     if comm.conversation_id is not None:
         return conversation
     await add_message(session, conversation, comm)
-    s = get_settings()
+    s = context.of(session).settings
     if conversation.bot_active and s.assistant_enabled:
         await run_assistant(session, conversation, comm.body or "", settings=s)
     return conversation
@@ -90,7 +90,7 @@ async def run_assistant(
     session: AsyncSession, conversation: Conversation, text: str, *, settings: Settings | None = None
 ) -> None:
     """One inbound message through the assistant, executing its commands until it is done."""
-    s = settings or get_settings()
+    s = settings or context.of(session).settings
     patient = await patients.get(session, conversation.org_id, conversation.patient_id)
     urgent = ticket_rules.urgent_keywords_in(text, s.ticket_urgent_keywords)
     run = _Run(
@@ -141,7 +141,7 @@ async def _facts(session: AsyncSession, conversation: Conversation, patient: Pat
     services = await appointments.list_services(session, org_id)
     names = {s.id: s.name for s in services}
     upcoming = []
-    for a in await appointments.upcoming_for_patient(session, org_id, patient.id):
+    for a in await appointments.upcoming_for_patient(session, Principal.system(org_id), patient.id):
         if a.service_id not in names:
             names[a.service_id] = (await appointments.get_service(session, org_id, a.service_id)).name
         upcoming.append(
@@ -188,14 +188,13 @@ class _Run:
             async with self.session.begin_nested():
                 comm = await communications.send(
                     self.session,
-                    self.org_id,
+                    self.who,
                     CommunicationCreate(
                         patient_id=self.patient.id,
                         channel=self.conversation.channel,  # type: ignore[arg-type]
                         body=body,
                         conversation_id=self.conversation.id,
                     ),
-                    self.who,
                 )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
             log.warning(
@@ -263,7 +262,7 @@ class _Run:
                 if reschedule_id is None:
                     appointment = await appointments.book(
                         self.session,
-                        self.org_id,
+                        self.who,
                         AppointmentCreate(
                             patient_id=self.patient.id,
                             service_id=uuid.UUID(slot.service_id),
@@ -272,17 +271,15 @@ class _Run:
                             start_at=slot.start_at,
                             source=self.conversation.channel,
                         ),
-                        self.who,
                     )
                 else:
                     appointment = await appointments.reschedule(
                         self.session,
-                        self.org_id,
+                        self.who,
                         uuid.UUID(reschedule_id),
                         start_at=slot.start_at,
                         practitioner_id=uuid.UUID(slot.practitioner_id),
                         location_id=uuid.UUID(slot.location_id) if slot.location_id else None,
-                        who=self.who,
                         reason=f"requested by the patient on {self.conversation.channel}",
                     )
         except Conflict as exc:
@@ -298,10 +295,9 @@ class _Run:
             async with self.session.begin_nested():
                 appointment = await appointments.cancel(
                     self.session,
-                    self.org_id,
+                    self.who,
                     uuid.UUID(appointment_id),
                     reason=f"cancelled by the patient on {self.conversation.channel}",
-                    who=self.who,
                 )
         except DomainError as exc:
             return assistant.ActionFailed(exc.code)
@@ -330,7 +326,7 @@ class _Run:
         subject = _HANDOFF_SUBJECTS.get(reason, _HANDOFF_SUBJECTS["requested"])
         ticket = await tickets.create(
             self.session,
-            self.org_id,
+            self.who,
             TicketCreate(
                 subject=f"{subject} ({conversation.channel})",
                 description=f"Last message from the patient:\n{self.text}",
@@ -340,7 +336,6 @@ class _Run:
                 conversation_id=conversation.id,
                 tags=["handoff", reason.replace("_", "-")],
             ),
-            self.who,
             source="bot_handoff",
         )
         conversation.assignee_id = ticket.assignee_id

@@ -33,9 +33,13 @@ async def store_offer(session: AsyncSession, org_id: uuid.UUID, conversation_id:
     await session.flush()
 
 
-async def hand_to_staff(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID,
-                        who: Principal, *, reason: str = "automation_failed") -> None:
+async def hand_to_staff(session: AsyncSession,
+    who: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    reason: str = "automation_failed") -> None:
     """Turn the assistant off and leave the conversation open for a person."""
+    org_id = who.org_id
     conversation = await _locked(session, org_id, conversation_id)
     conversation.bot_active = False
     conversation.bot_state, conversation.bot_context = assistant.HANDOFF, {"handoff_reason": reason}

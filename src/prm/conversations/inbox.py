@@ -103,9 +103,10 @@ async def open_for(
 
 
 async def create(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str, who: Principal
+    session: AsyncSession, who: Principal, patient_id: uuid.UUID, channel: str
 ) -> Conversation:
     """Staff open (or find) the conversation with a patient on a channel."""
+    org_id = who.org_id
     try:
         patient = await patients.resolve(session, org_id, patient_id)
     except NotFound:
@@ -152,8 +153,9 @@ def _filtered(org_id: uuid.UUID, f: ConversationFilters) -> Select[Any]:
 
 
 async def list_conversations(
-    session: AsyncSession, org_id: uuid.UUID, filters: ConversationFilters, paging: PageParams, who: Principal
+    session: AsyncSession, who: Principal, filters: ConversationFilters, paging: PageParams
 ) -> tuple[list[Conversation], int]:
+    org_id = who.org_id
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     for c in rows:
         await audit.record(
@@ -163,8 +165,9 @@ async def list_conversations(
 
 
 async def read(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
     await audit.record(
         session, who, "read", "conversation", conversation.id, patient_id=conversation.patient_id
@@ -173,9 +176,10 @@ async def read(
 
 
 async def history(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, paging: PageParams, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID, paging: PageParams
 ) -> tuple[list[Communication], int]:
     """The conversation's messages, newest first, one page at a time."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
     stmt = (
         select(Communication)
@@ -222,9 +226,10 @@ async def add_message(session: AsyncSession, conversation: Conversation, comm: C
 
 
 async def reply(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, body: str, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID, body: str
 ) -> Communication:
     """A staff reply, sent through communications. A person replying takes over from the assistant."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed":
         raise Conflict(
@@ -232,14 +237,13 @@ async def reply(
         )
     comm = await communications.send(
         session,
-        org_id,
+        who,
         CommunicationCreate(
             patient_id=conversation.patient_id,
             channel=conversation.channel,  # type: ignore[arg-type]
             body=body,
             conversation_id=conversation.id,
         ),
-        who,
     )
     await add_message(session, conversation, comm)
     conversation.bot_active = False
@@ -251,8 +255,9 @@ async def reply(
 
 
 async def mark_read(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     conversation.unread_count = 0
     await session.flush()
@@ -270,11 +275,11 @@ async def mark_read(
 
 async def assign(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     conversation_id: uuid.UUID,
     assignee_id: uuid.UUID | None,
-    who: Principal,
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if assignee_id is not None:
         found = await session.scalar(
@@ -315,13 +320,13 @@ async def assign(
 
 async def change_status(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     conversation_id: uuid.UUID,
     status: str,
-    who: Principal,
     *,
     snoozed_until: datetime | None = None,
 ) -> Conversation:
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed" and status != "closed":
         raise Conflict(
@@ -353,9 +358,10 @@ async def change_status(
 
 
 async def hand_back_to_bot(
-    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
     """The assistant answers again, starting fresh; the conversation is unassigned."""
+    org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if conversation.status == "closed":
         raise Conflict("The conversation is closed", code="conversation_closed")

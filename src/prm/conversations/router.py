@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from prm.context import get_context
 from prm.conversations import service
 from prm.conversations.models import Conversation
 from prm.conversations.schemas import (
@@ -68,7 +69,7 @@ async def list_conversations(
         patient_id=patient_id,
         bot_active=bot_active,
     )
-    rows, total = await service.list_conversations(session, who.org_id, filters, paging, who)
+    rows, total = await service.list_conversations(session, who, filters, paging)
     return Page[ConversationRead](
         items=[_read(c) for c in rows], total=total, limit=paging.limit, offset=paging.offset
     )
@@ -83,7 +84,7 @@ async def list_conversations(
 async def create_conversation(
     body: ConversationCreate, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationDetail:
-    return _detail(await service.create(session, who.org_id, body.patient_id, body.channel, who))
+    return _detail(await service.create(session, who, body.patient_id, body.channel))
 
 
 @router.get(
@@ -94,7 +95,7 @@ async def create_conversation(
 async def get_conversation(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:read")
 ) -> ConversationDetail:
-    return _detail(await service.read(session, who.org_id, conversation_id, who))
+    return _detail(await service.read(session, who, conversation_id))
 
 
 @router.get(
@@ -109,10 +110,10 @@ async def list_messages(
     paging: Paging,
     who: Principal = Requires("conversations:read"),
 ) -> Page[MessageRead]:
-    rows, total = await service.history(session, who.org_id, conversation_id, paging, who)
+    rows, total = await service.history(session, who, conversation_id, paging)
     # received attachments point at our stored copies (signed URLs), not the provider's
     stored = await media.urls_for_messages(session, who, [m.id for m in rows if m.media],
-                                           media.MediaStore.from_settings(request.app.state.settings))
+                                           media.MediaStore.from_settings(get_context(request).settings))
     return Page[MessageRead](
         items=[MessageRead.model_validate(m).model_copy(update={"media": stored[m.id]}) if m.id in stored
                else MessageRead.model_validate(m) for m in rows],
@@ -136,7 +137,7 @@ async def reply(
     who: Principal = Requires("conversations:write"),
 ) -> MessageRead:
     return MessageRead.model_validate(
-        await service.reply(session, who.org_id, conversation_id, body.body, who)
+        await service.reply(session, who, conversation_id, body.body)
     )
 
 
@@ -144,7 +145,7 @@ async def reply(
 async def mark_read(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationRead:
-    return _read(await service.mark_read(session, who.org_id, conversation_id, who))
+    return _read(await service.mark_read(session, who, conversation_id))
 
 
 @router.post(
@@ -158,7 +159,7 @@ async def assign(
     session: Session,
     who: Principal = Requires("conversations:write"),
 ) -> ConversationRead:
-    return _read(await service.assign(session, who.org_id, conversation_id, body.assignee_id, who))
+    return _read(await service.assign(session, who, conversation_id, body.assignee_id))
 
 
 @router.post(
@@ -174,7 +175,11 @@ async def change_status(
 ) -> ConversationRead:
     return _read(
         await service.change_status(
-            session, who.org_id, conversation_id, body.status, who, snoozed_until=body.snoozed_until
+            session,
+            who,
+            conversation_id,
+            body.status,
+            snoozed_until=body.snoozed_until,
         )
     )
 
@@ -187,4 +192,4 @@ async def change_status(
 async def hand_back_to_bot(
     conversation_id: uuid.UUID, session: Session, who: Principal = Requires("conversations:write")
 ) -> ConversationRead:
-    return _read(await service.hand_back_to_bot(session, who.org_id, conversation_id, who))
+    return _read(await service.hand_back_to_bot(session, who, conversation_id))

@@ -19,6 +19,9 @@ class Organisation(IdMixin, TimestampMixin, Base):
     slug: Mapped[str] = mapped_column(String(80), unique=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     is_active: Mapped[bool] = mapped_column(default=True)
+    # the organisation's own settings; NULL follows the process setting of the same name
+    default_phone_region: Mapped[str | None] = mapped_column(String(2))
+    reminder_offsets_minutes: Mapped[str | None] = mapped_column(String(100))
 
 
 _role_check = one_of("role", ROLES)

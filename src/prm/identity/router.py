@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from prm.context import AppContext
 from prm.core import audit, ratelimit
 from prm.core.auth import Principal, Requires, issue_token
 from prm.core.db import Session
 from prm.identity import service
+from prm.identity.models import Organisation
 from prm.identity.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -20,6 +22,8 @@ from prm.identity.schemas import (
     Me,
     OrganisationCreate,
     OrganisationRead,
+    OrganisationSettingsRead,
+    OrganisationSettingsUpdate,
     Token,
     UserCreate,
     UserRead,
@@ -31,11 +35,11 @@ router = APIRouter(tags=["identity"])
 
 @router.post("/auth/token", response_model=Token, dependencies=[ratelimit.limit("rate_limit_login", "login")],
              summary="Log in (OAuth2 password flow): username is the email")
-async def token(request: Request, response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
-                session: Session) -> Token:
+async def token(response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
+                session: Session, ctx: AppContext) -> Token:
     user = await service.login(session, form.username, form.password)
     response.headers["Cache-Control"] = "no-store"
-    access, ttl = issue_token(request.app.state.settings, user_id=user.id, org_id=user.org_id, role=user.role)
+    access, ttl = issue_token(ctx.settings, user_id=user.id, org_id=user.org_id, role=user.role)
     return Token(access_token=access, expires_in=ttl)
 
 
@@ -50,6 +54,29 @@ admin = APIRouter(prefix="/admin", tags=["admin"])
 @admin.get("/organisation", response_model=OrganisationRead, summary="The caller's organisation")
 async def my_organisation(session: Session, who: Principal = Requires()) -> OrganisationRead:
     return OrganisationRead.model_validate(await service.get_organisation(session, who.org_id))
+
+
+async def _settings_read(session: Session, org: Organisation) -> OrganisationSettingsRead:
+    effective = await service.organisation_settings(session, org.id)
+    return OrganisationSettingsRead(
+        default_phone_region=org.default_phone_region,
+        reminder_offsets_minutes=org.reminder_offsets_minutes,
+        effective_phone_region=effective.phone_region,
+        effective_reminder_offsets_minutes=list(effective.reminder_offsets_minutes),
+    )
+
+
+@admin.get("/organisation/settings", response_model=OrganisationSettingsRead,
+           summary="The organisation's own settings and the effective values (service defaults where unset)")
+async def organisation_settings(session: Session, who: Principal = Requires("admin")) -> OrganisationSettingsRead:
+    return await _settings_read(session, await service.get_organisation(session, who.org_id))
+
+
+@admin.patch("/organisation/settings", response_model=OrganisationSettingsRead,
+             summary="Change the organisation's own settings (null: back to the service default)")
+async def update_organisation_settings(body: OrganisationSettingsUpdate, session: Session,
+                                       who: Principal = Requires("admin")) -> OrganisationSettingsRead:
+    return await _settings_read(session, await service.update_organisation_settings(session, who, body))
 
 
 class OrganisationSignup(BaseModel):

@@ -26,6 +26,26 @@ class OrganisationRead(BaseModel):
     created_at: datetime
 
 
+class OrganisationSettingsUpdate(BaseModel):
+    """The organisation's own settings; a field set to null goes back to the service default."""
+
+    model_config = ConfigDict(extra="forbid")
+    default_phone_region: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166 region for numbers without a country code"
+    )
+    reminder_offsets_minutes: str | None = Field(
+        default=None, max_length=100, pattern=r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5})*$",
+        description="Appointment reminders, minutes before the start, comma-separated (e.g. 1440,120)",
+    )
+
+
+class OrganisationSettingsRead(BaseModel):
+    default_phone_region: str | None
+    reminder_offsets_minutes: str | None
+    effective_phone_region: str
+    effective_reminder_offsets_minutes: list[int]
+
+
 class UserCreate(BaseModel):
     email: EmailStr
     password: str = Field(min_length=10, max_length=200)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
+import phonenumbers
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import clock
-from prm.core.auth import burn_password_check, hash_password, new_api_key, verify_password
+from prm import context
+from prm.core import audit, clock
+from prm.core.auth import Principal, burn_password_check, hash_password, new_api_key, verify_password
 from prm.core.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from prm.identity.models import ApiKey, Organisation, User
-from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, UserCreate, UserUpdate
+from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, OrganisationSettingsUpdate, UserCreate, UserUpdate
 
 
 def _check_timezone(field: str, name: str) -> None:
@@ -34,6 +37,49 @@ async def get_organisation(session: AsyncSession, org_id: uuid.UUID) -> Organisa
     org = await session.get(Organisation, org_id)
     if org is None:
         raise NotFound("Organisation not found")
+    return org
+
+
+@dataclass(frozen=True)
+class OrganisationSettings:
+    """An organisation's settings: its stored choice, else the process setting (the default)."""
+
+    phone_region: str
+    reminder_offsets_minutes: tuple[int, ...]  # largest first
+
+
+def parse_offsets(raw: str) -> tuple[int, ...]:
+    return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True))
+
+
+async def organisation_settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
+    process = context.of(session).settings
+    row = (
+        await session.execute(
+            select(Organisation.default_phone_region, Organisation.reminder_offsets_minutes).where(
+                Organisation.id == org_id
+            )
+        )
+    ).one_or_none()
+    region, offsets = (row[0], row[1]) if row is not None else (None, None)
+    return OrganisationSettings(
+        phone_region=region or process.default_phone_region,
+        reminder_offsets_minutes=parse_offsets(offsets or process.reminder_offsets_minutes),
+    )
+
+
+async def update_organisation_settings(
+    session: AsyncSession, who: Principal, data: OrganisationSettingsUpdate
+) -> Organisation:
+    org = await get_organisation(session, who.org_id)
+    changes = data.model_dump(exclude_unset=True)
+    region = changes.get("default_phone_region")
+    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationFailed.field("default_phone_region", f"unknown phone region {region!r}")
+    for name, value in changes.items():
+        setattr(org, name, value)
+    await session.flush()
+    await audit.record(session, who, "update", "organisation_settings", org.id, details={"fields": sorted(changes)})
     return org
 
 

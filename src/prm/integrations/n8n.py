@@ -390,7 +390,7 @@ async def _finish_unanswered(session: AsyncSession, run: WorkflowRun, integratio
                                 f"Workflow run {run.id} ended {status}: {reason}. Please follow up by hand.")
     if fallback == "handoff" and run.conversation_id is not None:
         try:
-            await conversations.hand_to_staff(session, run.org_id, run.conversation_id, system)
+            await conversations.hand_to_staff(session, system, run.conversation_id)
         except DomainError as exc:
             log.warning("n8n.handoff_failed", run_id=str(run.id), error=exc.code)
     await events.publish(session, events.Event(
@@ -403,10 +403,11 @@ async def _finish_unanswered(session: AsyncSession, run: WorkflowRun, integratio
 async def _ticket_for_staff(session: AsyncSession, run: WorkflowRun, system: Principal, subject: str,
                             description: str) -> uuid.UUID:
     ticket = await tickets.create(
-        session, run.org_id,
+        session,
+        system,
         TicketCreate(subject=subject, description=description, category="integrations",
                      patient_id=run.patient_id, conversation_id=run.conversation_id),
-        system, source="system",
+        source="system",
     )
     return ticket.id
 
@@ -513,7 +514,7 @@ async def _confirm_slot(session: AsyncSession, run: WorkflowRun, command: Confir
                              location_id=command.location_id, notes=command.notes or "", source="n8n")
     try:
         async with session.begin_nested():
-            appointment = await appointments.book(session, run.org_id, data, system)
+            appointment = await appointments.book(session, system, data)
     except Conflict as exc:
         await _tell_slot_gone(session, run, system)
         return 409, {"error": exc.code, "detail": exc.detail}
@@ -527,9 +528,11 @@ async def _tell_slot_gone(session: AsyncSession, run: WorkflowRun, system: Princ
         try:
             async with session.begin_nested():
                 await conversations.reply(
-                    session, run.org_id, run.conversation_id,
+                    session,
+                    system,
+                    run.conversation_id,
                     "Sorry, the time we offered has just been taken. We will send you new options shortly.",
-                    system)
+                )
             return
         except DomainError as exc:
             log.info("n8n.slot_gone_reply_failed", run_id=str(run.id), error=exc.code)
@@ -541,17 +544,21 @@ async def _triage(session: AsyncSession, run: WorkflowRun, command: Triage, syst
     if command.ticket_id is not None:
         try:
             ticket = await tickets.update(
-                session, run.org_id, command.ticket_id,
+                session,
+                system,
+                command.ticket_id,
                 TicketUpdate(subject=command.subject, description=command.description or None,
                              priority=command.priority, category=command.category),
-                system)
+            )
         except NotFound:
             raise ValidationFailed.field("ticket_id", "no such ticket in this organisation",
                                          code="ticket_not_found") from None
         return {"ticket_id": str(ticket.id), "created": False}
     ticket = await tickets.create(
-        session, run.org_id,
+        session,
+        system,
         TicketCreate(subject=command.subject, description=command.description, priority=command.priority,
                      category=command.category, patient_id=run.patient_id, conversation_id=run.conversation_id),
-        system, source="system")
+        source="system",
+    )
     return {"ticket_id": str(ticket.id), "created": True}

@@ -266,12 +266,13 @@ async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, reason, clock.now()
     system = Principal.system(endpoint.org_id)
     await tickets.create(
-        session, endpoint.org_id,
+        session,
+        system,
         TicketCreate(subject="Webhook endpoint disabled",
                      description=f"Deliveries to webhook endpoint {endpoint.id} stopped: {reason}. "
                                  "Fix the receiver, then enable the endpoint and replay the missed events.",
                      category="integrations", priority="high"),
-        system, source="system",
+        source="system",
     )
     await events.publish(session, events.Event(
         type="webhook_endpoint.disabled", org_id=endpoint.org_id,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from prm.context import get_context
 from prm.core import ratelimit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
@@ -46,7 +47,7 @@ PROBLEM = "application/problem+json"
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return get_context(request).settings
 
 
 def _message(message: WebhookMessage) -> MessageRead:

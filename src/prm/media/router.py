@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from prm.adapters import storage as storage_adapter
+from prm.context import get_context
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.errors import BadRequest, DomainError, NotFound, PermissionDenied
@@ -24,7 +25,7 @@ routers = [router, patient_router]
 
 
 def _store(request: Request) -> service.MediaStore:
-    return service.MediaStore.from_settings(request.app.state.settings)
+    return service.MediaStore.from_settings(get_context(request).settings)
 
 
 def _read(media: Media) -> MediaRead:
@@ -35,7 +36,7 @@ def _read(media: Media) -> MediaRead:
 
 
 def _local(request: Request) -> storage_adapter.LocalStorage:
-    storage = storage_adapter.for_settings(request.app.state.settings)
+    storage = storage_adapter.for_settings(get_context(request).settings)
     if not isinstance(storage, storage_adapter.LocalStorage):
         raise NotFound("Media is not stored on this server's disk", code="not_found")
     return storage

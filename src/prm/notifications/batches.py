@@ -61,9 +61,10 @@ async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: Batch
 
 
 async def create_batch(
-    session: AsyncSession, org_id: uuid.UUID, data: BatchCreate, who: Principal
+    session: AsyncSession, who: Principal, data: BatchCreate
 ) -> NotificationBatch:
     """Queue one job per recipient (each sent and retried on its own); returns the batch."""
+    org_id = who.org_id
     has_template = bool(
         await session.scalar(
             select(func.count())
@@ -127,7 +128,7 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
         async with session.begin_nested():
             comm = await send_notification(
                 session,
-                oid,
+                Principal.system(oid),
                 patient_id=item.patient_id,
                 template_key=batch.template_key,
                 variables=batch.variables,

@@ -46,8 +46,9 @@ def _template_error(exc: TemplateError, prefix: str = "") -> ValidationFailed:
 
 
 async def create_template(
-    session: AsyncSession, org_id: uuid.UUID, data: TemplateCreate, who: Principal
+    session: AsyncSession, who: Principal, data: TemplateCreate
 ) -> NotificationTemplate:
+    org_id = who.org_id
     source = TemplateSource(
         body=data.body, subject=data.subject, html_body=data.html_body, variables=tuple(data.variables)
     )
@@ -97,8 +98,9 @@ async def get_template(
 
 
 async def update_template(
-    session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, data: TemplateUpdate, who: Principal
+    session: AsyncSession, who: Principal, template_id: uuid.UUID, data: TemplateUpdate
 ) -> NotificationTemplate:
+    org_id = who.org_id
     template = await get_template(session, org_id, template_id)
     changes = data.model_dump(exclude_unset=True)
     merged = {
@@ -123,8 +125,9 @@ async def update_template(
 
 
 async def delete_template(
-    session: AsyncSession, org_id: uuid.UUID, template_id: uuid.UUID, who: Principal
+    session: AsyncSession, who: Principal, template_id: uuid.UUID
 ) -> None:
+    org_id = who.org_id
     template = await get_template(session, org_id, template_id)
     await session.delete(template)
     await audit.record(session, who, "delete", "notification_template", template_id)

@@ -104,14 +104,13 @@ async def _plan(
 
 async def send_notification(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     *,
     patient_id: uuid.UUID,
     template_key: str,
     variables: dict[str, Any],
     channel: str | None = None,
     purpose: str = "care",
-    who: Principal | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
 ) -> Communication:
@@ -121,7 +120,7 @@ async def send_notification(
     template). Without, the patient's preference then the fallback chain; 409 `no_channel_available`
     with each channel's reason when none can be used.
     """
-    who = who or Principal.system(org_id)
+    org_id = who.org_id
     if idempotency_key:
         existing = await session.scalar(
             select(Communication).where(
@@ -144,7 +143,7 @@ async def send_notification(
             continue
         data.idempotency_key = idempotency_key
         data.send_at = send_at
-        comm = await communications.send(session, org_id, data, who)
+        comm = await communications.send(session, who, data)
         if skipped:
             comm.details = {**(comm.details or {}), "fallback_from": skipped}
         return comm

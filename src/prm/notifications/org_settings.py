@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.core import audit, clock
 from prm.core.auth import Principal
 from prm.notifications.models import (
@@ -17,16 +18,16 @@ from prm.notifications.models import (
 from prm.notifications.schemas import (
     NotificationSettingsUpdate,
 )
-from prm.settings import get_settings
+from prm.settings import Settings
 
 # --- organisation settings -----------------------------------------------------------------------
 
 APPOINTMENT_NOTICES = ("booked", "rescheduled", "cancelled")
 
 
-def default_appointment_notices() -> set[str]:
+def default_appointment_notices(settings: Settings) -> set[str]:
     """The notices sent for an organisation that has not chosen (APPOINTMENT_NOTIFICATIONS)."""
-    return {p for p in get_settings().appointment_notifications.split(",") if p}
+    return {p for p in settings.appointment_notifications.split(",") if p}
 
 
 async def _settings_row(session: AsyncSession, org_id: uuid.UUID) -> NotificationSettings | None:
@@ -36,7 +37,7 @@ async def _settings_row(session: AsyncSession, org_id: uuid.UUID) -> Notificatio
 async def notification_settings(session: AsyncSession, org_id: uuid.UUID) -> dict[str, Any]:
     """Effective appointment notices of the organisation, with what it chose itself (`overrides`)."""
     row = await _settings_row(session, org_id)
-    defaults_on = default_appointment_notices()
+    defaults_on = default_appointment_notices(context.of(session).settings)
     result: dict[str, Any] = {"overrides": {}, "updated_at": row.updated_at if row else None}
     for kind in APPOINTMENT_NOTICES:
         chosen = getattr(row, f"appointment_{kind}") if row else None
@@ -47,9 +48,10 @@ async def notification_settings(session: AsyncSession, org_id: uuid.UUID) -> dic
 
 
 async def update_notification_settings(
-    session: AsyncSession, org_id: uuid.UUID, data: NotificationSettingsUpdate, who: Principal
+    session: AsyncSession, who: Principal, data: NotificationSettingsUpdate
 ) -> dict[str, Any]:
     """Set (true/false) or clear (null) the organisation's choices; fields left out are unchanged."""
+    org_id = who.org_id
     row = await _settings_row(session, org_id)
     if row is None:
         row = NotificationSettings(id=uuid.uuid4(), org_id=org_id)
@@ -70,4 +72,4 @@ async def appointment_notice_enabled(session: AsyncSession, org_id: uuid.UUID, k
     cancelled) in this organisation."""
     row = await _settings_row(session, org_id)
     chosen = getattr(row, f"appointment_{kind}") if row else None
-    return bool(chosen) if chosen is not None else kind in default_appointment_notices()
+    return bool(chosen) if chosen is not None else kind in default_appointment_notices(context.of(session).settings)

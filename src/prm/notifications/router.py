@@ -81,7 +81,7 @@ async def builtin_templates(who: Principal = Requires("notifications:read")) -> 
 async def create_template(
     body: TemplateCreate, session: Session, who: Principal = Requires("notifications:write")
 ) -> TemplateRead:
-    return TemplateRead.model_validate(await service.create_template(session, who.org_id, body, who))
+    return TemplateRead.model_validate(await service.create_template(session, who, body))
 
 
 @router.post(
@@ -119,7 +119,7 @@ async def update_template(
     who: Principal = Requires("notifications:write"),
 ) -> TemplateRead:
     return TemplateRead.model_validate(
-        await service.update_template(session, who.org_id, template_id, body, who)
+        await service.update_template(session, who, template_id, body)
     )
 
 
@@ -127,7 +127,7 @@ async def update_template(
 async def delete_template(
     template_id: uuid.UUID, session: Session, who: Principal = Requires("notifications:write")
 ) -> Response:
-    await service.delete_template(session, who.org_id, template_id, who)
+    await service.delete_template(session, who, template_id)
     return Response(status_code=204)
 
 
@@ -145,13 +145,12 @@ async def send(
 ) -> CommunicationRead:
     comm = await service.send_notification(
         session,
-        who.org_id,
+        who,
         patient_id=body.patient_id,
         template_key=body.template_key,
         variables=body.variables,
         channel=body.channel,
         purpose=body.purpose,
-        who=who,
     )
     return CommunicationRead.model_validate(comm)
 
@@ -167,7 +166,7 @@ async def send(
 async def create_batch(
     body: BatchCreate, session: Session, who: Principal = Requires("notifications:write")
 ) -> BatchRead:
-    batch = await service.create_batch(session, who.org_id, body, who)
+    batch = await service.create_batch(session, who, body)
     return BatchRead(**await service.batch_report(session, who.org_id, batch.id))
 
 
@@ -217,5 +216,5 @@ async def update_settings(
     body: NotificationSettingsUpdate, session: Session, who: Principal = Requires("admin")
 ) -> NotificationSettingsRead:
     return NotificationSettingsRead(
-        **await service.update_notification_settings(session, who.org_id, body, who)
+        **await service.update_notification_settings(session, who, body)
     )

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import clock, events
+from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.notifications import service
 from prm.patients import service as patients
@@ -73,7 +74,7 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
         language = await _language(session, event.org_id, patient_id)
         comm = await service.send_notification(
             session,
-            event.org_id,
+            Principal.system(event.org_id),
             patient_id=patient_id,
             template_key="appointment_reminder",
             variables=reminder_variables(payload, language),
@@ -148,7 +149,7 @@ async def send_appointment_notice(session: AsyncSession, event: events.Event) ->
         async with session.begin_nested():
             comm = await service.send_notification(
                 session,
-                event.org_id,
+                Principal.system(event.org_id),
                 patient_id=patient_id,
                 template_key=template_key,
                 variables=notice_variables(payload, language),

@@ -26,6 +26,7 @@ from prm.patients.models import (
 )
 from prm.patients.reads import _require_readable, get, resolve
 from prm.patients.validation import _merged_conflict, _not_found, _settings
+from prm.settings import Settings
 
 # --- consent -----------------------------------------------------------------------------------------
 
@@ -41,19 +42,20 @@ async def _current_consents(session: AsyncSession, org_id: uuid.UUID, patient_id
     return {(row.channel, row.purpose): row for row in rows}
 
 
-def _data_sharing_defaults() -> dict[str, bool]:
-    s = _settings()
+def _data_sharing_defaults(s: Settings) -> dict[str, bool]:
     return {"ai_processing": s.consent_default_ai_processing, "ehr_export": s.consent_default_ehr_export}
 
 
-def _decide(patient: Patient, channel: str | None, purpose: str, record: Consent | None) -> ConsentDecision:
+def _decide(
+    patient: Patient, channel: str | None, purpose: str, record: Consent | None, settings: Settings
+) -> ConsentDecision:
     return consent_rules.decide(
         channel=channel, purpose=purpose,
         granted=record.granted if record else None,
         recorded_at=record.recorded_at if record else None,
         source=record.source if record else None,
         patient_status=patient.status, deleted=patient.deleted_at is not None,
-        data_sharing_defaults=_data_sharing_defaults(),
+        data_sharing_defaults=_data_sharing_defaults(settings),
     )
 
 
@@ -88,7 +90,7 @@ async def consent_allows(session: AsyncSession, org_id: uuid.UUID, patient_id: u
         select(Consent).where(Consent.org_id == org_id, Consent.patient_id == patient.id,
                               Consent.channel == channel, Consent.purpose == purpose)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))
-    return _decide(patient, channel, purpose, record)
+    return _decide(patient, channel, purpose, record, _settings(session))
 
 
 async def data_sharing_allows(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *,
@@ -100,18 +102,24 @@ async def data_sharing_allows(session: AsyncSession, org_id: uuid.UUID, patient_
         select(Consent).where(Consent.org_id == org_id, Consent.patient_id == patient.id,
                               Consent.channel.is_(None), Consent.purpose == purpose)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))
-    return _decide(patient, None, purpose, record)
+    return _decide(patient, None, purpose, record, _settings(session))
 
 
-async def set_consent(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str | None,
-                      purpose: str | None, granted: bool, source: str, who: Principal | None = None,
-                      note: str | None = None) -> list[Consent]:
+async def set_consent(session: AsyncSession,
+    who: Principal,
+    patient_id: uuid.UUID,
+    *,
+    channel: str | None,
+    purpose: str | None,
+    granted: bool,
+    source: str,
+    note: str | None = None) -> list[Consent]:
     """Record a consent decision; `purpose=None` means every contact purpose of `channel` (STOP/START).
 
     `channel=None` records data-sharing consent (`purpose` is then `ai_processing` or `ehr_export`).
     A decision equal to the newest record is not repeated. Returns the rows written.
     """
-    who = who or Principal.system(org_id)
+    org_id = who.org_id
     if channel is None and purpose is None:
         raise ValidationFailed.field("purpose", "is required for data-sharing consent")
     purposes = list(CONTACT_PURPOSES) if purpose is None else [purpose]
@@ -153,10 +161,11 @@ async def consent_overview(session: AsyncSession, who: Principal, patient_id: uu
     """Every channel × purpose decision, the data-sharing ones, and the full history (audited)."""
     patient = await _require_readable(session, who, patient_id)
     current = await _current_consents(session, who.org_id, patient.id)
+    settings = _settings(session)
     contact: list[tuple[str | None, str, ConsentDecision]] = [
-        (c, p, _decide(patient, c, p, current.get((c, p)))) for c in CHANNELS for p in CONTACT_PURPOSES]
+        (c, p, _decide(patient, c, p, current.get((c, p)), settings)) for c in CHANNELS for p in CONTACT_PURPOSES]
     sharing: list[tuple[str | None, str, ConsentDecision]] = [
-        (None, p, _decide(patient, None, p, current.get((None, p)))) for p in DATA_SHARING_PURPOSES]
+        (None, p, _decide(patient, None, p, current.get((None, p)), settings)) for p in DATA_SHARING_PURPOSES]
     history = (await session.execute(
         select(Consent).where(Consent.org_id == who.org_id, Consent.patient_id == patient.id)
         .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(500))).scalars().all()
@@ -176,6 +185,14 @@ async def change_consent(session: AsyncSession, who: Principal, patient_id: uuid
         if change.purpose is not None:
             _check_consent_key(change.channel, change.purpose, prefix=f"changes.{i}.")
     for change in changes:
-        await set_consent(session, who.org_id, patient.id, channel=change.channel, purpose=change.purpose,
-                          granted=change.granted, source=change.source, who=who, note=change.note)
+        await set_consent(
+            session,
+            who,
+            patient.id,
+            channel=change.channel,
+            purpose=change.purpose,
+            granted=change.granted,
+            source=change.source,
+            note=change.note,
+        )
     return await consent_overview(session, who, patient.id)

@@ -53,7 +53,7 @@ async def find_duplicates(session: AsyncSession, org_id: uuid.UUID, facts: dupli
     Candidates come from four indexed lookups (same phone, same email, same or transposed birth
     date, similar name by trigram), then each is scored in Python by `duplicates.score`.
     """
-    threshold = _settings().patient_duplicate_threshold if threshold is None else threshold
+    threshold = _settings(session).patient_duplicate_threshold if threshold is None else threshold
     excluded = set(exclude)
     ids: set[uuid.UUID] = set()
     if facts.phones:

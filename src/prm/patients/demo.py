@@ -56,10 +56,24 @@ async def seed(session: AsyncSession, org: Organisation, context: dict[str, Any]
         patient, _ = await service.create(session, who, PatientCreate(**data), source="demo")
         created.append(patient)
     # Consent examples: Olivia opted in to WhatsApp marketing; Mohammed replied STOP by SMS.
-    await service.set_consent(session, org.id, created[0].id, channel="whatsapp", purpose="marketing",
-                              granted=True, source="demo:intake_form", who=who)
-    await service.set_consent(session, org.id, created[5].id, channel="sms", purpose=None, granted=False,
-                              source="keyword:STOP", who=who)
+    await service.set_consent(
+        session,
+        who,
+        created[0].id,
+        channel="whatsapp",
+        purpose="marketing",
+        granted=True,
+        source="demo:intake_form",
+    )
+    await service.set_consent(
+        session,
+        who,
+        created[5].id,
+        channel="sms",
+        purpose=None,
+        granted=False,
+        source="keyword:STOP",
+    )
     # Someone who messaged the clinic from an unknown number.
     created.append(await service.create_provisional(session, org.id, phone="+44 20 7946 0199", source="whatsapp"))
     context["patients"] = created

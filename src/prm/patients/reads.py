@@ -19,7 +19,7 @@ from prm.patients.models import (
     Patient,
     PatientPhone,
 )
-from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_found, _settings, normalise_phone
+from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_found, _phone_region, normalise_phone
 
 # --- reads -------------------------------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ async def find_by_phone(session: AsyncSession, org_id: uuid.UUID, phone: str) ->
     When several share it (a family phone), confirmed patients come before provisional ones,
     active before inactive/deceased, primary numbers before secondary, older before newer.
     """
-    number = phones.try_normalise(phone, _settings().default_phone_region)
+    number = phones.try_normalise(phone, await _phone_region(session, org_id))
     if number is None:
         return None
     stmt = (
@@ -85,7 +85,7 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
     advisory lock, and a live patient that already has the number is returned instead. A `source`
     that is a channel (`whatsapp`, `sms`, `voice`, `email`) becomes the preferred channel.
     """
-    number = normalise_phone(phone)
+    number = normalise_phone(phone, region=await _phone_region(session, org_id))
     lock_key = func.hashtext(f"patient-phone:{org_id}:{number}")
     await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
     existing = await find_by_phone(session, org_id, number)

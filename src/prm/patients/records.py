@@ -37,6 +37,7 @@ from prm.patients.validation import (
     _identifier_rows,
     _merged_conflict,
     _normalise_language,
+    _phone_region,
     _phone_rows,
     _sync_primaries,
 )
@@ -48,7 +49,7 @@ async def create(session: AsyncSession, who: Principal, data: PatientCreate, *, 
     org_id = who.org_id
     _check_birth_date(data.birth_date)
     _check_birth_date(data.deceased_date, "deceased_date")
-    phone_rows = _phone_rows(data.phones)
+    phone_rows = _phone_rows(data.phones, await _phone_region(session, org_id))
     email_rows = _email_rows(data.emails)
     identifier_rows = _identifier_rows(data.identifiers)
     await _check_identifiers_free(session, org_id, identifier_rows)
@@ -129,7 +130,7 @@ async def update(session: AsyncSession, who: Principal, patient_id: uuid.UUID,
     if "tags" in sent:
         put("tags", _clean_tags(data.tags or []))
     if "phones" in sent:
-        rows = _phone_rows(data.phones or [])
+        rows = _phone_rows(data.phones or [], await _phone_region(session, org_id))
         if [(p.number, p.kind, p.is_primary) for p in patient.phones] != rows:
             existing = {p.number: p for p in patient.phones}
             kept = []

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from prm.context import get_context
 from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
@@ -52,7 +53,7 @@ def _redirect_merged(request: Request) -> Iterator[None]:
 
 
 def _threshold(request: Request, override: float | None) -> float:
-    return override if override is not None else float(request.app.state.settings.patient_duplicate_threshold)
+    return override if override is not None else float(get_context(request).settings.patient_duplicate_threshold)
 
 
 def _candidates(found: list[service.Candidate]) -> list[DuplicateCandidate]:

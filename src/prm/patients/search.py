@@ -26,7 +26,7 @@ from prm.patients.models import (
     PatientPhone,
 )
 from prm.patients.reads import _live, _with_contacts
-from prm.patients.validation import _settings, normalise_phone
+from prm.patients.validation import _phone_region, _settings, normalise_phone
 
 # --- search ------------------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     if filters.birth_date is not None:
         stmt, narrowed = stmt.where(Patient.birth_date == filters.birth_date), True
     if filters.phone:
-        number = normalise_phone(filters.phone, field="phone")
+        number = normalise_phone(filters.phone, field="phone", region=await _phone_region(session, org_id))
         stmt, narrowed = stmt.where(Patient.id.in_(select(PatientPhone.patient_id).where(
             PatientPhone.org_id == org_id, PatientPhone.number == number))), True
     if filters.email:
@@ -141,7 +141,7 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
         raise ValidationFailed.field("q", "must contain letters or digits")
 
     if query and not filters.include_merged:
-        await _set_similarity(session, _settings().patient_search_similarity)
+        await _set_similarity(session, _settings(session).patient_search_similarity)
         matches = _name_matches(org_id, _query_words(query))
         if not narrowed:
             rows, total = await _page_of_name_matches(session, org_id, matches, paging)
@@ -151,7 +151,7 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
                                 Patient.given_name, Patient.id)
     elif query:
-        await _set_similarity(session, _settings().patient_search_similarity)
+        await _set_similarity(session, _settings(session).patient_search_similarity)
         stmt = _trigram_name_filter(stmt, _query_words(query))
         ordered = stmt.order_by(func.length(Patient.search_name), Patient.family_name, Patient.given_name,
                                 Patient.id)

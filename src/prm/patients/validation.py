@@ -12,8 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.core import clock
 from prm.core.errors import Conflict, DomainError, NotFound, ValidationFailed
+from prm.identity import service as identity
 from prm.patients import names, phones
 from prm.patients.models import (
     Patient,
@@ -24,7 +26,7 @@ from prm.patients.schemas import (
     IdentifierIn,
     PhoneIn,
 )
-from prm.settings import Settings, get_settings
+from prm.settings import Settings
 
 OLDEST_BIRTH_DATE = date(1870, 1, 1)
 MAX_MERGE_CHAIN = 20
@@ -45,8 +47,13 @@ class PatientMoved(DomainError):
         self.survivor_id = survivor_id
 
 
-def _settings() -> Settings:
-    return get_settings()
+def _settings(session: AsyncSession) -> Settings:
+    return context.of(session).settings
+
+
+async def _phone_region(session: AsyncSession, org_id: uuid.UUID) -> str:
+    """The organisation's phone region (its own setting, else DEFAULT_PHONE_REGION)."""
+    return (await identity.organisation_settings(session, org_id)).phone_region
 
 
 def _not_found(patient_id: object) -> NotFound:
@@ -61,10 +68,10 @@ def _merged_conflict(patient: Patient) -> Conflict:
 # --- validation ------------------------------------------------------------------------------------
 
 
-def normalise_phone(raw: str, *, field: str = "phone", region: str | None = None) -> str:
-    """`raw` in E.164, or a 422 naming `field` (default region: setting DEFAULT_PHONE_REGION)."""
+def normalise_phone(raw: str, *, region: str, field: str = "phone") -> str:
+    """`raw` in E.164 (numbers without a country code read in `region`), or a 422 naming `field`."""
     try:
-        return phones.normalise(raw, region or _settings().default_phone_region)
+        return phones.normalise(raw, region)
     except phones.InvalidPhoneNumber as exc:
         raise ValidationFailed.field(field, f"invalid phone number: {exc}", code="invalid_phone_number")
 
@@ -123,11 +130,11 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _phone_rows(items: Sequence[PhoneIn]) -> list[tuple[str, str, bool]]:
+def _phone_rows(items: Sequence[PhoneIn], region: str) -> list[tuple[str, str, bool]]:
     """(E.164, kind, is_primary) without repeats; exactly one primary when there is any."""
     rows: dict[str, tuple[str, bool]] = {}
     for i, item in enumerate(items):
-        number = normalise_phone(item.number, field=f"phones.{i}.number")
+        number = normalise_phone(item.number, field=f"phones.{i}.number", region=region)
         kind, primary = rows.get(number, (item.kind, False))
         rows[number] = (kind, primary or item.is_primary)
     if sum(primary for _, primary in rows.values()) > 1:

@@ -34,5 +34,5 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
         data = TicketCreate(subject=subject, description=description, category=category,
                             priority=priority, tags=tags, patient_id=patient_id,  # type: ignore[arg-type]
                             conversation_id=conversation_id)
-        created.append(await service.create(session, org.id, data, who, source="system"))
+        created.append(await service.create(session, who, data, source="system"))
     context["tickets"] = created

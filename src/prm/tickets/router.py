@@ -67,7 +67,7 @@ def _read(ticket: Ticket, response: Response) -> TicketRead:
 async def create_ticket(
     body: TicketCreate, response: Response, session: Session, who: Principal = Requires("tickets:write")
 ) -> TicketRead:
-    ticket = await service.create(session, who.org_id, body, who)
+    ticket = await service.create(session, who, body)
     response.headers["Location"] = f"/tickets/{ticket.id}"
     return _read(ticket, response)
 
@@ -106,7 +106,7 @@ async def list_tickets(
         overdue=overdue,
         q=q,
     )
-    rows, total = await service.list_tickets(session, who.org_id, filters, paging, who)
+    rows, total = await service.list_tickets(session, who, filters, paging)
     return Page[TicketRead](
         items=[TicketRead.model_validate(t) for t in rows],
         total=total,
@@ -119,7 +119,7 @@ async def list_tickets(
 async def get_ticket(
     ticket_id: uuid.UUID, response: Response, session: Session, who: Principal = Requires("tickets:read")
 ) -> TicketRead:
-    return _read(await service.get(session, who.org_id, ticket_id, who), response)
+    return _read(await service.get(session, who, ticket_id), response)
 
 
 @router.patch(
@@ -137,7 +137,11 @@ async def update_ticket(
     who: Principal = Requires("tickets:write"),
 ) -> TicketRead:
     ticket = await service.update(
-        session, who.org_id, ticket_id, body, who, expected_version=expected_version(if_match)
+        session,
+        who,
+        ticket_id,
+        body,
+        expected_version=expected_version(if_match),
     )
     return _read(ticket, response)
 
@@ -161,10 +165,9 @@ async def change_status(
 ) -> TicketRead:
     ticket = await service.change_status(
         session,
-        who.org_id,
+        who,
         ticket_id,
         body.status,
-        who,
         expected_version=expected_version(if_match),
         comment=body.comment,
     )
@@ -187,10 +190,9 @@ async def assign_ticket(
 ) -> TicketRead:
     ticket = await service.assign(
         session,
-        who.org_id,
+        who,
         ticket_id,
         body.assignee_id,
-        who,
         auto=body.auto,
         expected_version=expected_version(if_match),
     )
@@ -205,7 +207,7 @@ async def assign_ticket(
 async def list_comments(
     ticket_id: uuid.UUID, session: Session, internal: bool = True, who: Principal = Requires("tickets:read")
 ) -> list[CommentRead]:
-    rows = await service.list_comments(session, who.org_id, ticket_id, who, include_internal=internal)
+    rows = await service.list_comments(session, who, ticket_id, include_internal=internal)
     return [CommentRead.model_validate(c) for c in rows]
 
 
@@ -218,4 +220,4 @@ async def list_comments(
 async def add_comment(
     ticket_id: uuid.UUID, body: CommentCreate, session: Session, who: Principal = Requires("tickets:write")
 ) -> CommentRead:
-    return CommentRead.model_validate(await service.add_comment(session, who.org_id, ticket_id, body, who))
+    return CommentRead.model_validate(await service.add_comment(session, who, ticket_id, body))

@@ -18,6 +18,7 @@ from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.core import audit, clock, events
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
@@ -27,14 +28,13 @@ from prm.identity.models import User
 from prm.media import service as media
 from prm.patients import service as patients
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
-from prm.settings import Settings, get_settings
+from prm.settings import Settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
 from prm.tickets.schemas import CommentCreate, TicketCreate, TicketUpdate
 
 
-def sla_policy(settings: Settings | None = None) -> rules.SlaPolicy:
-    s = settings or get_settings()
+def sla_policy(s: Settings) -> rules.SlaPolicy:
     return rules.SlaPolicy(
         urgent_hours=s.ticket_sla_urgent_hours,
         high_hours=s.ticket_sla_high_hours,
@@ -47,12 +47,13 @@ def sla_policy(settings: Settings | None = None) -> rules.SlaPolicy:
 
 
 async def get(
-    session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID, who: Principal | None = None
+    session: AsyncSession, who: Principal, ticket_id: uuid.UUID
 ) -> Ticket:
+    org_id = who.org_id
     ticket = await session.scalar(select(Ticket).where(Ticket.id == ticket_id, Ticket.org_id == org_id))
     if ticket is None:
         raise NotFound(f"Ticket {ticket_id} not found", code="ticket_not_found")
-    if who is not None:
+    if who.kind != "system":
         await audit.record(session, who, "read", "ticket", ticket.id, patient_id=ticket.patient_id)
     return ticket
 
@@ -109,13 +110,13 @@ def _filtered(org_id: uuid.UUID, f: TicketFilters) -> Select[Any]:
 
 async def list_tickets(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     filters: TicketFilters,
     paging: PageParams,
-    who: Principal | None = None,
 ) -> tuple[list[Ticket], int]:
+    org_id = who.org_id
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
-    if who is not None:
+    if who.kind != "system":
         for ticket in rows:
             if ticket.patient_id is not None:
                 await audit.record(session, who, "read", "ticket", ticket.id, patient_id=ticket.patient_id)
@@ -183,15 +184,15 @@ def _actor(who: Principal) -> tuple[str, uuid.UUID | None]:
 
 async def create(
     session: AsyncSession,
-    org_id: uuid.UUID,
-    data: TicketCreate,
     who: Principal,
+    data: TicketCreate,
     *,
     source: str = "api",
     settings: Settings | None = None,
 ) -> Ticket:
     """Open a ticket: priority raised by urgent keywords, due time from the SLA, then (auto-)assigned."""
-    s = settings or get_settings()
+    org_id = who.org_id
+    s = settings or context.of(session).settings
     if data.patient_id is not None:
         await _require_patient(session, org_id, data.patient_id)
     if data.conversation_id is not None:
@@ -261,15 +262,15 @@ async def create(
 
 async def update(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     ticket_id: uuid.UUID,
     data: TicketUpdate,
-    who: Principal,
     *,
     expected_version: int | None = None,
     settings: Settings | None = None,
 ) -> Ticket:
-    s = settings or get_settings()
+    org_id = who.org_id
+    s = settings or context.of(session).settings
     ticket = await _lock(session, org_id, ticket_id, expected_version)
     changes = data.model_dump(exclude_unset=True)
     for name in ("subject", "category", "priority"):
@@ -304,14 +305,14 @@ async def update(
 
 async def change_status(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     ticket_id: uuid.UUID,
     status: str,
-    who: Principal,
     *,
     expected_version: int | None = None,
     comment: str | None = None,
 ) -> Ticket:
+    org_id = who.org_id
     ticket = await _lock(session, org_id, ticket_id, expected_version)
     previous = ticket.status
     if not rules.can_transition(previous, status):
@@ -360,23 +361,23 @@ async def change_status(
 
 async def assign(
     session: AsyncSession,
-    org_id: uuid.UUID,
+    who: Principal,
     ticket_id: uuid.UUID,
     assignee_id: uuid.UUID | None,
-    who: Principal,
     *,
     auto: bool = False,
     expected_version: int | None = None,
     settings: Settings | None = None,
 ) -> Ticket:
     """Assign to a staff user, unassign (None), or let the auto-assignment rule choose (`auto`)."""
+    org_id = who.org_id
     ticket = await _lock(session, org_id, ticket_id, expected_version)
     if ticket.status == "closed":
         raise Conflict(f"Ticket {ticket_id} is closed", code="ticket_closed")
     previous = ticket.assignee_id
     if auto:
         ticket.assignee_id = None
-        await _auto_assign(session, ticket, settings or get_settings())
+        await _auto_assign(session, ticket, settings or context.of(session).settings)
     else:
         if assignee_id is not None:
             await _require_assignee(session, org_id, assignee_id)
@@ -400,7 +401,7 @@ async def assign(
 async def eligible_assignees(
     session: AsyncSession, org_id: uuid.UUID, settings: Settings | None = None
 ) -> list[uuid.UUID]:
-    roles = (settings or get_settings()).ticket_auto_assign_roles
+    roles = (settings or context.of(session).settings).ticket_auto_assign_roles
     rows = await session.scalars(
         select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
     )
@@ -488,8 +489,9 @@ def _add_comment(
 
 
 async def add_comment(
-    session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID, data: CommentCreate, who: Principal
+    session: AsyncSession, who: Principal, ticket_id: uuid.UUID, data: CommentCreate
 ) -> TicketComment:
+    org_id = who.org_id
     ticket = await _lock(session, org_id, ticket_id, None)
     comment = _add_comment(session, ticket, data.body, internal=data.internal, who=who)
     ticket.updated_at = clock.now()
@@ -508,13 +510,13 @@ async def add_comment(
 
 async def list_comments(
     session: AsyncSession,
-    org_id: uuid.UUID,
-    ticket_id: uuid.UUID,
     who: Principal,
+    ticket_id: uuid.UUID,
     *,
     include_internal: bool = True,
 ) -> list[TicketComment]:
-    ticket = await get(session, org_id, ticket_id, who)
+    org_id = who.org_id
+    ticket = await get(session, who, ticket_id)
     stmt = select(TicketComment).where(TicketComment.ticket_id == ticket.id, TicketComment.org_id == org_id)
     if not include_internal:
         stmt = stmt.where(TicketComment.internal.is_(False))

@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from prm.adapters import registry as adapters
+from prm.context import get_context
 from prm.core import ratelimit
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied
@@ -26,6 +26,7 @@ async def _signed_form(request: Request) -> dict[str, str]:
     form = await request.form()
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    adapters = get_context(request).adapters
     urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, request.headers)
     token = adapters.twilio_auth_token()
     if not twilio_inbound.signature_valid(

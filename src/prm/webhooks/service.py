@@ -17,13 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.adapters import registry as adapters
 from prm.communications import rules
 from prm.communications import service as communications
 from prm.communications.models import ChannelConfig, InboundEvent
 from prm.core import clock, events
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
+from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
 from prm.patients.phones import try_normalise
@@ -120,13 +120,12 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
     if keyword is not None:
         await patients.set_consent(
             session,
-            org_id,
+            Principal.system(org_id),
             patient.id,
             channel=msg.channel,
             purpose=None,
             granted=keyword == "start",
             source=f"keyword:{msg.body.strip().upper()[:20]}",
-            who=Principal.system(org_id),
         )
         ack = rules.ACKNOWLEDGEMENTS[keyword]
         await communications.record_outbound_reply(
@@ -218,7 +217,7 @@ async def receive_voice_call(
                 {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in exc.errors()
             ],
         ) from None
-    caller = try_normalise(call.caller, adapters.settings().default_phone_region)
+    caller = try_normalise(call.caller, (await identity.organisation_settings(session, org_id)).phone_region)
     if caller is None:
         raise BadRequest("caller: not a phone number", code="malformed_webhook", field="caller")
     event = await _claim(

@@ -15,6 +15,7 @@ from prm.appointments.models import Appointment
 from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
 from prm.core.audit import AuditEntry
+from prm.core.auth import Principal
 from prm.core.events import EventRecord
 
 from .conftest import NOW, Clinic, make_patient
@@ -95,14 +96,13 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
     with clock.frozen(NOW):
         appt = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(24, 10),
             ),
-            who,
         )
         r = await client.patch(f"/appointments/{appt.id}", json={"notes": "sensitive teeth"})
         assert r.status_code == 200 and r.json()["notes"] == "sensitive teeth"
@@ -128,14 +128,13 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
         other = await make_patient(session, clinic.org_id, given="Luis")
         await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=other.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(24, 10),
             ),
-            who,
         )
         r = await client.post(f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-24T10:15:00+01:00"})
         assert r.status_code == 409 and r.json()["code"] == "slot_taken"
@@ -169,14 +168,13 @@ async def test_cancel_appointment(session: AsyncSession, clinic: Clinic, client:
     with clock.frozen(NOW):
         appt = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(25, 10),
             ),
-            who,
         )
         r = await client.post(f"/appointments/{appt.id}/cancel", json={"reason": ""})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
@@ -204,7 +202,7 @@ async def test_cancel_appointment(session: AsyncSession, clinic: Clinic, client:
         assert problem["code"] == "invalid_transition" and problem["allowed_actions"] == []
         # cancelling by the public function with another org is a 404
         with pytest.raises(Exception) as err:
-            await service.cancel(session, uuid.uuid4(), appt.id, reason="x", who=who)
+            await service.cancel(session, Principal.system(uuid.uuid4()), appt.id, reason="x")
         assert getattr(err.value, "status", None) == 404
 
 
@@ -259,7 +257,7 @@ async def test_slot_conflict_detection(session: AsyncSession, clinic: Clinic, cl
                 )
         assert "ex_appointments_practitioner_time" in str(err.value)
         # a cancelled appointment no longer holds time
-        await service.cancel(session, clinic.org_id, appt.id, reason="moved away", who=principal_for(clinic))
+        await service.cancel(session, principal_for(clinic), appt.id, reason="moved away")
         r = await client.post(
             "/appointments",
             json={**base, "patient_id": str(luis.id), "start_at": "2026-03-24T09:45:00+01:00"},

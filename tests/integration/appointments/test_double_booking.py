@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from prm.appointments import service
 from prm.appointments.models import Appointment, AppointmentReminder
 from prm.core import clock, jobs
+from prm.core.auth import Principal
 
 from .conftest import NOW, build_clinic, make_patient
 
@@ -96,7 +97,7 @@ async def test_double_booking_prevention(committed) -> None:  # type: ignore[no-
                 )
                 assert mine == 1
                 # the public function sees the same truth
-                assert len(await service.upcoming_for_patient(s, org.id, one.id)) == 1
+                assert len(await service.upcoming_for_patient(s, Principal.system(org.id), one.id)) == 1
                 await s.commit()
     finally:
         await _cleanup_reminder_jobs(committed, org.id)
@@ -138,26 +139,24 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
             try:
                 await service.book(
                     a,
-                    org.id,
+                    who,
                     AppointmentCreate(
                         patient_id=first.id,
                         service_id=clinic.cleaning.id,
                         practitioner_id=clinic.vega.id,
                         start_at=start,
                     ),
-                    who,
                 )  # flushed, not committed: invisible to b
                 racing = asyncio.ensure_future(
                     service.book(
                         b,
-                        org.id,
+                        who,
                         AppointmentCreate(
                             patient_id=second.id,
                             service_id=clinic.cleaning.id,
                             practitioner_id=clinic.vega.id,
                             start_at=start + timedelta(minutes=15),
                         ),
-                        who,
                     )
                 )
                 assert await _blocked_on_a_lock(committed), "b should wait on a's uncommitted row"
@@ -201,12 +200,12 @@ async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_book
             a, b = committed.session(), committed.session()
             try:
                 # cleaning blocks [start - 5 min, end + 10 min): X 10:00 blocks 09:55-10:40
-                await service.book(a, org.id, booking(p1.id, 10, 0), who)
+                await service.book(a, who, booking(p1.id, 10, 0))
                 # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits for A
-                racing = asyncio.ensure_future(service.book(b, org.id, booking(p2.id, 10, 30), who))
+                racing = asyncio.ensure_future(service.book(b, who, booking(p2.id, 10, 30)))
                 assert await _blocked_on_a_lock(committed), racing.done() and racing.exception()
                 # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A now waits for B -> deadlock
-                z = await service.book(a, org.id, booking(p1.id, 11, 0), who)
+                z = await service.book(a, who, booking(p1.id, 11, 0))
                 assert z.status == "booked"
                 await a.commit()
                 with pytest.raises(Conflict) as err:

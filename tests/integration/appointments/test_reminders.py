@@ -19,18 +19,17 @@ from .support import at, events_of, principal_for
 async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
-    assert service.reminder_offsets() == [1440, 120]
+    assert await service.reminder_offsets(session, clinic.org_id) == [1440, 120]
     with clock.frozen(NOW) as c:
         appt = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(25, 10),
             ),
-            who,
         )
         reminders = await service.reminders_of(session, appt.id)
         assert [(r.offset_minutes, r.due_at, r.status) for r in reminders] == [
@@ -66,7 +65,7 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
         assert await service.fire_reminder(session, clinic.org_id, reminders[0].id) is False
 
         # rescheduling voids the pending 2 h reminder (its job is cancelled) and schedules new ones
-        moved = await service.reschedule(session, clinic.org_id, appt.id, start_at=at(26, 12), who=who)
+        moved = await service.reschedule(session, who, appt.id, start_at=at(26, 12))
         fresh = await service.reminders_of(session, moved.id)
         by_status = sorted((r.status, r.offset_minutes) for r in fresh)
         assert by_status == [("due", 1440), ("scheduled", 120), ("scheduled", 1440), ("void", 120)]
@@ -80,7 +79,7 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
         await jobs.run_due(session, names=[service.REMINDER_JOB])
         assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
         # cancelling voids what is left; nothing fires afterwards
-        await service.cancel(session, clinic.org_id, appt.id, reason="travelling", who=who)
+        await service.cancel(session, who, appt.id, reason="travelling")
         assert {r.status for r in await service.reminders_of(session, appt.id)} == {"due", "void"}
         c.set(at(26, 12))
         await jobs.run_due(session, names=[service.REMINDER_JOB])
@@ -88,14 +87,13 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
         # a reminder whose moment has already passed at booking time is not created
         late = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.checkup.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(27, 12),
             ),
-            who,
         )
         assert [r.offset_minutes for r in await service.reminders_of(session, late.id)] == [120]
 
@@ -108,14 +106,13 @@ async def test_no_show_only_after_start_and_check_in_ends_reminders(
     with clock.frozen(NOW) as c:
         appt = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(25, 10),
             ),
-            who,
         )
         r = await client.post(f"/appointments/{appt.id}/no-show")
         assert r.status_code == 409 and r.json()["code"] == "not_started"
@@ -129,14 +126,13 @@ async def test_no_show_only_after_start_and_check_in_ends_reminders(
         c.set(NOW)
         walk_in = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(26, 10),
             ),
-            who,
         )
-        await service.transition(session, clinic.org_id, walk_in.id, "check_in", who)
+        await service.transition(session, who, walk_in.id, "check_in")
         assert {r.status for r in await service.reminders_of(session, walk_in.id)} == {"void"}

@@ -16,6 +16,7 @@ from prm.appointments.models import Appointment
 from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
 from prm.core.audit import AuditEntry
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.patients.registry import merge_handlers
 
@@ -30,14 +31,13 @@ async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic
             patient = await make_patient(session, clinic.org_id, given=f"P{day}{hour}")
             await service.book(
                 session,
-                clinic.org_id,
+                who,
                 AppointmentCreate(
                     patient_id=patient.id,
                     service_id=clinic.cleaning.id,
                     practitioner_id=clinic.vega.id,
                     start_at=at(day, hour),
                 ),
-                who,
             )
         r = await client.get(f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-24"})
         assert r.status_code == 200, r.text
@@ -77,21 +77,20 @@ async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: ht
     with clock.frozen(NOW):
         appt = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=patient.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(24, 10),
             ),
-            who,
         )
         r = await client.get(f"/appointments/{appt.id}/invite.ics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
         event = Calendar.from_ical(r.content).walk("VEVENT")[0]
         assert event.decoded("dtstart") == at(24, 10) and event.decoded("dtend") == at(24, 10, 30)
         assert str(event["summary"]) == "Cleaning with Dr Vega" and int(event["sequence"]) == 0
-        await service.reschedule(session, clinic.org_id, appt.id, start_at=at(25, 10), who=who)
+        await service.reschedule(session, who, appt.id, start_at=at(25, 10))
         event = Calendar.from_ical((await client.get(f"/appointments/{appt.id}/invite.ics")).content).walk("VEVENT")[0]
         assert int(event["sequence"]) == 1 and event.decoded("dtstart") == at(25, 10)
 
@@ -138,36 +137,33 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
     with clock.frozen(NOW):
         kept = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=survivor.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.vega.id,
                 start_at=at(24, 10),
             ),
-            who,
         )
         twin = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=duplicate.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.ruiz.id,
                 start_at=at(24, 10),
             ),
-            who,
         )
         other = await service.book(
             session,
-            clinic.org_id,
+            who,
             AppointmentCreate(
                 patient_id=duplicate.id,
                 service_id=clinic.cleaning.id,
                 practitioner_id=clinic.ruiz.id,
                 start_at=at(26, 10),
             ),
-            who,
         )
         moved = await merge_handlers()["appointments"](session, clinic.org_id, duplicate.id, survivor.id)
     assert moved == 2
@@ -203,7 +199,7 @@ async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, c
         assert len(free) == 3 and free[0].local_start.isoformat() == "2026-03-24T09:00:00+01:00"
         appt = await service.book(
             session,
-            clinic.org_id,
+            bot,
             {
                 "patient_id": patient.id,
                 "service_id": cleaning.id,
@@ -211,17 +207,20 @@ async def test_public_functions_as_a_chat_bot_uses_them(session: AsyncSession, c
                 "start_at": free[0].start_at,
                 "source": "whatsapp",
             },
-            bot,
         )
         assert appt.source == "whatsapp" and appt.booked_by == "system"
         with pytest.raises(ValidationFailed) as err:
-            await service.book(session, clinic.org_id, {"patient_id": patient.id, "start_at": "soon"}, bot)
+            await service.book(session, bot, {"patient_id": patient.id, "start_at": "soon"})
         assert {e["field"] for e in err.value.errors or []} >= {"service_id", "start_at"}
-        moved = await service.reschedule(session, clinic.org_id, appt.id, start_at=free[2].start_at, who=bot)
+        moved = await service.reschedule(session, bot, appt.id, start_at=free[2].start_at)
         assert moved.start_at == free[2].start_at
-        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [appt.id]
-        await service.cancel(session, clinic.org_id, appt.id, reason="patient wrote 'cancel'", who=bot)
-        assert await service.upcoming_for_patient(session, clinic.org_id, patient.id) == []
+        assert [a.id for a in await service.upcoming_for_patient(
+            session,
+            Principal.system(clinic.org_id),
+            patient.id,
+        )] == [appt.id]
+        await service.cancel(session, bot, appt.id, reason="patient wrote 'cancel'")
+        assert await service.upcoming_for_patient(session, Principal.system(clinic.org_id), patient.id) == []
 
 
 async def test_inactive_practitioner_or_location_offers_nothing(
@@ -350,17 +349,16 @@ async def test_patient_appointment_history(
             made.append(
                 await service.book(
                     session,
-                    clinic.org_id,
+                    who,
                     AppointmentCreate(
                         patient_id=patient.id,
                         service_id=clinic.cleaning.id,
                         practitioner_id=practitioner.id,
                         start_at=at(day, 11),
                     ),
-                    who,
                 )
             )
-        await service.cancel(session, clinic.org_id, made[1].id, reason="clash", who=who)
+        await service.cancel(session, who, made[1].id, reason="clash")
         r = await client.get(f"/patients/{patient.id}/appointments")
         assert r.status_code == 200
         page = r.json()
@@ -374,10 +372,14 @@ async def test_patient_appointment_history(
         )
         assert audited == 1
         # upcoming: only time-holding, not yet started, soonest first
-        upcoming = await service.upcoming_for_patient(session, clinic.org_id, patient.id)
+        upcoming = await service.upcoming_for_patient(session, Principal.system(clinic.org_id), patient.id)
         assert [a.id for a in upcoming] == [made[0].id, made[2].id]
     with clock.frozen(at(25, 12)):
-        assert [a.id for a in await service.upcoming_for_patient(session, clinic.org_id, patient.id)] == [made[2].id]
+        assert [a.id for a in await service.upcoming_for_patient(
+            session,
+            Principal.system(clinic.org_id),
+            patient.id,
+        )] == [made[2].id]
     # the patient's timeline shows the bookings and the cancellation; other orgs get a 404
     from prm.patients.registry import timeline_sources
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import service as communications
 from prm.communications.models import Communication
 from prm.core import clock, jobs
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures.messaging import (
@@ -28,7 +29,15 @@ async def test_consent_refusal_is_409_with_reason(
     from prm.patients import service as patients
 
     p = await patient_with_contacts(session, org)
-    await patients.set_consent(session, org.id, p.id, channel="sms", purpose="care", granted=False, source="api")
+    await patients.set_consent(
+        session,
+        Principal.system(org.id),
+        p.id,
+        channel="sms",
+        purpose="care",
+        granted=False,
+        source="api",
+    )
     r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
     assert r.status_code == 409 and r.json()["code"] == "consent_refused" and r.json()["reason"] == "opted_out"
     r = await client.post(
@@ -79,8 +88,12 @@ async def test_whatsapp_free_form_outside_24h_window_is_422(
         assert tpl.status_code == 201, tpl.text
         await jobs.run_due(session)
     # the free-form one queued inside the window, but sent after it closed, fails rather than being sent
-    assert (await communications.get(session, org.id, ok.json()["id"])).error_code == "whatsapp_window_closed"
-    assert (await communications.get(session, org.id, tpl.json()["id"])).status == "sent"
+    assert (await communications.get(
+        session,
+        Principal.system(org.id),
+        ok.json()["id"],
+    )).error_code == "whatsapp_window_closed"
+    assert (await communications.get(session, Principal.system(org.id), tpl.json()["id"])).status == "sent"
 
 
 async def test_shape_rules_name_the_field(session: AsyncSession, client: httpx.AsyncClient, org: Organisation) -> None:

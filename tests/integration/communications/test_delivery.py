@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.core import clock, jobs
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures.messaging import (
@@ -37,7 +38,7 @@ async def test_send_communication_async(
     )
     assert queued == 1 and await sandbox.outbox(session, org.id, patient_id=p.id) == []
     report = await jobs.run_due(session, names=["communications.send"])
-    job_id = (await communications.get(session, org.id, r.json()["id"])).details["job_id"]
+    job_id = (await communications.get(session, Principal.system(org.id), r.json()["id"])).details["job_id"]
     assert job_id in report.succeeded
     got = (await client.get(f"/communications/{r.json()['id']}")).json()
     assert got["status"] == "sent" and got["provider"] == "sandbox"
@@ -60,7 +61,7 @@ async def test_communication_retry_logic(
     with clock.frozen(NOW) as c:
         r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "x"})
         await jobs.run_due(session)
-        comm = await communications.get(session, twilio_org.id, r.json()["id"])
+        comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
         assert (comm.status, comm.attempts, comm.error_code) == ("queued", 1, "http_503")
         assert comm.next_attempt_at == NOW + timedelta(seconds=30)
         c.advance(timedelta(seconds=30))
@@ -85,14 +86,14 @@ async def test_communication_retry_logic(
         for _ in range(3):
             await jobs.run_due(session)
             c.advance(timedelta(hours=1))
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     assert (comm.status, comm.attempts, comm.error_code) == ("failed", 3, "http_500")
 
     # permanent: invalid number fails on the first attempt with Twilio's reason
     twilio_api.messages.return_value = httpx.Response(400, json={"code": 21211, "message": "Invalid 'To'"})
     r = await client.post("/communications", json={"patient_id": str(p.id), "channel": "sms", "body": "z"})
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     assert (comm.status, comm.attempts, comm.error_code) == ("failed", 1, "21211")
     assert "invalid" in comm.error_message.lower() and comm.failed_at is not None
 
@@ -113,9 +114,17 @@ async def test_consent_withdrawn_before_a_scheduled_send(
                 "send_at": (NOW + timedelta(days=1)).isoformat(),
             },
         )
-        await patients.set_consent(session, org.id, p.id, channel="sms", purpose=None, granted=False, source="api")
+        await patients.set_consent(
+            session,
+            Principal.system(org.id),
+            p.id,
+            channel="sms",
+            purpose=None,
+            granted=False,
+            source="api",
+        )
         c.advance(timedelta(days=1))
         await jobs.run_due(session)
-    comm = await communications.get(session, org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(org.id), r.json()["id"])
     assert comm.status == "failed" and comm.error_code == "consent_refused"
     assert await sandbox.outbox(session, org.id, patient_id=p.id) == []

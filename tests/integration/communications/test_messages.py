@@ -14,6 +14,7 @@ from prm.communications import service as communications
 from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs
+from prm.core.auth import Principal
 from prm.core.pagination import PageParams
 from prm.identity.models import Organisation
 from prm.settings import Settings
@@ -53,7 +54,7 @@ async def test_create_whatsapp_communication(
         assert r.status_code == 201, r.text
         assert r.json()["status"] == "queued" and r.json()["direction"] == "outbound"
         await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     assert comm.status == "sent" and comm.provider == "twilio" and comm.provider_message_id.startswith("SM")
     form = twilio_api.sent_forms()[-1]
     assert form["To"] == [f"whatsapp:{patient.primary_phone}"] and form["From"] == [f"whatsapp:{CLINIC_NUMBER}"]
@@ -76,7 +77,7 @@ async def test_create_sms_communication(
     )
     assert r.status_code == 201, r.text
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     assert (comm.status, comm.channel, comm.purpose, comm.attempts) == ("sent", "sms", "reminders", 1)
     assert twilio_api.sent_forms()[-1]["To"] == [patient.primary_phone]
     assert comm.sent_at is not None and comm.queued_at is not None
@@ -100,7 +101,7 @@ async def test_create_email_communication(
     )
     assert r.status_code == 201, r.text
     await jobs.run_due(session)
-    comm = await communications.get(session, org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(org.id), r.json()["id"])
     assert comm.status == "sent" and comm.provider == "smtp"
     [msg] = smtp_sink.messages
     assert msg["To"] == patient.primary_email and msg["Subject"] == "Your visit"
@@ -122,7 +123,7 @@ async def test_create_voice_communication(
     )
     assert r.status_code == 201, r.text
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     assert comm.status == "sent" and comm.channel == "voice" and comm.provider_message_id.startswith("CA")
     from urllib.parse import parse_qs
 
@@ -147,11 +148,11 @@ async def test_scheduled_communication(
         )
         assert r.status_code == 201 and r.json()["send_at"].startswith("2026-12-01T12:00")
         await jobs.run_due(session)
-        assert (await communications.get(session, org.id, r.json()["id"])).status == "queued"
+        assert (await communications.get(session, Principal.system(org.id), r.json()["id"])).status == "queued"
         assert await sandbox.outbox(session, org.id, patient_id=patient.id) == []
         c.advance(timedelta(hours=3))
         await jobs.run_due(session)
-    assert (await communications.get(session, org.id, r.json()["id"])).status == "sent"
+    assert (await communications.get(session, Principal.system(org.id), r.json()["id"])).status == "sent"
     [sent] = await sandbox.outbox(session, org.id, patient_id=patient.id)
     assert sent.payload["body"] == "Later" and sent.channel == "sms"
 
@@ -227,8 +228,8 @@ async def test_idempotency_key_returns_the_first_message(
 ) -> None:
     p = await patient_with_contacts(session, org)
     data = CommunicationCreate(patient_id=p.id, channel="sms", body="once", idempotency_key="k1")
-    first = await communications.send(session, org.id, data, principal(org))
-    again = await communications.send(session, org.id, data, principal(org))
+    first = await communications.send(session, principal(org), data)
+    again = await communications.send(session, principal(org), data)
     assert first.id == again.id
 
 
@@ -236,13 +237,20 @@ async def test_timeline_and_merge_hooks(session: AsyncSession, org: Organisation
     from prm.patients import registry
 
     a, b = await patient_with_contacts(session, org), await patient_with_contacts(session, org)
-    await communications.send(session, org.id, CommunicationCreate(patient_id=b.id, channel="sms", body="x"))
+    await communications.send(
+        session,
+        Principal.system(org.id),
+        CommunicationCreate(patient_id=b.id, channel="sms", body="x"),
+    )
     entries = await registry.timeline_sources()["communications"](session, org.id, b.id, None, 10)
     assert entries[0].kind == "message.outbound" and "x" not in entries[0].summary.split()
     moved = await registry.merge_handlers()["communications"](session, org.id, b.id, a.id)
     assert moved == 1
     rows, _ = await communications.list_communications(
-        session, org.id, CommunicationFilters(patient_id=a.id), PageParams()
+        session,
+        Principal.system(org.id),
+        CommunicationFilters(patient_id=a.id),
+        PageParams(),
     )
     assert len(rows) == 1
 

@@ -178,7 +178,7 @@ async def test_conversation_not_found(session, org, other_org, client: httpx.Asy
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["code"] == "conversation_not_found"
     theirs_patient = await make_patient(session, other_org)
-    theirs = await service.create(session, other_org.id, theirs_patient.id, "whatsapp", Principal.system(other_org.id))
+    theirs = await service.create(session, Principal.system(other_org.id), theirs_patient.id, "whatsapp")
     assert (await client.get(f"/conversations/{theirs.id}")).status_code == 404
 
 
@@ -186,9 +186,9 @@ async def test_merge_and_timeline_hooks(session, org) -> None:
     keep = await make_patient(session, org)
     dup = await make_patient(session, org)
     who = Principal.system(org.id)
-    kept = await service.create(session, org.id, keep.id, "whatsapp", who)
-    moved = await service.create(session, org.id, dup.id, "whatsapp", who)
-    moved_sms = await service.create(session, org.id, dup.id, "sms", who)
+    kept = await service.create(session, who, keep.id, "whatsapp")
+    moved = await service.create(session, who, dup.id, "whatsapp")
+    moved_sms = await service.create(session, who, dup.id, "sms")
     assert await merge_handlers()["conversations"](session, org.id, dup.id, keep.id) == 2
     for c in (kept, moved, moved_sms):
         await session.refresh(c)

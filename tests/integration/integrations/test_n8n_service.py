@@ -91,7 +91,7 @@ async def test_handle_booking_response(session: AsyncSession, client: httpx.Asyn
         clinic = await build_clinic(session, org.id)
         await _integration(client, n8n_peer)
         patient = await make_patient(session, org)
-        conversation = await conversations.create(session, org.id, patient.id, "whatsapp", principal(org))
+        conversation = await conversations.create(session, principal(org), patient.id, "whatsapp")
         run = await _run(client, "booking", patient_id=patient.id, conversation_id=conversation.id)
         await jobs.run_due(session, names=RUN_JOBS)
         slots = [{"start_at": at_local(24, 10).isoformat(), "practitioner_id": str(clinic.vega.id),

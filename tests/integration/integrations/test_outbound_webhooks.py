@@ -19,6 +19,7 @@ from prm.settings import Settings
 from prm.tickets.models import Ticket
 from tests.conftest import ClientFactory
 from tests.fixtures.integration_peers import WebhookReceiver
+from tests.fixtures.settings_switch import use_settings
 
 JOBS = ["events.deliver", outbound.DELIVER_JOB]
 
@@ -187,16 +188,13 @@ async def test_rotation_signs_with_both_secrets(session: AsyncSession, client: h
 
 
 async def test_private_targets_refused(app: Any, client: httpx.AsyncClient, settings: Settings) -> None:
-    app.state.settings = settings.model_copy(update={"outbound_allow_private_targets": False})
-    try:
+    with use_settings(settings.model_copy(update={"outbound_allow_private_targets": False})):
         for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.0.0.8/hook",
                     "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://192.168.1.20/x"):
             r = await client.post("/integrations/webhooks/endpoints", json={"url": url, "event_types": ["*"]})
             assert r.status_code == 422, url
             assert r.json()["code"] == "unsafe_url"
             assert r.json()["errors"][0]["field"] == "url"
-    finally:
-        app.state.settings = settings
 
 
 async def test_delivery_refuses_a_target_that_became_private(session: AsyncSession, client: httpx.AsyncClient,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import service as communications
 from prm.core import jobs
 from prm.core.audit import AuditEntry
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures import media_samples as samples
@@ -35,7 +36,7 @@ async def test_a_stored_file_goes_out_through_a_signed_url(
     assert r.json()["media"] == [{"url": None, "content_type": "application/pdf", "media_id": stored["id"],
                                   "status": None, "filename": None}]
     await jobs.run_due(session, names=[communications.SEND_JOB])
-    comm = await communications.get(session, twilio_org.id, uuid.UUID(r.json()["id"]))
+    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(r.json()["id"]))
     assert comm.status == "sent", comm.error_message
     [url] = twilio_api.sent_forms()[-1]["MediaUrl"]
     assert url.startswith(messaging_settings.public_base_url + "/media/local/")
@@ -69,6 +70,6 @@ async def test_only_the_patients_own_available_files_can_be_sent(
     assert (await client.delete(f"/media/{mine['id']}")).status_code == 204
     sent_before = len(twilio_api.sent_forms())
     await jobs.run_due(session, names=[communications.SEND_JOB])
-    comm = await communications.get(session, twilio_org.id, uuid.UUID(r.json()["id"]))
+    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(r.json()["id"]))
     assert (comm.status, comm.error_code) == ("failed", "media_unavailable")
     assert len(twilio_api.sent_forms()) == sent_before

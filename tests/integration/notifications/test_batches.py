@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
 from prm.core import jobs
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.patients import service as patients
 from prm.settings import Settings
@@ -25,7 +26,13 @@ async def test_batch_notifications(
     people = [await patient_with_contacts(session, org, tags=["flu-2026"]) for _ in range(4)]
     await patient_with_contacts(session, org, tags=["other"])
     await patients.set_consent(
-        session, org.id, people[0].id, channel="sms", purpose="marketing", granted=True, source="api"
+        session,
+        Principal.system(org.id),
+        people[0].id,
+        channel="sms",
+        purpose="marketing",
+        granted=True,
+        source="api",
     )
     r = await client.post(
         "/notifications/batches",

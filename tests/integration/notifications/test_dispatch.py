@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.core import clock, events, jobs
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.notifications import service as notifications
 from prm.patients import service as patients
@@ -76,24 +77,27 @@ async def test_send_sms_notification(
     patient = await patient_with_contacts(session, org, given_name="Ben")
     comm = await notifications.send_notification(
         session,
-        org.id,
+        principal(org),
         patient_id=patient.id,
         template_key="appointment_confirmation",
         variables=APPT,
         channel="sms",
-        who=principal(org),
     )
     await jobs.run_due(session)
     [sent] = await sandbox.outbox(session, org.id, patient_id=patient.id)
     assert sent.channel == "sms" and sent.payload["body"].startswith("Hi Ben, your Cleaning appointment")
-    assert (await communications.get(session, org.id, comm.id)).template_key == "appointment_confirmation"
+    assert (await communications.get(
+        session,
+        Principal.system(org.id),
+        comm.id,
+    )).template_key == "appointment_confirmation"
 
 
 async def test_send_email_notification(session: AsyncSession, org: Organisation, smtp_sink: SmtpSink) -> None:
     patient = await patient_with_contacts(session, org, given_name="Cleo", preferred_language="es")
     await notifications.send_notification(
         session,
-        org.id,
+        Principal.system(org.id),
         patient_id=patient.id,
         template_key="appointment_reminder",
         variables=APPT,
@@ -116,7 +120,13 @@ async def test_preference_and_consent_aware_fallback(
     # whatsapp preferred, but its window is closed and it has no approved template → sms;
     # sms opted out → email
     await patients.set_consent(
-        session, org.id, patient.id, channel="sms", purpose=None, granted=False, source="api"
+        session,
+        Principal.system(org.id),
+        patient.id,
+        channel="sms",
+        purpose=None,
+        granted=False,
+        source="api",
     )
     r = await client.post(
         "/notifications/send",
@@ -131,7 +141,13 @@ async def test_preference_and_consent_aware_fallback(
     assert r.json()["channel"] == "email"
     assert [s["channel"] for s in r.json()["details"]["fallback_from"]] == ["whatsapp", "sms"]
     await patients.set_consent(
-        session, org.id, patient.id, channel="email", purpose=None, granted=False, source="api"
+        session,
+        Principal.system(org.id),
+        patient.id,
+        channel="email",
+        purpose=None,
+        granted=False,
+        source="api",
     )
     none = await client.post(
         "/notifications/send",
@@ -158,7 +174,11 @@ async def test_whatsapp_preference_inside_the_window_sends_free_form(
     patient = await patient_with_contacts(session, org, preferred_channel="whatsapp")
     await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="hi")
     comm = await notifications.send_notification(
-        session, org.id, patient_id=patient.id, template_key="appointment_confirmation", variables=APPT
+        session,
+        Principal.system(org.id),
+        patient_id=patient.id,
+        template_key="appointment_confirmation",
+        variables=APPT,
     )
     assert comm.channel == "whatsapp" and comm.content_sid is None
 
@@ -199,7 +219,7 @@ async def test_notification_retry(
     with clock.frozen(NOW) as c:
         batch = await notifications.create_batch(
             session,
-            twilio_org.id,
+            principal(twilio_org),
             BatchCreate(
                 template_key="appointment_reminder",
                 variables=APPT,
@@ -207,7 +227,6 @@ async def test_notification_retry(
                 purpose="reminders",
                 patient_ids=[a.id, b.id],
             ),
-            principal(twilio_org),
         )
         await jobs.run_due(session)
         report = await notifications.batch_report(session, twilio_org.id, batch.id)
@@ -256,7 +275,13 @@ async def test_reminder_for_an_opted_out_patient_is_not_sent(
     patient = await patient_with_contacts(session, org)
     for ch in ("sms", "whatsapp", "email"):
         await patients.set_consent(
-            session, org.id, patient.id, channel=ch, purpose="reminders", granted=False, source="api"
+            session,
+            Principal.system(org.id),
+            patient.id,
+            channel=ch,
+            purpose="reminders",
+            granted=False,
+            source="api",
         )
     await events.publish(
         session,

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from prm.core import clock
+from prm.core.auth import Principal
 from prm.core.errors import NotFound, ValidationFailed
 from prm.core.events import EventRecord
 from prm.patients import service as patients
@@ -31,8 +32,15 @@ async def test_stop_and_start_keywords_flip_every_purpose_of_the_channel(session
     patient = await make_patient(session, org, phone="+34612000101")
     at = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     with clock.frozen(at):
-        written = await patients.set_consent(session, org.id, patient.id, channel="sms", purpose=None,
-                                             granted=False, source="keyword:STOP")
+        written = await patients.set_consent(
+            session,
+            Principal.system(org.id),
+            patient.id,
+            channel="sms",
+            purpose=None,
+            granted=False,
+            source="keyword:STOP",
+        )
     assert {r.purpose for r in written} == {"care", "reminders", "marketing"}
     for purpose in ("care", "reminders", "marketing"):
         d = await patients.consent_allows(session, org.id, patient.id, channel="sms", purpose=purpose)
@@ -42,11 +50,25 @@ async def test_stop_and_start_keywords_flip_every_purpose_of_the_channel(session
     assert (await patients.consent_allows(session, org.id, patient.id, channel="whatsapp",
                                           purpose="care")).allowed
     # a repeated STOP writes nothing new
-    assert await patients.set_consent(session, org.id, patient.id, channel="sms", purpose=None,
-                                      granted=False, source="keyword:STOP") == []
+    assert await patients.set_consent(
+        session,
+        Principal.system(org.id),
+        patient.id,
+        channel="sms",
+        purpose=None,
+        granted=False,
+        source="keyword:STOP",
+    ) == []
 
-    await patients.set_consent(session, org.id, patient.id, channel="sms", purpose=None, granted=True,
-                               source="keyword:START")
+    await patients.set_consent(
+        session,
+        Principal.system(org.id),
+        patient.id,
+        channel="sms",
+        purpose=None,
+        granted=True,
+        source="keyword:START",
+    )
     assert (await patients.consent_allows(session, org.id, patient.id, channel="sms", purpose="care")).allowed
     marketing = await patients.consent_allows(session, org.id, patient.id, channel="sms", purpose="marketing")
     assert marketing.allowed and marketing.basis == "record"
@@ -59,8 +81,15 @@ async def test_stop_and_start_keywords_flip_every_purpose_of_the_channel(session
 async def test_data_sharing_consent(session, org):
     patient = await make_patient(session, org)
     assert (await patients.data_sharing_allows(session, org.id, patient.id, purpose="ai_processing")).allowed
-    await patients.set_consent(session, org.id, patient.id, channel=None, purpose="ai_processing",
-                               granted=False, source="paper_form", who=principal(org))
+    await patients.set_consent(
+        session,
+        principal(org),
+        patient.id,
+        channel=None,
+        purpose="ai_processing",
+        granted=False,
+        source="paper_form",
+    )
     d = await patients.data_sharing_allows(session, org.id, patient.id, purpose="ai_processing")
     assert not d.allowed and d.reason == "opted_out"
     assert (await patients.data_sharing_allows(session, org.id, patient.id, purpose="ehr_export")).allowed
@@ -74,8 +103,15 @@ async def test_consent_rejects_unknown_keys_and_unknown_patients(session, org, o
     with pytest.raises(ValidationFailed):
         await patients.consent_allows(session, org.id, patient.id, channel="sms", purpose="ai_processing")
     with pytest.raises(ValidationFailed):
-        await patients.set_consent(session, org.id, patient.id, channel=None, purpose=None, granted=True,
-                                   source="api")
+        await patients.set_consent(
+            session,
+            Principal.system(org.id),
+            patient.id,
+            channel=None,
+            purpose=None,
+            granted=True,
+            source="api",
+        )
     with pytest.raises(NotFound):
         await patients.consent_allows(session, other_org.id, patient.id, channel="sms", purpose="care")
     with pytest.raises(NotFound):
@@ -84,8 +120,15 @@ async def test_consent_rejects_unknown_keys_and_unknown_patients(session, org, o
 
 async def test_deceased_or_deleted_patients_are_never_contacted(client, session, org):
     patient = await make_patient(session, org)
-    await patients.set_consent(session, org.id, patient.id, channel="email", purpose="marketing",
-                               granted=True, source="api")
+    await patients.set_consent(
+        session,
+        Principal.system(org.id),
+        patient.id,
+        channel="email",
+        purpose="marketing",
+        granted=True,
+        source="api",
+    )
     r = await client.patch(f"/patients/{patient.id}",
                            json={"status": "deceased", "deceased_date": "2026-01-01"})
     assert r.status_code == 200

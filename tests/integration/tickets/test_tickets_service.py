@@ -99,7 +99,9 @@ async def test_list_tickets_with_filters(session, org, other_org, client: httpx.
         late = await create(subject="Lab results missing", category="clinical", priority="high")
         await client.post(f"/tickets/{form['id']}/status", json={"status": "resolved"})
         await service.create(
-            session, other_org.id, service.TicketCreate(subject="Refund elsewhere"), _system(other_org)
+            session,
+            _system(other_org),
+            service.TicketCreate(subject="Refund elsewhere"),
         )
         c.advance(timedelta(hours=5))  # the high-priority one (4 h SLA) is now overdue
 
@@ -155,7 +157,9 @@ async def test_ticket_not_found(session, org, other_org, client: httpx.AsyncClie
         assert r.status_code == 404, (method, path)
         assert r.json()["code"] == "ticket_not_found"
     theirs = await service.create(
-        session, other_org.id, service.TicketCreate(subject="Theirs"), _system(other_org)
+        session,
+        _system(other_org),
+        service.TicketCreate(subject="Theirs"),
     )
     assert (await client.get(f"/tickets/{theirs.id}")).status_code == 404  # another org's ticket: not found
 
@@ -376,7 +380,9 @@ async def test_merge_and_timeline_hooks(session, org) -> None:
     dup = await make_patient(session, org)
     with clock.frozen(T0):
         ticket = await service.create(
-            session, org.id, service.TicketCreate(subject="x", patient_id=dup.id), _system(org)
+            session,
+            _system(org),
+            service.TicketCreate(subject="x", patient_id=dup.id),
         )
     assert await merge_handlers()["tickets"](session, org.id, dup.id, keep.id) == 1
     await session.refresh(ticket)

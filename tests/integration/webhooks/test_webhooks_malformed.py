@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
 from prm.core import jobs
+from prm.core.auth import Principal
 from prm.identity.models import Organisation
 from prm.settings import Settings
 from tests.fixtures.messaging import CLINIC_NUMBER, TwilioFake, new_phone, patient_with_contacts, post_twilio
@@ -82,7 +83,7 @@ async def test_a_long_status_error_message_is_cut_not_a_500(
     patient = await patient_with_contacts(session, twilio_org)
     r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     r = await post_twilio(
         anon_client, messaging_settings, "/webhooks/twilio/status",
         {"MessageSid": comm.provider_message_id or "", "MessageStatus": "undelivered", "ErrorCode": "30003",

@@ -15,6 +15,7 @@ from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.communications.models import Communication, InboundEvent
 from prm.core import events, jobs
+from prm.core.auth import Principal
 from prm.core.events import EventRecord
 from prm.identity.models import Organisation
 from prm.patients import service as patients
@@ -227,7 +228,7 @@ async def test_route_to_conversation(
     finally:
         events._subscribers["message.received"].pop("tests.route_to_conversation", None)
     [payload] = received
-    comm = await communications.get(session, twilio_org.id, uuid.UUID(payload["communication_id"]))
+    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(payload["communication_id"]))
     assert payload["patient_id"] == str(patient.id) and payload["org_id"] == str(twilio_org.id)
     assert comm.body == "Book me in please" and "body" not in payload
 
@@ -371,7 +372,7 @@ async def test_status_callbacks_update_status(
     patient = await patient_with_contacts(session, twilio_org)
     r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "x"})
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, r.json()["id"])
+    comm = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     sid = comm.provider_message_id
 
     async def status(value: str, **extra: str) -> httpx.Response:
@@ -392,7 +393,7 @@ async def test_status_callbacks_update_status(
 
     r = await client.post("/communications", json={"patient_id": str(patient.id), "channel": "sms", "body": "y"})
     await jobs.run_due(session)
-    other = await communications.get(session, twilio_org.id, r.json()["id"])
+    other = await communications.get(session, Principal.system(twilio_org.id), r.json()["id"])
     sid = other.provider_message_id
     await status("undelivered", ErrorCode="30003", ErrorMessage="Unreachable destination handset")
     await session.refresh(other)
@@ -434,7 +435,7 @@ async def test_handle_voice_agent_webhook(
         headers={"Content-Type": "application/json", "X-Signature": f"sha256={hmac_signature(secret, body)}"},
     )
     assert r.status_code == 200 and r.json()["status"] == "processed", r.text
-    comm = await communications.get(session, org.id, uuid.UUID(r.json()["communication_id"]))
+    comm = await communications.get(session, Principal.system(org.id), uuid.UUID(r.json()["communication_id"]))
     assert (comm.channel, comm.direction, comm.provider) == ("voice", "inbound", "voice_agent")
     assert "cleaning" in comm.body and comm.details["extracted"] == {"intent": "book", "service": "cleaning"}
     patient = await session.get(Patient, comm.patient_id)
@@ -547,7 +548,7 @@ async def test_status_callback_before_the_send_job_commits_is_applied_later(
     )
     assert early.status_code == 200
     await jobs.run_due(session)
-    comm = await communications.get(session, twilio_org.id, uuid.UUID(r.json()["id"]))
+    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(r.json()["id"]))
     assert comm.status == "delivered" and comm.delivered_at is not None
 
 
