@@ -3,7 +3,7 @@ a patient and, without foreign keys (higher modules), to a conversation, message
 session; soft deletion with a purge marker; idempotent inbound attachments by `source_ref`.
 
 Revision ID: 20261130_media
-Revises: 20261130_structure_org_settings
+Revises: 20261130_agents
 Create Date: 2026-11-30 05:09:49
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '20261130_media'
-down_revision = '20261130_structure_org_settings'
+down_revision = '20261130_agents'
 branch_labels = None
 depends_on = None
 

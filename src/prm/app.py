@@ -147,8 +147,18 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 
+    lifespan_hooks: list[Any] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as hooks:
+            for hook in lifespan_hooks:
+                await hooks.enter_async_context(hook(app))
+            async with _lifespan(app):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
             from prm.worker import InProcessWorker
@@ -212,4 +222,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for module in router_modules:
         for router in getattr(module, "routers", None) or [module.router]:
             app.include_router(router)
+        # A module may mount a non-FastAPI ASGI endpoint (agents: /mcp) and run something for the
+        # app's lifetime: `install(app, settings, sessionmaker)` returns that lifespan hook.
+        install = getattr(module, "install", None)
+        if install is not None:
+            lifespan_hooks.append(install(app, settings, db.sessionmaker))
     return app

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     outbound_webhook_disable_after: int = Field(default=5, ge=1)
     n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # --- agents ------------------------------------------------------------------------------------
+    agents_redact_inputs: bool = True
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
+
     # --- demo ------------------------------------------------------------------------------------
     seed_demo: bool = True
 
@@ -151,7 +156,8 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("cors_origins", "ticket_urgent_keywords", "ticket_auto_assign_roles", mode="before")
+    @field_validator("cors_origins", "ticket_urgent_keywords", "ticket_auto_assign_roles", "mcp_allowed_hosts",
+                     mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str) and not value.startswith("["):

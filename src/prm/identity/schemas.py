@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-Role = Literal["admin", "coordinator", "practitioner", "support_agent", "integration"]
+Role = Literal["admin", "coordinator", "practitioner", "support_agent", "integration", "agent"]
 StaffRole = Literal["admin", "coordinator", "practitioner", "support_agent"]
 
 

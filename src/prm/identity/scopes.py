@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ROLES = ("admin", "coordinator", "practitioner", "support_agent", "integration")
+ROLES = ("admin", "coordinator", "practitioner", "support_agent", "integration", "agent")
 
 RESOURCES = (
     "patients",
@@ -48,6 +48,11 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "support_agent": frozenset(
         _rw("conversations", "tickets", "communications", "notifications")
         | _r("patients", "appointments", "schedule", "journeys", "vector", "media")
+    ),
+    # An AI agent's API key: its tools (agents), the records they act on, nothing administrative.
+    "agent": frozenset(
+        _rw("agents", "patients", "appointments", "tickets", "notifications")
+        | _r("schedule", "conversations", "vector")
     ),
     "integration": frozenset(
         _rw("patients", "appointments", "communications", "notifications", "conversations", "tickets",
