@@ -143,6 +143,20 @@ class Settings(BaseSettings):
     communication_retry_base_seconds: int = 30
     communication_retry_max_seconds: int = 3600
 
+    # --- media -----------------------------------------------------------------------------------
+    media_storage: Literal["local", "s3"] = "local"
+    media_s3_bucket: str | None = None
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_upload_url_ttl_seconds: int = Field(default=900, ge=30, le=7 * 24 * 3600)
+    media_download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    media_provider_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    media_retention_days: int = Field(default=30, ge=0)
+    media_download_timeout_seconds: float = Field(default=30.0, gt=0)
+
     # --- integrations (outbound webhooks, n8n) -----------------------------------------------------
     outbound_allow_private_targets: bool = False
     outbound_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -175,7 +189,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["support_agent", "coordinator"])
 
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
-                     "smtp_password", "api_docs", mode="before")
+                     "smtp_password", "api_docs", "media_s3_bucket", "media_s3_endpoint_url",
+                     "media_s3_access_key_id", "media_s3_secret_access_key", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value

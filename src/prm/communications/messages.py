@@ -28,6 +28,7 @@ from prm.core import audit, clock, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.pagination import PageParams, paginate
+from prm.media import service as media
 from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,7 @@ async def send(
         kind = "email address" if data.channel == "email" else "phone number"
         raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+    stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id)
     if (
         data.channel == "whatsapp"
         and not data.content_sid
@@ -98,7 +100,8 @@ async def send(
         subject=data.subject,
         body=data.body,
         html_body=data.html_body,
-        media=[{"url": u, "content_type": None} for u in data.media_urls],
+        media=[{"url": u, "content_type": None} for u in data.media_urls]
+        + [{"url": None, "content_type": m.content_type, "media_id": str(m.id)} for m in stored_media],
         attachments=[a.model_dump() for a in data.attachments],
         content_sid=data.content_sid,
         content_variables=data.content_variables or None,

@@ -56,6 +56,7 @@ from prm.communications.messages import (
     send,
 )
 from prm.communications.models import Communication, SandboxMessage
+from prm.media import service as media
 from prm.patients import registry as patient_registry
 
 # --- the patient record's extension points -------------------------------------------------------
@@ -93,6 +94,16 @@ async def _timeline(
         )
         for c in rows
     ]
+
+
+@media.link_target("message")
+async def _media_link(session: AsyncSession, org_id: uuid.UUID, message_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a message belongs to the message's patient and conversation."""
+    row = (await session.execute(
+        select(Communication.patient_id, Communication.conversation_id)
+        .where(Communication.org_id == org_id, Communication.id == message_id)
+    )).one_or_none()
+    return None if row is None else media.LinkTarget(patient_id=row[0], conversation_id=row[1])
 
 __all__ = [
     "PHONE_CHANNELS",

@@ -45,6 +45,7 @@ from prm.conversations.inbox import (
 )
 from prm.conversations.models import Conversation
 from prm.core import clock
+from prm.media import service as media
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
 from prm.tickets import service as tickets
 
@@ -109,6 +110,15 @@ async def timeline(
         for c in rows
     ]
 
+
+@media.link_target("conversation")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a conversation belongs to the conversation's patient."""
+    patient_id = await session.scalar(
+        select(Conversation.patient_id).where(Conversation.org_id == org_id, Conversation.id == conversation_id)
+    )
+    return None if patient_id is None else media.LinkTarget(patient_id=patient_id, conversation_id=conversation_id)
+
 __all__ = [
     "HANDOFF_CATEGORY",
     "SLOT_CHUNK_DAYS",
@@ -123,6 +133,7 @@ __all__ = [
     "history",
     "list_conversations",
     "mark_read",
+    "media_link",
     "move_to_survivor",
     "open_for",
     "policy",

@@ -26,6 +26,7 @@ from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFa
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
 from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
 from prm.settings import Settings
@@ -602,6 +603,15 @@ async def timeline(
         )
         for t in rows
     ]
+
+
+@media.link_target("ticket")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a ticket belongs to the ticket's patient and conversation."""
+    row = (await session.execute(
+        select(Ticket.patient_id, Ticket.conversation_id).where(Ticket.org_id == org_id, Ticket.id == ticket_id)
+    )).one_or_none()
+    return None if row is None else media.LinkTarget(patient_id=row[0], conversation_id=row[1])
 
 
 def _str(value: object | None) -> str | None:
