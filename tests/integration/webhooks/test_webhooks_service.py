@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.communications.models import Communication, InboundEvent
-from prm.core import events, jobs
+from prm.conversations.models import Conversation
+from prm.core import jobs
 from prm.core.auth import Principal
 from prm.core.events import EventRecord
 from prm.identity.models import Organisation
@@ -215,23 +216,31 @@ async def test_route_to_conversation(
     twilio_org: Organisation,
     messaging_settings: Settings,
 ) -> None:
-    """`message.received` reaches a subscriber (the conversations module's hook) with ids only."""
-    received: list[dict[str, str]] = []
+    """An inbound WhatsApp message ends up in the patient's conversation: the `message.received` event
+    (ids only, no body) is delivered to the conversations module, which opens the conversation row and
+    attaches the message to it."""
+    patient = await patient_with_contacts(session, twilio_org)
+    await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="Book me in please")
+    [comm] = await session.scalars(
+        select(Communication).where(Communication.org_id == twilio_org.id, Communication.patient_id == patient.id)
+    )
+    assert comm.conversation_id is None  # routing happens when the event is delivered, not in the webhook
+    [event] = await _events(session, twilio_org, "message.received")
+    assert event.payload["communication_id"] == str(comm.id) and "body" not in event.payload
 
-    @events.subscriber("message.received", name="tests.route_to_conversation")
-    async def route(session: AsyncSession, event: events.Event) -> None:
-        received.append(event.payload)
+    await jobs.run_due(session, names=["events.deliver"])
 
-    try:
-        patient = await patient_with_contacts(session, twilio_org)
-        await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="Book me in please")
-        await jobs.run_due(session, names=["events.deliver"])
-    finally:
-        events._subscribers["message.received"].pop("tests.route_to_conversation", None)
-    [payload] = received
-    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(payload["communication_id"]))
-    assert payload["patient_id"] == str(patient.id) and payload["org_id"] == str(twilio_org.id)
-    assert comm.body == "Book me in please" and "body" not in payload
+    conversations = list(
+        await session.scalars(
+            select(Conversation).where(Conversation.org_id == twilio_org.id, Conversation.patient_id == patient.id)
+        )
+    )
+    assert len(conversations) == 1
+    [conversation] = conversations
+    assert (conversation.channel, conversation.status) == ("whatsapp", "open")
+    assert conversation.unread_count == 1 and conversation.last_inbound_at is not None
+    await session.refresh(comm, ["conversation_id"])
+    assert comm.conversation_id == conversation.id
 
 
 async def test_handle_media_webhook(
