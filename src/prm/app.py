@@ -15,16 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import jobs, metrics, openapi
+from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
+from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
+from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
@@ -60,6 +63,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(idempotency.Replay, idempotency.replay_handler)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM,
@@ -85,6 +90,17 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"No route for {request.method} {request.url.path}"
         return problem_response(exc.status_code, code, title, detail, request,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint the services did not check first: a 4xx naming the column, never a 500 and
+        # never the values (PostgreSQL's message quotes them).
+        mapped = integrity.problem_for(exc)
+        if mapped is None:
+            return await unexpected(request, exc)
+        log.warning("request.constraint_violation", code=mapped.code,
+                    constraint=getattr(getattr(exc.orig, "diag", None), "constraint_name", None))
+        return JSONResponse(mapped.problem(request.url.path), status_code=mapped.status, media_type=PROBLEM)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -139,6 +155,7 @@ def alembic_head() -> str | None:
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    startup.check(settings)  # production refuses unsafe settings (see `prm check-config`)
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
@@ -174,8 +191,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if database is None:
                 await db.dispose()
 
+    docs = settings.docs_enabled
     app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  swagger_ui_parameters={"persistAuthorization": True})
+                  swagger_ui_parameters={"persistAuthorization": True}, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
@@ -185,13 +204,19 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                       max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: bodies are bounded before anything reads them; forwarded headers believed only
+    # from TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
+    app.add_middleware(ForwardedHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
+    log.info("startup.config", **startup.report(settings))
 
     @app.get("/health", tags=["ops"], summary="Liveness: the process is up")
     async def health() -> dict[str, str]:

@@ -106,9 +106,13 @@ def serve(
     settings = get_settings()
     settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
+    production = settings.environment == "production"
+    if production and demo:
+        _fail("refusing to seed demo data in production (drop --demo)")
     if migrate_first:
         migrate_database(settings)
-    if demo if demo is not None else settings.seed_demo:
+    if not production and (demo if demo is not None else settings.seed_demo):
         from prm import demo as demo_module
 
         created = _in_session(lambda s: demo_module.seed_if_empty(s))
@@ -116,10 +120,40 @@ def serve(
             _print_demo(created)
     app = create_app(settings)
     try:
+        # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
-                    proxy_headers=True, forwarded_allow_ips="*")
+                    proxy_headers=False)
     except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
         pass
+
+
+def _refuse_unsafe(settings: Settings) -> None:
+    """Exit 1, one line per problem, when production settings are unsafe (see `prm check-config`)."""
+    from prm.core import startup
+
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"config: {problem}", fg=typer.colors.RED, err=True)
+    if found:
+        _fail(f"refusing to start: {len(found)} unsafe production setting(s); see `prm check-config`")
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Check the settings: one line per unsafe production setting, exit 1 when there is any."""
+    from prm.core import startup
+
+    settings = get_settings()
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"problem: {problem}", fg=typer.colors.RED)
+    report = startup.report(settings)
+    typer.echo(f"environment={settings.environment} database={report['database']} "
+               f"trusted_proxies={','.join(settings.trusted_proxies) or '-'} api_docs={report['api_docs']} "
+               f"cors_origins={','.join(settings.cors_origins) or '-'} signing_key={report['signing_key']}")
+    if found:
+        raise typer.Exit(1)
+    typer.echo("configuration ok" + (" for production" if settings.environment == "production" else ""))
 
 
 def _print_demo(created: dict[str, Any]) -> None:
@@ -158,6 +192,7 @@ def worker(
 
     settings = get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
     modules.load()
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
@@ -217,6 +252,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin | coordinator | practitioner | support_agent")] = "admin",
     full_name: Annotated[str, typer.Option()] = "",
     password: Annotated[str | None, typer.Option(help="Prompted for when omitted (or read from stdin)")] = None,
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="Also a platform admin: may create organisations through the API")] = False,
 ) -> None:
     """Create a staff user."""
     from pydantic import ValidationError
@@ -234,10 +271,25 @@ def users_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_user(s, organisation.id, data)
+        user = await service.create_user(s, organisation.id, data)
+        if platform_admin:
+            await service.set_platform_admin(s, str(user.id), True)
+        return user
 
     user = _domain(run)
-    typer.echo(f"{user.id}  {user.email}  {user.role}")
+    typer.echo(f"{user.id}  {user.email}  {user.role}{'  platform-admin' if user.is_platform_admin else ''}")
+
+
+@users_cli.command("platform-admin")
+def users_platform_admin(
+    user: Annotated[str, typer.Argument(help="User id or email")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the platform role")] = False,
+) -> None:
+    """Grant (or with --revoke withdraw) the platform role: creating organisations through the API."""
+    from prm.identity import service
+
+    changed = _domain(lambda s: service.set_platform_admin(s, user, not revoke))
+    typer.echo(f"{changed.id}  {changed.email}  platform-admin={'yes' if changed.is_platform_admin else 'no'}")
 
 
 @keys_cli.command("create")
@@ -245,6 +297,8 @@ def keys_create(
     org: Annotated[str, typer.Option(help="Organisation id or slug")],
     name: Annotated[str, typer.Option(help="What the key is for")],
     role: Annotated[str, typer.Option(help="integration (default) or a staff role")] = "integration",
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="A platform key: may create organisations through the API")] = False,
 ) -> None:
     """Create an API key; the key is printed once and never stored in clear."""
     from prm.identity import service
@@ -252,7 +306,8 @@ def keys_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role))  # type: ignore[arg-type]
+        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role),  # type: ignore[arg-type]
+                                            platform_admin=platform_admin)
 
     key, full = _domain(run)
     typer.echo(f"id:  {key.id}\nkey: {full}")
@@ -278,7 +333,9 @@ def keys_list(org: Annotated[str, typer.Option(help="Organisation id or slug")])
 
     for k in _domain(run):
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  {k.name}")
+        platform = " platform-admin" if k.is_platform_admin else ""
+        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  "
+                   f"{k.name}{platform}")
 
 
 # --- jobs -------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,29 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- edge: proxies, request bodies, API docs (issue 9) ----------------------------------------
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forwarded_header_style: Literal["x-forwarded", "forwarded"] = "x-forwarded"
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    request_body_timeout_seconds: float = Field(default=20.0, gt=0)
+    api_docs: bool | None = None
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:  # the same parsing as core.proxy.parse_networks (settings sit below core)
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @property
+    def docs_enabled(self) -> bool:
+        """`/docs`, `/redoc` and `/openapi.json`: API_DOCS, else on except in production."""
+        return self.api_docs if self.api_docs is not None else self.environment != "production"
 
     # --- database --------------------------------------------------------------------------------
     database_url: str | None = None
@@ -33,6 +57,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_echo: bool = False
+    allow_embedded_database: bool = False
 
     # --- auth ------------------------------------------------------------------------------------
     secret_key: SecretStr | None = None
@@ -49,8 +74,10 @@ class Settings(BaseSettings):
     # --- redis, rate limits, idempotency ---------------------------------------------------------
     redis_url: str | None = None
     rate_limit_login: str = "10/minute"
+    rate_limit_login_account: str = "10/15minutes"
     rate_limit_webhooks: str = "600/minute"
     idempotency_ttl_hours: int = 24
+    idempotency_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # --- patients --------------------------------------------------------------------------------
     default_phone_region: str = "US"
@@ -136,16 +163,19 @@ class Settings(BaseSettings):
         default_factory=lambda: ["support_agent", "coordinator"])
 
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
-                     "smtp_password", mode="before")
+                     "smtp_password", "api_docs", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("cors_origins", "ticket_urgent_keywords", "ticket_auto_assign_roles", "mcp_allowed_hosts",
-                     mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "ticket_urgent_keywords", "ticket_auto_assign_roles",
+                     "mcp_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
+        """Comma-separated (`a,b`), or a JSON list (`["a", "b"]`), from the environment."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
@@ -159,10 +189,13 @@ class Settings(BaseSettings):
         Production must set `SECRET_KEY`. Elsewhere a random key is generated once and kept in the
         data directory, so tokens survive a restart of `make run`.
         """
+        if self.environment == "production":
+            key = self.secret_key.get_secret_value() if self.secret_key is not None else ""
+            if len(key.encode()) < 32:
+                raise RuntimeError("SECRET_KEY of at least 32 bytes must be set when ENVIRONMENT=production")
+            return key
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        if self.environment == "production":
-            raise RuntimeError("SECRET_KEY must be set when ENVIRONMENT=production")
         path = self.data_dir / "secret_key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

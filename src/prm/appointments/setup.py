@@ -30,6 +30,7 @@ from prm.appointments.schemas import (
     ServiceCreate,
     ServiceUpdate,
 )
+from prm.core import references
 from prm.core.errors import NotFound, ValidationFailed
 from prm.identity import service as identity
 
@@ -65,6 +66,18 @@ async def _ref(session: AsyncSession, model: Any, org_id: uuid.UUID, row_id: uui
     if row is None or not getattr(row, "is_active", True):
         raise ValidationFailed.field(field, f"no active {what} {row_id}", code=f"unknown_{what}")
     return row
+
+
+def _exists(model: Any) -> references.Resolver:
+    async def check(session: AsyncSession, org_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+        return await session.scalar(select(model.id).where(model.id == row_id, model.org_id == org_id)) is not None
+
+    return check
+
+
+references.resolver("practitioner")(_exists(Practitioner))
+references.resolver("location")(_exists(Location))
+references.resolver("service")(_exists(Service))
 
 
 def _apply(row: Any, changes: dict[str, Any]) -> None:

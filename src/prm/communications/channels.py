@@ -7,7 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters.registry import Adapters
@@ -21,6 +23,7 @@ from prm.identity import service as identity
 from prm.patients import service as patients
 from prm.settings import Settings
 
+log = structlog.get_logger(__name__)
 PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 
 
@@ -105,6 +108,16 @@ def _sender(config: ChannelConfig | None, channel: str, settings: Settings) -> s
     return settings.smtp_from if channel == "email" else None
 
 
+# Constraints that keep a phone number with one organisation (migration 20261130_phone_ownership).
+NUMBER_CONSTRAINTS = ("ex_channel_configs_number_one_org", "uq_channel_configs_channel_sender")
+
+
+def _sender_taken() -> Conflict:
+    return Conflict("This number is already configured by another organisation", code="sender_taken",
+                    errors=[{"field": "sender", "message": "already configured by another organisation",
+                             "type": "sender_taken"}])
+
+
 async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list[ChannelConfig]:
     rows = await session.scalars(
         select(ChannelConfig).where(ChannelConfig.org_id == org_id).order_by(ChannelConfig.channel)
@@ -133,15 +146,17 @@ async def put_channel_config(
     if data.webhook_secret and channel != "voice":
         raise ValidationFailed.field("webhook_secret", "only the voice channel has a webhook secret")
     if sender and channel != "email":
+        # A number belongs to one organisation on every phone channel (the exclusion constraint
+        # ex_channel_configs_number_one_org guarantees it; this check gives the clear answer first).
         taken = await session.scalar(
             select(ChannelConfig.id).where(
-                ChannelConfig.channel == channel,
+                ChannelConfig.channel != "email",
                 ChannelConfig.sender == sender,
                 ChannelConfig.org_id != org_id,
             )
         )
         if taken is not None:
-            raise Conflict("This number is already configured by another organisation", code="sender_taken")
+            raise _sender_taken()
     config = await channel_config(session, org_id, channel)
     if config is None:
         config = ChannelConfig(id=uuid.uuid4(), org_id=org_id, channel=channel)
@@ -153,7 +168,13 @@ async def put_channel_config(
     if data.webhook_secret:
         config.webhook_secret = data.webhook_secret
     config.updated_at = clock.now()
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # another organisation configured the number meanwhile
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) in NUMBER_CONSTRAINTS:
+            raise _sender_taken() from None
+        raise
     await audit.record(
         session,
         who,
@@ -170,18 +191,18 @@ async def org_for_number(session: AsyncSession, channel: str, number: str) -> Ch
 
     The configuration of `channel` itself first; else another phone channel with that number (one
     Twilio number often serves SMS, WhatsApp and voice but is configured for one of them only).
+    A number belongs to one organisation (ex_channel_configs_number_one_org): should rows of two
+    organisations ever hold it, nothing is routed rather than guessing.
     """
-    result: ChannelConfig | None = await session.scalar(
+    rows = list(await session.scalars(
         select(ChannelConfig)
-        .where(
-            ChannelConfig.channel.in_(PHONE_CHANNELS),
-            ChannelConfig.sender == number,
-            ChannelConfig.enabled.is_(True),
-        )
+        .where(ChannelConfig.channel.in_(PHONE_CHANNELS), ChannelConfig.sender == number)
         .order_by((ChannelConfig.channel == channel).desc(), ChannelConfig.created_at)
-        .limit(1)
-    )
-    return result
+    ))
+    if len({row.org_id for row in rows}) > 1:
+        log.error("communications.number_shared", configs=len(rows))
+        return None
+    return next((row for row in rows if row.enabled), None)
 
 
 async def webhook_secret(session: AsyncSession, org_id: uuid.UUID, channel: str) -> str | None:

@@ -24,7 +24,7 @@ from prm.communications.channels import (
 )
 from prm.communications.models import Communication, InboundEvent
 from prm.communications.schemas import CommunicationCreate, CommunicationFilters
-from prm.core import audit, clock, jobs
+from prm.core import audit, clock, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.pagination import PageParams, paginate
@@ -43,7 +43,8 @@ async def send(
 ) -> Communication:
     """Create an outbound message and queue its sending (now, or at `data.send_at`).
 
-    Refuses (nothing written) when the patient is unknown (404), has no address on the channel
+    Refuses (nothing written) when the patient or conversation is unknown in the organisation (422
+    naming the field), the patient has no address on the channel
     (422), did not consent (409 `consent_refused`), or when a free-form WhatsApp message falls
     outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
     the first message.
@@ -58,7 +59,11 @@ async def send(
         if existing is not None:
             return existing
     _check_shape(data)
-    patient = await patients.resolve(session, org_id, data.patient_id)
+    try:
+        patient = await patients.resolve(session, org_id, data.patient_id)
+    except NotFound:
+        raise references.unknown("patient_id", "patient") from None
+    await references.require(session, org_id, "conversation", data.conversation_id, field="conversation_id")
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
@@ -165,6 +170,8 @@ async def list_communications(
     paging: PageParams,
 ) -> tuple[list[Communication], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
+    await references.require(session, org_id, "conversation", filters.conversation_id, field="conversation_id")
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)

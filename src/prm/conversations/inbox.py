@@ -18,7 +18,7 @@ from prm.communications import service as communications
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant
 from prm.conversations.models import CHANNELS, Conversation
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from prm.communications.models import Communication
 
 HANDOFF_CATEGORY = "conversations"
+
+
+@references.resolver("conversation")
+async def conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    found = await session.scalar(select(Conversation.id).where(Conversation.org_id == org_id,
+                                                               Conversation.id == conversation_id))
+    return found is not None
 
 
 def window_open(conversation: Conversation) -> bool:
@@ -157,6 +164,8 @@ async def list_conversations(
     session: AsyncSession, who: Principal, filters: ConversationFilters, paging: PageParams
 ) -> tuple[list[Conversation], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "user", filters.assignee_id, field="assignee_id")
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     for c in rows:
         await audit.record(

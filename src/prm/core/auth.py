@@ -21,10 +21,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from prm.core import clock
+from prm.core import clock, idempotency
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied, Unauthenticated
-from prm.core.scopes import scopes_for
+from prm.core.scopes import PLATFORM_SCOPES, scopes_for
 from prm.settings import Settings
 
 API_KEY_PREFIX = "prm_"
@@ -53,7 +53,8 @@ class Principal:
         return self.subject_id if self.kind == "user" else None
 
     def has(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """`admin` implies every organisation scope, never a platform one (see identity.scopes)."""
+        return scope in self.scopes or ("admin" in self.scopes and scope not in PLATFORM_SCOPES)
 
     @classmethod
     def system(cls, org_id: uuid.UUID) -> Principal:
@@ -170,6 +171,8 @@ def Requires(*scopes: str) -> Any:
             raise PermissionDenied(
                 f"This credential lacks the scope(s): {', '.join(missing)}", missing_scopes=missing
             )
+        # Only now, for an authenticated and authorised caller, is an Idempotency-Key claimed.
+        await idempotency.claim(request, principal)
         return principal
 
     return Depends(dependency)

@@ -18,6 +18,9 @@ def resolve_database_url(settings: Settings) -> str:
     """A libpq URI for the configured database, starting the embedded server if none is set."""
     if settings.database_url:
         return settings.database_url
+    if settings.environment == "production" and not settings.allow_embedded_database:
+        raise RuntimeError("DATABASE_URL is required when ENVIRONMENT=production "
+                           "(or set ALLOW_EMBEDDED_DATABASE=true to run the embedded PostgreSQL on purpose)")
     return embedded.start(settings.data_dir / "pgdata")
 
 

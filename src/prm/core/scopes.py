@@ -62,8 +62,16 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
-def scopes_for(role: str) -> frozenset[str]:
+# Platform scopes act above organisations (creating one). No role grants them, and the `admin`
+# scope does not imply them: only a user or API key flagged `is_platform_admin` (set by the
+# operator with the CLI, never through the API) carries them.
+PLATFORM_ADMIN = "platform:admin"
+PLATFORM_SCOPES: frozenset[str] = frozenset({PLATFORM_ADMIN})
+
+
+def scopes_for(role: str, *, platform_admin: bool = False) -> frozenset[str]:
     try:
-        return ROLE_SCOPES[role]
+        scopes = ROLE_SCOPES[role]
     except KeyError:
         raise ValueError(f"unknown role {role!r}") from None
+    return scopes | PLATFORM_SCOPES if platform_admin else scopes

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from prm.core.scopes import ALL_SCOPES, RESOURCES, ROLE_SCOPES, ROLES, scopes_for
+from prm.core.scopes import (
+    ALL_SCOPES,
+    PLATFORM_ADMIN,
+    PLATFORM_SCOPES,
+    RESOURCES,
+    ROLE_SCOPES,
+    ROLES,
+    scopes_for,
+)
 
-__all__ = ["ALL_SCOPES", "RESOURCES", "ROLES", "ROLE_SCOPES", "scopes_for"]
+__all__ = ["ALL_SCOPES", "PLATFORM_ADMIN", "PLATFORM_SCOPES", "RESOURCES", "ROLES", "ROLE_SCOPES", "scopes_for"]

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
 from prm.communications.schemas import CommunicationCreate
+from prm.core import references
 from prm.core.auth import Principal
-from prm.core.errors import Conflict, ValidationFailed
+from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.notifications.catalogue import _template_error, find_template
 from prm.notifications.templates import TemplateError, render
 from prm.patients import service as patients
@@ -126,7 +127,10 @@ async def send_notification(
         existing = await communications.find_by_idempotency_key(session, org_id, idempotency_key)
         if existing is not None:
             return existing
-    patient = await patients.get(session, org_id, patient_id)
+    try:
+        patient = await patients.get(session, org_id, patient_id)
+    except NotFound:
+        raise references.unknown("patient_id", "patient") from None
     values = {**patient_variables(patient), **variables}
     chain = [channel] if channel else fallback_chain(patient.preferred_channel)
     skipped: list[dict[str, str]] = []

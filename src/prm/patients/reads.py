@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from prm.core import audit, events
+from prm.core import audit, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict
 from prm.core.events import Event
@@ -22,6 +22,13 @@ from prm.patients.models import (
 from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_found, _phone_region, normalise_phone
 
 # --- reads -------------------------------------------------------------------------------------------
+
+
+@references.resolver("patient")
+async def patient_exists(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
+    """Any patient of the organisation (merged and deleted ones too: their history stays queryable)."""
+    found = await session.scalar(select(Patient.id).where(Patient.org_id == org_id, Patient.id == patient_id))
+    return found is not None
 
 
 def _live(org_id: uuid.UUID) -> Select[Any]:

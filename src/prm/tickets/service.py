@@ -20,7 +20,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from prm.core.events import Event
@@ -115,6 +115,9 @@ async def list_tickets(
     paging: PageParams,
 ) -> tuple[list[Ticket], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "user", filters.assignee_id, field="assignee_id")
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
+    await references.require(session, org_id, "conversation", filters.conversation_id, field="conversation_id")
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     if who.kind != "system":
         for ticket in rows:

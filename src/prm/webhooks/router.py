@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from prm.adapters.twilio import message_twiml
 from prm.context import get_context
-from prm.core import ratelimit
+from prm.core import proxy, ratelimit
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied
 from prm.webhooks import service, twilio_inbound
@@ -27,7 +27,7 @@ async def _signed_form(request: Request) -> dict[str, str]:
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     adapters = get_context(request).adapters
-    urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, request.headers)
+    urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, *proxy.forwarded_base(request))
     token = adapters.twilio_auth_token()
     if not twilio_inbound.signature_valid(token or "", urls, params, request.headers.get("x-twilio-signature")):
         raise PermissionDenied("Missing or invalid Twilio signature", code="invalid_signature")

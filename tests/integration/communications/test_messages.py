@@ -215,9 +215,8 @@ async def test_other_org_message_is_not_found_and_cancel(
     other = await make_client("admin", for_org=other_org)
     assert (await other.get(f"/communications/{r.json()['id']}")).status_code == 404
     foreign = await patient_with_contacts(session, other_org)
-    assert (
-        await client.post("/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"})
-    ).status_code == 404
+    refused = await client.post("/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "patient_id"  # an id in a body
     c = await client.post(f"/communications/{r.json()['id']}/cancel")
     assert c.status_code == 200 and c.json()["status"] == "cancelled"
     assert (await client.post(f"/communications/{r.json()['id']}/cancel")).status_code == 409

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -119,8 +120,9 @@ async def test_validate_twilio_signature(
     anon_client: httpx.AsyncClient,
     twilio_org: Organisation,
     messaging_settings: Settings,
+    app: Any,
 ) -> None:
-    """Signed for PUBLIC_BASE_URL + path, or for the URL the proxy headers describe."""
+    """Signed for PUBLIC_BASE_URL + path, or for the URL a trusted proxy's headers describe."""
     params = {
         "MessageSid": "SMsig1",
         "From": f"whatsapp:{new_phone()}",
@@ -136,15 +138,14 @@ async def test_validate_twilio_signature(
     token = messaging_settings.twilio_auth_token.get_secret_value()
     params["MessageSid"] = "SMsig2"
     proxied = RequestValidator(token).compute_signature("https://clinic.example.org/webhooks/twilio/messaging", params)
-    r = await anon_client.post(
-        "/webhooks/twilio/messaging",
-        data=params,
-        headers={
-            "X-Twilio-Signature": proxied,
-            "X-Forwarded-Proto": "https",
-            "X-Forwarded-Host": "clinic.example.org",
-        },
-    )
+    headers = {"X-Twilio-Signature": proxied, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "clinic.example.org"}
+    untrusted = await anon_client.post("/webhooks/twilio/messaging", data=params, headers=headers)
+    assert untrusted.status_code == 403  # the test client (127.0.0.1) is no configured proxy
+    app.state.settings.trusted_proxies = ["127.0.0.1"]
+    try:
+        r = await anon_client.post("/webhooks/twilio/messaging", data=params, headers=headers)
+    finally:
+        app.state.settings.trusted_proxies = []
     assert r.status_code == 200
     assert (
         await session.scalar(
