@@ -221,6 +221,33 @@ async def cancel(
     return comm
 
 
+async def _record(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str, direction: str, **fields: Any
+) -> Communication:
+    """Store a message that already happened (received, or handed to the provider) and audit it."""
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction=direction,
+        attachments=[],
+        **fields,
+    )
+    session.add(comm)
+    await session.flush()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient_id,
+        details={"channel": channel, "direction": direction},
+    )
+    return comm
+
+
 async def record_inbound(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -237,12 +264,12 @@ async def record_inbound(
 ) -> Communication:
     """Store a message the patient sent (or a finished call)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="inbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "inbound",
         status="received",
         body=body,
         from_address=from_address,
@@ -250,25 +277,12 @@ async def record_inbound(
         provider=provider,
         provider_message_id=provider_message_id,
         media=media or [],
-        attachments=[],
         details=details or {},
         received_at=now,
         attempts=0,
         created_at=now,
         updated_at=now,
     )
-    session.add(comm)
-    await session.flush()
-    await audit.record(
-        session,
-        Principal.system(org_id),
-        "create",
-        "communication",
-        comm.id,
-        patient_id=patient_id,
-        details={"channel": channel, "direction": "inbound"},
-    )
-    return comm
 
 
 async def record_outbound_reply(
@@ -285,12 +299,12 @@ async def record_outbound_reply(
 ) -> Communication:
     """Store a reply already handed to the provider (e.g. a TwiML acknowledgement)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="outbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "outbound",
         purpose="care",
         status="sent",
         body=body,
@@ -298,15 +312,11 @@ async def record_outbound_reply(
         from_address=from_address,
         provider=provider,
         media=[],
-        attachments=[],
         details=details,
         queued_at=now,
         sent_at=now,
         attempts=1,
     )
-    session.add(comm)
-    await session.flush()
-    return comm
 
 
 async def apply_status(

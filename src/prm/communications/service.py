@@ -62,14 +62,7 @@ from prm.patients import registry as patient_registry
 # --- the patient record's extension points -------------------------------------------------------
 
 
-@patient_registry.on_merge("communications")
-async def _move_to_survivor(
-    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
-) -> int:
-    moved = 0
-    for model in (Communication, SandboxMessage):
-        moved += await patient_registry.reassign_patient(session, model, org_id, duplicate_id, survivor_id)
-    return moved
+patient_registry.on_merge("communications")(patient_registry.reassigning(Communication, SandboxMessage))
 
 
 _DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
@@ -79,10 +72,7 @@ _DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
 async def _timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[patient_registry.TimelineEntry]:
-    stmt = select(Communication).where(Communication.org_id == org_id, Communication.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Communication.created_at < before)
-    rows = await session.scalars(stmt.order_by(Communication.created_at.desc()).limit(limit))
+    rows = await patient_registry.newest_of_patient(session, Communication, org_id, patient_id, before, limit)
     return [
         patient_registry.TimelineEntry(
             at=c.created_at,

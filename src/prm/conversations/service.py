@@ -46,7 +46,7 @@ from prm.conversations.inbox import (
 from prm.conversations.models import Conversation
 from prm.core import clock
 from prm.media import service as media
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassign_patient, timeline_source
 from prm.tickets import service as tickets
 
 # --- the patient record's extension points ---------------------------------------------------------
@@ -94,10 +94,7 @@ async def move_to_survivor(
 async def timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[TimelineEntry]:
-    stmt = select(Conversation).where(Conversation.org_id == org_id, Conversation.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Conversation.created_at < before)
-    rows = await session.scalars(stmt.order_by(Conversation.created_at.desc()).limit(limit))
+    rows = await newest_of_patient(session, Conversation, org_id, patient_id, before, limit)
     return [
         TimelineEntry(
             at=c.created_at,
