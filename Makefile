@@ -4,12 +4,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean worker migrate
+LOCK   := requirements-dev.lock
+# The lock files are for CPython 3.11 on Linux x86_64 (what CI, the image and these machines run).
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-$(STAMP): pyproject.toml
+.PHONY: run test lint bench install clean worker migrate lock
+
+# Reproducible installs: every package pinned with its hashes (requirements-dev.lock = core + dev),
+# then the project itself without dependencies. `make lock` regenerates the lock files after a change
+# of dependencies in pyproject.toml (tests/unit/test_lock.py fails until it is done).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +44,13 @@ lint: $(STAMP)
 ## Benchmarks print figures; they never fail the build
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "== $$script"; LOG_LEVEL=WARNING PYTHONPATH=src $(BIN)/python $$script || exit 1; done
+
+## Regenerate requirements.lock (core) and requirements-dev.lock (core + dev) with hashes, from pyproject.toml
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes $(LOCK_TARGET) --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes $(LOCK_TARGET) --quiet -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage coverage.xml htmlcov

@@ -2,7 +2,7 @@
 and the clinic's knowledge documents.
 
 Revision ID: 20261130_vector
-Revises: 20261130_delivery_attempts
+Revises: 20261130_reminder_offsets
 Create Date: 2026-11-30 05:30:00
 """
 
@@ -14,7 +14,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql
 
 revision = "20261130_vector"
-down_revision = "20261130_delivery_attempts"
+down_revision = "20261130_reminder_offsets"
 branch_labels = None
 depends_on = None
 

@@ -11,21 +11,66 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
+from typer.core import TyperGroup
 
 from prm.settings import Settings, get_settings
 
 T = TypeVar("T")
 
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an operator: what went wrong, naming the field for bad input; no traceback."""
+    from pydantic import ValidationError
+
+    from prm.core.errors import DomainError
+
+    if isinstance(exc, DomainError):
+        return f"{exc.title}: {exc.detail}"
+    if isinstance(exc, ValidationError):
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        return f"invalid input: {fields}"
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        return f"database error: {first}"
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _OneLineErrors(TyperGroup):
+    """Every error of every command is one clear line on stderr and exit status 1 (never a traceback).
+
+    Set PRM_CLI_TRACEBACK=1 to see the traceback when debugging the CLI itself.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            import os
+
+            # usage errors and exits of the CLI framework (typer vendors click) keep their own handling
+            if type(exc).__module__.split(".")[0] in ("typer", "click") or os.environ.get("PRM_CLI_TRACEBACK") == "1":
+                raise
+            typer.secho(f"error: {describe_error(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
 cli = typer.Typer(help="PRM: Patient Relationship Management backend.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=_OneLineErrors)
 orgs_cli = typer.Typer(help="Organisations.", no_args_is_help=True)
 users_cli = typer.Typer(help="Staff users.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys for integrations.", no_args_is_help=True)
 jobs_cli = typer.Typer(help="Background jobs.", no_args_is_help=True)
+simulate_cli = typer.Typer(help="Play a patient against the running service (development).", no_args_is_help=True)
 cli.add_typer(orgs_cli, name="orgs")
 cli.add_typer(users_cli, name="users")
 cli.add_typer(keys_cli, name="api-keys")
 cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(simulate_cli, name="simulate")
 
 
 def _database_url(settings: Settings) -> str:
@@ -104,7 +149,7 @@ def serve(
     from prm.app import create_app
     from prm.core import logging as prm_logging
 
-    settings = get_settings()
+    settings = get_settings().serving_at(host, port)
     settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
     prm_logging.configure(settings.log_level, json=settings.log_json)
     _refuse_unsafe(settings)
@@ -119,6 +164,7 @@ def serve(
         created = _in_session(lambda s: demo_module.seed_if_empty(s))
         if created:
             _print_demo(created)
+    _print_twilio_token(settings)
     app = create_app(settings)
     # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
     # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
@@ -186,6 +232,17 @@ def _print_demo(created: dict[str, Any]) -> None:
     typer.echo(f"  organisation  {created['org_slug']} ({created['org_id']})")
     typer.echo(f"  admin login   {created['email']} / {created['password']}")
     typer.echo(f"  API key       {created['api_key']}   (shown once)\n")
+
+
+def _print_twilio_token(settings: Settings) -> None:
+    """In development without TWILIO_AUTH_TOKEN: show the generated webhook token and how to use it."""
+    if settings.environment != "development" or settings.twilio_auth_token is not None:
+        return
+    token = settings.twilio_webhook_token()
+    typer.secho("Twilio webhooks (development):", fg=typer.colors.GREEN)
+    typer.echo(f"  auth token    {token}   (generated, kept in {settings.data_dir / 'twilio_auth_token'})")
+    typer.echo(f"  webhook URL   {settings.public_base_url}/webhooks/twilio/messaging")
+    typer.echo('  try           prm simulate whatsapp --from +34600000000 "I need an appointment"\n')
 
 
 @cli.command("demo")
@@ -258,15 +315,16 @@ def worker(
 
 @orgs_cli.command("create")
 def orgs_create(
-    name: str,
-    slug: Annotated[str, typer.Option(help="URL-safe identifier")],
+    slug: Annotated[str, typer.Option(help="URL-safe identifier: lowercase letters, digits and '-'")],
+    name: Annotated[str | None, typer.Argument(help="Display name (default: the slug)")] = None,
     timezone: Annotated[str, typer.Option(help="IANA time zone")] = "UTC",
 ) -> None:
     """Create an organisation."""
     from prm.identity import service
     from prm.identity.schemas import OrganisationCreate
 
-    org = _domain(lambda s: service.create_organisation(s, OrganisationCreate(name=name, slug=slug, timezone=timezone)))
+    data = OrganisationCreate(name=name or slug, slug=slug, timezone=timezone)
+    org = _domain(lambda s: service.create_organisation(s, data))
     typer.echo(f"{org.id}  {org.slug}")
 
 
@@ -441,6 +499,108 @@ def jobs_run_due() -> None:
 
     report = _domain(lambda s: jobs.run_due(s))
     typer.echo(f"succeeded={len(report.succeeded)} retried={len(report.retried)} failed={len(report.failed)}")
+
+
+# --- backup and restore ----------------------------------------------------------------------
+
+
+@cli.command("backup")
+def backup_command(
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Dump file (default prm-<time>.dump)")] = None,
+) -> None:
+    """Dump the whole database (pg_dump custom format, with the server's own pg_dump)."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from prm import backup
+
+    settings = get_settings()
+    target = Path(output or f"prm-{datetime.now(UTC):%Y%m%d-%H%M%S}.dump")
+    try:
+        written = backup.backup(settings, target)
+    except backup.BackupError as exc:
+        _fail(f"error: {exc}")
+        return
+    typer.echo(f"backup written to {written} ({written.stat().st_size} bytes)")
+    if settings.secret_key is None and settings.database_url is None:
+        typer.echo(f"keep {settings.data_dir / 'secret_key'} with it: staff sessions are signed with that key "
+                   "(a restore elsewhere needs the file, or the same SECRET_KEY)")
+
+
+@cli.command("restore")
+def restore_command(
+    dump: Annotated[str, typer.Argument(help="A dump made by `prm backup`")],
+    clean: Annotated[bool, typer.Option(help="Replace the contents of a database that is not empty")] = False,
+) -> None:
+    """Restore a dump into the configured database (the embedded one unless DATABASE_URL), in one transaction."""
+    from pathlib import Path
+
+    from prm import backup
+
+    settings = get_settings()
+    try:
+        backup.restore(settings, Path(dump), clean=clean)
+    except backup.BackupError as exc:
+        _fail(f"error: {exc}")
+        return
+    typer.echo(f"restored {dump}; run `prm migrate` if the dump predates this version")
+    if settings.secret_key is None and settings.environment != "production" and not (
+            settings.data_dir / "secret_key").exists():
+        typer.echo(f"staff sessions need the old secret key: copy the old data directory's secret_key file to "
+                   f"{settings.data_dir / 'secret_key'} (or set SECRET_KEY) before serving")
+
+
+# --- simulate ---------------------------------------------------------------------------------
+
+
+def _simulate(channel: str, from_phone: str, text: str, to: str | None, url: str | None, timeout: float) -> None:
+    from prm import simulate
+
+    try:
+        sim = asyncio.run(simulate.whatsapp(
+            get_settings(), from_phone=simulate.phone_argument(from_phone), body=text,
+            to_phone=simulate.phone_argument(to) if to else None, base_url=url, timeout_seconds=timeout,
+            channel=channel,
+        ))
+    except simulate.SimulationError as exc:
+        _fail(f"error: {exc}")
+        return
+    typer.secho(f"patient {from_phone} → {sim.to_number}: {text}", fg=typer.colors.BRIGHT_BLACK)
+    replies = ([sim.webhook_reply] if sim.webhook_reply else []) + sim.replies
+    for reply in replies:
+        typer.echo(f"assistant: {reply}")
+    if not replies:
+        typer.echo("(no reply: the message waits in the inbox for a person)")
+
+
+_FROM = typer.Option("--from", help="The patient's phone number (E.164)")
+_TO = typer.Option(help="The clinic's number (default: the first organisation's number on this channel)")
+_URL = typer.Option(help="The service's base URL (default PUBLIC_BASE_URL)")
+_TIMEOUT = typer.Option(help="Seconds to wait for the reply")
+
+
+@simulate_cli.command("whatsapp")
+def simulate_whatsapp(
+    text: Annotated[str, typer.Argument(help="What the patient writes")],
+    from_phone: Annotated[str, _FROM],
+    to: Annotated[str | None, _TO] = None,
+    url: Annotated[str | None, _URL] = None,
+    timeout: Annotated[float, _TIMEOUT] = 30.0,
+) -> None:
+    """Send a WhatsApp message as a patient (a correctly signed Twilio webhook) and print the reply."""
+    _simulate("whatsapp", from_phone, text, to, url, timeout)
+
+
+@simulate_cli.command("sms")
+def simulate_sms(
+    text: Annotated[str, typer.Argument(help="What the patient writes")],
+    from_phone: Annotated[str, _FROM],
+    to: Annotated[str | None, _TO] = None,
+    url: Annotated[str | None, _URL] = None,
+    timeout: Annotated[float, _TIMEOUT] = 30.0,
+) -> None:
+    """Send an SMS as a patient (a correctly signed Twilio webhook) and print the reply."""
+    _simulate("sms", from_phone, text, to, url, timeout)
 
 
 def main() -> None:

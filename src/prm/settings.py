@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Blank: derived from HOST and PORT (see `derived_public_base_url`), so `PORT=8791 make run` checks
+    # Twilio signatures against the URL it really serves on.
+    public_base_url: str = ""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- edge: proxies, request bodies, API docs (issue 9) ----------------------------------------
@@ -99,15 +102,21 @@ class Settings(BaseSettings):
     consent_default_ehr_export: bool = True
 
     # --- appointments ----------------------------------------------------------------------------
-    reminder_offsets_minutes: str = "1440,120"
+    # "1d,2h": days are local calendar days (same wall-clock time, in the appointment's zone), hours and
+    # minutes are absolute; a plain number is minutes. REMINDER_OFFSETS_MINUTES (the old name) still works.
+    reminder_offsets: str = Field(
+        default="1d,2h", validation_alias=AliasChoices("reminder_offsets", "reminder_offsets_minutes")
+    )
 
-    @field_validator("reminder_offsets_minutes")
+    @field_validator("reminder_offsets")
     @classmethod
     def _offsets(cls, value: str) -> str:
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError("REMINDER_OFFSETS_MINUTES must be positive whole minutes, comma-separated")
-        return ",".join(parts)
+        from prm.core.reminder_offsets import normalise
+
+        try:
+            return normalise(str(value))
+        except ValueError as exc:
+            raise ValueError(f"REMINDER_OFFSETS: {exc}") from None
 
     # --- notifications ---------------------------------------------------------------------------
     appointment_notifications: str = "booked,rescheduled,cancelled"
@@ -139,9 +148,24 @@ class Settings(BaseSettings):
     smtp_use_tls: bool = False
     smtp_starttls: bool = True
     smtp_from: str = "PRM <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     communication_max_attempts: int = 5
     communication_retry_base_seconds: int = 30
     communication_retry_max_seconds: int = 3600
+
+    # --- media -----------------------------------------------------------------------------------
+    media_storage: Literal["local", "s3"] = "local"
+    media_s3_bucket: str | None = None
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_upload_url_ttl_seconds: int = Field(default=900, ge=30, le=7 * 24 * 3600)
+    media_download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    media_provider_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    media_retention_days: int = Field(default=30, ge=0)
+    media_download_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # --- integrations (outbound webhooks, n8n) -----------------------------------------------------
     outbound_allow_private_targets: bool = False
@@ -194,8 +218,9 @@ class Settings(BaseSettings):
     search_chunk_max_chars: int = Field(default=1200, ge=200, le=8000)
 
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
-                     "smtp_password", "api_docs", "openai_api_key", "embeddings_local_model_path",
-                     mode="before")
+                     "smtp_password", "api_docs", "media_s3_bucket", "media_s3_endpoint_url",
+                     "media_s3_access_key_id", "media_s3_secret_access_key", "openai_api_key",
+                     "embeddings_local_model_path", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -210,6 +235,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    _public_base_url_derived: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _derive_public_base_url(self) -> Settings:
+        if not self.public_base_url.strip():
+            self.__dict__["public_base_url"] = derived_public_base_url(self.host, self.port)
+            self._public_base_url_derived = True
+        else:
+            self.__dict__["public_base_url"] = self.public_base_url.strip().rstrip("/")
+        return self
+
+    def serving_at(self, host: str | None, port: int | None) -> Settings:
+        """These settings for a server bound to `host`/`port` (CLI options over HOST/PORT).
+
+        A derived PUBLIC_BASE_URL follows the address; an explicit one is kept as given.
+        """
+        host = host or self.host
+        port = port or self.port
+        update: dict[str, object] = {"host": host, "port": port}
+        if self._public_base_url_derived:
+            update["public_base_url"] = derived_public_base_url(host, port)
+        return self.model_copy(update=update)
 
     @property
     def data_dir(self) -> Path:
@@ -228,12 +276,37 @@ class Settings(BaseSettings):
             return key
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return _persisted_secret(self.data_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+    def twilio_webhook_token(self) -> str | None:
+        """The token that verifies (and, for `prm simulate`, signs) Twilio webhooks.
+
+        `TWILIO_AUTH_TOKEN` when set. In development without one, a random token is generated once
+        and kept in the data directory (like the secret key), so inbound messaging can be tried
+        locally; elsewhere None (every Twilio webhook is refused).
+        """
+        if self.twilio_auth_token is not None:
+            return self.twilio_auth_token.get_secret_value()
+        if self.environment != "development":
+            return None
+        return _persisted_secret(self.data_dir / "twilio_auth_token", lambda: secrets.token_hex(16))
+
+
+def derived_public_base_url(host: str, port: int) -> str:
+    """`http://host:port`, with a wildcard bind address replaced by the loopback one."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - naming the wildcard, not binding to it
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _persisted_secret(path: Path, make: Callable[[], str]) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @lru_cache

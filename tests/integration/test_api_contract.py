@@ -32,6 +32,9 @@ PUBLIC = {
     ("POST", "/webhooks/twilio/messaging"),
     ("POST", "/webhooks/twilio/status"),
     ("POST", "/webhooks/voice-agent/{org_id}"),
+    # signed, expiring local-disk media URLs: the HMAC signature in the URL is the credential
+    ("PUT", "/media/local/{folder}/{name}"),
+    ("GET", "/media/local/{folder}/{name}"),
 }
 
 

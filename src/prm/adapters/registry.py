@@ -39,7 +39,7 @@ class Adapters:
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             use_tls=s.smtp_use_tls,
             start_tls=None if s.smtp_starttls else False,
-            timeout_seconds=s.twilio_timeout_seconds,
+            timeout_seconds=s.smtp_timeout_seconds,
         )
 
     # --- AI providers (chosen by EMBEDDINGS_PROVIDER / LLM_PROVIDER / SPEECH_PROVIDER) -------------
@@ -74,8 +74,8 @@ class Adapters:
         return self._smtp
 
     def twilio_auth_token(self) -> str | None:
-        token = self.settings.twilio_auth_token
-        return token.get_secret_value() if token is not None else None
+        """The token that verifies inbound Twilio signatures (generated in development, see Settings)."""
+        return self.settings.twilio_webhook_token()
 
     def public_base_url(self) -> str:
         return self.settings.public_base_url.rstrip("/")

@@ -16,10 +16,11 @@ import json
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import httpx
 import structlog
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
 
 from prm.adapters.channels import (
     OutboundCall,
@@ -60,9 +61,19 @@ def strip_channel(number: str) -> tuple[str, str]:
     return "sms", number
 
 
+def message_twiml(reply: str | None = None) -> str:
+    """TwiML answering an inbound message: a `<Message>` with `reply`, or nothing."""
+    twiml = MessagingResponse()
+    if reply:
+        twiml.message(reply)
+    return str(twiml.to_xml())
+
+
 def say_twiml(text: str, language: str = "en") -> str:
     lang = {"en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "pt": "pt-PT"}.get(language, language)
-    return f'<Response><Say language="{escape(lang)}">{escape(text)}</Say></Response>'
+    twiml = VoiceResponse()
+    twiml.say(text, language=lang)
+    return str(twiml.to_xml(xml_declaration=False))
 
 
 class TwilioChannel:
@@ -259,6 +270,4 @@ def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
         raise TransientDeliveryError(
             reason, code=code or f"http_{response.status_code}", http_status=response.status_code
         )
-    raise PermanentDeliveryError(
-        reason, code=code or f"http_{response.status_code}", http_status=response.status_code
-    )
+    raise PermanentDeliveryError(reason, code=code or f"http_{response.status_code}", http_status=response.status_code)

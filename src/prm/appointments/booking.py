@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import slots
@@ -134,40 +136,46 @@ def _constraint_conflict(exc: IntegrityError) -> Conflict | None:
     return None
 
 
-DEADLOCK_RETRIES = 5
+def lock_key(kind: str, row_id: uuid.UUID) -> int:
+    """A stable signed 64-bit advisory-lock key for a practitioner's or patient's calendar."""
+    digest = hashlib.blake2b(f"prm.appointments.{kind}:".encode() + row_id.bytes, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
-def _is_deadlock(exc: DBAPIError) -> bool:
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01"
+async def _serialize(
+    session: AsyncSession, *, practitioner_ids: Iterable[uuid.UUID], patient_ids: Iterable[uuid.UUID]
+) -> None:
+    """Take the transaction-scoped advisory locks of these calendars, in one global order (ascending key).
+
+    Every booking and reschedule takes them before its availability/overlap check, so writes to the
+    same practitioner's (or patient's) calendar run one after the other: the check sees every
+    committed competitor and answers 409 itself, and two transactions never wait on each other's
+    uncommitted rows (which is how concurrent inserts into an exclusion constraint deadlock). The
+    exclusion constraints stay the guarantee; they no longer arbitrate. The locks end with the
+    transaction (commit or rollback).
+    """
+    keys = {lock_key("practitioner", p) for p in practitioner_ids} | {lock_key("patient", p) for p in patient_ids}
+    for key in sorted(keys):
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-async def _write_guarded(session: AsyncSession, appointment: Appointment, change: Callable[[], None]) -> None:
+async def _write_guarded(session: AsyncSession, change: Callable[[], None]) -> None:
     """Apply `change` and flush it in a savepoint; an exclusion violation becomes a 409.
 
-    Two transactions inserting overlapping rows at the same moment each wait for the other's
-    uncommitted row: PostgreSQL detects the deadlock and aborts one. That one rolls back its
-    savepoint and tries again, now waiting for the winner to commit, and then gets the ordinary
-    exclusion violation (409) — or succeeds if the winner rolled back.
+    Under `_serialize` a violation only happens when a writer that does not take the locks got there
+    first; the savepoint keeps the caller's transaction usable after the 409 (the booking assistant
+    offers other times in the same transaction).
     """
-    for attempt in range(DEADLOCK_RETRIES + 1):
-        try:
-            # begin_nested() flushes what is pending first, so the change is made inside the savepoint
-            async with session.begin_nested():
-                change()
-                await session.flush()
-        except IntegrityError as exc:
-            conflict = _constraint_conflict(exc)
-            if conflict is None:
-                raise
-            raise conflict from None
-        except DBAPIError as exc:
-            if not _is_deadlock(exc) or attempt == DEADLOCK_RETRIES:
-                raise
-            log.info("appointments.deadlock_retry", attempt=attempt + 1)
-            continue
-        if attempt:
-            await session.refresh(appointment)  # the savepoint rollback expired what `change` did not set
-        return
+    try:
+        # begin_nested() flushes what is pending first, so the change is made inside the savepoint
+        async with session.begin_nested():
+            change()
+            await session.flush()
+    except IntegrityError as exc:
+        conflict = _constraint_conflict(exc)
+        if conflict is None:
+            raise
+        raise conflict from None
 
 
 async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
@@ -208,6 +216,7 @@ async def book(
     if data.location_id is not None:
         await _ref(session, Location, org_id, data.location_id, "location_id", "location")
     start_at = data.start_at.astimezone(UTC)
+    await _serialize(session, practitioner_ids=[practitioner.id], patient_ids=[data.patient_id])
     location_id = await _check_start(session, org_id, service, practitioner.id, data.location_id, start_at)
     times = service_times(service)
     blocked = times.blocked(start_at)
@@ -228,7 +237,7 @@ async def book(
         source=data.source,
         booked_by=who.credential,
     )
-    await _write_guarded(session, appointment, lambda: session.add(appointment))
+    await _write_guarded(session, lambda: session.add(appointment))
     session.add(_history(appointment, "book", who, from_status=None))
     await _schedule_reminders(session, appointment)
     await audit.record(
@@ -373,6 +382,9 @@ async def reschedule(
         target = practitioner.id
     if location_id is not None:
         await _ref(session, Location, org_id, location_id, "location_id", "location")
+    await _serialize(
+        session, practitioner_ids=[appointment.practitioner_id, target], patient_ids=[appointment.patient_id]
+    )
     new_location = await _check_start(session, org_id, service, target, location_id, start_at, exclude=appointment.id)
     old = (appointment.start_at, appointment.end_at)
     old_location_id = appointment.location_id
@@ -394,7 +406,7 @@ async def reschedule(
         "confirmed_at": None,
         "sequence": appointment.sequence + 1,
     }
-    await _write_guarded(session, appointment, lambda: _apply(appointment, moved))
+    await _write_guarded(session, lambda: _apply(appointment, moved))
     session.add(
         _history(
             appointment,

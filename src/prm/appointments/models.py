@@ -217,8 +217,11 @@ class AppointmentReminder(IdMixin, TimestampMixin, OrgMixin, Base):
     )
 
     appointment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
-    offset_minutes: Mapped[int]
+    offset_minutes: Mapped[int]  # nominal (1d = 1440); see `offset`
+    # "1d" (local calendar days), "2h", "30m" (absolute); NULL on rows made before offsets had units
+    offset: Mapped[str | None] = mapped_column(String(16))
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     fired_at: Mapped[datetime | None]
+

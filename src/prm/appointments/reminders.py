@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, timedelta
+from datetime import UTC
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,28 +14,44 @@ from prm.appointments.models import (
     Appointment,
     AppointmentChange,
     AppointmentReminder,
+    Location,
+    Practitioner,
 )
 from prm.appointments.setup import REMINDER_JOB, describe
 from prm.core import audit, clock, events, jobs
+from prm.core import reminder_offsets as reminder_times
 from prm.core.auth import Principal
 from prm.core.events import Event
+from prm.core.reminder_offsets import ReminderOffset
 from prm.identity import service as identity
 
 # --- reminders ----------------------------------------------------------------------------------
 
 
-async def reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> list[int]:
-    """Minutes before the start, largest first: the organisation's own offsets, else the process
-    setting REMINDER_OFFSETS_MINUTES ("1440,120")."""
-    return list((await identity.organisation_settings(session, org_id)).reminder_offsets_minutes)
+async def reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> list[ReminderOffset]:
+    """Largest first: the organisation's own offsets (organisation settings), else the process setting
+    REMINDER_OFFSETS ("1d,2h"). `1d` counts local calendar days, `2h`/`30m` absolute time."""
+    return list((await identity.organisation_settings(session, org_id)).reminder_offsets)
+
+
+async def _zone_of(session: AsyncSession, appointment: Appointment) -> ZoneInfo:
+    """The appointment's clock: its location's time zone, else its practitioner's."""
+    zone = None
+    if appointment.location_id is not None:
+        zone = await session.scalar(select(Location.timezone).where(Location.id == appointment.location_id))
+    if zone is None:
+        zone = await session.scalar(select(Practitioner.timezone).where(Practitioner.id == appointment.practitioner_id))
+    return ZoneInfo(zone or "UTC")
 
 
 async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -> list[AppointmentReminder]:
-    """One reminder row + job per offset whose moment is still ahead."""
+    """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar)."""
     now = clock.now()
+    zone = await _zone_of(session, appointment)
+    offsets = await reminder_offsets(session, appointment.org_id)
     created = []
-    for offset in await reminder_offsets(session, appointment.org_id):
-        due_at = appointment.start_at - timedelta(minutes=offset)
+    for offset in offsets:
+        due_at = reminder_times.due_at(appointment.start_at, offset, zone)
         if due_at <= now:
             continue
         reminder_id = uuid.uuid4()
@@ -46,7 +63,8 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
             id=reminder_id,
             org_id=appointment.org_id,
             appointment_id=appointment.id,
-            offset_minutes=offset,
+            offset_minutes=offset.nominal_minutes,
+            offset=str(offset),
             due_at=due_at,
             status="scheduled",
             job_id=job_id,
@@ -112,6 +130,7 @@ async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: u
                 "appointment_id": str(appointment.id),
                 "patient_id": str(appointment.patient_id),
                 "offset_minutes": reminder.offset_minutes,
+                "offset": reminder.offset or f"{reminder.offset_minutes}m",
                 "start_at": appointment.start_at.astimezone(UTC).isoformat(),
                 **await describe(session, appointment),
             },

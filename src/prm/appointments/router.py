@@ -48,6 +48,7 @@ setup = APIRouter(tags=["scheduling setup"])
 booking = APIRouter(tags=["appointments"])
 routers = [setup, booking]
 
+
 CONFLICTS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Slot taken, patient overlap, or a transition not allowed from this status"}
 }

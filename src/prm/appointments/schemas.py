@@ -302,7 +302,8 @@ class ChangeRead(_Read):
 
 class ReminderRead(_Read):
     id: uuid.UUID
-    offset_minutes: int
+    offset_minutes: int = Field(description="Nominal minutes (1d = 1440); `offset` says how it was counted")
+    offset: str | None = Field(None, description="1d (local calendar days), 2h, 30m (absolute)")
     due_at: datetime
     status: str
     fired_at: datetime | None
@@ -328,3 +329,4 @@ class Agenda(BaseModel):
     end_date: date
     timezone: str
     entries: list[AgendaEntry]
+

@@ -25,7 +25,6 @@ from prm.appointments.availability import (
     service_times,
 )
 from prm.appointments.booking import (
-    DEADLOCK_RETRIES,
     book,
     cancel,
     event_payload,
@@ -164,7 +163,6 @@ async def timeline(
 
 
 __all__ = [
-    "DEADLOCK_RETRIES",
     "MAX_RANGE_DAYS",
     "REMINDER_JOB",
     "add_exception",

@@ -74,13 +74,17 @@ def _check_shape(data: CommunicationCreate) -> None:
         raise ValidationFailed.field("content_sid", "templates (Content SID) are for WhatsApp only")
     if data.media_urls and ch not in ("sms", "whatsapp"):
         raise ValidationFailed.field("media_urls", "media is for SMS and WhatsApp; email takes attachments")
+    if data.media_ids and ch not in ("sms", "whatsapp"):
+        raise ValidationFailed.field("media_ids", "media is for SMS and WhatsApp; email takes attachments")
+    if len(data.media_urls) + len(data.media_ids) > 10:
+        raise ValidationFailed.field("media_ids", "at most 10 media per message, URLs and stored files together")
     if data.attachments and ch != "email":
         raise ValidationFailed.field("attachments", "attachments are for email only")
     if (data.subject or data.html_body) and ch != "email":
         raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
     if ch == "email" and not data.subject:
         raise ValidationFailed.field("subject", "an email needs a subject")
-    if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
+    if not data.content_sid and not (data.body or "").strip() and not data.media_urls and not data.media_ids:
         raise ValidationFailed.field("body", "a message needs a body")
     if ch in ("voice", "email") and not (data.body or "").strip():
         raise ValidationFailed.field("body", f"a {ch} message needs a body")

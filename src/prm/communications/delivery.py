@@ -29,7 +29,9 @@ from prm.communications.channels import address_of, channel_config, effective_pr
 from prm.communications.messages import SEND_JOB, apply_status
 from prm.communications.models import Communication, DeliveryAttempt, InboundEvent, SandboxMessage
 from prm.core import clock, jobs
-from prm.core.errors import NotFound
+from prm.core.auth import Principal
+from prm.core.errors import NotFound, ValidationFailed
+from prm.media import service as media
 from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
@@ -260,6 +262,22 @@ async def _apply_early_statuses(session: AsyncSession, provider: str, provider_m
         event.processed_at = clock.now()
 
 
+async def _media_urls(session: AsyncSession, comm: Communication) -> tuple[str, ...]:
+    """The URLs the provider fetches the media from: given URLs as they are, stored files through a
+    signed URL issued now (so a scheduled or retried message never carries an expired one)."""
+    stored = [uuid.UUID(m["media_id"]) for m in comm.media or [] if m.get("media_id")]
+    signed: dict[str, str] = {}
+    if stored:
+        try:
+            found = await media.provider_urls(session, Principal.system(comm.org_id), stored,
+                                              media.MediaStore.from_settings(context.of(session).settings))
+        except ValidationFailed:
+            raise PermanentDeliveryError("an attached file is no longer available",
+                                         code="media_unavailable") from None
+        signed = {f["media_id"]: f["url"] for f in found}
+    return tuple(signed[m["media_id"]] if m.get("media_id") else m["url"] for m in comm.media or [])
+
+
 @dataclass
 class Outgoing:
     """What one attempt hands to its provider: built under the row lock, sent without it."""
@@ -301,7 +319,7 @@ async def _outgoing(session: AsyncSession, comm: Communication) -> Outgoing:
             to=to,
             from_=comm.from_address,
             body=comm.body,
-            media_urls=tuple(m["url"] for m in comm.media or []),
+            media_urls=await _media_urls(session, comm),
             content_sid=comm.content_sid,
             content_variables={k: str(v) for k, v in (comm.content_variables or {}).items()},
             status_callback=status_callback if provider == "twilio" else None,

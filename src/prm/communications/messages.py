@@ -28,6 +28,7 @@ from prm.core import audit, clock, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.pagination import PageParams, paginate
+from prm.media import service as media
 from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,7 @@ async def send(
         kind = "email address" if data.channel == "email" else "phone number"
         raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+    stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id)
     if (
         data.channel == "whatsapp"
         and not data.content_sid
@@ -98,7 +100,8 @@ async def send(
         subject=data.subject,
         body=data.body,
         html_body=data.html_body,
-        media=[{"url": u, "content_type": None} for u in data.media_urls],
+        media=[{"url": u, "content_type": None} for u in data.media_urls]
+        + [{"url": None, "content_type": m.content_type, "media_id": str(m.id)} for m in stored_media],
         attachments=[a.model_dump() for a in data.attachments],
         content_sid=data.content_sid,
         content_variables=data.content_variables or None,
@@ -218,6 +221,33 @@ async def cancel(
     return comm
 
 
+async def _record(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str, direction: str, **fields: Any
+) -> Communication:
+    """Store a message that already happened (received, or handed to the provider) and audit it."""
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction=direction,
+        attachments=[],
+        **fields,
+    )
+    session.add(comm)
+    await session.flush()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient_id,
+        details={"channel": channel, "direction": direction},
+    )
+    return comm
+
+
 async def record_inbound(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -234,12 +264,12 @@ async def record_inbound(
 ) -> Communication:
     """Store a message the patient sent (or a finished call)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="inbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "inbound",
         status="received",
         body=body,
         from_address=from_address,
@@ -247,25 +277,12 @@ async def record_inbound(
         provider=provider,
         provider_message_id=provider_message_id,
         media=media or [],
-        attachments=[],
         details=details or {},
         received_at=now,
         attempts=0,
         created_at=now,
         updated_at=now,
     )
-    session.add(comm)
-    await session.flush()
-    await audit.record(
-        session,
-        Principal.system(org_id),
-        "create",
-        "communication",
-        comm.id,
-        patient_id=patient_id,
-        details={"channel": channel, "direction": "inbound"},
-    )
-    return comm
 
 
 async def record_outbound_reply(
@@ -282,12 +299,12 @@ async def record_outbound_reply(
 ) -> Communication:
     """Store a reply already handed to the provider (e.g. a TwiML acknowledgement)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="outbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "outbound",
         purpose="care",
         status="sent",
         body=body,
@@ -295,15 +312,11 @@ async def record_outbound_reply(
         from_address=from_address,
         provider=provider,
         media=[],
-        attachments=[],
         details=details,
         queued_at=now,
         sent_at=now,
         attempts=1,
     )
-    session.add(comm)
-    await session.flush()
-    return comm
 
 
 async def apply_status(

@@ -24,6 +24,7 @@ from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
 
 if TYPE_CHECKING:
@@ -225,6 +226,8 @@ async def add_message(session: AsyncSession, conversation: Conversation, comm: C
             conversation.status, conversation.snoozed_until = "open", None
     else:
         conversation.last_outbound_at = at
+    if comm.media:  # its stored attachments belong to the conversation too
+        await media.link_conversation(session, comm.org_id, message_id=comm.id, conversation_id=conversation.id)
     await session.flush()
     await events.publish(session, Event(type="conversation.message_added", org_id=conversation.org_id, payload={
         "conversation_id": str(conversation.id), "communication_id": str(comm.id),

@@ -45,7 +45,8 @@ from prm.conversations.inbox import (
 )
 from prm.conversations.models import Conversation
 from prm.core import clock
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.media import service as media
+from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassign_patient, timeline_source
 from prm.tickets import service as tickets
 
 # --- the patient record's extension points ---------------------------------------------------------
@@ -93,10 +94,7 @@ async def move_to_survivor(
 async def timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[TimelineEntry]:
-    stmt = select(Conversation).where(Conversation.org_id == org_id, Conversation.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Conversation.created_at < before)
-    rows = await session.scalars(stmt.order_by(Conversation.created_at.desc()).limit(limit))
+    rows = await newest_of_patient(session, Conversation, org_id, patient_id, before, limit)
     return [
         TimelineEntry(
             at=c.created_at,
@@ -108,6 +106,15 @@ async def timeline(
         )
         for c in rows
     ]
+
+
+@media.link_target("conversation")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a conversation belongs to the conversation's patient."""
+    patient_id = await session.scalar(
+        select(Conversation.patient_id).where(Conversation.org_id == org_id, Conversation.id == conversation_id)
+    )
+    return None if patient_id is None else media.LinkTarget(patient_id=patient_id, conversation_id=conversation_id)
 
 __all__ = [
     "HANDOFF_CATEGORY",
@@ -123,6 +130,7 @@ __all__ = [
     "history",
     "list_conversations",
     "mark_read",
+    "media_link",
     "move_to_survivor",
     "open_for",
     "policy",

@@ -49,7 +49,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     ),
     "support_agent": frozenset(
         _rw("conversations", "tickets", "communications", "notifications")
-        | _r("patients", "appointments", "schedule", "journeys", "vector", "search")
+        | _r("patients", "appointments", "schedule", "journeys", "vector", "search", "media")
     ),
     # An AI agent's API key: its tools (agents), the records they act on, nothing administrative.
     "agent": frozenset(

@@ -77,6 +77,7 @@ async def _settings_read(session: Session, org: Organisation) -> OrganisationSet
         reminder_offsets_minutes=org.reminder_offsets_minutes,
         effective_phone_region=effective.phone_region,
         effective_reminder_offsets_minutes=list(effective.reminder_offsets_minutes),
+        effective_reminder_offsets=",".join(str(o) for o in effective.reminder_offsets),
     )
 
 

@@ -36,8 +36,10 @@ class OrganisationSettingsUpdate(BaseModel):
         default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166 region for numbers without a country code"
     )
     reminder_offsets_minutes: str | None = Field(
-        default=None, max_length=100, pattern=r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5})*$",
-        description="Appointment reminders, minutes before the start, comma-separated (e.g. 1440,120)",
+        default=None, max_length=100, pattern=r"^\s*[0-9]{1,5}\s*[dhmDHM]?\s*(,\s*[0-9]{1,5}\s*[dhmDHM]?\s*)*$",
+        description="Appointment reminders before the start, comma-separated (REMINDER_OFFSETS): `1d` = same local "
+        "time N calendar days before (in the appointment's time zone, across DST changes), `2h` / `30m` absolute; "
+        "a plain number is minutes (e.g. `1d,2h` or `1440,120`)",
     )
 
 
@@ -45,7 +47,8 @@ class OrganisationSettingsRead(BaseModel):
     default_phone_region: str | None
     reminder_offsets_minutes: str | None
     effective_phone_region: str
-    effective_reminder_offsets_minutes: list[int]
+    effective_reminder_offsets_minutes: list[int] = Field(description="Nominal minutes (1d = 1440)")
+    effective_reminder_offsets: str = Field(description="e.g. `1d,2h`")
 
 
 class UserCreate(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
 from prm.core import audit, clock, references
+from prm.core import reminder_offsets as reminder_times
 from prm.core.auth import (
     Principal,
     burn_password_check,
@@ -27,6 +28,7 @@ from prm.core.auth import (
     verify_password,
 )
 from prm.core.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
+from prm.core.reminder_offsets import ReminderOffset
 from prm.core.scopes import PLATFORM_ADMIN, scopes_for
 from prm.identity.models import ApiKey, Organisation, User
 from prm.identity.schemas import (
@@ -66,11 +68,16 @@ class OrganisationSettings:
     """An organisation's settings: its stored choice, else the process setting (the default)."""
 
     phone_region: str
-    reminder_offsets_minutes: tuple[int, ...]  # largest first
+    reminder_offsets: tuple[ReminderOffset, ...]  # largest first: 1d (local calendar days), 2h, 30m
+
+    @property
+    def reminder_offsets_minutes(self) -> tuple[int, ...]:
+        """Nominal minutes of the offsets (1d = 1440)."""
+        return tuple(o.nominal_minutes for o in self.reminder_offsets)
 
 
-def parse_offsets(raw: str) -> tuple[int, ...]:
-    return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True))
+def parse_offsets(raw: str) -> tuple[ReminderOffset, ...]:
+    return tuple(reminder_times.parse(raw))
 
 
 async def organisation_settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
@@ -85,7 +92,7 @@ async def organisation_settings(session: AsyncSession, org_id: uuid.UUID) -> Org
     region, offsets = (row[0], row[1]) if row is not None else (None, None)
     return OrganisationSettings(
         phone_region=region or process.default_phone_region,
-        reminder_offsets_minutes=parse_offsets(offsets or process.reminder_offsets_minutes),
+        reminder_offsets=parse_offsets(offsets if offsets is not None else process.reminder_offsets),
     )
 
 
@@ -97,6 +104,12 @@ async def update_organisation_settings(
     region = changes.get("default_phone_region")
     if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValidationFailed.field("default_phone_region", f"unknown phone region {region!r}")
+    offsets = changes.get("reminder_offsets_minutes")
+    if offsets is not None:
+        try:
+            changes["reminder_offsets_minutes"] = reminder_times.normalise(offsets)
+        except ValueError as exc:
+            raise ValidationFailed.field("reminder_offsets_minutes", str(exc)) from None
     for name, value in changes.items():
         setattr(org, name, value)
     await session.flush()

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime, format_time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import clock, events
@@ -23,25 +25,32 @@ from prm.patients import service as patients
 log = structlog.get_logger(__name__)
 
 
-_ES_WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
-_ES_MONTHS = (
-    "enero", "febrero", "marzo", "abril", "mayo", "junio",
-    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
-)
+# Our own wording for the two languages the templates ship in; any other language gets CLDR's full date.
+_PATTERNS = {"en": "EEEE d MMMM y, HH:mm", "es": "EEEE d 'de' MMMM 'de' y, HH:mm"}
+
+
+def _locale(language: str | None) -> Locale:
+    try:
+        return Locale.parse((language or "en").replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return Locale.parse("en")
 
 
 def friendly_time(local_start: str | None, language: str | None = None) -> str:
-    """An ISO local time as the patient reads it, in their language: 'Tuesday 1 December 2026, 10:30',
-    'martes 1 de diciembre de 2026, 10:30' (English unless Spanish; the raw text when it does not parse)."""
+    """An ISO local time as the patient reads it, in their language, whatever the process locale:
+    'Tuesday 1 December 2026, 10:30', 'martes 1 de diciembre de 2026, 10:30', 'mardi 1 décembre 2026,
+    10:30' (babel's CLDR data; English for an unknown language; the raw text when it does not parse)."""
     if not local_start:
         return ""
     try:
         at = datetime.fromisoformat(local_start)
     except ValueError:
         return local_start
-    if (language or "").lower().split("-")[0] == "es":
-        return f"{_ES_WEEKDAYS[at.weekday()]} {at.day} de {_ES_MONTHS[at.month - 1]} de {at.year}, {at:%H:%M}"
-    return f"{at:%A} {at.day} {at:%B %Y}, {at:%H:%M}"
+    locale = _locale(language)
+    pattern = _PATTERNS.get(locale.language)
+    if pattern is not None:
+        return str(format_datetime(at, pattern, tzinfo=at.tzinfo, locale=locale))
+    return f"{format_date(at, 'full', locale=locale)}, {format_time(at, 'HH:mm', tzinfo=at.tzinfo, locale=locale)}"
 
 
 def reminder_variables(payload: dict[str, Any], language: str | None = None) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFa
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
 from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassigning, timeline_source
 from prm.settings import Settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
@@ -589,21 +590,14 @@ async def flag_overdue(session: AsyncSession, *, now: datetime | None = None, li
 # --- the patient record's extension points ---------------------------------------------------------
 
 
-@on_merge("tickets")
-async def move_to_survivor(
-    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
-) -> int:
-    return await reassign_patient(session, Ticket, org_id, duplicate_id, survivor_id)
+move_to_survivor = on_merge("tickets")(reassigning(Ticket))
 
 
 @timeline_source("tickets")
 async def timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[TimelineEntry]:
-    stmt = select(Ticket).where(Ticket.org_id == org_id, Ticket.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Ticket.created_at < before)
-    rows = await session.scalars(stmt.order_by(Ticket.created_at.desc()).limit(limit))
+    rows = await newest_of_patient(session, Ticket, org_id, patient_id, before, limit)
     return [
         TimelineEntry(
             at=t.created_at,
@@ -615,6 +609,15 @@ async def timeline(
         )
         for t in rows
     ]
+
+
+@media.link_target("ticket")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a ticket belongs to the ticket's patient and conversation."""
+    row = (await session.execute(
+        select(Ticket.patient_id, Ticket.conversation_id).where(Ticket.org_id == org_id, Ticket.id == ticket_id)
+    )).one_or_none()
+    return None if row is None else media.LinkTarget(patient_id=row[0], conversation_id=row[1])
 
 
 def _str(value: object | None) -> str | None:

@@ -21,6 +21,7 @@ from prm.core import events
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
 from prm.webhooks import twilio_inbound
 from prm.webhooks.schemas import VoiceAgentCall
@@ -85,6 +86,12 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
         media=[{"url": m.url, "content_type": m.content_type} for m in msg.media],
         details={"num_media": len(msg.media)},
     )
+    if msg.media:  # kept as our own media: downloaded from Twilio, verified and stored by a job
+        await media.attach_inbound(
+            session, Principal.system(org_id), message_id=comm.id, patient_id=patient.id, source=msg.channel,
+            provider="twilio", provider_message_id=msg.message_sid,
+            attachments=[media.Attachment(url=m.url, content_type=m.content_type) for m in msg.media],
+        )
     keyword = rules.keyword(msg.body)
     if keyword is not None:
         await patients.set_consent(

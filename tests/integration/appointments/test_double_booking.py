@@ -103,25 +103,28 @@ async def test_double_booking_prevention(committed) -> None:  # type: ignore[no-
         await _cleanup_reminder_jobs(committed, org.id)
 
 
-async def _blocked_on_a_lock(committed) -> bool:  # type: ignore[no-untyped-def]
-    """Wait (by condition, not by time) until some backend waits on a lock."""
+async def _waiting_lock(committed) -> str | None:  # type: ignore[no-untyped-def]
+    """Wait (by condition, not by time) until some backend of this database waits on a lock; its lock type
+    (`advisory` for a calendar lock, `transactionid` for another transaction's uncommitted row)."""
     async with committed.session() as watcher:
         for _ in range(2000):
             waiting = await watcher.scalar(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
+                    "SELECT l.locktype FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = current_database() LIMIT 1"
                 )
             )
             if waiting:
-                return True
+                return str(waiting)
             await asyncio.sleep(0.005)
-    return False
+            await watcher.commit()
+    return None
 
 
 @pytest.mark.slow
 async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> None:  # type: ignore[no-untyped-def]
-    """Two open transactions book the same time: neither sees the other's row, the database decides."""
+    """A writer that does not take the calendar lock holds an uncommitted overlapping row: the booking's
+    check cannot see it, its insert waits for it, and the exclusion constraint answers (409, not 500)."""
     from prm.appointments.schemas import AppointmentCreate
     from prm.core.auth import Principal
     from prm.core.errors import Conflict
@@ -137,16 +140,15 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
         with clock.frozen(NOW):
             a, b = committed.session(), committed.session()
             try:
-                await service.book(
-                    a,
-                    who,
-                    AppointmentCreate(
-                        patient_id=first.id,
-                        service_id=clinic.cleaning.id,
-                        practitioner_id=clinic.vega.id,
-                        start_at=start,
-                    ),
-                )  # flushed, not committed: invisible to b
+                times = service.service_times(clinic.cleaning)
+                blocked = times.blocked(start)
+                a.add(Appointment(
+                    org_id=org.id, patient_id=first.id, practitioner_id=clinic.vega.id, service_id=clinic.cleaning.id,
+                    location_id=clinic.location.id, start_at=start, end_at=start + times.duration,
+                    blocked_from=blocked[0], blocked_until=blocked[1], status="booked", mode="in_person",
+                    source="api",
+                ))
+                await a.flush()  # flushed, not committed: invisible to b, and no calendar lock taken
                 racing = asyncio.ensure_future(
                     service.book(
                         b,
@@ -159,7 +161,7 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
                         ),
                     )
                 )
-                assert await _blocked_on_a_lock(committed), "b should wait on a's uncommitted row"
+                assert await _waiting_lock(committed) == "transactionid", "b should wait on a's uncommitted row"
                 assert not racing.done()
                 await a.commit()
                 with pytest.raises(Conflict) as err:
@@ -173,12 +175,18 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
 
 
 @pytest.mark.slow
-async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_booking(committed) -> None:  # type: ignore[no-untyped-def]
-    """A waits on nothing, B waits on A, then A waits on B: PostgreSQL aborts B (it waited first);
-    B's savepoint retry waits for A, A commits, B answers slot_taken. Nobody gets a 500."""
+async def test_overlapping_bookings_in_open_transactions_wait_for_the_calendar_lock_and_never_deadlock(
+    committed,
+) -> None:  # type: ignore[no-untyped-def]
+    """A books X, B books Y overlapping X, then A books Z overlapping Y. Without a lock B would wait on
+    A's row and A on B's: a deadlock (what made 200 concurrent bookings answer 500). With the
+    practitioner's calendar lock B waits before its check, A books Z at once, and once A commits B
+    sees X and answers slot_taken. PostgreSQL detects no deadlock."""
     from prm.appointments.schemas import AppointmentCreate
     from prm.core.auth import Principal
     from prm.core.errors import Conflict
+
+    from .test_booking_contention import _deadlocks
 
     org, _ = await committed.org()
     async with committed.session() as s:
@@ -195,16 +203,17 @@ async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_book
             start_at=datetime(2026, 3, 24, hour - 1, minute, tzinfo=UTC),
         )
 
+    deadlocks_before = await _deadlocks(committed)
     try:
         with clock.frozen(NOW):
             a, b = committed.session(), committed.session()
             try:
                 # cleaning blocks [start - 5 min, end + 10 min): X 10:00 blocks 09:55-10:40
                 await service.book(a, who, booking(p1.id, 10, 0))
-                # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits for A
+                # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits, on the calendar lock
                 racing = asyncio.ensure_future(service.book(b, who, booking(p2.id, 10, 30)))
-                assert await _blocked_on_a_lock(committed), racing.done() and racing.exception()
-                # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A now waits for B -> deadlock
+                assert await _waiting_lock(committed) == "advisory", racing.done() and racing.exception()
+                # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A goes on, nothing to wait for
                 z = await service.book(a, who, booking(p1.id, 11, 0))
                 assert z.status == "booked"
                 await a.commit()
@@ -221,5 +230,6 @@ async def test_simultaneous_overlapping_inserts_deadlock_and_resolve_to_one_book
                     .where(Appointment.org_id == org.id, Appointment.practitioner_id == clinic.vega.id)
                 )
                 assert held == 2
+        assert await _deadlocks(committed) == deadlocks_before
     finally:
         await _cleanup_reminder_jobs(committed, org.id)

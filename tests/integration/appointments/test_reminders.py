@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import text
@@ -19,7 +20,7 @@ from .support import at, events_of, principal_for
 async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
-    assert await service.reminder_offsets(session, clinic.org_id) == [1440, 120]
+    assert [str(o) for o in await service.reminder_offsets(session, clinic.org_id)] == ["1d", "2h"]
     with clock.frozen(NOW) as c:
         appt = await service.book(
             session,
@@ -32,9 +33,9 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
             ),
         )
         reminders = await service.reminders_of(session, appt.id)
-        assert [(r.offset_minutes, r.due_at, r.status) for r in reminders] == [
-            (1440, at(24, 10), "scheduled"),
-            (120, at(25, 8), "scheduled"),
+        assert [(r.offset, r.offset_minutes, r.due_at, r.status) for r in reminders] == [
+            ("1d", 1440, at(24, 10), "scheduled"),
+            ("2h", 120, at(25, 8), "scheduled"),
         ]
         # nothing is due yet
         await jobs.run_due(session, names=[service.REMINDER_JOB])
@@ -52,6 +53,7 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
             "appointment_id": str(appt.id),
             "patient_id": str(patient.id),
             "offset_minutes": 1440,
+            "offset": "1d",
             "start_at": "2026-03-25T09:00:00+00:00",
             "local_start": "2026-03-25T10:00:00+01:00",
             "timezone": "Europe/Madrid",
@@ -136,3 +138,32 @@ async def test_no_show_only_after_start_and_check_in_ends_reminders(
         )
         await service.transition(session, who, walk_in.id, "check_in")
         assert {r.status for r in await service.reminders_of(session, walk_in.id)} == {"void"}
+
+
+async def test_day_offsets_follow_the_local_calendar_across_dst_and_organisations_choose_their_own(
+    session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient
+) -> None:
+    """Madrid moves to summer time on Sunday 29 March 2026. "2 days before" Monday 30 March 10:00 CEST
+    is Saturday 28 March 10:00 CET: 47 hours of real time, not 48."""
+    r = await client.get("/appointment-settings")
+    assert r.status_code == 200 and r.json() == {"reminder_offsets": "1d,2h", "reminder_offsets_override": None}
+    r = await client.put("/appointment-settings", json={"reminder_offsets": "90, 2D"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"reminder_offsets": "2d,90m", "reminder_offsets_override": "2d,90m"}
+    bad = await client.put("/appointment-settings", json={"reminder_offsets": "1 week"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "reminder_offsets"
+
+    patient = await make_patient(session, clinic.org_id)
+    with clock.frozen(NOW):
+        r = await client.post("/appointments", json={
+            "patient_id": str(patient.id), "service_id": str(clinic.cleaning.id),
+            "practitioner_id": str(clinic.vega.id), "start_at": "2026-03-30T10:00:00+02:00"})
+        assert r.status_code == 201, r.text
+        reminders = await service.reminders_of(session, uuid.UUID(r.json()["id"]))
+    assert [(x.offset, x.offset_minutes, x.due_at) for x in reminders] == [
+        ("2d", 2880, datetime(2026, 3, 28, 9, 0, tzinfo=UTC)),  # 10:00 CET, the same wall-clock time
+        ("90m", 90, datetime(2026, 3, 30, 6, 30, tzinfo=UTC)),  # absolute
+    ]
+    # back to the service default for appointments booked from now on
+    r = await client.put("/appointment-settings", json={"reminder_offsets": None})
+    assert r.json() == {"reminder_offsets": "1d,2h", "reminder_offsets_override": None}

@@ -96,3 +96,37 @@ async def test_cli_grants_the_platform_role_that_alone_creates_organisations(cli
     r = await invoke("users", "platform-admin", email, "--revoke")
     assert r.exit_code == 0 and "platform-admin=no" in r.output, r.output
     assert (await invoke("users", "platform-admin", "nobody@nowhere.example")).exit_code == 1
+
+
+async def test_cli_errors_are_one_clear_line_and_a_non_zero_exit(cli_env, monkeypatch) -> None:
+    r = await invoke("orgs", "create", "--slug", "Acc-X")
+    assert r.exit_code == 1, r.output
+    assert r.output.strip().splitlines() == [
+        "error: invalid input: slug: String should match pattern '^[a-z0-9][a-z0-9-]*$'"]
+    # the name defaults to the slug
+    slug = f"cli-{uuid.uuid4().hex[:8]}"
+    r = await invoke("orgs", "create", "--slug", slug)
+    assert r.exit_code == 0 and slug in r.output
+    # an unexpected failure (here: no database) is one line too, never a traceback
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nothing")
+    get_settings.cache_clear()
+    r = await invoke("orgs", "list")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1 and r.output.startswith("error: database error: connection")
+
+
+async def test_simulate_reports_an_unreachable_service_in_one_line(cli_env, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("PRM_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    r = await invoke("simulate", "whatsapp", "--from", "+34600000000", "hello", "--to", "+15005550006",
+                     "--url", "http://127.0.0.1:9", "--timeout", "3")
+    assert r.exit_code == 1
+    assert r.output.startswith("error: cannot reach the service at http://127.0.0.1:9/webhooks/twilio/messaging")
+    assert len(r.output.strip().splitlines()) == 1
+    r = await invoke("simulate", "whatsapp", "--from", "banana", "hello")
+    assert r.exit_code == 1 and "--from" in r.output
+    monkeypatch.setenv("ENVIRONMENT", "test")  # no generated token outside development
+    get_settings.cache_clear()
+    r = await invoke("simulate", "whatsapp", "--from", "+34600000000", "hello")
+    assert r.exit_code == 1 and "TWILIO_AUTH_TOKEN" in r.output

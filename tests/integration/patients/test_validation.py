@@ -5,15 +5,27 @@ from __future__ import annotations
 import uuid
 from datetime import date, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from prm.patients.models import Patient
+from prm.core.events import EventRecord
+from prm.patients.models import Patient, PatientPhone
 
 from .support import PATIENT
 
 
-async def test_invalid_phone_number(client, session):
-    before = await session.scalar(select(Patient.id).limit(1))
+async def _written_by_bad_phone_requests(session, org) -> tuple[int, int, int]:
+    """What a refused "Bad Phone" request could have left in `org`: patients, phones, patient events."""
+    patients = await session.scalar(select(func.count()).select_from(Patient).where(
+        Patient.org_id == org.id, Patient.family_name == "Phone"))
+    phones = await session.scalar(select(func.count()).select_from(PatientPhone).where(
+        PatientPhone.org_id == org.id, PatientPhone.number == "+34612345678"))
+    created = await session.scalar(select(func.count()).select_from(EventRecord).where(
+        EventRecord.org_id == org.id, EventRecord.type == "patient.created"))
+    return patients, phones, created
+
+
+async def test_invalid_phone_number(client, session, org):
+    assert await _written_by_bad_phone_requests(session, org) == (0, 0, 0)
     for number in ["not a number", "+34 12", "+1 555 000 0000000000", "12"]:
         response = await client.post("/patients", json={
             "given_name": "Bad", "family_name": "Phone",
@@ -22,7 +34,8 @@ async def test_invalid_phone_number(client, session):
         body = response.json()
         assert body["errors"][0]["field"] == "phones.1.number"
         assert body["code"] == "invalid_phone_number"
-    assert await session.scalar(select(Patient.id).limit(1)) == before  # nothing written
+    # nothing written: no patient, none of its phones (the valid first one included), no event
+    assert await _written_by_bad_phone_requests(session, org) == (0, 0, 0)
 
     search = await client.get("/patients", params={"phone": "banana"})
     assert search.status_code == 422 and search.json()["errors"][0]["field"] == "phone"

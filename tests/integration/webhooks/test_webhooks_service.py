@@ -8,13 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import respx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
 from prm.communications import service as communications
 from prm.communications.models import Communication, InboundEvent
-from prm.core import events, jobs
+from prm.conversations.models import Conversation
+from prm.core import jobs
 from prm.core.auth import Principal
 from prm.core.events import EventRecord
 from prm.identity.models import Organisation
@@ -22,6 +24,7 @@ from prm.patients import service as patients
 from prm.patients.models import Patient
 from prm.settings import Settings
 from prm.webhooks.twilio_inbound import hmac_signature
+from tests.fixtures import media_samples
 from tests.fixtures.messaging import (
     CLINIC_NUMBER,
     TWILIO_SID,
@@ -213,47 +216,99 @@ async def test_route_to_conversation(
     twilio_org: Organisation,
     messaging_settings: Settings,
 ) -> None:
-    """`message.received` reaches a subscriber (the conversations module's hook) with ids only."""
-    received: list[dict[str, str]] = []
+    """An inbound WhatsApp message ends up in the patient's conversation: the `message.received` event
+    (ids only, no body) is delivered to the conversations module, which opens the conversation row and
+    attaches the message to it."""
+    patient = await patient_with_contacts(session, twilio_org)
+    await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="Book me in please")
+    [comm] = await session.scalars(
+        select(Communication).where(Communication.org_id == twilio_org.id, Communication.patient_id == patient.id)
+    )
+    assert comm.conversation_id is None  # routing happens when the event is delivered, not in the webhook
+    [event] = await _events(session, twilio_org, "message.received")
+    assert event.payload["communication_id"] == str(comm.id) and "body" not in event.payload
 
-    @events.subscriber("message.received", name="tests.route_to_conversation")
-    async def route(session: AsyncSession, event: events.Event) -> None:
-        received.append(event.payload)
+    await jobs.run_due(session, names=["events.deliver"])
 
-    try:
-        patient = await patient_with_contacts(session, twilio_org)
-        await inbound(anon_client, messaging_settings, from_=patient.primary_phone, body="Book me in please")
-        await jobs.run_due(session, names=["events.deliver"])
-    finally:
-        events._subscribers["message.received"].pop("tests.route_to_conversation", None)
-    [payload] = received
-    comm = await communications.get(session, Principal.system(twilio_org.id), uuid.UUID(payload["communication_id"]))
-    assert payload["patient_id"] == str(patient.id) and payload["org_id"] == str(twilio_org.id)
-    assert comm.body == "Book me in please" and "body" not in payload
+    conversations = list(
+        await session.scalars(
+            select(Conversation).where(Conversation.org_id == twilio_org.id, Conversation.patient_id == patient.id)
+        )
+    )
+    assert len(conversations) == 1
+    [conversation] = conversations
+    assert (conversation.channel, conversation.status) == ("whatsapp", "open")
+    assert conversation.unread_count == 1 and conversation.last_inbound_at is not None
+    await session.refresh(comm, ["conversation_id"])
+    assert comm.conversation_id == conversation.id
 
 
 async def test_handle_media_webhook(
     session: AsyncSession,
     anon_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     twilio_org: Organisation,
     messaging_settings: Settings,
 ) -> None:
     patient = await patient_with_contacts(session, twilio_org)
-    r = await inbound(
-        anon_client,
-        messaging_settings,
-        from_=patient.primary_phone,
-        body="",
-        NumMedia="2",
-        MediaUrl0="https://api.twilio.com/2010-04-01/Accounts/AC/Messages/MM/Media/ME1",
-        MediaContentType0="image/jpeg",
-        MediaUrl1="https://api.twilio.com/2010-04-01/Accounts/AC/Messages/MM/Media/ME2",
-        MediaContentType1="application/pdf",
-    )
-    assert r.status_code == 200, r.text
-    [comm] = await session.scalars(select(Communication).where(Communication.patient_id == patient.id))
-    assert [m["content_type"] for m in comm.media] == ["image/jpeg", "application/pdf"]
-    assert comm.media[0]["url"].endswith("/ME1") and comm.details["num_media"] == 2
+    photo, letter = media_samples.jpeg(6000), media_samples.pdf(3000)
+    media_base = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Messages/MM1/Media"
+    cdn = "https://mms.twiliocdn.test/ME1-signed?Expires=1"
+    with respx.mock(assert_all_called=True) as twilio:
+        # Twilio answers the media URL with a redirect to its CDN, which serves the bytes
+        first = twilio.get(f"{media_base}/ME1").mock(return_value=httpx.Response(307, headers={"Location": cdn}))
+        served = twilio.get(cdn).mock(return_value=httpx.Response(200, content=photo,
+                                                                  headers={"Content-Type": "image/jpeg"}))
+        twilio.get(f"{media_base}/ME2").mock(return_value=httpx.Response(200, content=letter))
+        r = await inbound(
+            anon_client,
+            messaging_settings,
+            from_=patient.primary_phone,
+            body="",
+            NumMedia="2",
+            MediaUrl0=f"{media_base}/ME1",
+            MediaContentType0="image/jpeg",
+            MediaUrl1=f"{media_base}/ME2",
+            MediaContentType1="application/pdf",
+        )
+        assert r.status_code == 200, r.text
+        [comm] = await session.scalars(select(Communication).where(Communication.patient_id == patient.id))
+        assert [m["content_type"] for m in comm.media] == ["image/jpeg", "application/pdf"]
+        assert comm.media[0]["url"].endswith("/ME1") and comm.details["num_media"] == 2
+        report = await jobs.run_due(session, names=["media.fetch_inbound", "events.deliver"])
+    assert len(report.succeeded) >= 2 and report.failed == []
+    # Twilio's account credentials go to Twilio's API only, never to the host it redirects to
+    assert messaging_settings.twilio_auth_token is not None
+    expected = httpx.BasicAuth(TWILIO_SID, messaging_settings.twilio_auth_token.get_secret_value())
+    assert first.calls[0].request.headers["authorization"] == expected._auth_header
+    assert "authorization" not in served.calls[0].request.headers
+    # the attachments are now our media: verified, linked to the message and the patient, served by our URLs
+    listed = await client.get("/media", params={"message_id": str(comm.id)})
+    items = sorted(listed.json()["items"], key=lambda m: m["content_type"] != "image/jpeg")
+    assert [(m["content_type"], m["status"], m["source"], m["patient_id"]) for m in items] == [
+        ("image/jpeg", "available", "whatsapp", str(patient.id)),
+        ("application/pdf", "available", "whatsapp", str(patient.id)),
+    ]
+    link = (await client.get(f"/media/{items[0]['id']}/download-url")).json()
+    assert link["url"].startswith(messaging_settings.public_base_url + "/media/local/")
+    fetched = await anon_client.get(link["url"])
+    assert fetched.status_code == 200 and fetched.content == photo
+    # the messaging and conversation APIs hand out our URLs, never Twilio's
+    message = (await client.get(f"/communications/{comm.id}")).json()
+    assert [(m["content_type"], m["status"]) for m in message["media"]] == [
+        ("image/jpeg", "available"), ("application/pdf", "available")]
+    assert all(m["url"].startswith(messaging_settings.public_base_url + "/media/local/") for m in message["media"])
+    assert "twilio" not in str(message["media"])
+    served_again = await anon_client.get(message["media"][1]["url"])
+    assert served_again.content == letter
+    await session.refresh(comm)
+    assert comm.conversation_id is not None
+    history = (await client.get(f"/conversations/{comm.conversation_id}/messages")).json()
+    [received] = [m for m in history["items"] if m["id"] == str(comm.id)]
+    assert [m["media_id"] for m in received["media"]] == [m["media_id"] for m in message["media"]]
+    assert "twilio" not in str(received["media"])
+    in_conversation = (await client.get("/media", params={"conversation_id": str(comm.conversation_id)})).json()
+    assert in_conversation["total"] == 2
 
 
 async def test_malformed_webhook_data(

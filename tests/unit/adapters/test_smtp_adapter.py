@@ -100,3 +100,33 @@ async def test_unreachable_server_is_transient() -> None:
 def test_text_only_message_has_one_part() -> None:
     msg = build_message(OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t"))
     assert msg.get_content_type() == "text/plain"
+
+
+async def test_smtp_uses_its_own_timeout_setting_not_twilios() -> None:
+    """A mail server that accepts the connection and never greets: SMTP_TIMEOUT_SECONDS ends the attempt
+    (a transient error), however long TWILIO_TIMEOUT_SECONDS is."""
+    import asyncio
+
+    from prm.adapters import registry
+    from prm.settings import Settings
+
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # keep it open, say nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    adapters = registry.Adapters(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=port,  # type: ignore[call-arg]
+                                          smtp_starttls=False, smtp_timeout_seconds=0.2, twilio_timeout_seconds=3600))
+    try:
+        channel = adapters.smtp()
+        assert channel.timeout == 0.2
+        with pytest.raises(TransientDeliveryError):
+            await asyncio.wait_for(channel.send_email(
+                OutboundEmail(to="a@example.org", from_="c@example.org", subject="s", text="t")), timeout=60)
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

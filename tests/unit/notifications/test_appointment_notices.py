@@ -29,7 +29,11 @@ def test_friendly_time_speaks_the_patients_language() -> None:
     assert friendly_time("2026-12-01T10:30:00+01:00") == "Tuesday 1 December 2026, 10:30"
     assert friendly_time("2026-12-01T10:30:00+01:00", "es") == "martes 1 de diciembre de 2026, 10:30"
     assert friendly_time("2026-12-01T10:30:00+01:00", "es-MX") == "martes 1 de diciembre de 2026, 10:30"
-    assert friendly_time("2026-12-01T10:30:00+01:00", "fr") == "Tuesday 1 December 2026, 10:30"
+    # any other language by babel's CLDR data, not by the process locale (%A/%B)
+    assert friendly_time("2026-12-01T10:30:00+01:00", "fr") == "mardi 1 décembre 2026, 10:30"
+    assert friendly_time("2026-12-01T10:30:00+01:00", "de-DE") == "Dienstag, 1. Dezember 2026, 10:30"
+    assert friendly_time("2026-12-01T10:30:00+01:00", "xx-nowhere") == "Tuesday 1 December 2026, 10:30"
+    assert friendly_time("2026-03-29T03:30:00+02:00", "en") == "Sunday 29 March 2026, 03:30"  # its own offset
     assert friendly_time(None) == "" and friendly_time("soon") == "soon"
 
 
