@@ -39,6 +39,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Benchmarks print figures; they never fail the build
 bench: $(STAMP)

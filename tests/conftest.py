@@ -5,7 +5,8 @@ Fixtures you will use most:
 * `session`            — an AsyncSession inside the test's transaction (rolled back at the end)
 * `org`, `other_org`   — two organisations in that transaction
 * `client`             — an httpx client for `org` with an admin API key
-* `make_client(role=, org=)` — a client with an API key of that role (and org)
+* `make_client(role=, for_org=, platform_admin=)` — a client with an API key of that role (and org;
+                         `platform_admin=True`: a platform key, the only kind that creates organisations)
 * `anon_client`        — no credentials
 * `committed`          — for concurrency tests: real committed transactions (see Committed)
 """
@@ -160,10 +161,10 @@ async def make_client(app: Any, session: AsyncSession, org: Organisation) -> Asy
     clients: list[httpx.AsyncClient] = []
 
     async def factory(role: str = "admin", *, for_org: Organisation | None = None,
-                      headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+                      headers: dict[str, str] | None = None, platform_admin: bool = False) -> httpx.AsyncClient:
         auth: dict[str, str] = {}
         if role != "anonymous":
-            _, key = await make_api_key(session, for_org or org, role=role)
+            _, key = await make_api_key(session, for_org or org, role=role, platform_admin=platform_admin)
             auth = {"Authorization": f"Bearer {key}"}
         c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://prm.test",
                               headers={**auth, **(headers or {})})

@@ -3,7 +3,7 @@ absolute; NULL on rows made before). The organisation's own offsets are `organis
 (20261130_structure_org_settings), which now also takes units.
 
 Revision ID: 20261130_reminder_offsets
-Revises: 20261130_agents
+Revises: 20261130_media
 Create Date: 2026-11-30 06:20:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_reminder_offsets"
-down_revision = "20261130_agents"
+down_revision = "20261130_media"
 branch_labels = None
 depends_on = None
 

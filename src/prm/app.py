@@ -15,17 +15,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import jobs, metrics, openapi
+from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
+from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
 from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
+from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.unhandled import UnhandledErrorMiddleware
+from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -59,6 +64,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(idempotency.Replay, idempotency.replay_handler)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM,
@@ -85,16 +92,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc.status_code, code, title, detail, request,
                                 headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Exception messages can carry patient data (constraint violations quote values) or
-        # secrets, so the log gets the type and the frames, never the message.
-        log.error("request.unhandled", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return problem_response(500, "internal_error", "Internal server error",
-                                "An unexpected error occurred; it has been logged.", request,
-                                headers={"X-Request-ID": request_id} if request_id else None,
-                                request_id=request_id)
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint the services did not check first: a 4xx naming the column, never a 500 and
+        # never the values (PostgreSQL's message quotes them).
+        mapped = integrity.problem_for(exc)
+        if mapped is None:
+            raise exc  # answered by UnhandledErrorMiddleware
+        log.warning("request.constraint_violation", code=mapped.code,
+                    constraint=getattr(getattr(exc.orig, "diag", None), "constraint_name", None))
+        return JSONResponse(mapped.problem(request.url.path), status_code=mapped.status, media_type=PROBLEM)
+
+    # Any other exception is answered by UnhandledErrorMiddleware (500, or 503 for a database
+    # outage), which, unlike an `Exception` handler, keeps the keep-alive connection usable.
 
 
 class RequestContextMiddleware:
@@ -138,12 +148,21 @@ def alembic_head() -> str | None:
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    startup.check(settings)  # production refuses unsafe settings (see `prm check-config`)
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     router_modules = modules.load()
     ctx = context.Context.build(settings)  # the only settings and adapters below this module
+    search_quality = ctx.adapters.search_quality()
+    if search_quality["quality"] == "lexical":
+        log.info("search.embeddings", **search_quality,
+                 note="search is lexical-quality (hashing embedder); set EMBEDDINGS_PROVIDER=local or openai")
+    else:
+        log.info("search.embeddings", **search_quality)
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
-                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+                                      max_overflow=settings.db_max_overflow, echo=settings.db_echo,
+                                      pool_timeout=settings.db_pool_timeout_seconds,
+                                      connect_timeout=settings.db_connect_timeout_seconds)
     context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 
@@ -161,10 +180,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if settings.run_worker:
-            from prm.worker import InProcessWorker
+            from prm.worker import InProcessWorker, WorkerOptions
 
-            worker = InProcessWorker(db.url, concurrency=settings.worker_concurrency)
+            worker = InProcessWorker(db.url, options=WorkerOptions.from_settings(settings))
             await worker.start()
+        app.state.worker = worker
         try:
             yield
         finally:
@@ -173,23 +193,34 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if database is None:
                 await db.dispose()
 
+    docs = settings.docs_enabled
     app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  swagger_ui_parameters={"persistAuthorization": True})
+                  swagger_ui_parameters={"persistAuthorization": True}, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
+    app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
+    app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                       max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware)  # and for failures of the middlewares themselves
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: bodies are bounded before anything reads them; forwarded headers believed only
+    # from TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
+    app.add_middleware(ForwardedHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
+    log.info("startup.config", **startup.report(settings))
 
     @app.get("/health", tags=["ops"], summary="Liveness: the process is up")
     async def health() -> dict[str, str]:
@@ -207,7 +238,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if current != head:
             raise Unavailable(f"Database at migration {current}, code expects {head}; run `prm migrate`",
                               code="migrations_pending")
-        return {"status": "ready", "migration": current}
+        worker = getattr(request.app.state, "worker", None)
+        if worker is not None and not worker.running:
+            raise Unavailable(f"The in-process job worker is not running ({worker.state}): "
+                              f"{worker.detail or 'no detail'}", code="worker_not_running",
+                              headers={"Retry-After": "5"})
+        return {"status": "ready", "migration": current, "search": search_quality,
+                **({"worker": worker.state} if worker is not None else {})}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -151,9 +152,13 @@ def serve(
     settings = get_settings().serving_at(host, port)
     settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
+    production = settings.environment == "production"
+    if production and demo:
+        _fail("refusing to seed demo data in production (drop --demo)")
     if migrate_first:
         migrate_database(settings)
-    if demo if demo is not None else settings.seed_demo:
+    if not production and (demo if demo is not None else settings.seed_demo):
         from prm import demo as demo_module
 
         created = _in_session(lambda s: demo_module.seed_if_empty(s))
@@ -161,11 +166,65 @@ def serve(
             _print_demo(created)
     _print_twilio_token(settings)
     app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
+    # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
+    # would kill the process there, before the embedded database is stopped.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                    proxy_headers=True, forwarded_allow_ips="*")
-    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn already stopped what it could
+        # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
+        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
+                    proxy_headers=False)
+    except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _stop_embedded_database(settings)
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that the process shuts down in order."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stop_embedded_database(settings: Settings) -> None:
+    """Stop the embedded PostgreSQL this process started (if it is the last one using it)."""
+    if settings.database_url:
+        return
+    from prm.core import embedded
+
+    embedded.stop(settings.data_dir / "pgdata")
+
+
+def _refuse_unsafe(settings: Settings) -> None:
+    """Exit 1, one line per problem, when production settings are unsafe (see `prm check-config`)."""
+    from prm.core import startup
+
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"config: {problem}", fg=typer.colors.RED, err=True)
+    if found:
+        _fail(f"refusing to start: {len(found)} unsafe production setting(s); see `prm check-config`")
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Check the settings: one line per unsafe production setting, exit 1 when there is any."""
+    from prm.core import startup
+
+    settings = get_settings()
+    found = startup.problems(settings)
+    for problem in found:
+        typer.secho(f"problem: {problem}", fg=typer.colors.RED)
+    report = startup.report(settings)
+    typer.echo(f"environment={settings.environment} database={report['database']} "
+               f"trusted_proxies={','.join(settings.trusted_proxies) or '-'} api_docs={report['api_docs']} "
+               f"cors_origins={','.join(settings.cors_origins) or '-'} signing_key={report['signing_key']}")
+    if found:
+        raise typer.Exit(1)
+    typer.echo("configuration ok" + (" for production" if settings.environment == "production" else ""))
 
 
 def _print_demo(created: dict[str, Any]) -> None:
@@ -206,7 +265,7 @@ def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Only these queues (repeatable)")] = None,
     one_shot: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
 ) -> None:
-    """Run a background job worker."""
+    """Run a background job worker (reconnects when the database goes away; SIGTERM stops it gracefully)."""
     from prm import context, modules
     from prm import worker as worker_module
     from prm.core import jobs
@@ -215,25 +274,40 @@ def worker(
 
     settings = get_settings()
     prm_logging.configure(settings.log_level, json=settings.log_json)
+    _refuse_unsafe(settings)
     modules.load()
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     url = _database_url(settings)
+    options = worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue)
 
     async def main() -> None:
-        db = Database.connect(url, pool_size=settings.worker_concurrency + 1)
+        db = Database.connect(url, pool_size=options.concurrency + 1,
+                              pool_timeout=settings.db_pool_timeout_seconds,
+                              connect_timeout=settings.db_connect_timeout_seconds)
         context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop taking jobs, let running ones finish
+            loop.add_signal_handler(sig, current.cancel)
         try:
-            await worker_module.run(db.url, concurrency=concurrency or settings.worker_concurrency,
-                                    queues=queue or None, wait=not one_shot)
+            if one_shot:
+                await worker_module.run(db.url, wait=False, options=options)
+            else:
+                await worker_module.supervise(db.url, options)
+        except asyncio.CancelledError:
+            pass
         finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await db.dispose()
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    except worker_module.WorkerGaveUp as exc:
+        _fail(str(exc))
 
 
 # --- organisations, users, keys ---------------------------------------------------------------
@@ -275,6 +349,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin | coordinator | practitioner | support_agent")] = "admin",
     full_name: Annotated[str, typer.Option()] = "",
     password: Annotated[str | None, typer.Option(help="Prompted for when omitted (or read from stdin)")] = None,
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="Also a platform admin: may create organisations through the API")] = False,
 ) -> None:
     """Create a staff user."""
     from pydantic import ValidationError
@@ -292,10 +368,25 @@ def users_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_user(s, organisation.id, data)
+        user = await service.create_user(s, organisation.id, data)
+        if platform_admin:
+            await service.set_platform_admin(s, str(user.id), True)
+        return user
 
     user = _domain(run)
-    typer.echo(f"{user.id}  {user.email}  {user.role}")
+    typer.echo(f"{user.id}  {user.email}  {user.role}{'  platform-admin' if user.is_platform_admin else ''}")
+
+
+@users_cli.command("platform-admin")
+def users_platform_admin(
+    user: Annotated[str, typer.Argument(help="User id or email")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the platform role")] = False,
+) -> None:
+    """Grant (or with --revoke withdraw) the platform role: creating organisations through the API."""
+    from prm.identity import service
+
+    changed = _domain(lambda s: service.set_platform_admin(s, user, not revoke))
+    typer.echo(f"{changed.id}  {changed.email}  platform-admin={'yes' if changed.is_platform_admin else 'no'}")
 
 
 @keys_cli.command("create")
@@ -303,6 +394,8 @@ def keys_create(
     org: Annotated[str, typer.Option(help="Organisation id or slug")],
     name: Annotated[str, typer.Option(help="What the key is for")],
     role: Annotated[str, typer.Option(help="integration (default) or a staff role")] = "integration",
+    platform_admin: Annotated[bool, typer.Option(
+        "--platform-admin", help="A platform key: may create organisations through the API")] = False,
 ) -> None:
     """Create an API key; the key is printed once and never stored in clear."""
     from prm.identity import service
@@ -310,7 +403,8 @@ def keys_create(
 
     async def run(s: AsyncSession) -> Any:
         organisation = await service.find_organisation(s, org)
-        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role))  # type: ignore[arg-type]
+        return await service.create_api_key(s, organisation.id, ApiKeyCreate(name=name, role=role),  # type: ignore[arg-type]
+                                            platform_admin=platform_admin)
 
     key, full = _domain(run)
     typer.echo(f"id:  {key.id}\nkey: {full}")
@@ -336,18 +430,48 @@ def keys_list(org: Annotated[str, typer.Option(help="Organisation id or slug")])
 
     for k in _domain(run):
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  {k.name}")
+        platform = " platform-admin" if k.is_platform_admin else ""
+        typer.echo(f"{k.id}  prm_{k.prefix}_…  {k.role:<14} {state:<8} last used {k.last_used_at or '-'}  "
+                   f"{k.name}{platform}")
 
 
 # --- jobs -------------------------------------------------------------------------------------
 
 
+def _with_job_manager(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `fn(job_manager)` with procrastinate's own job manager on the configured database."""
+    from prm import modules
+    from prm.core import jobs
+    from prm.core.db import libpq_url
+
+    settings = get_settings()
+    modules.load()
+    app = jobs.build_app(libpq_url(_database_url(settings)))
+
+    async def main() -> T:
+        async with app.open_async():
+            return await fn(app.job_manager)
+
+    return asyncio.run(main())
+
+
 @jobs_cli.command("list")
-def jobs_list(status: Annotated[str | None, typer.Option(help="todo, doing, failed, ...")] = "failed") -> None:
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="todo, doing, failed, ...")] = "failed",
+    stalled: Annotated[bool, typer.Option(help="Only running jobs whose worker is dead (no heartbeat)")] = False,
+) -> None:
     """List jobs (default: failed ones), across all organisations."""
     from prm.admin import service
+    from prm.core import jobs
     from prm.core.pagination import PageParams
 
+    if stalled:
+        after = get_settings().job_stalled_after_seconds
+        found = _with_job_manager(lambda m: jobs.stalled_jobs(m, stalled_after_seconds=after))
+        for j in found:
+            typer.echo(f"{j.id:>8}  {'stalled':<10} attempts={j.attempts}  {j.task_name}  worker={j.worker_id or '-'}")
+        typer.echo(f"{len(found)} stalled job(s) (running, no worker heartbeat for {after:g} s)")
+        return
     rows, total = _domain(lambda s: service.list_jobs(s, None, PageParams(limit=200), status=status))
     for r in rows:
         typer.echo(f"{r['id']:>8}  {r['status']:<10} attempts={r['attempts']}  {r['task']}")
@@ -356,9 +480,14 @@ def jobs_list(status: Annotated[str | None, typer.Option(help="todo, doing, fail
 
 @jobs_cli.command("retry")
 def jobs_retry(job_id: int) -> None:
-    """Retry a failed job now."""
+    """Retry a failed job, or a stalled one (running on a dead worker), now."""
     from prm.admin import service
+    from prm.core import jobs
 
+    after = get_settings().job_stalled_after_seconds
+    if _with_job_manager(lambda m: jobs.retry_stalled(m, job_id, stalled_after_seconds=after)):
+        typer.echo(f"job {job_id} was stalled; it is todo again")
+        return
     job = _domain(lambda s: service.retry_job(s, None, job_id))
     typer.echo(f"job {job['id']} is {job['status']}")
 

@@ -6,6 +6,8 @@ the two disagree. Secrets are `SecretStr`, so they never show up in a repr or a 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import secrets
 from collections.abc import Callable
 from functools import lru_cache
@@ -28,7 +30,29 @@ class Settings(BaseSettings):
     # Blank: derived from HOST and PORT (see `derived_public_base_url`), so `PORT=8791 make run` checks
     # Twilio signatures against the URL it really serves on.
     public_base_url: str = ""
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- edge: proxies, request bodies, API docs (issue 9) ----------------------------------------
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forwarded_header_style: Literal["x-forwarded", "forwarded"] = "x-forwarded"
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    request_body_timeout_seconds: float = Field(default=20.0, gt=0)
+    api_docs: bool | None = None
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:  # the same parsing as core.proxy.parse_networks (settings sit below core)
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @property
+    def docs_enabled(self) -> bool:
+        """`/docs`, `/redoc` and `/openapi.json`: API_DOCS, else on except in production."""
+        return self.api_docs if self.api_docs is not None else self.environment != "production"
 
     # --- database --------------------------------------------------------------------------------
     database_url: str | None = None
@@ -36,6 +60,10 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_echo: bool = False
+    allow_embedded_database: bool = False
+    # reliability (issue 10): a request waits at most this long for a pool connection (then 503)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: int = Field(default=5, ge=1)
 
     # --- auth ------------------------------------------------------------------------------------
     secret_key: SecretStr | None = None
@@ -48,12 +76,23 @@ class Settings(BaseSettings):
     job_max_attempts: int = 8
     job_retry_base_seconds: int = 5
     job_retry_max_seconds: int = 3600
+    # reliability (issue 10): heartbeats, stalled-job recovery, pruning, reconnecting workers
+    job_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    job_stalled_after_seconds: float = Field(default=30.0, gt=0)
+    job_recovery_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    job_retention_hours: int = Field(default=168, ge=1)
+    job_failed_retention_hours: int = Field(default=720, ge=1)
+    worker_reconnect_max_seconds: float = Field(default=30.0, gt=0)
+    worker_give_up_seconds: float = Field(default=600.0, ge=0)
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0)
 
     # --- redis, rate limits, idempotency ---------------------------------------------------------
     redis_url: str | None = None
     rate_limit_login: str = "10/minute"
+    rate_limit_login_account: str = "10/15minutes"
     rate_limit_webhooks: str = "600/minute"
     idempotency_ttl_hours: int = 24
+    idempotency_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # --- patients --------------------------------------------------------------------------------
     default_phone_region: str = "US"
@@ -114,6 +153,20 @@ class Settings(BaseSettings):
     communication_retry_base_seconds: int = 30
     communication_retry_max_seconds: int = 3600
 
+    # --- media -----------------------------------------------------------------------------------
+    media_storage: Literal["local", "s3"] = "local"
+    media_s3_bucket: str | None = None
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_upload_url_ttl_seconds: int = Field(default=900, ge=30, le=7 * 24 * 3600)
+    media_download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    media_provider_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    media_retention_days: int = Field(default=30, ge=0)
+    media_download_timeout_seconds: float = Field(default=30.0, gt=0)
+
     # --- integrations (outbound webhooks, n8n) -----------------------------------------------------
     outbound_allow_private_targets: bool = False
     outbound_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -145,17 +198,41 @@ class Settings(BaseSettings):
     ticket_auto_assign_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["support_agent", "coordinator"])
 
+    # --- AI providers (embeddings, LLM, speech-to-text) and search --------------------------------
+    embeddings_provider: Literal["hashing", "local", "openai"] = "hashing"
+    embeddings_local_model_path: Path | None = None
+    embeddings_openai_model: str = "text-embedding-3-small"
+    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_model: str = "gpt-4o-mini"
+    speech_provider: Literal["offline", "openai"] = "offline"
+    speech_model: str = "whisper-1"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_timeout_seconds: float = Field(default=30.0, gt=0)
+    openai_max_retries: int = Field(default=3, ge=0, le=10)
+    openai_max_retry_wait_seconds: float = Field(default=20.0, ge=0)
+    search_candidates_per_side: int = Field(default=40, ge=1, le=1000)
+    search_rrf_k: int = Field(default=60, ge=1)
+    search_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    search_chunk_gap_minutes: int = Field(default=30, ge=1)
+    search_chunk_max_chars: int = Field(default=1200, ge=200, le=8000)
+
     @field_validator("database_url", "redis_url", "twilio_account_sid", "twilio_auth_token", "smtp_username",
-                     "smtp_password", mode="before")
+                     "smtp_password", "api_docs", "media_s3_bucket", "media_s3_endpoint_url",
+                     "media_s3_access_key_id", "media_s3_secret_access_key", "openai_api_key",
+                     "embeddings_local_model_path", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("cors_origins", "ticket_urgent_keywords", "ticket_auto_assign_roles", "mcp_allowed_hosts",
-                     mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "ticket_urgent_keywords", "ticket_auto_assign_roles",
+                     "mcp_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
+        """Comma-separated (`a,b`), or a JSON list (`["a", "b"]`), from the environment."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
@@ -192,10 +269,13 @@ class Settings(BaseSettings):
         Production must set `SECRET_KEY`. Elsewhere a random key is generated once and kept in the
         data directory, so tokens survive a restart of `make run`.
         """
+        if self.environment == "production":
+            key = self.secret_key.get_secret_value() if self.secret_key is not None else ""
+            if len(key.encode()) < 32:
+                raise RuntimeError("SECRET_KEY of at least 32 bytes must be set when ENVIRONMENT=production")
+            return key
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        if self.environment == "production":
-            raise RuntimeError("SECRET_KEY must be set when ENVIRONMENT=production")
         return _persisted_secret(self.data_dir / "secret_key", lambda: secrets.token_urlsafe(48))
 
     def twilio_webhook_token(self) -> str | None:

@@ -33,7 +33,7 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
                             cwd=data_dir.parent, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> httpx.Response:
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "server exited early:\n" + log.read_text()[-4000:]

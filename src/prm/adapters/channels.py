@@ -47,6 +47,7 @@ class OutboundEmail:
     html: str | None = None
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None
+    message_id: str | None = None  # stable across retries, so a resent email can be recognised
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,18 @@ class SendResult:
 
 
 class DeliveryError(Exception):
+    """`uncertain`: the request may have reached the provider (a read timeout, a dropped
+    connection): whether it was accepted is unknown, so it must be reconciled, not blindly retried."""
+
     transient: bool = False
 
-    def __init__(self, reason: str, *, code: str | None = None, http_status: int | None = None) -> None:
+    def __init__(self, reason: str, *, code: str | None = None, http_status: int | None = None,
+                 uncertain: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.http_status = http_status
+        self.uncertain = uncertain
 
 
 class TransientDeliveryError(DeliveryError):

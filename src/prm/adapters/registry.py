@@ -7,6 +7,11 @@ the `AppContext` dependency in routers). Credentials only ever come from here.
 
 from __future__ import annotations
 
+from typing import Any
+
+from prm.adapters import embeddings as _embeddings
+from prm.adapters import llm as _llm
+from prm.adapters import speech as _speech
 from prm.adapters.channels import PermanentDeliveryError
 from prm.adapters.smtp import SmtpChannel
 from prm.adapters.twilio import TwilioChannel
@@ -36,6 +41,23 @@ class Adapters:
             start_tls=None if s.smtp_starttls else False,
             timeout_seconds=s.smtp_timeout_seconds,
         )
+
+    # --- AI providers (chosen by EMBEDDINGS_PROVIDER / LLM_PROVIDER / SPEECH_PROVIDER) -------------
+    # Built on first use, one instance per configuration (the `from_settings` caches): the local
+    # embedder loads its model lazily, and a provider without its key raises `AINotConfigured`.
+
+    def embedder(self) -> _embeddings.Embedder:
+        return _embeddings.from_settings(self.settings)
+
+    def llm(self) -> _llm.LLM:
+        return _llm.from_settings(self.settings)
+
+    def speech(self) -> _speech.SpeechToText:
+        return _speech.from_settings(self.settings)
+
+    def search_quality(self) -> dict[str, Any]:
+        """What `/ready` and the start-up log say about search (model, dimensions, quality)."""
+        return _embeddings.describe(self.embedder())
 
     def default_provider(self, channel: str) -> str:
         return str(getattr(self.settings, f"messaging_provider_{channel}"))

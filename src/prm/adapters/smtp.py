@@ -65,7 +65,7 @@ class SmtpChannel:
         self.timeout = timeout_seconds
 
     async def send_email(self, email: OutboundEmail) -> SendResult:
-        msg = build_message(email)
+        msg = build_message(email, message_id=email.message_id)
         try:
             await aiosmtplib.send(
                 msg,

@@ -13,11 +13,14 @@ No number, body or credential is ever logged.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import httpx
 import structlog
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
 
 from prm.adapters.channels import (
     OutboundCall,
@@ -58,9 +61,19 @@ def strip_channel(number: str) -> tuple[str, str]:
     return "sms", number
 
 
+def message_twiml(reply: str | None = None) -> str:
+    """TwiML answering an inbound message: a `<Message>` with `reply`, or nothing."""
+    twiml = MessagingResponse()
+    if reply:
+        twiml.message(reply)
+    return str(twiml.to_xml())
+
+
 def say_twiml(text: str, language: str = "en") -> str:
     lang = {"en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "pt": "pt-PT"}.get(language, language)
-    return f'<Response><Say language="{escape(lang)}">{escape(text)}</Say></Response>'
+    twiml = VoiceResponse()
+    twiml.say(text, language=lang)
+    return str(twiml.to_xml(xml_declaration=False))
 
 
 class TwilioChannel:
@@ -95,13 +108,61 @@ class TwilioChannel:
             else:
                 async with httpx.AsyncClient(timeout=self.timeout) as http:
                     response = await http.post(self._url(resource), data=dict(_multi(form)), auth=self._auth)
-        except httpx.TimeoutException:
-            log.warning("twilio.timeout", resource=resource)
-            raise TransientDeliveryError("Twilio did not answer in time", code="timeout") from None
-        except httpx.TransportError as exc:
+        except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as exc:  # never reached Twilio
             log.warning("twilio.unreachable", resource=resource, error=type(exc).__name__)
             raise TransientDeliveryError("Twilio could not be reached", code="connection_error") from None
+        except httpx.TimeoutException:  # sent, no answer: Twilio may have accepted it
+            log.warning("twilio.timeout", resource=resource)
+            raise TransientDeliveryError("Twilio did not answer in time", code="timeout", uncertain=True) from None
+        except httpx.TransportError as exc:  # the connection broke after the request went out
+            log.warning("twilio.connection_lost", resource=resource, error=type(exc).__name__)
+            raise TransientDeliveryError("The connection to Twilio broke", code="connection_error",
+                                         uncertain=True) from None
         return _classify(response, resource)
+
+    async def _get(self, resource: str, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            if self._http is not None:
+                response = await self._http.get(self._url(resource), params=params, auth=self._auth,
+                                                timeout=self.timeout)
+            else:
+                async with httpx.AsyncClient(timeout=self.timeout) as http:
+                    response = await http.get(self._url(resource), params=params, auth=self._auth)
+        except httpx.TransportError as exc:
+            log.warning("twilio.lookup_failed", resource=resource, error=type(exc).__name__)
+            raise TransientDeliveryError("Twilio could not be reached for a lookup", code="lookup_failed") from None
+        return _classify(response, resource)
+
+    async def find_message(self, message: OutboundMessage, *, since: datetime) -> SendResult | None:
+        """The message Twilio accepted for this send since `since`, if any (Messages list API).
+
+        Matched on To, From, the body (templates: on To and From alone) and a creation time no
+        earlier than `since` (less a few minutes for clock skew).
+        """
+        params = {"To": address(message.channel, message.to), "PageSize": "50"}
+        if message.from_:
+            params["From"] = address(message.channel, message.from_)
+        data = await self._get("Messages", params)
+        for found in data.get("messages") or []:
+            if not _created_since(found, since):
+                continue
+            if message.body and not message.content_sid and not (found.get("body") or "").endswith(message.body):
+                continue
+            return SendResult(provider=self.name, provider_message_id=found.get("sid"),
+                              status=_our_status(found.get("status")))
+        return None
+
+    async def find_call(self, call: OutboundCall, *, since: datetime) -> SendResult | None:
+        """The call Twilio accepted for this send since `since`, if any (Calls list API)."""
+        params = {"To": call.to, "PageSize": "50"}
+        if call.from_:
+            params["From"] = call.from_
+        data = await self._get("Calls", params)
+        for found in data.get("calls") or []:
+            if _created_since(found, since):
+                return SendResult(provider=self.name, provider_message_id=found.get("sid"), status="sent",
+                                  details={"call_status": found.get("status")})
+        return None
 
     async def send_message(self, message: OutboundMessage) -> SendResult:
         form: list[tuple[str, str]] = [("To", address(message.channel, message.to))]
@@ -136,6 +197,17 @@ class TwilioChannel:
         )
 
 
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _created_since(resource: dict[str, Any], since: datetime) -> bool:
+    try:
+        created = parsedate_to_datetime(str(resource.get("date_created") or ""))
+    except (TypeError, ValueError):
+        return False
+    return created >= since - CLOCK_SKEW
+
+
 def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
     """httpx takes repeated form fields as lists (`MediaUrl=a&MediaUrl=b`)."""
     out: dict[str, Any] = {}
@@ -147,18 +219,34 @@ def _multi(form: list[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+# Twilio's message and call statuses in our words (the one copy: status callbacks use it too).
+TWILIO_STATUS = {
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
+    "canceled": "failed",
+    # voice calls
+    "initiated": "sent",
+    "ringing": "sent",
+    "in-progress": "sent",
+    "completed": "delivered",
+    "busy": "failed",
+    "no-answer": "failed",
+}
+
+
+def from_twilio_status(value: str | None) -> str | None:
+    return TWILIO_STATUS.get((value or "").lower())
+
+
 def _our_status(twilio_status: str | None) -> str:
-    return {
-        "queued": "sent",
-        "accepted": "sent",
-        "scheduled": "sent",
-        "sending": "sent",
-        "sent": "sent",
-        "delivered": "delivered",
-        "read": "read",
-        "failed": "failed",
-        "undelivered": "undelivered",
-    }.get(twilio_status or "", "sent")
+    return from_twilio_status(twilio_status) or "sent"
 
 
 def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
@@ -182,6 +270,4 @@ def _classify(response: httpx.Response, resource: str) -> dict[str, Any]:
         raise TransientDeliveryError(
             reason, code=code or f"http_{response.status_code}", http_status=response.status_code
         )
-    raise PermanentDeliveryError(
-        reason, code=code or f"http_{response.status_code}", http_status=response.status_code
-    )
+    raise PermanentDeliveryError(reason, code=code or f"http_{response.status_code}", http_status=response.status_code)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import clock
+from prm.core import clock, references
 from prm.core.audit import AuditEntry
 from prm.core.errors import Conflict, NotFound
 from prm.core.events import EventRecord
@@ -31,6 +31,8 @@ async def list_audit(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[list[AuditEntry], int]:
+    await references.require(session, org_id, "actor", actor_id, field="actor_id")
+    await references.require(session, org_id, "patient", patient_id, field="patient_id")
     stmt = select(AuditEntry).where(AuditEntry.org_id == org_id)
     for column, value in (
         (AuditEntry.actor_id, actor_id),

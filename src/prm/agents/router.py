@@ -19,6 +19,7 @@ from prm.agents import tools as _tools  # noqa: F401  (registers the catalogue)
 from prm.agents.mcp_server import McpEndpoint
 from prm.agents.models import ToolRun
 from prm.agents.schemas import ToolExecution, ToolInfo, ToolRunRead
+from prm.core import references
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.errors import NotFound
@@ -78,6 +79,7 @@ async def list_runs(
     patient_id: uuid.UUID | None = None,
     who: Principal = Requires("agents:read"),
 ) -> Page[ToolRunRead]:
+    await references.require(session, who.org_id, "patient", patient_id, field="patient_id")
     stmt = select(ToolRun).where(ToolRun.org_id == who.org_id)
     for column, value in ((ToolRun.tool, tool), (ToolRun.status, status), (ToolRun.credential, credential),
                           (ToolRun.patient_id, patient_id)):

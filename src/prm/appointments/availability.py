@@ -19,7 +19,7 @@ from prm.appointments.models import (
     Service,
 )
 from prm.appointments.setup import MAX_RANGE_DAYS, _holding, _ref
-from prm.core import clock
+from prm.core import clock, references
 from prm.core.errors import ValidationFailed
 
 # --- slots --------------------------------------------------------------------------------------
@@ -151,6 +151,8 @@ async def available_slots(
     if (end_date - start_date).days >= MAX_RANGE_DAYS:
         raise ValidationFailed.field("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
     service = await _ref(session, Service, org_id, service_id, "service_id", "service")
+    await references.require(session, org_id, "practitioner", practitioner_id, field="practitioner_id")
+    await references.require(session, org_id, "location", location_id, field="location_id")
     offering = [p.id for p in service.practitioners if p.is_active]
     if practitioner_id is not None:
         offering = [p for p in offering if p == practitioner_id]

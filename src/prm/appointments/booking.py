@@ -6,12 +6,12 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +34,10 @@ from prm.core import audit, clock, events
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, ValidationFailed
 from prm.core.events import Event
-from prm.patients.models import Patient
+from prm.patients import service as patients_service
+
+if TYPE_CHECKING:
+    from prm.patients.models import Patient
 
 log = structlog.get_logger(__name__)
 
@@ -176,10 +179,8 @@ async def _write_guarded(session: AsyncSession, change: Callable[[], None]) -> N
 
 
 async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
-    patient = (
-        await session.execute(select(Patient).where(Patient.id == patient_id, Patient.org_id == org_id))
-    ).scalar_one_or_none()
-    if patient is None or patient.deleted_at is not None or patient.status == "merged":
+    patient = await patients_service.bookable(session, org_id, patient_id)
+    if patient is None:
         raise ValidationFailed.field("patient_id", f"no patient {patient_id}", code="unknown_patient")
     return patient
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prm.core import clock
-from prm.core.fields import MAX_INT32, LocalTime, reject_null
+from prm.core.fields import MAX_INT32, LocalTime, Name, reject_null
 
 Mode = Literal["in_person", "video"]
 Keyword = Annotated[str, Field(min_length=1, max_length=100)]
@@ -30,7 +30,7 @@ class _Read(BaseModel):
 
 
 class PractitionerCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     title: str = Field("", max_length=100)
     email: str | None = Field(None, max_length=320)
     user_id: uuid.UUID | None = Field(None, description="Link to a staff user of the organisation")
@@ -44,7 +44,7 @@ class PractitionerCreate(BaseModel):
 
 
 class PractitionerUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Name | None = Field(None, min_length=1, max_length=200)
     title: str | None = Field(None, max_length=100)
     email: str | None = Field(None, max_length=320)
     user_id: uuid.UUID | None = None
@@ -73,7 +73,7 @@ class PractitionerRead(_Read):
 
 
 class LocationCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     address: str = ""
     timezone: str = Field(description="IANA time zone the location's availability is written in")
     is_virtual: bool = False
@@ -86,7 +86,7 @@ class LocationCreate(BaseModel):
 
 
 class LocationUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Name | None = Field(None, min_length=1, max_length=200)
     address: str | None = None
     timezone: str | None = None
     is_virtual: bool | None = None
@@ -115,7 +115,7 @@ class LocationRead(_Read):
 
 
 class ServiceCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: str = ""
     duration_minutes: int = Field(gt=0, le=24 * 60)
     buffer_before_minutes: int = Field(0, ge=0, le=240)
@@ -134,7 +134,7 @@ class ServiceCreate(BaseModel):
 
 
 class ServiceUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Name | None = Field(None, min_length=1, max_length=200)
     description: str | None = None
     duration_minutes: int | None = Field(None, gt=0, le=24 * 60)
     buffer_before_minutes: int | None = Field(None, ge=0, le=240)

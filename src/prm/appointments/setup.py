@@ -30,8 +30,9 @@ from prm.appointments.schemas import (
     ServiceCreate,
     ServiceUpdate,
 )
+from prm.core import references
 from prm.core.errors import NotFound, ValidationFailed
-from prm.identity.models import User
+from prm.identity import service as identity
 
 MAX_RANGE_DAYS = 62
 REMINDER_JOB = "appointments.send_reminder"
@@ -67,6 +68,18 @@ async def _ref(session: AsyncSession, model: Any, org_id: uuid.UUID, row_id: uui
     return row
 
 
+def _exists(model: Any) -> references.Resolver:
+    async def check(session: AsyncSession, org_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+        return await session.scalar(select(model.id).where(model.id == row_id, model.org_id == org_id)) is not None
+
+    return check
+
+
+references.resolver("practitioner")(_exists(Practitioner))
+references.resolver("location")(_exists(Location))
+references.resolver("service")(_exists(Service))
+
+
 def _apply(row: Any, changes: dict[str, Any]) -> None:
     for key, value in changes.items():
         setattr(row, key, value)
@@ -76,12 +89,8 @@ def _apply(row: Any, changes: dict[str, Any]) -> None:
 
 
 async def _check_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
-    if user_id is not None:
-        found = await session.scalar(select(User.id).where(User.id == user_id, User.org_id == org_id))
-        if found is None:
-            raise ValidationFailed.field(
-                "user_id", f"no staff user {user_id} in this organisation", code="unknown_user"
-            )
+    if user_id is not None and not await identity.user_exists(session, org_id, user_id):
+        raise ValidationFailed.field("user_id", f"no staff user {user_id} in this organisation", code="unknown_user")
 
 
 async def create_practitioner(session: AsyncSession, org_id: uuid.UUID, data: PractitionerCreate) -> Practitioner:

@@ -20,7 +20,7 @@ from prm.appointments.models import (
     Service,
 )
 from prm.appointments.setup import get_practitioner
-from prm.core import audit, clock
+from prm.core import audit, clock, references
 from prm.core.auth import Principal
 from prm.core.errors import ValidationFailed
 from prm.patients import service as patients_service
@@ -62,6 +62,8 @@ async def list_appointments(
     session: AsyncSession, who: Principal, *, limit: int, offset: int, **filters: Any
 ) -> tuple[list[Appointment], int]:
     org_id = who.org_id
+    for kind in ("patient", "practitioner"):
+        await references.require(session, org_id, kind, filters.get(f"{kind}_id"), field=f"{kind}_id")
     stmt = _filtered(org_id, **filters).order_by(Appointment.start_at, Appointment.id)
     total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     rows = list(await session.scalars(stmt.limit(limit).offset(offset)))

@@ -7,7 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters.registry import Adapters
@@ -21,6 +23,7 @@ from prm.identity import service as identity
 from prm.patients import service as patients
 from prm.settings import Settings
 
+log = structlog.get_logger(__name__)
 PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 
 
@@ -71,13 +74,17 @@ def _check_shape(data: CommunicationCreate) -> None:
         raise ValidationFailed.field("content_sid", "templates (Content SID) are for WhatsApp only")
     if data.media_urls and ch not in ("sms", "whatsapp"):
         raise ValidationFailed.field("media_urls", "media is for SMS and WhatsApp; email takes attachments")
+    if data.media_ids and ch not in ("sms", "whatsapp"):
+        raise ValidationFailed.field("media_ids", "media is for SMS and WhatsApp; email takes attachments")
+    if len(data.media_urls) + len(data.media_ids) > 10:
+        raise ValidationFailed.field("media_ids", "at most 10 media per message, URLs and stored files together")
     if data.attachments and ch != "email":
         raise ValidationFailed.field("attachments", "attachments are for email only")
     if (data.subject or data.html_body) and ch != "email":
         raise ValidationFailed.field("subject" if data.subject else "html_body", "only email has a subject/HTML")
     if ch == "email" and not data.subject:
         raise ValidationFailed.field("subject", "an email needs a subject")
-    if not data.content_sid and not (data.body or "").strip() and not data.media_urls:
+    if not data.content_sid and not (data.body or "").strip() and not data.media_urls and not data.media_ids:
         raise ValidationFailed.field("body", "a message needs a body")
     if ch in ("voice", "email") and not (data.body or "").strip():
         raise ValidationFailed.field("body", f"a {ch} message needs a body")
@@ -105,6 +112,16 @@ def _sender(config: ChannelConfig | None, channel: str, settings: Settings) -> s
     return settings.smtp_from if channel == "email" else None
 
 
+# Constraints that keep a phone number with one organisation (migration 20261130_phone_ownership).
+NUMBER_CONSTRAINTS = ("ex_channel_configs_number_one_org", "uq_channel_configs_channel_sender")
+
+
+def _sender_taken() -> Conflict:
+    return Conflict("This number is already configured by another organisation", code="sender_taken",
+                    errors=[{"field": "sender", "message": "already configured by another organisation",
+                             "type": "sender_taken"}])
+
+
 async def list_channel_configs(session: AsyncSession, org_id: uuid.UUID) -> list[ChannelConfig]:
     rows = await session.scalars(
         select(ChannelConfig).where(ChannelConfig.org_id == org_id).order_by(ChannelConfig.channel)
@@ -125,9 +142,7 @@ async def put_channel_config(
         raise ValidationFailed.field("provider", "twilio does not serve the email channel")
     sender = data.sender
     if sender and channel in PHONE_CHANNELS:
-        from prm.patients.phones import try_normalise
-
-        sender = try_normalise(sender, (await identity.organisation_settings(session, org_id)).phone_region)
+        sender = patients.try_normalise(sender, (await identity.organisation_settings(session, org_id)).phone_region)
         if sender is None:
             raise ValidationFailed.field("sender", "not a valid phone number")
     elif sender and channel == "email" and "@" not in sender:
@@ -135,15 +150,17 @@ async def put_channel_config(
     if data.webhook_secret and channel != "voice":
         raise ValidationFailed.field("webhook_secret", "only the voice channel has a webhook secret")
     if sender and channel != "email":
+        # A number belongs to one organisation on every phone channel (the exclusion constraint
+        # ex_channel_configs_number_one_org guarantees it; this check gives the clear answer first).
         taken = await session.scalar(
             select(ChannelConfig.id).where(
-                ChannelConfig.channel == channel,
+                ChannelConfig.channel != "email",
                 ChannelConfig.sender == sender,
                 ChannelConfig.org_id != org_id,
             )
         )
         if taken is not None:
-            raise Conflict("This number is already configured by another organisation", code="sender_taken")
+            raise _sender_taken()
     config = await channel_config(session, org_id, channel)
     if config is None:
         config = ChannelConfig(id=uuid.uuid4(), org_id=org_id, channel=channel)
@@ -155,7 +172,13 @@ async def put_channel_config(
     if data.webhook_secret:
         config.webhook_secret = data.webhook_secret
     config.updated_at = clock.now()
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # another organisation configured the number meanwhile
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) in NUMBER_CONSTRAINTS:
+            raise _sender_taken() from None
+        raise
     await audit.record(
         session,
         who,
@@ -172,15 +195,25 @@ async def org_for_number(session: AsyncSession, channel: str, number: str) -> Ch
 
     The configuration of `channel` itself first; else another phone channel with that number (one
     Twilio number often serves SMS, WhatsApp and voice but is configured for one of them only).
+    A number belongs to one organisation (ex_channel_configs_number_one_org): should rows of two
+    organisations ever hold it, nothing is routed rather than guessing.
     """
-    result: ChannelConfig | None = await session.scalar(
+    rows = list(await session.scalars(
         select(ChannelConfig)
-        .where(
-            ChannelConfig.channel.in_(PHONE_CHANNELS),
-            ChannelConfig.sender == number,
-            ChannelConfig.enabled.is_(True),
-        )
+        .where(ChannelConfig.channel.in_(PHONE_CHANNELS), ChannelConfig.sender == number)
         .order_by((ChannelConfig.channel == channel).desc(), ChannelConfig.created_at)
-        .limit(1)
+    ))
+    if len({row.org_id for row in rows}) > 1:
+        log.error("communications.number_shared", configs=len(rows))
+        return None
+    return next((row for row in rows if row.enabled), None)
+
+
+async def webhook_secret(session: AsyncSession, org_id: uuid.UUID, channel: str) -> str | None:
+    """The secret an enabled channel's provider signs its webhooks with (e.g. the voice agent's HMAC)."""
+    secret: str | None = await session.scalar(
+        select(ChannelConfig.webhook_secret).where(
+            ChannelConfig.org_id == org_id, ChannelConfig.channel == channel, ChannelConfig.enabled.is_(True)
+        )
     )
-    return result
+    return secret

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,12 +22,13 @@ from prm.communications.channels import (
     require_consent,
     whatsapp_window_open,
 )
-from prm.communications.models import Communication
+from prm.communications.models import Communication, InboundEvent
 from prm.communications.schemas import CommunicationCreate, CommunicationFilters
-from prm.core import audit, clock, jobs
+from prm.core import audit, clock, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.pagination import PageParams, paginate
+from prm.media import service as media
 from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
@@ -42,7 +44,8 @@ async def send(
 ) -> Communication:
     """Create an outbound message and queue its sending (now, or at `data.send_at`).
 
-    Refuses (nothing written) when the patient is unknown (404), has no address on the channel
+    Refuses (nothing written) when the patient or conversation is unknown in the organisation (422
+    naming the field), the patient has no address on the channel
     (422), did not consent (409 `consent_refused`), or when a free-form WhatsApp message falls
     outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
     the first message.
@@ -57,12 +60,17 @@ async def send(
         if existing is not None:
             return existing
     _check_shape(data)
-    patient = await patients.resolve(session, org_id, data.patient_id)
+    try:
+        patient = await patients.resolve(session, org_id, data.patient_id)
+    except NotFound:
+        raise references.unknown("patient_id", "patient") from None
+    await references.require(session, org_id, "conversation", data.conversation_id, field="conversation_id")
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
         raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+    stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id)
     if (
         data.channel == "whatsapp"
         and not data.content_sid
@@ -92,7 +100,8 @@ async def send(
         subject=data.subject,
         body=data.body,
         html_body=data.html_body,
-        media=[{"url": u, "content_type": None} for u in data.media_urls],
+        media=[{"url": u, "content_type": None} for u in data.media_urls]
+        + [{"url": None, "content_type": m.content_type, "media_id": str(m.id)} for m in stored_media],
         attachments=[a.model_dump() for a in data.attachments],
         content_sid=data.content_sid,
         content_variables=data.content_variables or None,
@@ -164,6 +173,8 @@ async def list_communications(
     paging: PageParams,
 ) -> tuple[list[Communication], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
+    await references.require(session, org_id, "conversation", filters.conversation_id, field="conversation_id")
     stmt = select(Communication).where(Communication.org_id == org_id)
     if filters.patient_id:
         stmt = stmt.where(Communication.patient_id == filters.patient_id)
@@ -210,6 +221,33 @@ async def cancel(
     return comm
 
 
+async def _record(
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, channel: str, direction: str, **fields: Any
+) -> Communication:
+    """Store a message that already happened (received, or handed to the provider) and audit it."""
+    comm = Communication(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        patient_id=patient_id,
+        channel=channel,
+        direction=direction,
+        attachments=[],
+        **fields,
+    )
+    session.add(comm)
+    await session.flush()
+    await audit.record(
+        session,
+        Principal.system(org_id),
+        "create",
+        "communication",
+        comm.id,
+        patient_id=patient_id,
+        details={"channel": channel, "direction": direction},
+    )
+    return comm
+
+
 async def record_inbound(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -226,12 +264,12 @@ async def record_inbound(
 ) -> Communication:
     """Store a message the patient sent (or a finished call)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="inbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "inbound",
         status="received",
         body=body,
         from_address=from_address,
@@ -239,25 +277,12 @@ async def record_inbound(
         provider=provider,
         provider_message_id=provider_message_id,
         media=media or [],
-        attachments=[],
         details=details or {},
         received_at=now,
         attempts=0,
         created_at=now,
         updated_at=now,
     )
-    session.add(comm)
-    await session.flush()
-    await audit.record(
-        session,
-        Principal.system(org_id),
-        "create",
-        "communication",
-        comm.id,
-        patient_id=patient_id,
-        details={"channel": channel, "direction": "inbound"},
-    )
-    return comm
 
 
 async def record_outbound_reply(
@@ -274,12 +299,12 @@ async def record_outbound_reply(
 ) -> Communication:
     """Store a reply already handed to the provider (e.g. a TwiML acknowledgement)."""
     now = clock.now()
-    comm = Communication(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=patient_id,
-        channel=channel,
-        direction="outbound",
+    return await _record(
+        session,
+        org_id,
+        patient_id,
+        channel,
+        "outbound",
         purpose="care",
         status="sent",
         body=body,
@@ -287,15 +312,11 @@ async def record_outbound_reply(
         from_address=from_address,
         provider=provider,
         media=[],
-        attachments=[],
         details=details,
         queued_at=now,
         sent_at=now,
         attempts=1,
     )
-    session.add(comm)
-    await session.flush()
-    return comm
 
 
 async def apply_status(
@@ -344,3 +365,63 @@ async def attach_conversation(
     comm.conversation_id = conversation_id
     await session.flush()
     return comm
+
+
+# --- inbound provider events (stored once per provider id; the webhooks module processes them) ---
+
+
+async def claim_inbound_event(
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
+) -> InboundEvent | None:
+    """Store the event; None when it was already stored (a retried delivery)."""
+    event_id = await session.scalar(
+        insert(InboundEvent)
+        .values(
+            id=uuid.uuid4(),
+            provider=provider,
+            external_id=external_id,
+            kind=kind,
+            org_id=org_id,
+            outcome="received",
+            received_at=clock.now(),
+        )
+        .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
+        .returning(InboundEvent.id)
+    )
+    if event_id is None:
+        log.info("webhook.duplicate", provider=provider, kind=kind)
+        return None
+    return await session.get(InboundEvent, event_id)
+
+
+def finish_inbound_event(event: InboundEvent, outcome: str, communication_id: uuid.UUID | None = None) -> None:
+    event.outcome = outcome
+    event.processed_at = clock.now()
+    event.communication_id = communication_id
+
+
+# --- lookups for the domains above (conversations, notifications) --------------------------------
+
+
+async def find(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID) -> Communication | None:
+    return await session.scalar(
+        select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
+    )
+
+
+async def find_by_idempotency_key(session: AsyncSession, org_id: uuid.UUID, key: str) -> Communication | None:
+    return await session.scalar(
+        select(Communication).where(Communication.org_id == org_id, Communication.idempotency_key == key)
+    )
+
+
+async def of_conversation(
+    session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID, paging: PageParams
+) -> tuple[list[Communication], int]:
+    """The messages linked to a conversation, newest first (not audited: the caller audits)."""
+    stmt = (
+        select(Communication)
+        .where(Communication.org_id == org_id, Communication.conversation_id == conversation_id)
+        .order_by(Communication.created_at.desc(), Communication.id.desc())
+    )
+    return await paginate(session, stmt, paging)

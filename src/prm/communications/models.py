@@ -1,7 +1,7 @@
 """Tables of the communications domain.
 
 * `communications`: one row per inbound or outbound message or call. `conversation_id` refers to the
-  conversation the message belongs to (its foreign key is created by the conversations migration).
+  conversation the message belongs to (no foreign key: the conversations layer owns the link).
 * `inbound_events`: every provider event (inbound message, status callback, voice-agent call),
   stored under a unique `(provider, external_id)` *before* it is processed, so a retried delivery
   is acknowledged without being processed twice.
@@ -60,10 +60,9 @@ class Communication(IdMixin, TimestampMixin, OrgMixin, Base):
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
-    # The foreign key is created by the conversations migration (named by string: no import upwards).
-    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("conversations.id", ondelete="SET NULL")
-    )
+    # The conversation this message belongs to. Conversations (a higher layer) own the link: they set
+    # it (`attach_conversation`) and never delete a conversation, so no foreign key points upwards.
+    conversation_id: Mapped[uuid.UUID | None]
     channel: Mapped[str] = mapped_column(String(16))
     direction: Mapped[str] = mapped_column(String(8))
     purpose: Mapped[str | None] = mapped_column(String(16))
@@ -150,3 +149,32 @@ class SandboxMessage(IdMixin, OrgMixin, Base):
     to_address: Mapped[str | None] = mapped_column(String(320))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     recorded_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+ATTEMPT_STATES = ("pending", "accepted", "refused", "lost")
+
+
+class DeliveryAttempt(IdMixin, OrgMixin, Base):
+    """One hand-over of a message to its provider, recorded (and committed) *before* the call.
+
+    `pending` while its outcome is unknown: the call is in flight, or the process died, or the
+    result could not be committed. A retry that finds a pending attempt reconciles it (provider
+    lookup) instead of sending again: `accepted` (the provider has it, `provider_message_id`),
+    `refused` (the provider said no), `lost` (the provider has no trace of it: sent again).
+    """
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        CheckConstraint(one_of("state", ATTEMPT_STATES), name="state"),
+        UniqueConstraint("communication_id", "number", name="uq_delivery_attempts_communication_number"),
+    )
+
+    communication_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("communications.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    started_at: Mapped[datetime] = mapped_column(default=clock.now)
+    finished_at: Mapped[datetime | None]

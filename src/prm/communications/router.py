@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from prm.communications import rules, sandbox, service
-from prm.communications.models import ChannelConfig
+from prm.communications.models import ChannelConfig, Communication
 from prm.communications.schemas import (
     Channel,
     ChannelConfigRead,
@@ -18,16 +18,33 @@ from prm.communications.schemas import (
     CommunicationFilters,
     CommunicationRead,
     Direction,
+    MediaRead,
     SandboxMessageRead,
     Status,
 )
-from prm.context import AppContext, Context
+from prm.context import AppContext, Context, get_context
 from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
+from prm.media import service as media
 
 router = APIRouter(prefix="/communications", tags=["communications"])
+
+
+async def _reads(session: Session, who: Principal, request: Request,
+                 rows: list[Communication]) -> list[CommunicationRead]:
+    """Messages as read models; received attachments point at our stored copies (signed URLs), not the
+    provider's."""
+    stored = await media.urls_for_messages(session, who, [r.id for r in rows if r.media],
+                                           media.MediaStore.from_settings(get_context(request).settings))
+    reads = []
+    for row in rows:
+        read = CommunicationRead.model_validate(row)
+        if row.id in stored:
+            read = read.model_copy(update={"media": [MediaRead.model_validate(m) for m in stored[row.id]]})
+        reads.append(read)
+    return reads
 
 
 @router.post(
@@ -54,6 +71,7 @@ async def create(
     description="Newest first; filter by patient, channel, status, direction and time.",
 )
 async def list_(
+    request: Request,
     session: Session,
     paging: Paging,
     patient_id: uuid.UUID | None = None,
@@ -76,7 +94,7 @@ async def list_(
     )
     rows, total = await service.list_communications(session, who, filters, paging)
     return Page(
-        items=[CommunicationRead.model_validate(r) for r in rows],
+        items=await _reads(session, who, request, list(rows)),
         total=total,
         limit=paging.limit,
         offset=paging.offset,
@@ -152,9 +170,11 @@ async def put_channel(
 
 @router.get("/{communication_id}", response_model=CommunicationRead, summary="Read a message")
 async def read(
-    communication_id: uuid.UUID, session: Session, who: Principal = Requires("communications:read")
+    communication_id: uuid.UUID, request: Request, session: Session,
+    who: Principal = Requires("communications:read"),
 ) -> CommunicationRead:
-    return CommunicationRead.model_validate(await service.get(session, who, communication_id))
+    [message] = await _reads(session, who, request, [await service.get(session, who, communication_id)])
+    return message
 
 
 @router.post(

@@ -7,6 +7,10 @@ import unicodedata
 from datetime import datetime, timedelta
 from typing import Literal
 
+from prm.adapters.twilio import TWILIO_STATUS as TWILIO_STATUS
+from prm.adapters.twilio import from_twilio_status as from_twilio_status
+from prm.core.backoff import backoff_seconds
+
 CHANNELS = ("sms", "whatsapp", "email", "voice")
 PURPOSES = ("care", "reminders", "marketing")
 DIRECTIONS = ("inbound", "outbound")
@@ -77,31 +81,6 @@ def next_status(current: str, incoming: str) -> str | None:
     return None
 
 
-TWILIO_STATUS = {
-    "accepted": "sent",
-    "scheduled": "sent",
-    "queued": "sent",
-    "sending": "sent",
-    "sent": "sent",
-    "delivered": "delivered",
-    "read": "read",
-    "failed": "failed",
-    "undelivered": "undelivered",
-    "canceled": "failed",
-    # voice calls
-    "initiated": "sent",
-    "ringing": "sent",
-    "in-progress": "sent",
-    "completed": "delivered",
-    "busy": "failed",
-    "no-answer": "failed",
-}
-
-
-def from_twilio_status(value: str | None) -> str | None:
-    return TWILIO_STATUS.get((value or "").lower())
-
-
 def retry_delay(attempt: int, *, base_seconds: float, max_seconds: float) -> timedelta:
-    """Exponential backoff after the `attempt`-th failed attempt (1-based), capped."""
-    return timedelta(seconds=min(max_seconds, base_seconds * 2 ** max(0, attempt - 1)))
+    """Exponential backoff after the `attempt`-th failed attempt (1-based), capped (no jitter)."""
+    return timedelta(seconds=backoff_seconds(attempt - 1, base_seconds=base_seconds, max_seconds=max_seconds))

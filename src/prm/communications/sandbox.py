@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications.models import SandboxMessage
+from prm.core import references
 from prm.core.pagination import PageParams, paginate
 
 
@@ -37,6 +38,7 @@ async def page(
     channel: str | None,
     paging: PageParams,
 ) -> tuple[list[SandboxMessage], int]:
+    await references.require(session, org_id, "patient", patient_id, field="patient_id")
     stmt = select(SandboxMessage).where(SandboxMessage.org_id == org_id)
     if patient_id is not None:
         stmt = stmt.where(SandboxMessage.patient_id == patient_id)

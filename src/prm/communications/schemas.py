@@ -46,6 +46,11 @@ class CommunicationCreate(BaseModel):
     subject: str | None = Field(default=None, max_length=500, description="Email subject")
     html_body: str | None = Field(default=None, max_length=200_000, description="Email HTML part")
     media_urls: list[str] = Field(default_factory=list, max_length=10, description="SMS/WhatsApp media")
+    media_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=10,
+        description="Stored files (POST /media) to send with an SMS/WhatsApp message: the patient's own or "
+        "ones linked to no patient; the provider fetches each through a signed URL issued at sending time",
+    )
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=10, description="Email attachments")
     content_sid: str | None = Field(
         default=None,
@@ -72,8 +77,13 @@ class CommunicationCreate(BaseModel):
 
 
 class MediaRead(BaseModel):
-    url: str
+    url: str | None = Field(description="For a received attachment: our signed, short-lived URL once it is "
+                                        "stored (null while it is being fetched, when it was rejected, or "
+                                        "without the media:read scope)")
     content_type: str | None = None
+    media_id: uuid.UUID | None = Field(default=None, description="The stored copy (GET /media/{media_id})")
+    status: str | None = Field(default=None, description="pending, available or rejected (stored media only)")
+    filename: str | None = None
 
 
 class AttachmentRead(BaseModel):

@@ -33,6 +33,7 @@ from prm.communications.channels import (
     org_for_number,
     put_channel_config,
     require_consent,
+    webhook_secret,
     whatsapp_window_open,
 )
 from prm.communications.delivery import (
@@ -43,26 +44,25 @@ from prm.communications.messages import (
     apply_status,
     attach_conversation,
     cancel,
+    claim_inbound_event,
+    find,
+    find_by_idempotency_key,
+    finish_inbound_event,
     get,
     list_communications,
+    of_conversation,
     record_inbound,
     record_outbound_reply,
     send,
 )
 from prm.communications.models import Communication, SandboxMessage
+from prm.media import service as media
 from prm.patients import registry as patient_registry
 
 # --- the patient record's extension points -------------------------------------------------------
 
 
-@patient_registry.on_merge("communications")
-async def _move_to_survivor(
-    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
-) -> int:
-    moved = 0
-    for model in (Communication, SandboxMessage):
-        moved += await patient_registry.reassign_patient(session, model, org_id, duplicate_id, survivor_id)
-    return moved
+patient_registry.on_merge("communications")(patient_registry.reassigning(Communication, SandboxMessage))
 
 
 _DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
@@ -72,10 +72,7 @@ _DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
 async def _timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[patient_registry.TimelineEntry]:
-    stmt = select(Communication).where(Communication.org_id == org_id, Communication.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Communication.created_at < before)
-    rows = await session.scalars(stmt.order_by(Communication.created_at.desc()).limit(limit))
+    rows = await patient_registry.newest_of_patient(session, Communication, org_id, patient_id, before, limit)
     return [
         patient_registry.TimelineEntry(
             at=c.created_at,
@@ -88,6 +85,16 @@ async def _timeline(
         for c in rows
     ]
 
+
+@media.link_target("message")
+async def _media_link(session: AsyncSession, org_id: uuid.UUID, message_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a message belongs to the message's patient and conversation."""
+    row = (await session.execute(
+        select(Communication.patient_id, Communication.conversation_id)
+        .where(Communication.org_id == org_id, Communication.id == message_id)
+    )).one_or_none()
+    return None if row is None else media.LinkTarget(patient_id=row[0], conversation_id=row[1])
+
 __all__ = [
     "PHONE_CHANNELS",
     "SEND_JOB",
@@ -96,17 +103,23 @@ __all__ = [
     "attach_conversation",
     "cancel",
     "channel_config",
+    "claim_inbound_event",
     "deliver",
     "effective_provider",
+    "find",
+    "find_by_idempotency_key",
+    "finish_inbound_event",
     "get",
     "last_inbound_at",
     "list_channel_configs",
     "list_communications",
+    "of_conversation",
     "org_for_number",
     "put_channel_config",
     "record_inbound",
     "record_outbound_reply",
     "require_consent",
     "send",
+    "webhook_secret",
     "whatsapp_window_open",
 ]

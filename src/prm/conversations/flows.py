@@ -18,18 +18,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant, texts
 from prm.conversations.inbox import HANDOFF_CATEGORY, add_message, open_for
@@ -38,13 +36,16 @@ from prm.core import clock, events
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, ValidationFailed
 from prm.core.events import Event
-from prm.identity.models import Organisation
+from prm.identity import service as identity
 from prm.patients import service as patients
-from prm.patients.models import Patient
 from prm.settings import Settings
 from prm.tickets import rules as ticket_rules
 from prm.tickets import service as tickets
 from prm.tickets.schemas import TicketCreate
+
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
+    from prm.patients.models import Patient
 
 log = structlog.get_logger(__name__)
 SLOT_CHUNK_DAYS = 3  # slots are computed this many days at a time until the offer is full
@@ -69,9 +70,7 @@ async def route_inbound(
 
     Idempotent: a message already attached to a conversation is not processed again.
     """
-    comm = await session.scalar(
-        select(Communication).where(Communication.id == communication_id, Communication.org_id == org_id)
-    )
+    comm = await communications.find(session, org_id, communication_id)
     if comm is None or comm.direction != "inbound" or comm.channel not in CHANNELS:
         return None
     conversation = await open_for(session, org_id, comm.patient_id, comm.channel)
@@ -137,7 +136,7 @@ def _handoff_text(locale: str) -> str:
 
 async def _facts(session: AsyncSession, conversation: Conversation, patient: Patient) -> assistant.Facts:
     org_id = conversation.org_id
-    org = await session.get(Organisation, org_id)
+    org = await identity.find_organisation_by_id(session, org_id)
     services = await appointments.list_services(session, org_id)
     names = {s.id: s.name for s in services}
     upcoming = []

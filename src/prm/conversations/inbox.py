@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy import update as sql_update
@@ -15,19 +15,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules as communication_rules
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant
 from prm.conversations.models import CHANNELS, Conversation
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
-from prm.identity.models import User
+from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
 
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
+
 HANDOFF_CATEGORY = "conversations"
+
+
+@references.resolver("conversation")
+async def conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    found = await session.scalar(select(Conversation.id).where(Conversation.org_id == org_id,
+                                                               Conversation.id == conversation_id))
+    return found is not None
 
 
 def window_open(conversation: Conversation) -> bool:
@@ -155,6 +165,8 @@ async def list_conversations(
     session: AsyncSession, who: Principal, filters: ConversationFilters, paging: PageParams
 ) -> tuple[list[Conversation], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "user", filters.assignee_id, field="assignee_id")
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     for c in rows:
         await audit.record(
@@ -180,12 +192,7 @@ async def history(
     """The conversation's messages, newest first, one page at a time."""
     org_id = who.org_id
     conversation = await get(session, org_id, conversation_id)
-    stmt = (
-        select(Communication)
-        .where(Communication.org_id == org_id, Communication.conversation_id == conversation.id)
-        .order_by(Communication.created_at.desc(), Communication.id.desc())
-    )
-    rows, total = await paginate(session, stmt, paging)
+    rows, total = await communications.of_conversation(session, org_id, conversation.id, paging)
     await audit.record(
         session,
         who,
@@ -219,7 +226,13 @@ async def add_message(session: AsyncSession, conversation: Conversation, comm: C
             conversation.status, conversation.snoozed_until = "open", None
     else:
         conversation.last_outbound_at = at
+    if comm.media:  # its stored attachments belong to the conversation too
+        await media.link_conversation(session, comm.org_id, message_id=comm.id, conversation_id=conversation.id)
     await session.flush()
+    await events.publish(session, Event(type="conversation.message_added", org_id=conversation.org_id, payload={
+        "conversation_id": str(conversation.id), "communication_id": str(comm.id),
+        "patient_id": str(conversation.patient_id), "channel": conversation.channel, "direction": comm.direction,
+    }))
 
 
 async def reply(
@@ -279,13 +292,7 @@ async def assign(
     org_id = who.org_id
     conversation = await get(session, org_id, conversation_id, for_update=True)
     if assignee_id is not None:
-        found = await session.scalar(
-            select(User.id).where(User.id == assignee_id, User.org_id == org_id, User.is_active.is_(True))
-        )
-        if found is None:
-            raise ValidationFailed.field(
-                "assignee_id", "no such active staff user in this organisation", code="assignee_not_found"
-            )
+        await identity.require_active_user(session, org_id, assignee_id, field="assignee_id")
         conversation.bot_active = False  # a person has it now
     previous = conversation.assignee_id
     conversation.assignee_id = assignee_id

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
+from prm.context import get_context
 from prm.conversations import service
 from prm.conversations.models import Conversation
 from prm.conversations.schemas import (
@@ -23,6 +24,7 @@ from prm.conversations.schemas import (
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
+from prm.media import service as media
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -103,13 +105,18 @@ async def get_conversation(
 )
 async def list_messages(
     conversation_id: uuid.UUID,
+    request: Request,
     session: Session,
     paging: Paging,
     who: Principal = Requires("conversations:read"),
 ) -> Page[MessageRead]:
     rows, total = await service.history(session, who, conversation_id, paging)
+    # received attachments point at our stored copies (signed URLs), not the provider's
+    stored = await media.urls_for_messages(session, who, [m.id for m in rows if m.media],
+                                           media.MediaStore.from_settings(get_context(request).settings))
     return Page[MessageRead](
-        items=[MessageRead.model_validate(m) for m in rows],
+        items=[MessageRead.model_validate(m).model_copy(update={"media": stored[m.id]}) if m.id in stored
+               else MessageRead.model_validate(m) for m in rows],
         total=total,
         limit=paging.limit,
         offset=paging.offset,

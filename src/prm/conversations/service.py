@@ -1,17 +1,7 @@
 """Conversations: routing inbound messages, the booking assistant's executor, and the staff inbox.
 
-Inbound: `route_inbound` (the `message.received` subscriber) finds or opens the patient's
-conversation on the channel and locks its row (`SELECT ... FOR UPDATE`) before doing anything, so
-messages for one conversation are processed strictly one after another. It attaches the message,
-then — unless a person has taken over — runs the pure assistant (`assistant.handle`) and executes
-its commands through the appointments and communications services, feeding every
-result back until the assistant has nothing left to do (the formal booking confirmation is the
-notifications module's, on the `appointment.booked` event). A message containing a configured urgent
-keyword ("chest pain") goes straight to a person.
-
-Handoff (asked for, repeated misunderstanding, failed action, urgent keyword): a ticket is opened
-(and auto-assigned), the conversation is assigned to the same person and the assistant goes
-silent until someone hands the conversation back to the bot.
+Inbound messages are routed and answered by the assistant in `flows` (see its docstring: row
+lock per conversation, handoff to a person); staff work the inbox in `inbox`.
 
 The code lives in one module per capability; this module is the published interface and
 re-exports them, and keeps the patient record's extension points: `inbox` (finding, opening and
@@ -55,9 +45,20 @@ from prm.conversations.inbox import (
 )
 from prm.conversations.models import Conversation
 from prm.core import clock
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.media import service as media
+from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassign_patient, timeline_source
+from prm.tickets import service as tickets
 
 # --- the patient record's extension points ---------------------------------------------------------
+
+
+@tickets.conversation_lookup
+async def _conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    """For tickets (a lower layer) linking a ticket to a conversation of the organisation."""
+    found = await session.scalar(
+        select(Conversation.id).where(Conversation.id == conversation_id, Conversation.org_id == org_id)
+    )
+    return found is not None
 
 
 @on_merge("conversations")
@@ -93,10 +94,7 @@ async def move_to_survivor(
 async def timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[TimelineEntry]:
-    stmt = select(Conversation).where(Conversation.org_id == org_id, Conversation.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Conversation.created_at < before)
-    rows = await session.scalars(stmt.order_by(Conversation.created_at.desc()).limit(limit))
+    rows = await newest_of_patient(session, Conversation, org_id, patient_id, before, limit)
     return [
         TimelineEntry(
             at=c.created_at,
@@ -108,6 +106,15 @@ async def timeline(
         )
         for c in rows
     ]
+
+
+@media.link_target("conversation")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a conversation belongs to the conversation's patient."""
+    patient_id = await session.scalar(
+        select(Conversation.patient_id).where(Conversation.org_id == org_id, Conversation.id == conversation_id)
+    )
+    return None if patient_id is None else media.LinkTarget(patient_id=patient_id, conversation_id=conversation_id)
 
 __all__ = [
     "HANDOFF_CATEGORY",
@@ -123,6 +130,7 @@ __all__ = [
     "history",
     "list_conversations",
     "mark_read",
+    "media_link",
     "move_to_survivor",
     "open_for",
     "policy",

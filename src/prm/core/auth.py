@@ -7,9 +7,9 @@ dependency authenticates the caller, checks the scopes and binds the org id to t
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
@@ -20,12 +20,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from sqlalchemy import select, update
 
-from prm.core import clock
+from prm.core import clock, idempotency
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied, Unauthenticated
-from prm.identity.scopes import scopes_for
+from prm.core.scopes import PLATFORM_SCOPES, scopes_for
 from prm.settings import Settings
 
 API_KEY_PREFIX = "prm_"
@@ -54,7 +53,8 @@ class Principal:
         return self.subject_id if self.kind == "user" else None
 
     def has(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """`admin` implies every organisation scope, never a platform one (see identity.scopes)."""
+        return scope in self.scopes or ("admin" in self.scopes and scope not in PLATFORM_SCOPES)
 
     @classmethod
     def system(cls, org_id: uuid.UUID) -> Principal:
@@ -138,60 +138,20 @@ def split_api_key(key: str) -> tuple[str, str] | None:
 
 # --- the dependency ----------------------------------------------------------------------------
 
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+Authenticator = Callable[[Any, Settings, str, "str | None"], Awaitable[Principal]]
 
 
 async def authenticate(session: Any, request: Request, bearer: str | None, api_key: str | None) -> Principal:
-    from prm.identity.models import ApiKey, Organisation, User
-
-    settings: Settings = request.app.state.settings
-    ip = request.client.host if request.client else None
+    """Check the credential with the authenticator the app was given (`identity.service.authenticate`:
+    credentials are identity's tables, and core never imports a domain)."""
     raw = api_key or bearer
     if not raw:
         raise Unauthenticated()
-    now = clock.now()
-    parts = split_api_key(raw)
-    if parts is not None:
-        prefix, secret = parts
-        row = (
-            await session.execute(
-                select(ApiKey)
-                .join(Organisation, Organisation.id == ApiKey.org_id)
-                .where(ApiKey.prefix == prefix, Organisation.is_active.is_(True))
-            )
-        ).scalar_one_or_none()
-        if (
-            row is None
-            or not hmac.compare_digest(row.secret_hash, hash_secret(secret))
-            or row.revoked_at is not None
-            or (row.expires_at is not None and row.expires_at <= now)
-        ):
-            raise Unauthenticated("Invalid API key")
-        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-            await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
-                         scopes=scopes_for(row.role), ip=ip)
-
-    claims = decode_token(settings, raw)
-    if claims["exp"] <= int(now.timestamp()):
-        raise Unauthenticated("Access token expired")
-    try:
-        user_id = uuid.UUID(claims["sub"])
-        org_id = uuid.UUID(claims["org"])
-    except ValueError:
-        raise Unauthenticated("Invalid access token") from None
-    user = (
-        await session.execute(
-            select(User)
-            .join(Organisation, Organisation.id == User.org_id)
-            .where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True),
-                   Organisation.is_active.is_(True))
-        )
-    ).scalar_one_or_none()
-    if user is None:
-        raise Unauthenticated("Invalid access token")
-    return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
-                     scopes=scopes_for(user.role), ip=ip)
+    authenticator: Authenticator = request.app.state.authenticate
+    ip = request.client.host if request.client else None
+    return await authenticator(session, request.app.state.settings, raw, ip)
 
 
 def Requires(*scopes: str) -> Any:
@@ -211,6 +171,8 @@ def Requires(*scopes: str) -> Any:
             raise PermissionDenied(
                 f"This credential lacks the scope(s): {', '.join(missing)}", missing_scopes=missing
             )
+        # Only now, for an authenticated and authorised caller, is an Idempotency-Key claimed.
+        await idempotency.claim(request, principal)
         return principal
 
     return Depends(dependency)

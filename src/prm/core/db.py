@@ -18,6 +18,9 @@ def resolve_database_url(settings: Settings) -> str:
     """A libpq URI for the configured database, starting the embedded server if none is set."""
     if settings.database_url:
         return settings.database_url
+    if settings.environment == "production" and not settings.allow_embedded_database:
+        raise RuntimeError("DATABASE_URL is required when ENVIRONMENT=production "
+                           "(or set ALLOW_EMBEDDED_DATABASE=true to run the embedded PostgreSQL on purpose)")
     return embedded.start(settings.data_dir / "pgdata")
 
 
@@ -43,13 +46,18 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> Database:
+    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
+                pool_timeout: float = 30, connect_timeout: int | None = None) -> Database:
+        """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
+        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one."""
         engine = create_async_engine(
             sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
             pool_pre_ping=True,
             echo=echo,
+            connect_args={"connect_timeout": connect_timeout} if connect_timeout else {},
         )
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 

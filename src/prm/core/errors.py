@@ -117,3 +117,22 @@ class Unavailable(DomainError):
     status = 503
     default_code = "unavailable"
     title = "Service unavailable"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    default_code = "payload_too_large"
+    title = "Payload too large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"The request body exceeds the limit of {limit_bytes} bytes", limit_bytes=limit_bytes)
+
+
+class RequestTimeout(DomainError):
+    status = 408
+    default_code = "request_timeout"
+    title = "Request timeout"
+
+    def __init__(self, timeout_seconds: float) -> None:
+        super().__init__(f"The request body did not arrive within {timeout_seconds:g} seconds",
+                         timeout_seconds=timeout_seconds)

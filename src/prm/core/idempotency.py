@@ -1,37 +1,53 @@
-"""`Idempotency-Key` on POST: the first response is stored and replayed for 24 hours.
+"""`Idempotency-Key` on POST: the first response is stored and replayed for `IDEMPOTENCY_TTL_HOURS`.
 
-A pure ASGI middleware, so it works for every POST route without code in the routers:
+Two halves, so that nothing is stored for a caller who is not authenticated:
 
-* the key is scoped to the credential that sent it (a hash of the Authorization / X-API-Key
-  header), so two clients cannot collide or read each other's responses;
-* the first request claims the key in its own committed row before the route runs; a concurrent
-  duplicate gets 409 `idempotency_in_progress`, a later one gets the stored response replayed with
-  `Idempotent-Replayed: true`;
-* reusing a key with a different method, path or body gets 422 `idempotency_key_reused`;
-* a 5xx response releases the key so the client can retry;
-* a response marked `Cache-Control: no-store` (one that carries a secret, such as a new API key)
-  is never stored: repeating its key gets 409 `idempotency_not_replayable`.
+* `IdempotencyMiddleware` (pure ASGI) checks the header, reads the body (at most
+  `IDEMPOTENCY_MAX_BODY_BYTES`, else 413) to fingerprint it, and leaves a `Pending` request in the
+  request state. After the route, if the request was claimed, it stores the response (or frees
+  the key on a 5xx).
+* `claim(request, principal)`, called by `prm.core.auth.Requires` once the caller is authenticated
+  and authorised, claims the key in its own committed row. The row is scoped to the credential
+  (organisation + user or API key id), so another credential of the same or another organisation
+  using the same key never gets the stored response. A concurrent duplicate gets 409
+  `idempotency_in_progress`, a later one gets the stored response replayed with
+  `Idempotent-Replayed: true`; reusing a key with a different method, path or body gets 422
+  `idempotency_key_reused`.
+
+Unauthenticated requests (and public routes, which take no credential) are passed through and never
+stored. A response marked `Cache-Control: no-store` (one that carries a secret, such as a new API
+key) or larger than `IDEMPOTENCY_MAX_BODY_BYTES` is never stored: repeating its key gets 409
+`idempotency_not_replayable`. Stored responses can hold patient data: they are deleted when they
+expire, by the hourly `idempotency.purge` job (and when their key is claimed again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import LargeBinary, String, delete, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm.core import clock, jobs
 from prm.core.errors import Conflict, DomainError, ValidationFailed
 from prm.core.models import Base
 
+if TYPE_CHECKING:
+    from prm.core.auth import Principal
+
 HEADER = b"idempotency-key"
 MAX_KEY_LENGTH = 255
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+STATE_KEY = "idempotency"
 
 
 class IdempotencyRecord(Base):
@@ -48,6 +64,40 @@ class IdempotencyRecord(Base):
     expires_at: Mapped[datetime]
 
 
+@dataclass
+class Pending:
+    """A POST with an Idempotency-Key, waiting for its caller to be authenticated."""
+
+    key: str
+    fingerprint: str
+    ttl: timedelta
+    claimed_scope: str | None = None
+
+
+class Replay(Exception):
+    """Raised by `claim` when the key was used before: the handler answers with the stored response."""
+
+    def __init__(self, status: int, headers: list[list[str]], body: bytes) -> None:
+        super().__init__("idempotent replay")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+async def replay_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Replay)
+    response = Response(exc.body, status_code=exc.status)
+    response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers
+                            if k.lower() != "content-length"]
+    response.raw_headers += [(b"content-length", str(len(exc.body)).encode()), (b"idempotent-replayed", b"true")]
+    return response
+
+
+def credential_scope(principal: Principal) -> str:
+    """The row's scope: one credential (user or API key) of one organisation."""
+    return hashlib.sha256(f"{principal.org_id}|{principal.credential}".encode()).hexdigest()
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -55,10 +105,42 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+async def claim(request: Request, principal: Principal) -> None:
+    """Claim this request's Idempotency-Key for an authenticated caller (no-op without one).
+
+    Raises `Replay` with the stored response for a repeat, or a 409/422 problem."""
+    pending: Pending | None = getattr(request.state, STATE_KEY, None)
+    if pending is None or pending.claimed_scope is not None or principal.kind == "system":
+        return
+    cred_scope = credential_scope(principal)
+    db = request.app.state.db
+    now = clock.now()
+    async with db.sessionmaker() as session:
+        if await _claim(session, cred_scope, pending.key, pending.fingerprint, now, now + pending.ttl):
+            pending.claimed_scope = cred_scope
+            return
+        row = await session.get(IdempotencyRecord, (cred_scope, pending.key))
+        await session.commit()
+    if row is None:  # expired between the two statements: let the client retry
+        raise Conflict("Idempotency key is being reset; retry", code="idempotency_in_progress")
+    if row.fingerprint != pending.fingerprint:
+        raise ValidationFailed.field("Idempotency-Key", "was already used with a different request",
+                                     code="idempotency_key_reused")
+    if row.state == "processing":
+        raise Conflict("A request with this Idempotency-Key is still being processed",
+                       code="idempotency_in_progress")
+    if row.state == "unreplayable":
+        raise Conflict("This Idempotency-Key was used for a request whose response was not stored (it "
+                       "contained a secret, or was too large to keep)", code="idempotency_not_replayable")
+    raise Replay(row.response_status or 200, row.response_headers or [], row.response_body or b"")
+
+
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, ttl: timedelta = timedelta(hours=24)) -> None:
+    def __init__(self, app: ASGIApp, *, ttl: timedelta = timedelta(hours=24),
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.ttl = ttl
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or _header(scope, HEADER) is None:
@@ -70,54 +152,33 @@ class IdempotencyMiddleware:
                 "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters", code="invalid_idempotency_key"))
             return
 
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _send_problem(send, PayloadTooLarge(
+                    f"A request with an Idempotency-Key may have a body of at most {self.max_body_bytes} bytes",
+                    code="idempotency_body_too_large",
+                    errors=[{"field": "body", "message": f"at most {self.max_body_bytes} bytes with an "
+                             "Idempotency-Key", "type": "idempotency_body_too_large"}]))
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
+        body = b"".join(chunks)
 
-        credential = _header(scope, b"authorization") or _header(scope, b"x-api-key")
-        client = scope.get("client") or ("", 0)
-        owner = credential or f"anonymous:{client[0]}".encode()
-        cred_scope = hashlib.sha256(owner).hexdigest()
         fingerprint = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
+        pending = Pending(key=key, fingerprint=fingerprint, ttl=self.ttl)
+        scope.setdefault("state", {})[STATE_KEY] = pending
 
-        db = scope["app"].state.db
-        now = clock.now()
-        async with db.sessionmaker() as session:
-            claimed = await _claim(session, cred_scope, key, fingerprint, now, now + self.ttl)
-            if not claimed:
-                row = await session.get(IdempotencyRecord, (cred_scope, key))
-                await session.commit()
-                if row is None:  # expired between the two statements: let the client retry
-                    await _send_problem(send, Conflict("Idempotency key is being reset; retry",
-                                                       code="idempotency_in_progress"))
-                    return
-                if row.fingerprint != fingerprint:
-                    await _send_problem(send, ValidationFailed.field(
-                        "Idempotency-Key", "was already used with a different request",
-                        code="idempotency_key_reused"))
-                    return
-                if row.state == "processing":
-                    await _send_problem(send, Conflict(
-                        "A request with this Idempotency-Key is still being processed",
-                        code="idempotency_in_progress"))
-                    return
-                if row.state == "unreplayable":
-                    await _send_problem(send, Conflict(
-                        "This Idempotency-Key was used for a request whose response cannot be replayed "
-                        "(it contained a secret)", code="idempotency_not_replayable"))
-                    return
-                headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.response_headers or []]
-                headers.append((b"idempotent-replayed", b"true"))
-                await send({"type": "http.response.start", "status": row.response_status, "headers": headers})
-                await send({"type": "http.response.body", "body": row.response_body or b""})
-                return
-
-        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": [], "size": 0}
         delivered = False
 
         async def replay_receive() -> Message:
@@ -134,30 +195,45 @@ class IdempotencyMiddleware:
                     [k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])
                     if k.lower() not in (b"content-length", b"set-cookie", b"date", b"server")
                 ]
-            elif message["type"] == "http.response.body":
-                captured["body"] += message.get("body", b"")
+            elif message["type"] == "http.response.body" and pending.claimed_scope is not None:
+                chunk = message.get("body", b"")
+                captured["size"] += len(chunk)
+                if captured["size"] <= self.max_body_bytes:
+                    captured["body"].append(chunk)
             await send(message)
 
         try:
             await self.app(scope, replay_receive, capture_send)
         finally:
-            async with db.sessionmaker() as session:
-                if captured["status"] >= 500:
-                    await session.execute(delete(IdempotencyRecord).where(
-                        IdempotencyRecord.scope == cred_scope, IdempotencyRecord.key == key))
-                else:
-                    row = await session.get(IdempotencyRecord, (cred_scope, key))
-                    no_store = any(k.lower() == "cache-control" and "no-store" in v.lower()
-                                   for k, v in captured["headers"])
-                    if row is not None and no_store:
-                        row.state = "unreplayable"
-                        row.response_status = captured["status"]
-                    elif row is not None:
-                        row.state = "done"
-                        row.response_status = captured["status"]
-                        row.response_headers = captured["headers"]
-                        row.response_body = captured["body"]
-                await session.commit()
+            if pending.claimed_scope is not None:
+                await _finish(scope["app"].state.db, pending, captured, self.max_body_bytes)
+
+
+async def _finish(db: Any, pending: Pending, captured: dict[str, Any], max_body_bytes: int) -> None:
+    cred_scope = pending.claimed_scope
+    async with db.sessionmaker() as session:
+        if captured["status"] >= 500:
+            await session.execute(delete(IdempotencyRecord).where(
+                IdempotencyRecord.scope == cred_scope, IdempotencyRecord.key == pending.key))
+        else:
+            row = await session.get(IdempotencyRecord, (cred_scope, pending.key))
+            no_store = any(k.lower() == "cache-control" and "no-store" in v.lower()
+                           for k, v in captured["headers"])
+            if row is not None and (no_store or captured["size"] > max_body_bytes):
+                row.state = "unreplayable"
+                row.response_status = captured["status"]
+            elif row is not None:
+                row.state = "done"
+                row.response_status = captured["status"]
+                row.response_headers = captured["headers"]
+                row.response_body = b"".join(captured["body"])
+        await session.commit()
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    default_code = "payload_too_large"
+    title = "Payload too large"
 
 
 async def _claim(session: AsyncSession, scope: str, key: str, fingerprint: str,

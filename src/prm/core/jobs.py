@@ -9,25 +9,36 @@
   in-process worker of `prm serve`.
 * `run_due(session)` runs the due jobs inside one transaction, using the service clock: the test
   suite uses it to move time instead of sleeping, and `prm jobs run-due` for one-off catch-up.
+* Housekeeping (`Housekeeping`, given to `build_app`): two periodic tasks on procrastinate's own job
+  manager. `jobs.recover_stalled` puts the running jobs of dead workers (no heartbeat for
+  `stalled_after_seconds`) back in the queue; `jobs.prune` deletes finished jobs after their
+  retention. Neither touches business data, so they live here rather than in the registry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import procrastinate
 import structlog
+from procrastinate import exceptions as procrastinate_errors
+from procrastinate.jobs import Job as QueuedJob
+from procrastinate.jobs import Status
+from procrastinate.manager import JobManager
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prm.core import clock
+from prm.core.backoff import backoff_seconds
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +59,7 @@ class BackoffRetry(BaseRetryStrategy):
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def wait_seconds(self, attempts: int) -> float:
-        wait = min(self.max_seconds, self.base_seconds * (2**attempts))
+        wait = backoff_seconds(attempts, base_seconds=self.base_seconds, max_seconds=self.max_seconds)
         return wait * random.uniform(0.9, 1.1)
 
     def get_retry_decision(self, *, exception: BaseException, job: Any) -> RetryDecision | None:
@@ -178,6 +189,34 @@ def bind(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     _sessionmaker = sessionmaker
 
 
+_inside_run_due: contextvars.ContextVar[bool] = contextvars.ContextVar("inside_run_due", default=False)
+
+
+@contextlib.asynccontextmanager
+async def checkpoint(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A step of a job that must be durable before the job goes on (a delivery attempt recorded
+    before calling a provider): committed at the end of the block, and its locks released.
+
+    Under `run_due` (tests, `prm jobs run-due`), where every job runs inside the caller's one
+    transaction, it is a savepoint instead: durable only if that transaction commits.
+    """
+    if _inside_run_due.get():
+        async with session.begin_nested():
+            yield session
+        return
+    try:
+        yield session
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
+
+
+async def run_job(name: str, **kwargs: Any) -> Any:
+    """Run one registered job now, in its own transaction, as a worker would (operators, tests)."""
+    return await _run_in_own_transaction(_registry[name], kwargs)
+
+
 async def _run_in_own_transaction(spec: JobSpec, kwargs: dict[str, Any]) -> Any:
     if _sessionmaker is None:
         raise RuntimeError("jobs.bind() was not called before running jobs")
@@ -195,8 +234,12 @@ async def _run_in_own_transaction(spec: JobSpec, kwargs: dict[str, Any]) -> Any:
         structlog.contextvars.unbind_contextvars("job")
 
 
-def build_app(conninfo: str) -> procrastinate.App:
-    """A procrastinate App holding every registered job, connected to `conninfo`."""
+def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None) -> procrastinate.App:
+    """A procrastinate App holding every registered job, connected to `conninfo`.
+
+    With `housekeeping`, the periodic stalled-job recovery and pruning tasks are added (workers);
+    without, the App only runs and inspects jobs (tests, operator commands).
+    """
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
     for spec in _registry.values():
 
@@ -207,7 +250,111 @@ def build_app(conninfo: str) -> procrastinate.App:
         task: Any = app.task(name=spec.name, queue=spec.queue, retry=spec.retry or False)(runner)
         if spec.periodic_cron:
             app.periodic(cron=spec.periodic_cron, periodic_id=spec.name)(task)
+    if housekeeping is not None:
+        _add_housekeeping(app, housekeeping)
     return app
+
+
+# --- housekeeping: stalled jobs and old jobs ---------------------------------------------------
+
+RECOVER_STALLED_JOB = "jobs.recover_stalled"
+PRUNE_JOB = "jobs.prune"
+FINISHED_STATES = ("succeeded", "failed", "cancelled", "aborted")
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    """How workers look after the job table (from settings)."""
+
+    stalled_after_seconds: float = 30
+    recovery_interval_seconds: int = 60
+    retention_hours: int = 168
+    failed_retention_hours: int = 720
+    max_recoveries: int = 8
+
+    @property
+    def recovery_cron(self) -> str:
+        """A cron for every `recovery_interval_seconds` (seconds as croniter's sixth field)."""
+        seconds = self.recovery_interval_seconds
+        if seconds < 60:
+            return f"* * * * * */{seconds}"
+        return f"*/{max(1, min(59, seconds // 60))} * * * *"
+
+
+async def stalled_jobs(manager: JobManager, *, stalled_after_seconds: float, queue: str | None = None
+                       ) -> list[QueuedJob]:
+    """Jobs in `doing` whose worker is gone or has sent no heartbeat for `stalled_after_seconds`."""
+    return list(await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after_seconds, queue=queue))
+
+
+async def recover_stalled(manager: JobManager, *, stalled_after_seconds: float, max_recoveries: int = 8,
+                          queue: str | None = None) -> list[int]:
+    """Put the stalled jobs back in the queue, to run now; returns their ids.
+
+    A job that has already been tried `max_recoveries` times (it may be what kills its worker)
+    is marked failed instead, so it shows up in `prm jobs list` rather than looping for ever.
+    Every job is safe to run again: the jobs check their own state under a row lock.
+    """
+    recovered: list[int] = []
+    for queued in await stalled_jobs(manager, stalled_after_seconds=stalled_after_seconds, queue=queue):
+        assert queued.id is not None
+        try:
+            if queued.attempts + 1 >= max_recoveries:
+                await manager.finish_job(queued, status=Status.FAILED, delete_job=False)
+                log.error("jobs.stalled_failed", job_id=queued.id, job_name=queued.task_name,
+                          attempts=queued.attempts)
+                continue
+            await manager.retry_job(queued)
+        except procrastinate_errors.ConnectorException:
+            # finished or recovered by someone else meanwhile: nothing left to do for this one
+            log.info("jobs.stalled_gone", job_id=queued.id)
+            continue
+        recovered.append(queued.id)
+        log.warning("jobs.stalled_recovered", job_id=queued.id, job_name=queued.task_name,
+                    attempts=queued.attempts + 1, worker_id=queued.worker_id)
+    return recovered
+
+
+async def retry_stalled(manager: JobManager, job_id: int, *, stalled_after_seconds: float) -> bool:
+    """Retry one job now if it is stalled (operators: `prm jobs retry`); False when it is not."""
+    for queued in await stalled_jobs(manager, stalled_after_seconds=stalled_after_seconds):
+        if queued.id == job_id:
+            await manager.retry_job(queued)
+            log.warning("jobs.stalled_retried", job_id=job_id, job_name=queued.task_name)
+            return True
+    return False
+
+
+async def prune(manager: JobManager, *, retention_hours: int, failed_retention_hours: int) -> None:
+    """Delete jobs finished more than `retention_hours` ago (failed ones: `failed_retention_hours`).
+
+    procrastinate remembers the last job each periodic task deferred (`procrastinate_periodic_defers`,
+    a foreign key without ON DELETE); that bookkeeping link is cleared for finished jobs first so
+    that deleting an old periodic job cannot fail.
+    """
+    await manager.connector.execute_query_async(
+        "UPDATE procrastinate_periodic_defers AS d SET job_id = NULL FROM procrastinate_jobs AS j "
+        "WHERE d.job_id = j.id AND j.status = ANY(%(states)s::procrastinate_job_status[])",
+        states=list(FINISHED_STATES),
+    )
+    await manager.delete_old_jobs(nb_hours=retention_hours, include_cancelled=True, include_aborted=True)
+    await manager.delete_old_jobs(nb_hours=failed_retention_hours, include_failed=True,
+                                  include_cancelled=True, include_aborted=True)
+    log.info("jobs.pruned", retention_hours=retention_hours, failed_retention_hours=failed_retention_hours)
+
+
+def _add_housekeeping(app: procrastinate.App, settings: Housekeeping) -> None:
+    @app.periodic(cron=settings.recovery_cron, periodic_id=RECOVER_STALLED_JOB)
+    @app.task(name=RECOVER_STALLED_JOB, queueing_lock=RECOVER_STALLED_JOB, pass_context=True)
+    async def recover_stalled_task(context: procrastinate.JobContext, timestamp: int) -> int:
+        return len(await recover_stalled(context.app.job_manager, stalled_after_seconds=settings.stalled_after_seconds,
+                                         max_recoveries=settings.max_recoveries))
+
+    @app.periodic(cron="23 * * * *", periodic_id=PRUNE_JOB)
+    @app.task(name=PRUNE_JOB, queueing_lock=PRUNE_JOB, pass_context=True)
+    async def prune_task(context: procrastinate.JobContext, timestamp: int) -> None:
+        await prune(context.app.job_manager, retention_hours=settings.retention_hours,
+                    failed_retention_hours=settings.failed_retention_hours)
 
 
 @dataclass
@@ -235,8 +382,18 @@ async def run_due(
     Each job runs in a savepoint: a failing job is rolled back alone, then retried (rescheduled by
     its strategy) or marked failed, exactly as the worker would.
     """
+    token = _inside_run_due.set(True)
+    try:
+        return await _run_due(session, names=names, limit=limit)
+    finally:
+        _inside_run_due.reset(token)
+
+
+async def _run_due(session: AsyncSession, *, names: Iterable[str] | None, limit: int) -> RunReport:
     report = RunReport()
-    only = list(names) if names is not None else None
+    # only jobs of the registry: housekeeping tasks belong to real workers (they use procrastinate's
+    # own connection, outside this transaction)
+    only = list(names) if names is not None else list(_registry)
     for _ in range(limit):
         row = (
             await session.execute(

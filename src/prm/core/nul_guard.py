@@ -21,21 +21,24 @@ MESSAGE = "must not contain the NUL character (U+0000)"
 
 
 def nul_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
-    """The path to the first string (or object key) in a decoded JSON value holding U+0000."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return (*path, key.replace("\x00", "\\u0000"))
-            found = nul_path(item, (*path, key))
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = nul_path(item, (*path, str(index)))
-            if found is not None:
-                return found
+    """The path to the first string (or object key) in a decoded JSON value holding U+0000.
+
+    Iterative (an explicit stack), so any depth the JSON decoder accepted is walked without
+    recursion; the order is the document's order.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+        elif isinstance(item, dict):
+            for key in item:
+                if "\x00" in key:
+                    return (*where, key.replace("\x00", "\\u0000"))
+            stack.extend((item[key], (*where, key)) for key in reversed(list(item)))
+        elif isinstance(item, list):
+            stack.extend((child, (*where, str(i))) for i, child in reversed(list(enumerate(item))))
     return None
 
 
@@ -46,21 +49,28 @@ def _form_field(raw: bytes) -> str | None:
     return None
 
 
-def _json_field(raw: bytes) -> str | None:
+TOO_DEEP = "is nested too deeply"
+
+
+def _json_field(raw: bytes) -> tuple[str, str] | None:
+    """(field, message) for a JSON body holding U+0000 (or too deep to decode), else None."""
     if b"\\u0000" not in raw:  # JSON must escape control characters, so this is the only spelling
         return None
     try:
         decoded = json.loads(raw)
+    except RecursionError:  # deeper than the decoder goes: refuse it here rather than fail later
+        return "body", TOO_DEEP
     except ValueError:  # malformed JSON: FastAPI's own validation reports it
         return None
     path = nul_path(decoded)
-    return None if path is None else ".".join(path) or "body"
+    return None if path is None else (".".join(path) or "body", MESSAGE)
 
 
-def _problem(field: str, location: str, instance: str) -> tuple[int, bytes]:
-    error = ValidationFailed.field(field, MESSAGE)
+def _problem(field: str, location: str, instance: str, message: str = MESSAGE) -> tuple[int, bytes]:
+    error = ValidationFailed.field(field, message)
     body = error.problem(instance)
-    body["errors"] = [{"field": field, "in": location, "message": MESSAGE, "type": "nul_character"}]
+    kind = "nul_character" if message == MESSAGE else "too_deep"
+    body["errors"] = [{"field": field, "in": location, "message": message, "type": kind}]
     return error.status, json.dumps(body).encode()
 
 
@@ -86,18 +96,23 @@ class NulGuardMiddleware:
             return
 
         messages: list[Message] = []
-        body = b""
+        chunks: list[bytes] = []
         more = True
         while more:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        field = _json_field(body) if is_json else (_form_field(body) if b"%00" in body else None)
-        if field is not None:
-            await _reject(send, field, "body" if is_json else "form", scope["path"])
+        body = b"".join(chunks)
+        if is_json:
+            found = _json_field(body)
+        else:
+            form_field = _form_field(body) if b"%00" in body else None
+            found = (form_field, MESSAGE) if form_field is not None else None
+        if found is not None:
+            await _reject(send, found[0], "body" if is_json else "form", scope["path"], found[1])
             return
 
         async def replay() -> Message:
@@ -106,8 +121,8 @@ class NulGuardMiddleware:
         await self.app(scope, replay, send)
 
 
-async def _reject(send: Send, field: str, location: str, instance: str) -> None:
-    status, payload = _problem(field, location, instance)
+async def _reject(send: Send, field: str, location: str, instance: str, message: str = MESSAGE) -> None:
+    status, payload = _problem(field, location, instance, message)
     await send({
         "type": "http.response.start",
         "status": status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -31,12 +32,33 @@ class RateLimiter:
         stats = await self.strategy.get_window_stats(limit, *key)
         raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
 
+    async def check(self, rule: str, *key: str) -> None:
+        """Raise RateLimited if `key` has used up `rule`, without counting a hit."""
+        limit = parse(rule)
+        if await self.strategy.test(limit, *key):
+            return
+        stats = await self.strategy.get_window_stats(limit, *key)
+        raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def count(self, rule: str, *key: str) -> None:
+        """Count one hit against `rule` for `key`, never raising (the next `check` will)."""
+        await self.strategy.hit(parse(rule), *key)
+
+    async def clear(self, rule: str, *key: str) -> None:
+        await self.strategy.clear(parse(rule), *key)
+
     async def reset(self) -> None:
         await self.storage.reset()
 
 
 def client_ip(request: Request) -> str:
+    """The client's address as `ForwardedHeadersMiddleware` left it (a trusted proxy's word, or the peer)."""
     return request.client.host if request.client else "unknown"
+
+
+def account_key(identifier: str) -> str:
+    """A stable key for an account name (an email) that does not store the name itself."""
+    return hashlib.sha256(identifier.strip().lower().encode()).hexdigest()[:32]
 
 
 def limit(setting_name: str, bucket: str) -> Any:

@@ -39,6 +39,8 @@ class User(IdMixin, TimestampMixin, OrgMixin, Base):
     role: Mapped[str] = mapped_column(String(32))
     password_hash: Mapped[str] = mapped_column(Text)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Platform operator (creates organisations); set only by `prm users platform-admin`.
+    is_platform_admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     last_login_at: Mapped[datetime | None]
 
 
@@ -56,3 +58,5 @@ class ApiKey(IdMixin, TimestampMixin, OrgMixin, Base):
     last_used_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # A platform key (creates organisations); made only by `prm api-keys create --platform-admin`.
+    is_platform_admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -13,6 +13,7 @@ from prm.context import AppContext
 from prm.core import audit, ratelimit
 from prm.core.auth import Principal, Requires, issue_token
 from prm.core.db import Session
+from prm.core.errors import Unauthenticated
 from prm.identity import service
 from prm.identity.models import Organisation
 from prm.identity.schemas import (
@@ -29,6 +30,7 @@ from prm.identity.schemas import (
     UserRead,
     UserUpdate,
 )
+from prm.identity.scopes import PLATFORM_ADMIN
 
 router = APIRouter(tags=["identity"])
 
@@ -36,8 +38,20 @@ router = APIRouter(tags=["identity"])
 @router.post("/auth/token", response_model=Token, dependencies=[ratelimit.limit("rate_limit_login", "login")],
              summary="Log in (OAuth2 password flow): username is the email")
 async def token(response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()],
-                session: Session, ctx: AppContext) -> Token:
-    user = await service.login(session, form.username, form.password)
+                session: Session, ctx: AppContext, request: Request) -> Token:
+    # Failed logins are limited per account as well as per address (the dependency above), so
+    # rotating addresses does not buy more guesses. A used-up account answers 429 even to the
+    # right password, so the limit cannot be used to test guesses.
+    limiter: ratelimit.RateLimiter = request.app.state.rate_limiter
+    rule = ctx.settings.rate_limit_login_account
+    account = ratelimit.account_key(form.username)
+    await limiter.check(rule, "login-account", account)
+    try:
+        user = await service.login(session, form.username, form.password)
+    except Unauthenticated:
+        await limiter.count(rule, "login-account", account)
+        raise
+    await limiter.clear(rule, "login-account", account)
     response.headers["Cache-Control"] = "no-store"
     access, ttl = issue_token(ctx.settings, user_id=user.id, org_id=user.org_id, role=user.role)
     return Token(access_token=access, expires_in=ttl)
@@ -91,9 +105,13 @@ class OrganisationCreated(BaseModel):
 
 
 @admin.post("/organisations", status_code=201, response_model=OrganisationCreated,
-            summary="Create another organisation with its first admin (no access to it is granted to the caller)")
+            summary="Create another organisation with its first admin (platform admins only)",
+            description="Needs the `platform:admin` scope, which only a platform admin user or key carries "
+                        "(flagged by the operator with `prm users platform-admin` or "
+                        "`prm api-keys create --platform-admin`); an organisation's `admin` role does not "
+                        "grant it. No access to the new organisation is granted to the caller.")
 async def create_organisation(body: OrganisationSignup, session: Session,
-                              who: Principal = Requires("admin")) -> OrganisationCreated:
+                              who: Principal = Requires(PLATFORM_ADMIN)) -> OrganisationCreated:
     org = await service.create_organisation(session, body.organisation)
     first = await service.create_user(session, org.id, body.admin.model_copy(update={"role": "admin"}))
     await audit.record(session, who, "create", "organisation", org.id)
@@ -115,7 +133,8 @@ async def create_user(body: UserCreate, session: Session, who: Principal = Requi
 @admin.patch("/users/{user_id}", response_model=UserRead)
 async def update_user(user_id: uuid.UUID, body: UserUpdate, session: Session,
                       who: Principal = Requires("admin")) -> UserRead:
-    user = await service.update_user(session, who.org_id, user_id, body)
+    user = await service.update_user(session, who.org_id, user_id, body,
+                                     platform_admin=who.has(PLATFORM_ADMIN))
     await audit.record(session, who, "update", "user", user.id, details={"fields": sorted(body.model_fields_set)})
     return UserRead.model_validate(user)
 

@@ -6,12 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from prm.core.fields import Name, OptionalName
+
 Role = Literal["admin", "coordinator", "practitioner", "support_agent", "integration", "agent"]
 StaffRole = Literal["admin", "coordinator", "practitioner", "support_agent"]
 
 
 class OrganisationCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     slug: str = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Madrid")
 
@@ -52,12 +54,12 @@ class OrganisationSettingsRead(BaseModel):
 class UserCreate(BaseModel):
     email: EmailStr
     password: str = Field(min_length=10, max_length=200)
-    full_name: str = Field(default="", max_length=200)
+    full_name: OptionalName = Field(default="", max_length=200)
     role: StaffRole
 
 
 class UserUpdate(BaseModel):
-    full_name: str | None = Field(default=None, max_length=200)
+    full_name: OptionalName | None = Field(default=None, max_length=200)
     role: StaffRole | None = None
     is_active: bool | None = None
     password: str | None = Field(default=None, min_length=10, max_length=200)
@@ -71,12 +73,13 @@ class UserRead(BaseModel):
     full_name: str
     role: str
     is_active: bool
+    is_platform_admin: bool = Field(description="May create organisations; set only with the CLI")
     last_login_at: datetime | None
     created_at: datetime
 
 
 class ApiKeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     role: Role = "integration"
     expires_at: datetime | None = None
 
@@ -92,6 +95,7 @@ class ApiKeyRead(BaseModel):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    is_platform_admin: bool = Field(description="May create organisations; set only with the CLI")
 
 
 class ApiKeyCreated(ApiKeyRead):

@@ -1,69 +1,15 @@
-"""Roles and the scopes they grant. Pure data: the one place to read who may do what."""
+"""Roles and scopes: defined in `prm.core.scopes` (the `Principal` in core needs them); re-exported here."""
 
 from __future__ import annotations
 
-ROLES = ("admin", "coordinator", "practitioner", "support_agent", "integration", "agent")
-
-RESOURCES = (
-    "patients",
-    "appointments",
-    "schedule",
-    "communications",
-    "notifications",
-    "conversations",
-    "tickets",
-    "journeys",
-    "intake",
-    "media",
-    "vector",
-    "agents",
-    "fhir",
-    "webhooks",
+from prm.core.scopes import (
+    ALL_SCOPES,
+    PLATFORM_ADMIN,
+    PLATFORM_SCOPES,
+    RESOURCES,
+    ROLE_SCOPES,
+    ROLES,
+    scopes_for,
 )
 
-ALL_SCOPES: frozenset[str] = frozenset(
-    [f"{r}:{a}" for r in RESOURCES for a in ("read", "write")] + ["admin", "audit:read", "jobs:admin"]
-)
-
-
-def _rw(*resources: str) -> set[str]:
-    return {f"{r}:{a}" for r in resources for a in ("read", "write")}
-
-
-def _r(*resources: str) -> set[str]:
-    return {f"{r}:read" for r in resources}
-
-
-ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "admin": ALL_SCOPES,
-    "coordinator": frozenset(
-        _rw("patients", "appointments", "schedule", "communications", "notifications", "conversations",
-            "tickets", "journeys", "intake", "media")
-        | _r("vector", "agents", "fhir")
-    ),
-    "practitioner": frozenset(
-        _rw("patients", "appointments", "intake", "media", "tickets")
-        | _r("schedule", "communications", "conversations", "journeys", "vector", "fhir")
-    ),
-    "support_agent": frozenset(
-        _rw("conversations", "tickets", "communications", "notifications")
-        | _r("patients", "appointments", "schedule", "journeys", "vector")
-    ),
-    # An AI agent's API key: its tools (agents), the records they act on, nothing administrative.
-    "agent": frozenset(
-        _rw("agents", "patients", "appointments", "tickets", "notifications")
-        | _r("schedule", "conversations", "vector")
-    ),
-    "integration": frozenset(
-        _rw("patients", "appointments", "communications", "notifications", "conversations", "tickets",
-            "journeys", "intake", "media", "vector", "agents", "fhir", "webhooks")
-        | _r("schedule")
-    ),
-}
-
-
-def scopes_for(role: str) -> frozenset[str]:
-    try:
-        return ROLE_SCOPES[role]
-    except KeyError:
-        raise ValueError(f"unknown role {role!r}") from None
+__all__ = ["ALL_SCOPES", "PLATFORM_ADMIN", "PLATFORM_SCOPES", "RESOURCES", "ROLES", "ROLE_SCOPES", "scopes_for"]

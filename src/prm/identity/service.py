@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import phonenumbers
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
-from prm.core import audit, clock
+from prm.core import audit, clock, references
 from prm.core import reminder_offsets as reminder_times
-from prm.core.auth import Principal, burn_password_check, hash_password, new_api_key, verify_password
-from prm.core.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from prm.core.auth import (
+    Principal,
+    burn_password_check,
+    decode_token,
+    hash_password,
+    hash_secret,
+    new_api_key,
+    split_api_key,
+    verify_password,
+)
+from prm.core.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from prm.core.reminder_offsets import ReminderOffset
+from prm.core.scopes import PLATFORM_ADMIN, scopes_for
 from prm.identity.models import ApiKey, Organisation, User
-from prm.identity.schemas import ApiKeyCreate, OrganisationCreate, OrganisationSettingsUpdate, UserCreate, UserUpdate
+from prm.identity.schemas import (
+    ApiKeyCreate,
+    OrganisationCreate,
+    OrganisationSettingsUpdate,
+    UserCreate,
+    UserUpdate,
+)
+from prm.settings import Settings
 
 
 def _check_timezone(field: str, name: str) -> None:
@@ -96,6 +117,10 @@ async def update_organisation_settings(
     return org
 
 
+async def find_organisation_by_id(session: AsyncSession, org_id: uuid.UUID) -> Organisation | None:
+    return await session.get(Organisation, org_id)
+
+
 async def find_organisation(session: AsyncSession, ref: str) -> Organisation:
     """By id or slug (CLI convenience)."""
     try:
@@ -123,6 +148,18 @@ async def create_user(session: AsyncSession, org_id: uuid.UUID, data: UserCreate
     return user
 
 
+@references.resolver("user")
+async def user_exists(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return await session.scalar(select(User.id).where(User.id == user_id, User.org_id == org_id)) is not None
+
+
+@references.resolver("actor")
+async def actor_exists(session: AsyncSession, org_id: uuid.UUID, actor_id: uuid.UUID) -> bool:
+    """A user or an API key of the organisation (who the audit log names)."""
+    return await user_exists(session, org_id, actor_id) or await session.scalar(
+        select(ApiKey.id).where(ApiKey.id == actor_id, ApiKey.org_id == org_id)) is not None
+
+
 async def get_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> User:
     user = await session.scalar(select(User).where(User.id == user_id, User.org_id == org_id))
     if user is None:
@@ -134,8 +171,14 @@ async def list_users(session: AsyncSession, org_id: uuid.UUID) -> list[User]:
     return list((await session.scalars(select(User).where(User.org_id == org_id).order_by(User.created_at))).all())
 
 
-async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, data: UserUpdate) -> User:
+async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, data: UserUpdate,
+                      *, platform_admin: bool = False) -> User:
+    """Change a user; a platform admin user only by a platform admin (an organisation's admin
+    resetting their password would otherwise gain the platform role)."""
     user = await get_user(session, org_id, user_id)
+    if user.is_platform_admin and not platform_admin:
+        raise PermissionDenied("Only a platform admin can change a platform admin user",
+                               missing_scopes=[PLATFORM_ADMIN])
     changes = data.model_dump(exclude_unset=True)
     password = changes.pop("password", None)
     for field, value in changes.items():
@@ -143,6 +186,20 @@ async def update_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UU
             setattr(user, field, value)
     if password:
         user.password_hash = hash_password(password)
+    await session.flush()
+    return user
+
+
+async def set_platform_admin(session: AsyncSession, user_ref: str, value: bool) -> User:
+    """Grant or withdraw the platform role of a user (by id or email). CLI only: operator access."""
+    try:
+        stmt = select(User).where(User.id == uuid.UUID(user_ref))
+    except ValueError:
+        stmt = select(User).where(func.lower(User.email) == user_ref.lower())
+    user = await session.scalar(stmt)
+    if user is None:
+        raise NotFound(f"No user {user_ref!r}")
+    user.is_platform_admin = value
     await session.flush()
     return user
 
@@ -163,14 +220,18 @@ async def login(session: AsyncSession, email: str, password: str) -> User:
 
 
 async def create_api_key(
-    session: AsyncSession, org_id: uuid.UUID, data: ApiKeyCreate, *, created_by: uuid.UUID | None = None
+    session: AsyncSession, org_id: uuid.UUID, data: ApiKeyCreate, *, created_by: uuid.UUID | None = None,
+    platform_admin: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the full key, which is never retrievable again."""
+    """Create a key; returns the row and the full key, which is never retrievable again.
+
+    `platform_admin=True` (a key that may create organisations) only from the CLI: the API never
+    passes it."""
     if data.expires_at is not None and data.expires_at <= clock.now():
         raise ValidationFailed.field("expires_at", "must be in the future")
     full, prefix, secret_hash = new_api_key()
     key = ApiKey(org_id=org_id, name=data.name, role=data.role, prefix=prefix, secret_hash=secret_hash,
-                 created_by_user_id=created_by, expires_at=data.expires_at)
+                 created_by_user_id=created_by, expires_at=data.expires_at, is_platform_admin=platform_admin)
     session.add(key)
     await session.flush()
     return key, full
@@ -199,3 +260,84 @@ async def revoke_api_key(session: AsyncSession, org_id: uuid.UUID | None, key_re
     await session.flush()
     return key
 
+
+
+# --- staff users as other domains see them -------------------------------------------------------
+
+
+async def is_active_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """The one "active staff user in this organisation" rule (assignees of tickets and conversations)."""
+    found = await session.scalar(
+        select(User.id).where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True))
+    )
+    return found is not None
+
+
+async def require_active_user(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, *, field: str = "assignee_id"
+) -> None:
+    """422 naming `field` unless `user_id` is an active staff user of this organisation."""
+    if not await is_active_user(session, org_id, user_id):
+        raise ValidationFailed.field(
+            field, "no such active staff user in this organisation", code="assignee_not_found"
+        )
+
+
+async def active_user_ids(session: AsyncSession, org_id: uuid.UUID, roles: Sequence[str]) -> list[uuid.UUID]:
+    """The active staff users of this organisation with one of `roles`."""
+    rows = await session.scalars(
+        select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
+    )
+    return list(rows)
+
+
+# --- authentication (called by core.auth.Requires through app.state.authenticate) ----------------
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def authenticate(session: Any, settings: Settings, raw: str, ip: str | None) -> Principal:
+    """The caller behind an API key or a staff JWT (`core.auth.Requires` calls this through the app)."""
+    now = clock.now()
+    parts = split_api_key(raw)
+    if parts is not None:
+        prefix, secret = parts
+        row = (
+            await session.execute(
+                select(ApiKey)
+                .join(Organisation, Organisation.id == ApiKey.org_id)
+                .where(ApiKey.prefix == prefix, Organisation.is_active.is_(True))
+            )
+        ).scalar_one_or_none()
+        if (
+            row is None
+            or not hmac.compare_digest(row.secret_hash, hash_secret(secret))
+            or row.revoked_at is not None
+            or (row.expires_at is not None and row.expires_at <= now)
+        ):
+            raise Unauthenticated("Invalid API key")
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
+                         scopes=scopes_for(row.role, platform_admin=row.is_platform_admin), ip=ip)
+
+    claims = decode_token(settings, raw)
+    if claims["exp"] <= int(now.timestamp()):
+        raise Unauthenticated("Access token expired")
+    try:
+        user_id = uuid.UUID(claims["sub"])
+        org_id = uuid.UUID(claims["org"])
+    except ValueError:
+        raise Unauthenticated("Invalid access token") from None
+    user = (
+        await session.execute(
+            select(User)
+            .join(Organisation, Organisation.id == User.org_id)
+            .where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True),
+                   Organisation.is_active.is_(True))
+        )
+    ).scalar_one_or_none()
+    if user is None:
+        raise Unauthenticated("Invalid access token")
+    return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
+                     scopes=scopes_for(user.role, platform_admin=user.is_platform_admin), ip=ip)

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
-from prm.communications.models import Communication
 from prm.communications.schemas import CommunicationCreate
+from prm.core import references
 from prm.core.auth import Principal
-from prm.core.errors import Conflict, ValidationFailed
+from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.notifications.catalogue import _template_error, find_template
 from prm.notifications.templates import TemplateError, render
 from prm.patients import service as patients
-from prm.patients.models import Patient
+
+if TYPE_CHECKING:
+    from prm.communications.models import Communication
+    from prm.patients.models import Patient
 
 FALLBACK_ORDER = ("whatsapp", "sms", "email")
 
@@ -122,14 +124,13 @@ async def send_notification(
     """
     org_id = who.org_id
     if idempotency_key:
-        existing = await session.scalar(
-            select(Communication).where(
-                Communication.org_id == org_id, Communication.idempotency_key == idempotency_key
-            )
-        )
+        existing = await communications.find_by_idempotency_key(session, org_id, idempotency_key)
         if existing is not None:
             return existing
-    patient = await patients.get(session, org_id, patient_id)
+    try:
+        patient = await patients.get(session, org_id, patient_id)
+    except NotFound:
+        raise references.unknown("patient_id", "patient") from None
     values = {**patient_variables(patient), **variables}
     chain = [channel] if channel else fallback_chain(patient.preferred_channel)
     skipped: list[dict[str, str]] = []

@@ -69,7 +69,10 @@ def _check_consent_key(channel: str | None, purpose: str, prefix: str = "") -> N
 
 async def _consent_subject(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
     """The patient whose consent applies: the survivor of a merge; a deleted one too (it denies all)."""
-    patient = await session.scalar(select(Patient).where(Patient.org_id == org_id, Patient.id == patient_id))
+    # populate_existing: decide on the row as it is now, never on a copy this session loaded before
+    # a delete/merge made elsewhere (a job indexing after the patient was deleted must see it).
+    patient = await session.scalar(select(Patient).where(Patient.org_id == org_id, Patient.id == patient_id)
+                                   .execution_options(populate_existing=True))
     if patient is None:
         raise _not_found(patient_id)
     if patient.deleted_at is None and patient.merged_into_id is not None:

@@ -10,9 +10,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
-from prm.core.errors import Conflict
+from prm.core.errors import Conflict, NotFound
 from prm.core.events import Event
 from prm.patients import consent as consent_rules
 from prm.patients import duplicates, names
@@ -136,7 +136,12 @@ async def merge(session: AsyncSession, who: Principal, survivor_id: uuid.UUID, d
     # Lock both rows in a fixed order so two crossing merges cannot deadlock.
     locked = {}
     for pid in sorted([survivor_id, duplicate_id], key=str):
-        locked[pid] = await get(session, org_id, pid, with_contacts=True, for_update=True)
+        try:
+            locked[pid] = await get(session, org_id, pid, with_contacts=True, for_update=True)
+        except NotFound:
+            if pid == duplicate_id:  # named in the body: a 422 naming it (the survivor, in the path, is a 404)
+                raise references.unknown("duplicate_id", "patient") from None
+            raise
     survivor, duplicate = locked[survivor_id], locked[duplicate_id]
     if survivor.merged_into_id is not None:
         raise Conflict(f"Patient {survivor.id} is itself merged into {survivor.merged_into_id}",

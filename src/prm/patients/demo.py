@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.auth import Principal
-from prm.identity.models import Organisation
 from prm.patients import service
 from prm.patients.schemas import PatientCreate
+
+if TYPE_CHECKING:
+    from prm.identity.models import Organisation
 
 # Numbers in Ofcom's drama range (+44 20 7946 0xxx) and the US 555-01xx fictional range.
 DEMO_PATIENTS: list[dict[str, Any]] = [

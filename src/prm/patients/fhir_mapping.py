@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from sqlalchemy import inspect as sa_inspect
 
+from prm.core.fields import is_uri
 from prm.patients.models import GENDERS, Patient
 
 _PHONE_USE = {"mobile": "mobile", "home": "home", "work": "work", "other": "temp"}
@@ -15,7 +17,13 @@ PRM_PATIENT_SYSTEM = "urn:prm:patient"
 
 
 def _identifier_system(system: str) -> str:
-    return system if ":" in system else f"urn:prm:identifier:{system}"
+    """A FHIR `uri`. Systems are checked at input (prm.core.fields.IdentifierSystem); one stored
+    before that check (e.g. "urn:my system") is percent-encoded rather than exported invalid."""
+    uri = system if ":" in system else f"urn:prm:identifier:{system}"
+    if is_uri(uri):
+        return uri
+    encoded = quote(uri, safe=":/?#[]@!$&'()*+,;=")
+    return encoded if is_uri(encoded) else f"urn:prm:identifier:{quote(system, safe='')}"
 
 
 def to_fhir(patient: Patient) -> Any:

@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from prm.core import audit, events
+from prm.core import audit, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict
 from prm.core.events import Event
@@ -22,6 +22,13 @@ from prm.patients.models import (
 from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_found, _phone_region, normalise_phone
 
 # --- reads -------------------------------------------------------------------------------------------
+
+
+@references.resolver("patient")
+async def patient_exists(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
+    """Any patient of the organisation (merged and deleted ones too: their history stays queryable)."""
+    found = await session.scalar(select(Patient.id).where(Patient.org_id == org_id, Patient.id == patient_id))
+    return found is not None
 
 
 def _live(org_id: uuid.UUID) -> Select[Any]:
@@ -56,6 +63,15 @@ async def resolve(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUI
             return patient
         patient = await get(session, org_id, patient.merged_into_id, with_contacts=with_contacts)
     raise Conflict(f"Merge chain of patient {patient_id} is too long", code="merge_chain_too_long")
+
+
+async def bookable(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Patient | None:
+    """The patient if it can take part in new activity (appointments): this organisation's, not
+    deleted, not merged into another record; else None. The merged/deleted rule lives here only."""
+    patient = (await session.execute(_live(org_id).where(Patient.id == patient_id))).scalar_one_or_none()
+    if patient is None or patient.status == "merged":
+        return None
+    return patient
 
 
 async def find_by_phone(session: AsyncSession, org_id: uuid.UUID, phone: str) -> Patient | None:

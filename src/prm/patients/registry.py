@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 MergeHandler = Callable[[AsyncSession, uuid.UUID, uuid.UUID, uuid.UUID], Awaitable[int]]
-TimelineSource = Callable[
-    [AsyncSession, uuid.UUID, uuid.UUID, datetime | None, int], Awaitable[list["TimelineEntry"]]
-]
+TimelineSource = Callable[[AsyncSession, uuid.UUID, uuid.UUID, datetime | None, int], Awaitable[list["TimelineEntry"]]]
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,28 @@ async def reassign_patient(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def reassigning(*models: Any) -> MergeHandler:
+    """A merge handler that only reassigns the duplicate's rows of `models` to the survivor."""
+
+    async def move(session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> int:
+        moved = 0
+        for model in models:
+            moved += await reassign_patient(session, model, org_id, duplicate_id, survivor_id)
+        return moved
+
+    return move
+
+
+async def newest_of_patient(
+    session: AsyncSession, model: Any, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
+) -> list[Any]:
+    """The usual timeline read: the patient's `model` rows created before `before`, newest first."""
+    stmt = select(model).where(model.org_id == org_id, model.patient_id == patient_id)
+    if before is not None:
+        stmt = stmt.where(model.created_at < before)
+    return list(await session.scalars(stmt.order_by(model.created_at.desc()).limit(limit)))
 
 
 def merge_handlers() -> dict[str, MergeHandler]:

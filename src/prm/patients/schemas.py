@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prm.core.fields import IdentifierSystem, Name
+
 Gender = Literal["male", "female", "other", "unknown"]
 Channel = Literal["sms", "whatsapp", "email", "voice"]
 ContactPurpose = Literal["care", "reminders", "marketing"]
@@ -34,7 +36,9 @@ class EmailIn(_In):
 
 
 class IdentifierIn(_In):
-    system: str = Field(min_length=1, max_length=255, description='"mrn" or a URI naming the issuing system')
+    system: IdentifierSystem = Field(min_length=1, max_length=255,
+                                     description='"mrn" (a short code) or an absolute URI naming the issuing '
+                                                 "system, without spaces")
     value: str = Field(min_length=1, max_length=255)
     label: str | None = Field(default=None, max_length=100)
 
@@ -49,8 +53,8 @@ class Address(_In):
 
 
 class PatientCreate(_In):
-    given_name: str = Field(min_length=1, max_length=200)
-    family_name: str = Field(min_length=1, max_length=200)
+    given_name: Name = Field(min_length=1, max_length=200)
+    family_name: Name = Field(min_length=1, max_length=200)
     birth_date: date | None = None
     gender: Gender = "unknown"
     phones: list[PhoneIn] = Field(default_factory=list, max_length=10)
@@ -69,8 +73,8 @@ class PatientUpdate(_In):
     """Partial update: only the fields sent change. `phones`, `emails` and `identifiers`, when sent,
     replace the whole list."""
 
-    given_name: str | None = Field(default=None, min_length=1, max_length=200)
-    family_name: str | None = Field(default=None, min_length=1, max_length=200)
+    given_name: Name | None = Field(default=None, min_length=1, max_length=200)
+    family_name: Name | None = Field(default=None, min_length=1, max_length=200)
     birth_date: date | None = None
     gender: Gender | None = None
     phones: list[PhoneIn] | None = Field(default=None, max_length=10)

@@ -42,7 +42,9 @@ from prm.patients.deduplication import (
     merge,
 )
 from prm.patients.fhir_mapping import to_fhir
+from prm.patients.phones import try_normalise
 from prm.patients.reads import (
+    bookable,
     create_provisional,
     find_by_phone,
     get,
@@ -77,6 +79,7 @@ __all__ = [
     "MergeOutcome",
     "PatientMoved",
     "_facts",
+    "bookable",
     "change_consent",
     "consent_allows",
     "consent_overview",
@@ -97,5 +100,6 @@ __all__ = [
     "set_consent",
     "timeline",
     "to_fhir",
+    "try_normalise",
     "update",
 ]

@@ -48,9 +48,8 @@ class Ticket(IdMixin, TimestampMixin, OrgMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
     source: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
     patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id", ondelete="SET NULL"))
-    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("conversations.id", ondelete="SET NULL")
-    )
+    # the conversation a handoff came from; conversations (the layer above) own the link, no foreign key
+    conversation_id: Mapped[uuid.UUID | None]
     assignee_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     auto_assigned_at: Mapped[datetime | None]
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default=text("'{}'"))

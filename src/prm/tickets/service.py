@@ -10,6 +10,7 @@ Events: `ticket.created`, `ticket.assigned`, `ticket.status_changed`, `ticket.ov
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,14 +20,15 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from prm.core.events import Event
 from prm.core.pagination import PageParams, paginate
-from prm.identity.models import User
+from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassigning, timeline_source
 from prm.settings import Settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
@@ -114,6 +116,9 @@ async def list_tickets(
     paging: PageParams,
 ) -> tuple[list[Ticket], int]:
     org_id = who.org_id
+    await references.require(session, org_id, "user", filters.assignee_id, field="assignee_id")
+    await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
+    await references.require(session, org_id, "conversation", filters.conversation_id, field="conversation_id")
     rows, total = await paginate(session, _filtered(org_id, filters), paging)
     if who.kind != "system":
         for ticket in rows:
@@ -155,26 +160,27 @@ async def _require_patient(session: AsyncSession, org_id: uuid.UUID, patient_id:
         )
 
 
-async def _require_conversation(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
-    from prm.conversations.models import Conversation  # same layer; the table belongs to conversations
+ConversationLookup = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[bool]]
+_conversation_lookups: list[ConversationLookup] = []
 
-    found = await session.scalar(
-        select(Conversation.id).where(Conversation.id == conversation_id, Conversation.org_id == org_id)
-    )
-    if found is None:
+
+def conversation_lookup(fn: ConversationLookup) -> ConversationLookup:
+    """Registered by `conversations` (a higher layer): does this conversation exist in the organisation?
+    Tickets link to conversations without importing them."""
+    _conversation_lookups[:] = [fn]
+    return fn
+
+
+async def _require_conversation(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    found = any([await lookup(session, org_id, conversation_id) for lookup in _conversation_lookups])
+    if not found:
         raise ValidationFailed.field(
             "conversation_id", "no such conversation in this organisation", code="conversation_not_found"
         )
 
 
 async def _require_assignee(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    found = await session.scalar(
-        select(User.id).where(User.id == user_id, User.org_id == org_id, User.is_active.is_(True))
-    )
-    if found is None:
-        raise ValidationFailed.field(
-            "assignee_id", "no such active staff user in this organisation", code="assignee_not_found"
-        )
+    await identity.require_active_user(session, org_id, user_id, field="assignee_id")
 
 
 def _actor(who: Principal) -> tuple[str, uuid.UUID | None]:
@@ -401,10 +407,7 @@ async def eligible_assignees(
     session: AsyncSession, org_id: uuid.UUID, settings: Settings | None = None
 ) -> list[uuid.UUID]:
     roles = (settings or context.of(session).settings).ticket_auto_assign_roles
-    rows = await session.scalars(
-        select(User.id).where(User.org_id == org_id, User.is_active.is_(True), User.role.in_(roles))
-    )
-    return list(rows)
+    return await identity.active_user_ids(session, org_id, roles)
 
 
 async def _auto_assign(session: AsyncSession, ticket: Ticket, settings: Settings) -> uuid.UUID | None:
@@ -504,6 +507,19 @@ async def add_comment(
         patient_id=ticket.patient_id,
         details={"ticket_id": str(ticket.id), "internal": data.internal},
     )
+    await events.publish(
+        session,
+        Event(
+            type="ticket.commented",
+            org_id=org_id,
+            payload={
+                "ticket_id": str(ticket.id),
+                "comment_id": str(comment.id),
+                "internal": data.internal,
+                "patient_id": _str(ticket.patient_id),
+            },
+        ),
+    )
     return comment
 
 
@@ -574,21 +590,14 @@ async def flag_overdue(session: AsyncSession, *, now: datetime | None = None, li
 # --- the patient record's extension points ---------------------------------------------------------
 
 
-@on_merge("tickets")
-async def move_to_survivor(
-    session: AsyncSession, org_id: uuid.UUID, duplicate_id: uuid.UUID, survivor_id: uuid.UUID
-) -> int:
-    return await reassign_patient(session, Ticket, org_id, duplicate_id, survivor_id)
+move_to_survivor = on_merge("tickets")(reassigning(Ticket))
 
 
 @timeline_source("tickets")
 async def timeline(
     session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
 ) -> list[TimelineEntry]:
-    stmt = select(Ticket).where(Ticket.org_id == org_id, Ticket.patient_id == patient_id)
-    if before is not None:
-        stmt = stmt.where(Ticket.created_at < before)
-    rows = await session.scalars(stmt.order_by(Ticket.created_at.desc()).limit(limit))
+    rows = await newest_of_patient(session, Ticket, org_id, patient_id, before, limit)
     return [
         TimelineEntry(
             at=t.created_at,
@@ -600,6 +609,15 @@ async def timeline(
         )
         for t in rows
     ]
+
+
+@media.link_target("ticket")
+async def media_link(session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID) -> media.LinkTarget | None:
+    """A file attached to a ticket belongs to the ticket's patient and conversation."""
+    row = (await session.execute(
+        select(Ticket.patient_id, Ticket.conversation_id).where(Ticket.org_id == org_id, Ticket.id == ticket_id)
+    )).one_or_none()
+    return None if row is None else media.LinkTarget(patient_id=row[0], conversation_id=row[1])
 
 
 def _str(value: object | None) -> str | None:

@@ -4,13 +4,13 @@ HMAC-SHA256 `X-Signature`; a missing or wrong signature is 403, a malformed payl
 from __future__ import annotations
 
 import uuid
-from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from prm.adapters.twilio import message_twiml
 from prm.context import get_context
-from prm.core import ratelimit
+from prm.core import proxy, ratelimit
 from prm.core.db import Session
 from prm.core.errors import PermissionDenied
 from prm.webhooks import service, twilio_inbound
@@ -27,18 +27,15 @@ async def _signed_form(request: Request) -> dict[str, str]:
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     adapters = get_context(request).adapters
-    urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, request.headers)
+    urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, *proxy.forwarded_base(request))
     token = adapters.twilio_auth_token()
-    if not twilio_inbound.signature_valid(
-        token or "", urls, params, request.headers.get("x-twilio-signature")
-    ):
+    if not twilio_inbound.signature_valid(token or "", urls, params, request.headers.get("x-twilio-signature")):
         raise PermissionDenied("Missing or invalid Twilio signature", code="invalid_signature")
     return params
 
 
 def _twiml(reply: str | None = None) -> Response:
-    inner = f"<Message>{escape(reply)}</Message>" if reply else ""
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>', media_type=TWIML)
+    return Response(message_twiml(reply), media_type=TWIML)
 
 
 @router.post(

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.communications.models import ChannelConfig, InboundEvent
-from prm.core import clock, events
+from prm.core import events
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
+from prm.media import service as media
 from prm.patients import service as patients
-from prm.patients.phones import try_normalise
 from prm.webhooks import twilio_inbound
 from prm.webhooks.schemas import VoiceAgentCall
+
+if TYPE_CHECKING:
+    from prm.communications.models import InboundEvent
 
 log = structlog.get_logger(__name__)
 
@@ -39,34 +39,11 @@ class Outcome:
     reply: str | None = None  # a text to answer with (TwiML <Message>)
 
 
-async def _claim(
-    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
-) -> InboundEvent | None:
-    """Store the event; None when it was already stored (a retried delivery)."""
-    event_id = await session.scalar(
-        insert(InboundEvent)
-        .values(
-            id=uuid.uuid4(),
-            provider=provider,
-            external_id=external_id,
-            kind=kind,
-            org_id=org_id,
-            outcome="received",
-            received_at=clock.now(),
-        )
-        .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
-        .returning(InboundEvent.id)
-    )
-    if event_id is None:
-        log.info("webhook.duplicate", provider=provider, kind=kind)
-        return None
-    return await session.get(InboundEvent, event_id)
+_claim = communications.claim_inbound_event  # the inbound-event table is communications'
 
 
 def _done(event: InboundEvent, outcome: str, communication_id: uuid.UUID | None = None) -> Outcome:
-    event.outcome = outcome
-    event.processed_at = clock.now()
-    event.communication_id = communication_id
+    communications.finish_inbound_event(event, outcome, communication_id)
     return Outcome(outcome, communication_id)
 
 
@@ -109,6 +86,12 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
         media=[{"url": m.url, "content_type": m.content_type} for m in msg.media],
         details={"num_media": len(msg.media)},
     )
+    if msg.media:  # kept as our own media: downloaded from Twilio, verified and stored by a job
+        await media.attach_inbound(
+            session, Principal.system(org_id), message_id=comm.id, patient_id=patient.id, source=msg.channel,
+            provider="twilio", provider_message_id=msg.message_sid,
+            attachments=[media.Attachment(url=m.url, content_type=m.content_type) for m in msg.media],
+        )
     keyword = rules.keyword(msg.body)
     if keyword is not None:
         await patients.set_consent(
@@ -185,12 +168,7 @@ async def receive_twilio_status(session: AsyncSession, params: dict[str, str]) -
 
 
 async def voice_agent_secret(session: AsyncSession, org_id: uuid.UUID) -> str | None:
-    secret: str | None = await session.scalar(
-        select(ChannelConfig.webhook_secret).where(
-            ChannelConfig.org_id == org_id, ChannelConfig.channel == "voice", ChannelConfig.enabled.is_(True)
-        )
-    )
-    return secret
+    return await communications.webhook_secret(session, org_id, "voice")
 
 
 async def receive_voice_call(
@@ -210,7 +188,7 @@ async def receive_voice_call(
                 {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in exc.errors()
             ],
         ) from None
-    caller = try_normalise(call.caller, (await identity.organisation_settings(session, org_id)).phone_region)
+    caller = patients.try_normalise(call.caller, (await identity.organisation_settings(session, org_id)).phone_region)
     if caller is None:
         raise BadRequest("caller: not a phone number", code="malformed_webhook", field="caller")
     event = await _claim(

@@ -30,22 +30,23 @@ class MalformedPayload(ValueError):
         self.message = message
 
 
-def candidate_urls(public_base_url: str, path_and_query: str, headers: Mapping[str, str]) -> list[str]:
-    """The URLs Twilio may have signed: PUBLIC_BASE_URL + path, and the one the proxy headers describe.
+def candidate_urls(
+    public_base_url: str, path_and_query: str, forwarded_proto: str | None = None,
+    forwarded_host: str | None = None,
+) -> list[str]:
+    """The URLs Twilio may have signed: PUBLIC_BASE_URL + path, and the one a trusted proxy describes.
 
-    Behind a reverse proxy, `X-Forwarded-Proto` and `X-Forwarded-Host` give the scheme and host
-    Twilio called. Accepting either is safe: a forger still needs the auth token to sign.
+    `forwarded_proto` / `forwarded_host` come from `prm.core.proxy.forwarded_base`, i.e. only from
+    a proxy listed in TRUSTED_PROXIES (its nearest entry, never a client-controlled one); request
+    headers are never read here. Without them, only PUBLIC_BASE_URL counts, so a signature made
+    for another host cannot be replayed here.
     """
     base = public_base_url.rstrip("/")
     urls = [base + path_and_query]
-    proto = headers.get("x-forwarded-proto")
-    host = headers.get("x-forwarded-host")
-    if proto or host:
+    if forwarded_proto or forwarded_host:
         parts = urlsplit(base)
-        scheme = (proto or parts.scheme).split(",")[0].strip()
-        netloc = (host or parts.netloc).split(",")[0].strip()
         prefix = parts.path.rstrip("/")
-        forwarded = f"{scheme}://{netloc}{prefix}{path_and_query}"
+        forwarded = f"{forwarded_proto or parts.scheme}://{forwarded_host or parts.netloc}{prefix}{path_and_query}"
         if forwarded not in urls:
             urls.append(forwarded)
     return urls

@@ -74,6 +74,30 @@ async def test_cli_jobs_and_demo(cli_env) -> None:
     assert (await invoke("migrate")).exit_code == 0
 
 
+async def test_cli_grants_the_platform_role_that_alone_creates_organisations(cli_env, committed) -> None:
+    org, admin_key = await committed.org("admin")
+    body = {"organisation": {"name": "Via API", "slug": f"via-{uuid.uuid4().hex[:8]}", "timezone": "UTC"},
+            "admin": {"email": f"{uuid.uuid4().hex[:8]}@via.example", "password": "long enough pw",
+                      "role": "admin"}}
+    assert (await committed.client(admin_key).post("/admin/organisations", json=body)).status_code == 403
+
+    r = await invoke("api-keys", "create", "--org", org.slug, "--name", "provisioning", "--platform-admin")
+    assert r.exit_code == 0, r.output
+    platform_key = r.output.split("key: ")[1].strip()
+    assert "platform-admin" in (await invoke("api-keys", "list", "--org", org.slug)).output
+    assert (await committed.client(platform_key).post("/admin/organisations", json=body)).status_code == 201
+
+    email = f"op-{uuid.uuid4().hex[:8]}@example.org"
+    r = await invoke("users", "create", "--org", org.slug, "--email", email, "--role", "coordinator",
+                     "--password", "a long enough password")
+    assert r.exit_code == 0 and "platform-admin" not in r.output
+    r = await invoke("users", "platform-admin", email)
+    assert r.exit_code == 0 and "platform-admin=yes" in r.output, r.output
+    r = await invoke("users", "platform-admin", email, "--revoke")
+    assert r.exit_code == 0 and "platform-admin=no" in r.output, r.output
+    assert (await invoke("users", "platform-admin", "nobody@nowhere.example")).exit_code == 1
+
+
 async def test_cli_errors_are_one_clear_line_and_a_non_zero_exit(cli_env, monkeypatch) -> None:
     r = await invoke("orgs", "create", "--slug", "Acc-X")
     assert r.exit_code == 1, r.output

@@ -215,9 +215,8 @@ async def test_other_org_message_is_not_found_and_cancel(
     other = await make_client("admin", for_org=other_org)
     assert (await other.get(f"/communications/{r.json()['id']}")).status_code == 404
     foreign = await patient_with_contacts(session, other_org)
-    assert (
-        await client.post("/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"})
-    ).status_code == 404
+    refused = await client.post("/communications", json={"patient_id": str(foreign.id), "channel": "sms", "body": "x"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "patient_id"  # an id in a body
     c = await client.post(f"/communications/{r.json()['id']}/cancel")
     assert c.status_code == 200 and c.json()["status"] == "cancelled"
     assert (await client.post(f"/communications/{r.json()['id']}/cancel")).status_code == 409
@@ -297,3 +296,42 @@ async def test_concurrent_sends_with_one_idempotency_key_make_one_message(commit
     responses = await asyncio.gather(*(client.post("/communications", json=payload) for _ in range(4)))
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+async def test_recorded_inbound_and_outbound_reply_are_both_audited(
+    session: AsyncSession, org: Organisation, messaging_settings: Settings
+) -> None:
+    p = await patient_with_contacts(session, org)
+    assert p.primary_phone is not None
+    inbound = await communications.record_inbound(
+        session,
+        org.id,
+        patient_id=p.id,
+        channel="sms",
+        body="hello",
+        from_address=p.primary_phone,
+        to_address="+15550000000",
+        provider="twilio",
+        provider_message_id="SMaudit1",
+    )
+    reply = await communications.record_outbound_reply(
+        session,
+        org.id,
+        patient_id=p.id,
+        channel="sms",
+        body="ok",
+        to_address=p.primary_phone,
+        from_address="+15550000000",
+        provider="twilio",
+        details={"delivered_via": "twiml"},
+    )
+    rows = (
+        await session.execute(
+            select(audit.AuditEntry.resource_id, audit.AuditEntry.details).where(
+                audit.AuditEntry.org_id == org.id,
+                audit.AuditEntry.resource_type == "communication",
+                audit.AuditEntry.action == "create",
+            )
+        )
+    ).all()
+    assert {(rid, d["direction"]) for rid, d in rows} == {(str(inbound.id), "inbound"), (str(reply.id), "outbound")}

@@ -57,7 +57,8 @@ async def test_admin_actions_are_audited_with_credential_and_address(client: htt
     assert entries[0]["ip"] == "127.0.0.1" and entries[0]["request_id"]
 
 
-async def test_organisation_signup_via_admin_api(client: httpx.AsyncClient, anon_client) -> None:
+async def test_organisation_signup_via_admin_api(make_client) -> None:
+    client = await make_client("integration", platform_admin=True)
     r = await client.post("/admin/organisations", json={
         "organisation": {"name": "Second", "slug": "second-clinic", "timezone": "America/New_York"},
         "admin": {"email": "boss@second.example", "password": "long enough pw", "role": "coordinator"},

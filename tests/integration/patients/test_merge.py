@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlalchemy import select
 
 from prm.core.audit import AuditEntry
@@ -100,7 +99,9 @@ async def test_merge_conflicts(client):
     again = await client.post(f"/patients/{c['id']}/merge", json={"duplicate_id": b["id"]})
     assert again.status_code == 409 and again.json()["code"] == "already_merged"
     missing = await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": str(uuid.uuid4())})
-    assert missing.status_code == 404
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "duplicate_id"  # an id in a body
+    no_survivor = await client.post(f"/patients/{uuid.uuid4()}/merge", json={"duplicate_id": a["id"]})
+    assert no_survivor.status_code == 404  # the path's patient
 
     edit = await client.patch(f"/patients/{b['id']}", json={"given_name": "X"})
     assert edit.status_code == 409 and edit.json()["merged_into_id"] == a["id"]
@@ -116,8 +117,8 @@ async def test_merge_is_all_or_nothing(client, session, org, monkeypatch):
     b = await _create(client, phones=[{"number": "+34612000012"}],
                       identifiers=[{"system": "mrn", "value": "B"}])
 
-    with pytest.raises(RuntimeError):
-        await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
+    failed = await client.post(f"/patients/{a['id']}/merge", json={"duplicate_id": b["id"]})
+    assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
 
     dup = await session.get(Patient, uuid.UUID(b["id"]))
     await session.refresh(dup)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+import respx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +24,7 @@ from prm.patients import service as patients
 from prm.patients.models import Patient
 from prm.settings import Settings
 from prm.webhooks.twilio_inbound import hmac_signature
+from tests.fixtures import media_samples
 from tests.fixtures.messaging import (
     CLINIC_NUMBER,
     TWILIO_SID,
@@ -120,8 +123,9 @@ async def test_validate_twilio_signature(
     anon_client: httpx.AsyncClient,
     twilio_org: Organisation,
     messaging_settings: Settings,
+    app: Any,
 ) -> None:
-    """Signed for PUBLIC_BASE_URL + path, or for the URL the proxy headers describe."""
+    """Signed for PUBLIC_BASE_URL + path, or for the URL a trusted proxy's headers describe."""
     params = {
         "MessageSid": "SMsig1",
         "From": f"whatsapp:{new_phone()}",
@@ -137,15 +141,14 @@ async def test_validate_twilio_signature(
     token = messaging_settings.twilio_auth_token.get_secret_value()
     params["MessageSid"] = "SMsig2"
     proxied = RequestValidator(token).compute_signature("https://clinic.example.org/webhooks/twilio/messaging", params)
-    r = await anon_client.post(
-        "/webhooks/twilio/messaging",
-        data=params,
-        headers={
-            "X-Twilio-Signature": proxied,
-            "X-Forwarded-Proto": "https",
-            "X-Forwarded-Host": "clinic.example.org",
-        },
-    )
+    headers = {"X-Twilio-Signature": proxied, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "clinic.example.org"}
+    untrusted = await anon_client.post("/webhooks/twilio/messaging", data=params, headers=headers)
+    assert untrusted.status_code == 403  # the test client (127.0.0.1) is no configured proxy
+    app.state.settings.trusted_proxies = ["127.0.0.1"]
+    try:
+        r = await anon_client.post("/webhooks/twilio/messaging", data=params, headers=headers)
+    finally:
+        app.state.settings.trusted_proxies = []
     assert r.status_code == 200
     assert (
         await session.scalar(
@@ -243,25 +246,69 @@ async def test_route_to_conversation(
 async def test_handle_media_webhook(
     session: AsyncSession,
     anon_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     twilio_org: Organisation,
     messaging_settings: Settings,
 ) -> None:
     patient = await patient_with_contacts(session, twilio_org)
-    r = await inbound(
-        anon_client,
-        messaging_settings,
-        from_=patient.primary_phone,
-        body="",
-        NumMedia="2",
-        MediaUrl0="https://api.twilio.com/2010-04-01/Accounts/AC/Messages/MM/Media/ME1",
-        MediaContentType0="image/jpeg",
-        MediaUrl1="https://api.twilio.com/2010-04-01/Accounts/AC/Messages/MM/Media/ME2",
-        MediaContentType1="application/pdf",
-    )
-    assert r.status_code == 200, r.text
-    [comm] = await session.scalars(select(Communication).where(Communication.patient_id == patient.id))
-    assert [m["content_type"] for m in comm.media] == ["image/jpeg", "application/pdf"]
-    assert comm.media[0]["url"].endswith("/ME1") and comm.details["num_media"] == 2
+    photo, letter = media_samples.jpeg(6000), media_samples.pdf(3000)
+    media_base = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Messages/MM1/Media"
+    cdn = "https://mms.twiliocdn.test/ME1-signed?Expires=1"
+    with respx.mock(assert_all_called=True) as twilio:
+        # Twilio answers the media URL with a redirect to its CDN, which serves the bytes
+        first = twilio.get(f"{media_base}/ME1").mock(return_value=httpx.Response(307, headers={"Location": cdn}))
+        served = twilio.get(cdn).mock(return_value=httpx.Response(200, content=photo,
+                                                                  headers={"Content-Type": "image/jpeg"}))
+        twilio.get(f"{media_base}/ME2").mock(return_value=httpx.Response(200, content=letter))
+        r = await inbound(
+            anon_client,
+            messaging_settings,
+            from_=patient.primary_phone,
+            body="",
+            NumMedia="2",
+            MediaUrl0=f"{media_base}/ME1",
+            MediaContentType0="image/jpeg",
+            MediaUrl1=f"{media_base}/ME2",
+            MediaContentType1="application/pdf",
+        )
+        assert r.status_code == 200, r.text
+        [comm] = await session.scalars(select(Communication).where(Communication.patient_id == patient.id))
+        assert [m["content_type"] for m in comm.media] == ["image/jpeg", "application/pdf"]
+        assert comm.media[0]["url"].endswith("/ME1") and comm.details["num_media"] == 2
+        report = await jobs.run_due(session, names=["media.fetch_inbound", "events.deliver"])
+    assert len(report.succeeded) >= 2 and report.failed == []
+    # Twilio's account credentials go to Twilio's API only, never to the host it redirects to
+    assert messaging_settings.twilio_auth_token is not None
+    expected = httpx.BasicAuth(TWILIO_SID, messaging_settings.twilio_auth_token.get_secret_value())
+    assert first.calls[0].request.headers["authorization"] == expected._auth_header
+    assert "authorization" not in served.calls[0].request.headers
+    # the attachments are now our media: verified, linked to the message and the patient, served by our URLs
+    listed = await client.get("/media", params={"message_id": str(comm.id)})
+    items = sorted(listed.json()["items"], key=lambda m: m["content_type"] != "image/jpeg")
+    assert [(m["content_type"], m["status"], m["source"], m["patient_id"]) for m in items] == [
+        ("image/jpeg", "available", "whatsapp", str(patient.id)),
+        ("application/pdf", "available", "whatsapp", str(patient.id)),
+    ]
+    link = (await client.get(f"/media/{items[0]['id']}/download-url")).json()
+    assert link["url"].startswith(messaging_settings.public_base_url + "/media/local/")
+    fetched = await anon_client.get(link["url"])
+    assert fetched.status_code == 200 and fetched.content == photo
+    # the messaging and conversation APIs hand out our URLs, never Twilio's
+    message = (await client.get(f"/communications/{comm.id}")).json()
+    assert [(m["content_type"], m["status"]) for m in message["media"]] == [
+        ("image/jpeg", "available"), ("application/pdf", "available")]
+    assert all(m["url"].startswith(messaging_settings.public_base_url + "/media/local/") for m in message["media"])
+    assert "twilio" not in str(message["media"])
+    served_again = await anon_client.get(message["media"][1]["url"])
+    assert served_again.content == letter
+    await session.refresh(comm)
+    assert comm.conversation_id is not None
+    history = (await client.get(f"/conversations/{comm.conversation_id}/messages")).json()
+    [received] = [m for m in history["items"] if m["id"] == str(comm.id)]
+    assert [m["media_id"] for m in received["media"]] == [m["media_id"] for m in message["media"]]
+    assert "twilio" not in str(received["media"])
+    in_conversation = (await client.get("/media", params={"conversation_id": str(comm.conversation_id)})).json()
+    assert in_conversation["total"] == 2
 
 
 async def test_malformed_webhook_data(

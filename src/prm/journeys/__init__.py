@@ -1,0 +1,1 @@
+"""Journeys: versioned care pathways driven by domain events (see docs/journeys.md)."""

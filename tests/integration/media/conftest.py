@@ -1,0 +1,2 @@
+from tests.fixtures.media import *  # noqa: F403
+from tests.fixtures.messaging import *  # noqa: F403

@@ -1,0 +1,1 @@
+"""Development tools (not shipped): the import-linter contract types of this repository."""
