@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -169,7 +170,10 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
     # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
     # would kill the process there, before the embedded database is stopped.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    # Signal handlers can only be installed from the main thread (a CLI test may run `serve` elsewhere).
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
@@ -177,7 +181,8 @@ def serve(
     except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _stop_embedded_database(settings)
 
 
