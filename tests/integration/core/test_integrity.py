@@ -18,7 +18,6 @@ from prm.core import clock, integrity
 from prm.core.db import Database
 from prm.core.errors import Conflict, ValidationFailed
 from prm.identity.models import Organisation
-from tests.fixtures.factories import make_patient
 
 
 async def _violation(session: AsyncSession, statement: Any) -> IntegrityError:
@@ -29,15 +28,14 @@ async def _violation(session: AsyncSession, statement: Any) -> IntegrityError:
 
 
 async def test_foreign_key_violation_is_a_422_naming_the_column(session: AsyncSession, org: Organisation) -> None:
-    patient = await make_patient(session, org)
     missing = uuid.uuid4()
     exc = await _violation(session, text(
-        "INSERT INTO communications (id, org_id, patient_id, conversation_id, channel, direction, status, "
-        "attempts, created_at, updated_at) VALUES (gen_random_uuid(), :org, :patient, :missing, 'sms', "
-        "'outbound', 'queued', 0, now(), now())").bindparams(org=org.id, patient=patient.id, missing=missing))
+        "INSERT INTO communications (id, org_id, patient_id, channel, direction, status, "
+        "attempts, created_at, updated_at) VALUES (gen_random_uuid(), :org, :missing, 'sms', "
+        "'outbound', 'queued', 0, now(), now())").bindparams(org=org.id, missing=missing))
     problem = integrity.problem_for(exc)
     assert isinstance(problem, ValidationFailed) and problem.status == 422
-    assert problem.errors == [{"field": "conversation_id", "message": "refers to nothing in this organisation",
+    assert problem.errors == [{"field": "patient_id", "message": "refers to nothing in this organisation",
                                "type": "unknown_reference"}]
     assert str(missing) not in str(problem.problem())
 
