@@ -41,6 +41,7 @@ from prm.patients.deduplication import (
     find_duplicates,
     merge,
 )
+from prm.patients.duplicates import Facts
 from prm.patients.fhir_mapping import to_fhir
 from prm.patients.phones import try_normalise
 from prm.patients.reads import (
@@ -75,6 +76,7 @@ __all__ = [
     "Candidate",
     "ConsentDecision",
     "ConsentOverview",
+    "Facts",
     "Filters",
     "MergeOutcome",
     "PatientMoved",
