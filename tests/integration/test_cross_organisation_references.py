@@ -108,6 +108,7 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     questionnaire = await post("/intake/questionnaires", {"key": "walk", "title": "Walk",
                                                           "item": [{"linkId": "a", "type": "string"}]})
     intake_session = await post("/intake/sessions", {"source": "staff"})
+    agent_run = await post("/agents/agent-runs", {"goal": "Say hello"})
     await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
                                                   "workflows": {"triage": "webhook/triage"}})
     ids.update(
@@ -116,7 +117,7 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
         service_id=service["id"], appointment_id=appointment["id"], conversation_id=conversation["id"],
         ticket_id=ticket["id"], user_id=str(user.id), assignee_id=str(user.id), actor_id=str(user.id),
         questionnaire_id=questionnaire["id"], session_id=intake_session["id"], intake_session_id=intake_session["id"],
-        assigned_practitioner_id=practitioner["id"],
+        assigned_practitioner_id=practitioner["id"], agent_run_id=agent_run["id"],
     )
     return ids
 
@@ -158,6 +159,8 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
                                                          "consent": {"granted": True}},
         ("POST", "/integrations/n8n/runs"): {"workflow_key": "triage", "patient_id": mine["patient_id"],
                                              "conversation_id": mine["conversation_id"]},
+        ("POST", "/agents/agent-runs"): {"goal": "Summarise the conversation",
+                                         "conversation_id": mine["conversation_id"]},
     }
 
 
