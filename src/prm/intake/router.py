@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
-from prm.core.errors import PROBLEM_BASE, ValidationFailed
+from prm.core.errors import ValidationFailed
 from prm.core.pagination import Page, Paging
 from prm.intake import rules, service
 from prm.intake.models import IntakeRecord, IntakeSession
@@ -44,22 +44,8 @@ IfMatch = Annotated[
     Header(description='The session\'s ETag from your last read (e.g. `"3"`); a stale one answers 412 and '
            "nothing is written"),
 ]
-ItemIdPath = Annotated[ClientItemId, Path(description="The client's own id of the record (the upsert key)")]
-
-
-def _problem(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    titles = {400: "Bad request", 404: "Not found", 409: "Conflict", 412: "Precondition failed",
-              422: "Validation failed"}
-    body = {"type": PROBLEM_BASE + code, "title": titles[status], "status": status, "detail": detail, "code": code}
-    return {"description": detail, "content": {"application/problem+json": {"example": {**body, **extra}}}}
-
-
-Responses = dict[int | str, dict[str, Any]]
-NOT_FOUND: Responses = {404: _problem(404, "intake_session_not_found",
-                           "Intake session 8c0d3f5e-4b8e-4a53-9a0f-0f4b1c2d3e4f not found")}
-STALE: Responses = {412: _problem(412, "intake_session_version_mismatch",
-                                  "The session is at version 4, not 3: read it again", current_version=4)}
-FROZEN: Responses = {409: _problem(409, "intake_session_frozen", "The session is submitted; it can no longer change")}
+ItemPath = Annotated[ClientItemId, Path(description="The client's own id of the record (`client_item_id`, the "
+                                                 "upsert key)")]
 
 
 def expected_version(if_match: str | None) -> int | None:
@@ -87,14 +73,8 @@ def _session(row: IntakeSession, response: Response, model: type[SessionRead] = 
     description="Starts an intake from a web form, WhatsApp, a voice call or staff (scope `intake:write`). "
     "With `questionnaire_key` the session answers that questionnaire's current version (kept for the "
     "session's life). With `patient_id` it is linked at once (the patient's intake consent must be "
-    "recorded). With `external_ref`, a repeated create returns the first session (200). Errors: 422 "
-    "`unknown_questionnaire`, `unknown_reference` (an id not of this organisation), `validation_failed`; "
-    "409 `intake_consent_required`.",
-    responses={200: {"description": "The session already created with this external_ref", "model": SessionRead},
-               422: _problem(422, "unknown_questionnaire",
-                             "questionnaire_key: no published questionnaire with this key",
-                             errors=[{"field": "questionnaire_key", "message": "no published questionnaire with "
-                                      "this key", "type": "unknown_questionnaire"}])},
+    "recorded). With `external_ref`, a repeated create returns the first session (200).",
+    responses={200: {"description": "The session already created with this external_ref", "model": SessionRead}},
 )
 async def create_session(body: SessionCreate, response: Response, session: Session,
                          who: Principal = Requires("intake:write")) -> SessionRead:
@@ -107,7 +87,7 @@ async def create_session(body: SessionCreate, response: Response, session: Sessi
 @router.get(
     "/sessions", response_model=Page[SessionRead], summary="List intake sessions",
     description="Newest first, filtered by status, source, link status, patient or assigned practitioner "
-    "(scope `intake:read`; audited). Errors: 422 `unknown_reference` for an id not of this organisation.",
+    "(scope `intake:read`; audited).",
 )
 async def list_sessions(
     session: Session, paging: Paging,
@@ -128,8 +108,7 @@ async def list_sessions(
 
 @router.get(
     "/sessions/{session_id}", response_model=SessionDetail, summary="Read an intake session with its records",
-    description="The session, its live records and its ETag (scope `intake:read`; audited). "
-    "Errors: 404 `intake_session_not_found`.", responses=NOT_FOUND,
+    description="The session, its live records and its ETag (scope `intake:read`; audited).",
 )
 async def get_session(session_id: uuid.UUID, response: Response, session: Session,
                       who: Principal = Requires("intake:read")) -> SessionDetail:
@@ -140,9 +119,7 @@ async def get_session(session_id: uuid.UUID, response: Response, session: Sessio
 
 @router.patch(
     "/sessions/{session_id}", response_model=SessionRead, summary="Change an open session",
-    description="Assigned practitioner, contact, language (scope `intake:write`; If-Match). Errors: 404 "
-    "`intake_session_not_found`, 409 `intake_session_frozen`, 412 `intake_session_version_mismatch`, 422.",
-    responses={**NOT_FOUND, **FROZEN, **STALE},
+    description="Assigned practitioner, contact, language (scope `intake:write`; If-Match).",
 )
 async def update_session(session_id: uuid.UUID, body: SessionUpdate, response: Response, session: Session,
                          if_match: IfMatch = None, who: Principal = Requires("intake:write")) -> SessionRead:
@@ -152,8 +129,7 @@ async def update_session(session_id: uuid.UUID, body: SessionUpdate, response: R
 
 @router.post(
     "/sessions/{session_id}/cancel", response_model=SessionRead, summary="Cancel an open session",
-    description="The session is frozen as cancelled (scope `intake:write`; If-Match). Errors: 404, 409 "
-    "`intake_session_frozen`, 412 `intake_session_version_mismatch`.", responses={**NOT_FOUND, **FROZEN, **STALE},
+    description="The session is frozen as cancelled (scope `intake:write`; If-Match).",
 )
 async def cancel_session(session_id: uuid.UUID, response: Response, session: Session, if_match: IfMatch = None,
                          who: Principal = Requires("intake:write")) -> SessionRead:
@@ -165,24 +141,20 @@ async def cancel_session(session_id: uuid.UUID, response: Response, session: Ses
 
 
 @router.put(
-    "/sessions/{session_id}/records/{client_item_id}", response_model=RecordRead,
+    "/sessions/{session_id}/records/{item}", response_model=RecordRead,
     summary="Create or update one record by the client's item id",
     description="Idempotent upsert keyed by (session, client item id), enforced by a unique constraint: "
     "the same item sent again (or concurrently) is one record; `revision` grows only when the data "
     "changes. 201 when created, 200 when updated. `data` holds the fields of `type` (see docs/intake.md); "
     "an `answer` is checked against the session's questionnaire version. Scope `intake:write`; If-Match "
-    "optional. Errors: 404 `intake_session_not_found`, 409 `intake_session_frozen` / `record_type_mismatch`, "
-    "412 `intake_session_version_mismatch`, 422 `invalid_intake_record` naming `data.<field>`.",
-    responses={201: {"description": "Created", "model": RecordRead}, **NOT_FOUND, **FROZEN, **STALE,
-               422: _problem(422, "invalid_intake_record", "data.severity: Input should be 'mild', 'moderate' or "
-                             "'severe'", errors=[{"field": "data.severity", "message": "Input should be 'mild', "
-                                                  "'moderate' or 'severe'", "type": "invalid_intake_record"}])},
+    "optional.",
+    responses={201: {"description": "Created", "model": RecordRead}},
 )
-async def put_record(session_id: uuid.UUID, client_item_id: ItemIdPath, body: RecordUpsert, response: Response,
+async def put_record(session_id: uuid.UUID, item: ItemPath, body: RecordUpsert, response: Response,
                      session: Session, if_match: IfMatch = None,
                      who: Principal = Requires("intake:write")) -> RecordRead:
-    item = RecordItem(client_item_id=client_item_id, type=body.type, data=body.data)
-    row, [(record, created)] = await service.upsert(session, who, session_id, [item], expected_version(if_match),
+    record_in = RecordItem(client_item_id=item, type=body.type, data=body.data)
+    row, [(record, created)] = await service.upsert(session, who, session_id, [record_in], expected_version(if_match),
                                                     batch=False)
     response.status_code = 201 if created else 200
     response.headers["ETag"] = rules.etag(row.version)
@@ -193,9 +165,7 @@ async def put_record(session_id: uuid.UUID, client_item_id: ItemIdPath, body: Re
     "/sessions/{session_id}/records", response_model=list[RecordRead],
     summary="Upsert several records at once (all or nothing)",
     description="Each item is upserted by its `client_item_id` as with PUT; one invalid item refuses the "
-    "whole batch with a 422 naming `records.<n>.<field>`. Scope `intake:write`; If-Match optional. Errors: "
-    "404 `intake_session_not_found`, 409 `intake_session_frozen` / `record_type_mismatch`, 412, 422 "
-    "`invalid_intake_record`.", responses={**NOT_FOUND, **FROZEN, **STALE},
+    "whole batch with a 422 naming `records.<n>.<field>`. Scope `intake:write`; If-Match optional.",
 )
 async def upsert_records(session_id: uuid.UUID, body: RecordBatch, response: Response, session: Session,
                          if_match: IfMatch = None, who: Principal = Requires("intake:write")) -> list[RecordRead]:
@@ -207,7 +177,7 @@ async def upsert_records(session_id: uuid.UUID, body: RecordBatch, response: Res
 @router.get(
     "/sessions/{session_id}/records", response_model=list[RecordRead], summary="List a session's records",
     description="Live records (with `include_deleted`, the soft-deleted ones too). Scope `intake:read`; "
-    "audited. Errors: 404 `intake_session_not_found`.", responses=NOT_FOUND,
+    "audited.",
 )
 async def list_records(session_id: uuid.UUID, session: Session, include_deleted: bool = False,
                        who: Principal = Requires("intake:read")) -> list[IntakeRecord]:
@@ -216,15 +186,14 @@ async def list_records(session_id: uuid.UUID, session: Session, include_deleted:
 
 
 @router.delete(
-    "/sessions/{session_id}/records/{client_item_id}", status_code=204, response_class=Response,
+    "/sessions/{session_id}/records/{item}", status_code=204, response_class=Response,
     summary="Soft-delete a record",
     description="The record leaves the session's data (kept for the audit; upserting the item again brings "
-    "it back). Scope `intake:write`; If-Match optional. Errors: 404 `intake_session_not_found` / "
-    "`intake_record_not_found`, 409 `intake_session_frozen`, 412.", responses={**NOT_FOUND, **FROZEN, **STALE},
+    "it back). Scope `intake:write`; If-Match optional.",
 )
-async def delete_record(session_id: uuid.UUID, client_item_id: ItemIdPath, session: Session,
+async def delete_record(session_id: uuid.UUID, item: ItemPath, session: Session,
                         if_match: IfMatch = None, who: Principal = Requires("intake:write")) -> Response:
-    row = await service.delete_record(session, who, session_id, client_item_id, expected_version(if_match))
+    row = await service.delete_record(session, who, session_id, item, expected_version(if_match))
     return Response(status_code=204, headers={"ETag": rules.etag(row.version)})
 
 
@@ -237,11 +206,7 @@ async def delete_record(session_id: uuid.UUID, client_item_id: ItemIdPath, sessi
     "birth date) with the duplicate finder: one likely patient is linked; several leave the session in "
     "`needs_review` with `match_candidates` for staff (never a guess); none leaves it `unlinked`. `consent` "
     "records the patient's intake consent; without it a recorded consent is required. Scope "
-    "`intake:write`; If-Match optional. Errors: 404, 409 `intake_consent_required` / `intake_session_frozen`, "
-    "412, 422 `unknown_reference`.",
-    responses={**NOT_FOUND, **STALE, 409: _problem(409, "intake_consent_required", "The patient has not consented "
-                                                  "to intake data being kept in their record (not_opted_in); send "
-                                                  "consent with the link", reason="not_opted_in")},
+    "`intake:write`; If-Match optional.",
 )
 async def link_session(session_id: uuid.UUID, body: LinkRequest, response: Response, session: Session,
                        if_match: IfMatch = None, who: Principal = Requires("intake:write")) -> SessionRead:
@@ -254,12 +219,7 @@ async def link_session(session_id: uuid.UUID, body: LinkRequest, response: Respo
     "/sessions/{session_id}/submit", response_model=SubmitResult, summary="Submit the intake",
     description="Checks completeness (every required item of the questionnaire version answered; without a "
     "questionnaire, a chief complaint), freezes the session, publishes `intake.submitted`, opens a ticket "
-    "for the assigned practitioner and queues the summary. Scope `intake:write`; If-Match optional. "
-    "Errors: 404, 409 `intake_session_frozen`, 412, 422 `intake_incomplete` naming `records.<linkId>`.",
-    responses={**NOT_FOUND, **FROZEN, **STALE,
-               422: _problem(422, "intake_incomplete", "The intake is incomplete: smoker",
-                             errors=[{"field": "records.smoker", "message": "required, not answered",
-                                      "type": "intake_incomplete"}])},
+    "for the assigned practitioner and queues the summary. Scope `intake:write`; If-Match optional.",
 )
 async def submit_session(session_id: uuid.UUID, response: Response, session: Session, if_match: IfMatch = None,
                          who: Principal = Requires("intake:write")) -> SubmitResult:
@@ -270,10 +230,7 @@ async def submit_session(session_id: uuid.UUID, response: Response, session: Ses
 @router.get(
     "/sessions/{session_id}/summary", response_model=SummaryRead, summary="Read the intake's clinical summary",
     description="Machine-generated (offline summariser or the configured model, see `generator`) unless "
-    "`edited`. Scope `intake:read`; audited. Errors: 404 `intake_session_not_found` / "
-    "`intake_summary_not_found` (with `summary_status`).",
-    responses={404: _problem(404, "intake_summary_not_found", "Intake session 8c0d3f5e-4b8e-4a53-9a0f-0f4b1c2d3e4f "
-                             "has no summary yet (pending)", summary_status="pending")},
+    "`edited`. Scope `intake:read`; audited.",
 )
 async def get_summary(session_id: uuid.UUID, session: Session, who: Principal = Requires("intake:read")) -> Any:
     return await service.get_summary(session, who, session_id)
@@ -282,9 +239,7 @@ async def get_summary(session_id: uuid.UUID, session: Session, who: Principal = 
 @router.put(
     "/sessions/{session_id}/summary", response_model=SummaryRead, summary="Correct the summary",
     description="Staff replace the text (and optionally the structured content); the summary is then "
-    "`edited` and never overwritten by a regeneration. Scope `intake:write`. Errors: 404, 422.",
-    responses={404: _problem(404, "intake_summary_not_found", "Intake session 8c0d3f5e-4b8e-4a53-9a0f-0f4b1c2d3e4f "
-                             "has no summary yet (pending)", summary_status="pending")},
+    "`edited` and never overwritten by a regeneration. Scope `intake:write`.",
 )
 async def edit_summary(session_id: uuid.UUID, body: SummaryEdit, session: Session,
                        who: Principal = Requires("intake:write")) -> Any:
@@ -294,9 +249,8 @@ async def edit_summary(session_id: uuid.UUID, body: SummaryEdit, session: Sessio
 @router.post(
     "/sessions/{session_id}/summary/regenerate", status_code=202, response_model=SessionRead,
     summary="Queue a new machine summary",
-    description="Scope `intake:write`. Errors: 404, 409 `intake_not_submitted` / `intake_summary_edited`.",
-    responses={**NOT_FOUND, 409: _problem(409, "intake_summary_edited", "Staff edited this summary; it is not "
-                                          "regenerated")},
+    description="A new machine summary of the submitted intake is queued (202); refused once staff edited "
+    "the summary.",
 )
 async def regenerate_summary(session_id: uuid.UUID, response: Response, session: Session,
                              who: Principal = Requires("intake:write")) -> SessionRead:
@@ -318,11 +272,7 @@ def _questionnaire(view: service.QuestionnaireView) -> QuestionnaireRead:
     "/questionnaires", status_code=201, response_model=QuestionnaireRead, summary="Publish a questionnaire",
     description="FHIR Questionnaire items (`linkId`, `type`, `required`, `repeats`, `answerOption`, nested "
     "`item` in groups). A new key is version 1; a known key gets its next version, which new sessions "
-    "use (started sessions keep theirs). Scope `intake:write`. Errors: 422 `invalid_questionnaire` "
-    "naming `item.<n>.<field>`.",
-    responses={422: _problem(422, "invalid_questionnaire", "item.1.linkId: 'reason' is already used by item.0",
-                             errors=[{"field": "item.1.linkId", "message": "'reason' is already used by item.0",
-                                      "type": "invalid_questionnaire"}])},
+    "use (started sessions keep theirs). Scope `intake:write`.",
 )
 async def publish_questionnaire(body: QuestionnairePublish, session: Session,
                                 who: Principal = Requires("intake:write")) -> QuestionnaireRead:
@@ -341,10 +291,7 @@ async def list_questionnaires(session: Session, include_retired: bool = False,
 
 @router.get(
     "/questionnaires/{questionnaire_id}", response_model=QuestionnaireRead, summary="Read a questionnaire",
-    description="The current version, or `version` (scope `intake:read`). Errors: 404 "
-    "`questionnaire_not_found` / `questionnaire_version_not_found`.",
-    responses={404: _problem(404, "questionnaire_not_found",
-                             "Questionnaire 1d0b5f8a-6a43-4d6c-9a43-0b1f2e3d4c5b not found")},
+    description="The current version, or `version` (scope `intake:read`).",
 )
 async def get_questionnaire(questionnaire_id: uuid.UUID, session: Session,
                             version: Annotated[int | None, Query(ge=1, le=100000)] = None,
@@ -354,9 +301,7 @@ async def get_questionnaire(questionnaire_id: uuid.UUID, session: Session,
 
 @router.post(
     "/questionnaires/{questionnaire_id}/retire", response_model=QuestionnaireRead, summary="Retire a questionnaire",
-    description="New sessions can no longer use it (scope `intake:write`). Errors: 404, 409 "
-    "`questionnaire_retired`.",
-    responses={409: _problem(409, "questionnaire_retired", "The questionnaire is already retired")},
+    description="New sessions can no longer use it (scope `intake:write`).",
 )
 async def retire_questionnaire(questionnaire_id: uuid.UUID, session: Session,
                                who: Principal = Requires("intake:write")) -> QuestionnaireRead:
@@ -370,7 +315,7 @@ async def retire_questionnaire(questionnaire_id: uuid.UUID, session: Session,
     "/statistics", response_model=Statistics, summary="Intake statistics for a period",
     description="Sessions started in the period (UTC days, default the last 30): by status and source, "
     "completion rate (submitted / not cancelled), median minutes to submit, and the same per "
-    "questionnaire. Scope `intake:read`. Errors: 422 naming `from_date` / `to_date` / `questionnaire_id`.",
+    "questionnaire. Scope `intake:read`.",
 )
 async def get_statistics(session: Session, from_date: date | None = None, to_date: date | None = None,
                          questionnaire_id: uuid.UUID | None = None, source: Source | None = None,
