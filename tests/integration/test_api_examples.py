@@ -105,7 +105,6 @@ NOT_YET_COVERED: set[str] = {
     "POST /communications/{communication_id}/cancel",
     "POST /webhooks/twilio/messaging",
     "POST /webhooks/twilio/status",
-    "POST /webhooks/voice-agent/{org_id}",
     "GET /conversations",
     "POST /conversations",
     "GET /conversations/{conversation_id}",
