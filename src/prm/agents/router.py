@@ -33,14 +33,15 @@ PROBLEM = "application/problem+json"
             description="Every tool with its input and output JSON Schema, the scope it needs and whether the "
             "calling credential has it. Scope `agents:read`.")
 async def list_tools(who: Principal = Requires("agents:read")) -> list[ToolInfo]:
-    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes, allowed=who.has(t.scope),
-                     input_schema=t.input_schema(), output_schema=t.output_schema()) for t in registry.all_tools()]
+    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes,
+                     allowed=service.may_run(who, t), input_schema=t.input_schema(), output_schema=t.output_schema())
+            for t in registry.all_tools()]
 
 
 @router.get("/tools/openai", summary="The tools this credential may run, in OpenAI's function-calling format",
             description="Pass the list as `tools` to OpenAI's chat completions API.")
 async def openai_tools(who: Principal = Requires("agents:read")) -> list[dict[str, Any]]:
-    return [t.openai() for t in registry.all_tools() if who.has(t.scope)]
+    return [t.openai() for t in registry.all_tools() if service.may_run(who, t)]
 
 
 @router.post(

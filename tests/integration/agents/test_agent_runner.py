@@ -78,6 +78,7 @@ async def test_offline_run_calls_a_tool_with_the_callers_credential_and_answers(
     # the step is an ordinary tool run, linked to the run: same credential, transport "runner"
     tool_run = (await agent.get(f"/agents/runs/{call['run_id']}")).json()
     assert tool_run["transport"] == "runner" and tool_run["status"] == "succeeded"
+    assert (tool_run["agent_run_id"], tool_run["step"]) == (run["id"], 1)
     assert tool_run["credential"] == run["credential"] and tool_run["input"]["subject"] == "[redacted]"
     linked = (await agent.get("/agents/runs", params={"agent_run_id": run["id"]})).json()
     assert [i["id"] for i in linked["items"]] == [call["run_id"]]
@@ -209,6 +210,22 @@ async def test_cross_organisation_isolation(session: AsyncSession, make_client: 
     assert their_run["id"] not in {i["id"] for i in (await agent.get("/agents/agent-runs")).json()["items"]}
     r = await agent.get("/agents/runs", params={"agent_run_id": their_run["id"]})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "agent_run_id"
+
+
+async def test_conversation_is_given_to_the_model_only_with_ai_processing_consent(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation) -> None:
+    from prm.patients import service as patients
+
+    patient = await make_patient(session, org)
+    conversation, _ = await conversation_with(session, org.id, patient.id, KNEE)
+    agent = await make_client("agent")
+    r = await _start(agent, "Summarise", conversation_id=str(conversation.id))
+    assert r.status_code == 201 and r.json()["patient_id"] == str(patient.id)
+    await patients.set_consent(session, principal(org), patient.id, channel=None, purpose="ai_processing",
+                               granted=False, source="staff")
+    r = await _start(agent, "Summarise", conversation_id=str(conversation.id))
+    assert r.status_code == 409 and r.json()["code"] == "ai_processing_not_allowed", r.text
+    assert (await agent.get("/agents/agent-runs")).json()["total"] == 1  # the refused one left no run
 
 
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:

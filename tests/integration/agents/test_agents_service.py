@@ -172,6 +172,16 @@ async def test_tool_outside_the_credentials_scopes_is_denied_and_recorded(
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 0
 
 
+async def test_birth_dates_are_redacted_in_the_tool_run(session: AsyncSession, make_client: ClientFactory,
+                                                        org: Organisation) -> None:
+    """Ids and appointment dates stay readable in the audit; a birth date identifies a person."""
+    agent = await make_client("agent")
+    r = await _run(agent, "search_patients", {"birth_date": "1980-02-03", "limit": 5})
+    assert r.status_code == 200, r.text
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["input"] == {"birth_date": "[redacted]", "limit": 5}
+
+
 async def test_invalid_tool_name(make_client: ClientFactory) -> None:
     agent = await make_client("agent")
     r = await _run(agent, "make_any_request", {"url": "http://169.254.169.254/"})
