@@ -90,10 +90,11 @@ async def list_runs(
                 offset=paging.offset)
 
 
-@router.get("/runs/{run_id}", response_model=ToolRunRead, summary="One tool run",
-            description="A tool run of the organisation (404 `tool_run_not_found` otherwise). Scope `agents:read`.")
-async def get_run(run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
-    return ToolRunRead.model_validate(await service.get_tool_run(session, who, run_id))
+@router.get("/runs/{tool_run_id}", response_model=ToolRunRead, summary="One tool run",
+            description="A tool run of the organisation: who called which tool over which transport, the "
+            "(redacted) input, an output summary, the error and the duration. Scope `agents:read`.")
+async def get_run(tool_run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
+    return ToolRunRead.model_validate(await service.get_tool_run(session, who, tool_run_id))
 
 
 # --- the agent runner ----------------------------------------------------------------------------
@@ -168,7 +169,7 @@ async def list_agent_runs(
 
 @router.get("/agent-runs/{agent_run_id}", response_model=AgentRunRead, summary="One agent run with its steps",
             description="The run, its answer and every step (tool, tool run id, status). Each step's tool run "
-            "(input, output summary, error, duration) is at `GET /agents/runs/{run_id}`; all of them at "
+            "(input, output summary, error, duration) is at `GET /agents/runs/{tool_run_id}`; all of them at "
             "`GET /agents/runs?agent_run_id=`. 404 `agent_run_not_found` for another organisation's run. "
             "Scope `agents:read`.")
 async def get_agent_run(agent_run_id: uuid.UUID, session: Session,

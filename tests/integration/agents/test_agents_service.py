@@ -95,6 +95,10 @@ async def test_execute_send_notification_tool(session: AsyncSession, make_client
     r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
                                                 "channel": "whatsapp", "variables": {"topic": "x"}})
     assert r.status_code in (409, 422) and r.json()["run_id"]
+    # a model's arguments are bounded like any input: 1 000 characters a variable
+    r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
+                                                "channel": "sms", "variables": {"topic": "x" * 1001}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("variables.topic")
 
 
 async def test_execute_update_patient_tool(session: AsyncSession, make_client: ClientFactory,
