@@ -106,6 +106,7 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     conversation = await post("/conversations", {"patient_id": patient["id"], "channel": "sms"})
     ticket = await post("/tickets", {"subject": "Walk", "patient_id": patient["id"], "auto_assign": False})
     user = await make_user(session, org, role="coordinator")
+    agent_run = await post("/agents/agent-runs", {"goal": "Say hello"})
     await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
                                                   "workflows": {"triage": "webhook/triage"}})
     message = await post("/communications", {"patient_id": patient["id"], "channel": "sms", "body": "Walk"})
@@ -122,6 +123,7 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
         location_id=location["id"], practitioner_id=practitioner["id"], practitioner_ids=[practitioner["id"]],
         service_id=service["id"], appointment_id=appointment["id"], conversation_id=conversation["id"],
         ticket_id=ticket["id"], user_id=str(user.id), assignee_id=str(user.id), actor_id=str(user.id),
+        agent_run_id=agent_run["id"],
     )
     return ids
 
@@ -163,6 +165,8 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/search"): {"query": "walk", "patient_id": mine["patient_id"]},
         ("POST", "/integrations/n8n/runs"): {"workflow_key": "triage", "patient_id": mine["patient_id"],
                                              "conversation_id": mine["conversation_id"]},
+        ("POST", "/agents/agent-runs"): {"goal": "Summarise the conversation",
+                                         "conversation_id": mine["conversation_id"]},
     }
 
 

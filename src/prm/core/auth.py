@@ -178,4 +178,5 @@ def Requires(*scopes: str) -> Any:
         await idempotency.claim(request, principal)
         return principal
 
+    dependency.required_scopes = scopes  # type: ignore[attr-defined]  # read by core.apidocs
     return Depends(dependency)
