@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -100,17 +100,31 @@ async def _replay(session: AsyncSession, who: Principal, key: str, digest: str) 
     return previous
 
 
+async def _no_checkpoint() -> None:
+    return None
+
+
 async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, settings: Settings, llm: LLM,
-              idempotency_key: str | None = None) -> AgentRun:
-    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed, not committed).
+              idempotency_key: str | None = None,
+              checkpoint: Callable[[], Awaitable[None]] = _no_checkpoint) -> AgentRun:
+    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed).
 
     Raises before anything is recorded when the request itself is refused (a conversation of another
     organisation, a missing scope, a reused idempotency key); every outcome after that is a run row.
+
+    `checkpoint` is awaited once the run row exists and after every step: the HTTP layer commits
+    there, so that a step's writes, its tool run and the run's progress are durable and its locks
+    (a booking's practitioner lock) are released while the model thinks about the next step — no
+    transaction stays open across a call to the model provider. A run interrupted by a crash stays
+    `running`.
     """
     digest = _digest(request)
     if idempotency_key is not None:
         previous = await _replay(session, who, idempotency_key, digest)
         if previous is not None:
+            if previous.status == "running":
+                raise Conflict("A run with this idempotency key is in progress; retry to get its result",
+                               code="idempotency_in_progress")
             return previous
     patient_id, context_text = (None, None)
     if request.conversation_id is not None:
@@ -129,6 +143,7 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     except IntegrityError:  # the idempotency index: a concurrent request with the same key
         raise Conflict("A run with this idempotency key is in progress; retry to get its result",
                        code="idempotency_in_progress") from None
+    await checkpoint()
 
     messages: list[ChatMessage] = [ChatMessage(role="system", content=SYSTEM_PROMPT)]
     if context_text:
@@ -160,6 +175,9 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
                 content, entry = await _call(session, who, call, len(steps) + 1, agent_run.id, settings)
                 steps.append(entry)
                 messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name))
+                agent_run.steps = list(steps)
+                await session.flush()
+                await checkpoint()
             if any(s["status"] == "skipped" for s in steps):
                 break  # the model wanted more tool calls than allowed
     except AIProviderError as exc:
@@ -176,6 +194,7 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     agent_run.duration_ms = int((time.perf_counter() - started) * 1000)
     agent_run.finished_at = clock.now()
     await session.flush()
+    await checkpoint()
     log.info("agents.runner_finished", status=status, steps=len(steps), model=agent_run.model,
              duration_ms=agent_run.duration_ms)
     return agent_run

@@ -76,7 +76,8 @@ class RunnerStep(BaseModel):
 class RunnerResult(BaseModel):
     answer: str | None = Field(description="The model's answer (null when the run failed)")
     steps: list[RunnerStep]
-    stopped: Literal["answered", "step_limit", "failed"]
+    stopped: Literal["answered", "step_limit", "failed"] | None = Field(
+        description="Why the loop ended (null while the run is still running)")
     model: str
 
 

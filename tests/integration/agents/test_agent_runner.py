@@ -186,6 +186,24 @@ async def test_idempotency_at_the_runner(session: AsyncSession, org: Organisatio
     assert refused.value.code == "idempotency_key_reused"
 
 
+async def test_the_runner_checkpoints_after_every_step(session: AsyncSession, org: Organisation,
+                                                      settings: Settings) -> None:
+    """The HTTP layer commits at each checkpoint: no transaction (nor a booking's lock) stays open
+    while the model is asked for the next step."""
+    who = principal(org, role="agent")
+    seen: list[tuple[str, int, int]] = []
+
+    async def checkpoint() -> None:
+        row = await session.scalar(select(AgentRun).where(AgentRun.org_id == org.id))
+        assert row is not None
+        seen.append((row.status, len(row.steps), await _tickets(session, org)))
+
+    goal = "\n".join([_tool("create_ticket", subject="one"), _tool("create_ticket", subject="two")])
+    await runner.run(session, who, RunnerRequest(goal=goal), settings=settings, llm=OfflineLLM(),
+                     checkpoint=checkpoint)
+    assert seen == [("running", 0, 0), ("running", 1, 1), ("running", 2, 2), ("answered", 3, 2)]
+
+
 async def test_cross_organisation_isolation(session: AsyncSession, make_client: ClientFactory, org: Organisation,
                                             other_org: Organisation) -> None:
     agent = await make_client("agent")
