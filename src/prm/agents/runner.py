@@ -163,13 +163,13 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
             agent_run.completion_tokens += result.usage.completion_tokens
             calls = result.message.tool_calls
             if not calls:
-                status, answer = "answered", (result.message.content or "").strip()[:MAX_ANSWER_CHARS]
+                status, answer = "answered", _without_nul(result.message.content or "").strip()[:MAX_ANSWER_CHARS]
                 steps.append(_entry(len(steps) + 1, None, None, "answered", None))
                 break
             messages.append(result.message)
             for call in calls:
                 if used >= request.max_steps:  # recorded, not run
-                    steps.append(_entry(len(steps) + 1, call.name[:64], None, "skipped", "step_limit"))
+                    steps.append(_entry(len(steps) + 1, _without_nul(call.name[:64]), None, "skipped", "step_limit"))
                     continue
                 used += 1
                 content, entry = await _call(session, who, call, len(steps) + 1, agent_run.id, settings)
@@ -200,6 +200,18 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     return agent_run
 
 
+def _without_nul(value: Any) -> Any:
+    """The model's text with U+0000 removed (PostgreSQL stores no NUL in text or jsonb; the API refuses
+    it at the edge, but the model's words do not come through the edge)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
 def _entry(step: int, tool: str | None, run_id: uuid.UUID | None, status: str, message: str | None
            ) -> dict[str, Any]:
     return {"step": step, "tool": tool, "run_id": str(run_id) if run_id else None, "status": status,
@@ -214,10 +226,11 @@ async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int
     the same, which refuses it (scope) and records it as denied. A name that is no tool is not a
     tool run; the step records it.
     """
-    if registry.get(call.name) is None:
+    if registry.get(call.name) is None:  # (a name with NUL is no tool either)
         problem = {"code": "unknown_tool", "detail": "There is no such tool; use one of the tools given"}
-        return json.dumps({"error": problem}), _entry(step, call.name[:64], None, "unknown_tool", "unknown_tool")
-    outcome = await execution.execute(session, who, call.name, call.arguments, settings=settings,
+        return json.dumps({"error": problem}), _entry(step, _without_nul(call.name[:64]), None, "unknown_tool",
+                                                      "unknown_tool")
+    outcome = await execution.execute(session, who, call.name, _without_nul(call.arguments), settings=settings,
                                       transport="runner", agent_run_id=agent_run_id, step=step)
     entry = _entry(step, call.name, outcome.run.id, outcome.run.status, outcome.run.error_code)
     if outcome.ok:

@@ -357,10 +357,15 @@ async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_cli
                                                  org: Organisation, settings: Settings,
                                                  openai_fake: OpenAIFake) -> None:
     who = principal(org, role="agent")
-    openai_fake.script_chat([("make_any_request", {"url": "http://169.254.169.254/"})], "There is no such tool.")
+    openai_fake.script_chat([("make_any_request", {"url": "http://169.254.169.254/"}),
+                             ("create_ticket", {"subject": "NUL\u0000 in a model's words"})],
+                            "There is no such tool.\u0000")
     result = await runner.run(session, who, RunnerRequest(goal="fetch"), settings=settings, llm=_openai(openai_fake))
-    assert [(s["tool"], s["status"], s["run_id"]) for s in result.steps] == [
-        ("make_any_request", "unknown_tool", None), (None, "answered", None)]
+    assert [(s["tool"], s["status"], s["run_id"] is None) for s in result.steps] == [
+        ("make_any_request", "unknown_tool", True), ("create_ticket", "succeeded", False), (None, "answered", True)]
+    assert result.answer == "There is no such tool."  # PostgreSQL stores no U+0000: removed, never a 500
+    assert (await session.scalars(select(Ticket.subject).where(Ticket.org_id == org.id))).all() == [
+        "NUL in a model's words"]
     # the provider refuses: the run is recorded as failed (502 with its id), and can be read
     openai_fake.fail_next(400)
     switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
