@@ -6,7 +6,7 @@ check, validation, savepoint and tool-run row as a call over HTTP or MCP, linked
 its step. A tool that fails leaves none of its writes; its error goes back to the model, which may
 try something else. The loop stops when the model answers, or after `max_steps` tool calls
 (`step_limit`). A tool the model names but was not offered (or that does not exist) is not run:
-it is recorded as a step and the model is told.
+it is recorded (an invalid tool run, `unknown_tool`) and the model is told.
 
 Everything happens in the caller's transaction: the run row, the steps' tool runs and the writes
 of the steps that succeeded commit together, when the request does. If the model provider fails,
@@ -223,16 +223,12 @@ async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int
     """Run one tool call of the model; returns what the model is told and the step's record.
 
     The model's choice is never trusted: a tool it was not offered goes through the executor all
-    the same, which refuses it (scope) and records it as denied. A name that is no tool is not a
-    tool run; the step records it.
+    the same, which refuses it (scope) and records it as denied; a name that is no tool is recorded
+    as an invalid tool run (`unknown_tool`).
     """
-    if registry.get(call.name) is None:  # (a name with NUL is no tool either)
-        problem = {"code": "unknown_tool", "detail": "There is no such tool; use one of the tools given"}
-        return json.dumps({"error": problem}), _entry(step, _without_nul(call.name[:64]), None, "unknown_tool",
-                                                      "unknown_tool")
-    outcome = await execution.execute(session, who, call.name, _without_nul(call.arguments), settings=settings,
-                                      transport="runner", agent_run_id=agent_run_id, step=step)
-    entry = _entry(step, call.name, outcome.run.id, outcome.run.status, outcome.run.error_code)
+    outcome = await execution.execute(session, who, _without_nul(call.name), _without_nul(call.arguments),
+                                      settings=settings, transport="runner", agent_run_id=agent_run_id, step=step)
+    entry = _entry(step, outcome.run.tool, outcome.run.id, outcome.run.status, outcome.run.error_code)
     if outcome.ok:
         content = json.dumps(outcome.output, default=str)
     else:

@@ -361,8 +361,11 @@ async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_cli
                              ("create_ticket", {"subject": "NUL\u0000 in a model's words"})],
                             "There is no such tool.\u0000")
     result = await runner.run(session, who, RunnerRequest(goal="fetch"), settings=settings, llm=_openai(openai_fake))
-    assert [(s["tool"], s["status"], s["run_id"] is None) for s in result.steps] == [
-        ("make_any_request", "unknown_tool", True), ("create_ticket", "succeeded", False), (None, "answered", True)]
+    assert [(s["tool"], s["status"], s["message"], s["run_id"] is None) for s in result.steps] == [
+        ("make_any_request", "invalid", "unknown_tool", False), ("create_ticket", "succeeded", None, False),
+        (None, "answered", None, True)]
+    probe = await session.get(ToolRun, uuid.UUID(result.steps[0]["run_id"]))
+    assert probe is not None and probe.input == {"url": "[redacted]"} and probe.error_status == 404
     assert result.answer == "There is no such tool."  # PostgreSQL stores no U+0000: removed, never a 500
     assert (await session.scalars(select(Ticket.subject).where(Ticket.org_id == org.id))).all() == [
         "NUL in a model's words"]
