@@ -238,8 +238,8 @@ def document(schema: dict[str, Any], routes: Iterable[Any], registry: Mapping[st
             operation["x-scopes"] = list(scopes) if scopes is not None else None
             instance = path
             if op is not None:
-                defaults = {p["name"]: demo_id(kind_of(p["name"])) for p in operation.get("parameters", [])
-                            if p["in"] == "path" and p["name"].endswith("_id")}
+                defaults = {p["name"]: 4211 if p.get("schema", {}).get("type") == "integer" else demo_id(kind_of(p["name"]))
+                            for p in operation.get("parameters", []) if p["in"] == "path" and p["name"].endswith("_id")}
                 path_values = {**defaults, **op.path}
                 for name, value in path_values.items():
                     instance = instance.replace("{" + name + "}", str(value))
