@@ -76,7 +76,8 @@ class Op:
     `status`: the expected status (default: the operation's first 2xx). `response` replaces the
     recorded response example (for answers that are not JSON, or must not be recorded). `given`:
     kinds of demo rows that must exist before the call besides the ones the request names (a list
-    operation shows rows only if there are some).
+    operation shows rows only if there are some). `at`: the moment of the call when it matters (ISO
+    8601; the examples' world is on Monday 2026-03-23 09:00 in Madrid, `at` moves the clock forward).
     """
 
     description: str = ""
@@ -92,6 +93,7 @@ class Op:
     response: Any = None
     summary: str = ""
     given: Sequence[str] = ()
+    at: str | None = None
 
 
 def kind_of(parameter: str) -> str:
