@@ -13,6 +13,9 @@ the response schema, with the same fields as today's answer.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
 import os
 from datetime import datetime
@@ -22,11 +25,14 @@ from urllib.parse import urlencode
 import httpx
 import jsonschema
 import pytest
+from pydantic import SecretStr
+from twilio.request_validator import RequestValidator
 
 from prm import modules
 from prm.core import clock
 from prm.core.apidocs import demo_id, kind_of, main_status
-from tests.fixtures.api_world import NOW, World
+from tests.fixtures.api_world import NOW, VOICE_AGENT_SECRET, World
+from tests.fixtures.settings_switch import use_settings
 
 REGISTRY = modules.examples()
 RECORD = os.environ.get("PRM_RECORD_EXAMPLES") == "1"
@@ -35,9 +41,6 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 # Operations without an example yet. This list only shrinks: document the operation in its domain's
 # `examples.py` and remove it here (the test fails while an operation is on both, or on neither).
 NOT_YET_COVERED: set[str] = {
-    "POST /webhooks/twilio/messaging",
-    "POST /webhooks/twilio/status",
-    "POST /webhooks/voice-agent/{org_id}",
     "GET /conversations",
     "POST /conversations",
     "GET /conversations/{conversation_id}",
@@ -200,6 +203,22 @@ def _request_example(doc: dict[str, Any], operation: dict[str, Any]) -> tuple[st
     return (next(iter(content)) if content else None), None
 
 
+def _twilio_signature(app: Any, url: str, body: Any) -> dict[str, str]:
+    adapters = app.state.context.adapters
+    validator = RequestValidator(adapters.twilio_auth_token())
+    return {"X-Twilio-Signature": validator.compute_signature(adapters.public_base_url() + url, body)}
+
+
+def _voice_agent_signature(app: Any, url: str, body: Any) -> dict[str, str]:
+    raw = json.dumps(body).encode()
+    return {"X-Signature": "sha256=" + hmac.new(VOICE_AGENT_SECRET.encode(), raw, hashlib.sha256).hexdigest()}
+
+
+# Webhooks authenticate by signature: the example's header is recomputed with the service's secrets.
+SIGNERS = {"POST /webhooks/twilio/messaging": _twilio_signature, "POST /webhooks/twilio/status": _twilio_signature,
+           "POST /webhooks/voice-agent/{org_id}": _voice_agent_signature}
+
+
 async def _path_value(world: World, parameter: dict[str, Any]) -> str:
     """A path parameter's example with demo ids swapped; an integer id (`job_id`) is the row of its kind."""
     value = parameter.get("example", demo_id(kind_of(parameter["name"])))
@@ -210,6 +229,9 @@ async def _path_value(world: World, parameter: dict[str, Any]) -> str:
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, media: str | None, body: Any,
                 headers: dict[str, str]) -> httpx.Response:
+    if media == "application/json" and body is not None and "X-Signature" in headers:  # signed: these bytes
+        return await client.request(method, url, content=json.dumps(body).encode(),
+                                    headers={"content-type": media, **headers})
     if media == "application/json" and body is not None:
         return await client.request(method, url, json=body, headers=headers)
     if media == "application/x-www-form-urlencoded" and body is not None:
@@ -266,15 +288,16 @@ def test_every_error_example_is_a_problem_document(openapi: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("key", sorted(REGISTRY))
-async def test_documented_example(key: str, openapi: dict[str, Any], session: Any, org: Any,
-                                  make_client: Any) -> None:
+async def test_documented_example(key: str, app: Any, settings: Any, openapi: dict[str, Any], session: Any,
+                                  org: Any, make_client: Any) -> None:
     operation = _operations(openapi).get(key)
     assert operation is not None, f"{key} is documented but not routed"
     method, path = key.split(" ", 1)
     op, _ = REGISTRY[key]
     client = await make_client("admin", platform_admin=True)
     world = World(session, org, client)
-    with clock.frozen(NOW) as moved:
+    twilio = settings.model_copy(update={"twilio_auth_token": SecretStr("example-twilio-auth-token-0123")})
+    with clock.frozen(NOW) as moved, (use_settings(twilio) if "/twilio/" in key else contextlib.nullcontext()):
         url = path
         for parameter in operation.get("parameters", []):
             if parameter["in"] == "path":
@@ -289,6 +312,8 @@ async def test_documented_example(key: str, openapi: dict[str, Any], session: An
         if query:
             url += "?" + urlencode(query, doseq=True)
         await _unknown_id_is_a_documented_404(key, operation, client, world, url, media, body, headers)
+        if key in SIGNERS:
+            headers.update(SIGNERS[key](app, url, body))
         if op.at is not None:
             moved.set(datetime.fromisoformat(op.at))
         r = await _send(client, method, url, media, body, headers)

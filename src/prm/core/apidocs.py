@@ -173,7 +173,7 @@ def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any]
 
 def _set_body_example(operation: dict[str, Any], op: Op) -> None:
     content = operation.get("requestBody", {}).get("content", {})
-    if op.body is not None and "application/json" in content:
+    if op.body is not None:
         value: Any = op.body
         media = "application/json"
     elif op.form is not None:
