@@ -166,8 +166,9 @@ def _scope_markdown(scopes: tuple[str, ...] | None) -> str:
 
 def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any], where: str) -> None:
     for parameter in operation.get("parameters", []):
-        if parameter["in"] == where and parameter["name"] in values:
-            parameter["example"] = values[parameter["name"]]
+        names = {k.lower(): v for k, v in values.items()} if where == "header" else values
+        if parameter["in"] == where and (parameter["name"].lower() if where == "header" else parameter["name"]) in names:
+            parameter["example"] = names[parameter["name"].lower() if where == "header" else parameter["name"]]
             parameter.pop("examples", None)
 
 
@@ -247,6 +248,7 @@ def document(schema: dict[str, Any], routes: Iterable[Any], registry: Mapping[st
                     instance = instance.replace("{" + name + "}", str(value))
                 _set_parameter_examples(operation, path_values, "path")
                 _set_parameter_examples(operation, op.query, "query")
+                _set_parameter_examples(operation, op.headers, "header")
                 _set_body_example(operation, op)
                 example = op.response if op.response is not None else recorded
                 if example is not None:
