@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.agents.execution import Outcome, execute
+from prm.agents.execution import RUN_SCOPE, Outcome, execute, may_run
 from prm.agents.models import AgentRun, ToolRun
 from prm.agents.runner import offered_tools, read_steps, run
 from prm.core import references
@@ -21,8 +21,8 @@ from prm.core.auth import Principal
 from prm.core.errors import NotFound
 from prm.core.pagination import PageParams, paginate
 
-__all__ = ["AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run", "get_tool_run",
-           "list_agent_runs", "list_tool_runs", "offered_tools", "read_steps", "run"]
+__all__ = ["RUN_SCOPE", "AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run", "get_tool_run",
+           "list_agent_runs", "list_tool_runs", "may_run", "offered_tools", "read_steps", "run"]
 
 
 @dataclass(frozen=True)
