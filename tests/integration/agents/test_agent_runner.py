@@ -221,6 +221,13 @@ async def test_conversation_is_given_to_the_model_only_with_ai_processing_consen
     agent = await make_client("agent")
     r = await _start(agent, "Summarise", conversation_id=str(conversation.id))
     assert r.status_code == 201 and r.json()["patient_id"] == str(patient.id)
+    # reading the run (its answer may quote the patient) is audited as a read of the patient's data
+    from prm.core.audit import AuditEntry
+
+    assert (await agent.get(f"/agents/agent-runs/{r.json()['id']}")).status_code == 200
+    assert await session.scalar(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.org_id == org.id, AuditEntry.resource_type == "agent_run",
+        AuditEntry.patient_id == patient.id)) == 1
     await patients.set_consent(session, principal(org), patient.id, channel=None, purpose="ai_processing",
                                granted=False, source="staff")
     r = await _start(agent, "Summarise", conversation_id=str(conversation.id))
