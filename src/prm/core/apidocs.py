@@ -165,10 +165,11 @@ def _scope_markdown(scopes: tuple[str, ...] | None) -> str:
 
 
 def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any], where: str) -> None:
+    fold = (lambda name: name.lower()) if where == "header" else (lambda name: name)  # headers: any case
+    names = {fold(k): v for k, v in values.items()}
     for parameter in operation.get("parameters", []):
-        names = {k.lower(): v for k, v in values.items()} if where == "header" else values
-        if parameter["in"] == where and (parameter["name"].lower() if where == "header" else parameter["name"]) in names:
-            parameter["example"] = names[parameter["name"].lower() if where == "header" else parameter["name"]]
+        if parameter["in"] == where and fold(parameter["name"]) in names:
+            parameter["example"] = names[fold(parameter["name"])]
             parameter.pop("examples", None)
 
 
@@ -197,6 +198,11 @@ def _set_response_example(operation: dict[str, Any], status: str, value: Any) ->
         return
     media = next(iter(content))
     content[media]["example"] = value
+
+
+def _default_path_value(parameter: dict[str, Any]) -> Any:
+    """`ids.<kind>` for `<kind>_id`; an integer id (a job) gets a plain number."""
+    return 4211 if parameter.get("schema", {}).get("type") == "integer" else demo_id(kind_of(parameter["name"]))
 
 
 def main_status(operation: dict[str, Any], op: Op | None) -> str:
@@ -241,8 +247,8 @@ def document(schema: dict[str, Any], routes: Iterable[Any], registry: Mapping[st
             operation["x-scopes"] = list(scopes) if scopes is not None else None
             instance = path
             if op is not None:
-                defaults = {p["name"]: 4211 if p.get("schema", {}).get("type") == "integer" else demo_id(kind_of(p["name"]))
-                            for p in operation.get("parameters", []) if p["in"] == "path" and p["name"].endswith("_id")}
+                defaults = {p["name"]: _default_path_value(p) for p in operation.get("parameters", [])
+                            if p["in"] == "path" and p["name"].endswith("_id")}
                 path_values = {**defaults, **op.path}
                 for name, value in path_values.items():
                     instance = instance.replace("{" + name + "}", str(value))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prm.core.apidocs import Err, Op, ids, not_found
+from prm.core.apidocs import Err, Op, not_found
 
 NOT_FOUND = {**not_found("user", "not_found", "User"), **not_found("key", "not_found", "API key")}
 
