@@ -36,7 +36,7 @@ from standardwebhooks.webhooks import Webhook
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
 from prm.conversations import service as conversations
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, Unauthenticated, ValidationFailed
 from prm.core.pagination import PageParams, paginate
@@ -313,8 +313,8 @@ def request_of(run: WorkflowRun, integration: N8nIntegration, settings: Settings
 
 async def call(session: AsyncSession, run_id: uuid.UUID, settings: Settings) -> str:
     """POST the run to n8n once; schedules its own retry (network errors, 408, 429, 5xx)."""
-    run = await session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status != "pending":
+    run = await rowlock.lock(session, WorkflowRun, run_id)
+    if run is None or rowlock.idle(run, "pending"):
         return "nothing_to_do"
     if clock.now() >= run.deadline_at:
         return "past_deadline"
@@ -350,8 +350,8 @@ async def call(session: AsyncSession, run_id: uuid.UUID, settings: Settings) -> 
 
 async def expire(session: AsyncSession, run_id: uuid.UUID) -> str:
     """At the deadline: a run still waiting for its callback is timed out and the fallback runs."""
-    run = await session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status != "pending":
+    run = await rowlock.lock(session, WorkflowRun, run_id)
+    if run is None or rowlock.idle(run, "pending"):
         return "nothing_to_do"
     if clock.now() < run.deadline_at:
         return "not_due"

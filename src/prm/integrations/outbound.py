@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import NotFound, ValidationFailed
 from prm.core.events import EventRecord
@@ -263,8 +263,8 @@ async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str
 
 async def deliver(session: AsyncSession, message_id: uuid.UUID, settings: Settings) -> str:
     """One attempt at delivering a pending message; returns what happened."""
-    message = await session.scalar(select(WebhookMessage).where(WebhookMessage.id == message_id).with_for_update())
-    if message is None or message.status != "pending":
+    message = await rowlock.lock(session, WebhookMessage, message_id)
+    if message is None or rowlock.idle(message, "pending"):
         return "nothing_to_do"
     if message.next_attempt_at is not None and message.next_attempt_at > clock.now() + timedelta(seconds=1):
         return "not_due"
