@@ -22,7 +22,7 @@ from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
-from prm.core.pagination import PageParams, paginate
+from prm.core.pagination import PageParams, matching, paginate
 from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
@@ -135,21 +135,16 @@ class ConversationFilters:
 
 
 def _filtered(org_id: uuid.UUID, f: ConversationFilters) -> Select[Any]:
-    stmt = select(Conversation).where(Conversation.org_id == org_id)
+    stmt = matching(select(Conversation).where(Conversation.org_id == org_id), Conversation,
+                    channel=f.channel, assignee_id=f.assignee_id, patient_id=f.patient_id)
     if f.status:
         stmt = stmt.where(Conversation.status.in_(f.status))
-    if f.channel:
-        stmt = stmt.where(Conversation.channel == f.channel)
-    if f.assignee_id:
-        stmt = stmt.where(Conversation.assignee_id == f.assignee_id)
     if f.unassigned is not None:
         stmt = stmt.where(
             Conversation.assignee_id.is_(None) if f.unassigned else Conversation.assignee_id.is_not(None)
         )
     if f.unread is not None:
         stmt = stmt.where(Conversation.unread_count > 0 if f.unread else Conversation.unread_count == 0)
-    if f.patient_id:
-        stmt = stmt.where(Conversation.patient_id == f.patient_id)
     if f.bot_active is not None:
         stmt = stmt.where(Conversation.bot_active.is_(f.bot_active))
     return stmt.order_by(
