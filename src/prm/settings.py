@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # --- runtime -------------------------------------------------------------------------------
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
+    # Third-party libraries (uvicorn, procrastinate, alembic, embedded PostgreSQL): WARNING unless asked.
+    log_level_libraries: str = "WARNING"
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
