@@ -28,7 +28,7 @@ OPERATIONS = {
                 "The credential lacks `agents:write` or the tool's own scope (recorded as a denied tool run)",
                 extra={"missing_scopes": ["tickets:write"], "run_id": ids.tool_run}),
             Err(404, "unknown_tool", "No tool named 'make_any_request'; GET /agents/tools lists them",
-                "No tool has this name (nothing is recorded)"),
+                "No tool has this name (recorded as an invalid tool run)", extra={"run_id": ids.tool_run}),
             Err(404, "patient_not_found", "Patient 0b9f3f0e-8e8f-4a55-9d0c-5f2b1c7a9e10 not found",
                 "The tool names a row of another organisation, or none (recorded as a failed tool run)",
                 extra={"run_id": ids.tool_run}),

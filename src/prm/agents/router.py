@@ -102,8 +102,7 @@ async def get_run(tool_run_id: uuid.UUID, session: Session, who: Principal = Req
 
 def _agent_run(row: Any) -> AgentRunRead:
     return AgentRunRead(
-        id=row.id, status=row.status, stopped="answered" if row.status == "answered" else (
-            "step_limit" if row.status == "step_limit" else "failed"),
+        id=row.id, status=row.status, stopped=None if row.status == "running" else row.status,
         answer=row.answer, steps=[RunnerStep.model_validate(s) for s in service.read_steps(row)], model=row.model,
         goal=row.goal, conversation_id=row.conversation_id, patient_id=row.patient_id, max_steps=row.max_steps,
         credential=row.credential, actor_role=row.actor_role, error_code=row.error_code,
@@ -142,7 +141,8 @@ async def create_agent_run(
         llm = ctx.adapters.llm()
     except AINotConfigured as exc:
         raise Unavailable(f"The LLM provider is not configured: {exc}", code="provider_not_configured") from None
-    row = await service.run(session, who, body, settings=ctx.settings, llm=llm, idempotency_key=idempotency_key)
+    row = await service.run(session, who, body, settings=ctx.settings, llm=llm, idempotency_key=idempotency_key,
+                            checkpoint=session.commit)
     location = f"/agents/agent-runs/{row.id}"
     if row.status == "failed":
         problem = ProviderFailed(row.error_detail or "The model provider failed", code="ai_provider_error",
