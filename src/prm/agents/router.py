@@ -33,14 +33,15 @@ PROBLEM = "application/problem+json"
             description="Every tool with its input and output JSON Schema, the scope it needs and whether the "
             "calling credential has it. Scope `agents:read`.")
 async def list_tools(who: Principal = Requires("agents:read")) -> list[ToolInfo]:
-    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes, allowed=who.has(t.scope),
-                     input_schema=t.input_schema(), output_schema=t.output_schema()) for t in registry.all_tools()]
+    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes,
+                     allowed=service.may_run(who, t), input_schema=t.input_schema(), output_schema=t.output_schema())
+            for t in registry.all_tools()]
 
 
 @router.get("/tools/openai", summary="The tools this credential may run, in OpenAI's function-calling format",
             description="Pass the list as `tools` to OpenAI's chat completions API.")
 async def openai_tools(who: Principal = Requires("agents:read")) -> list[dict[str, Any]]:
-    return [t.openai() for t in registry.all_tools() if who.has(t.scope)]
+    return [t.openai() for t in registry.all_tools() if service.may_run(who, t)]
 
 
 @router.post(
@@ -89,10 +90,11 @@ async def list_runs(
                 offset=paging.offset)
 
 
-@router.get("/runs/{run_id}", response_model=ToolRunRead, summary="One tool run",
-            description="A tool run of the organisation (404 `tool_run_not_found` otherwise). Scope `agents:read`.")
-async def get_run(run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
-    return ToolRunRead.model_validate(await service.get_tool_run(session, who, run_id))
+@router.get("/runs/{tool_run_id}", response_model=ToolRunRead, summary="One tool run",
+            description="A tool run of the organisation: who called which tool over which transport, the "
+            "(redacted) input, an output summary, the error and the duration. Scope `agents:read`.")
+async def get_run(tool_run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
+    return ToolRunRead.model_validate(await service.get_tool_run(session, who, tool_run_id))
 
 
 # --- the agent runner ----------------------------------------------------------------------------
@@ -100,8 +102,7 @@ async def get_run(run_id: uuid.UUID, session: Session, who: Principal = Requires
 
 def _agent_run(row: Any) -> AgentRunRead:
     return AgentRunRead(
-        id=row.id, status=row.status, stopped="answered" if row.status == "answered" else (
-            "step_limit" if row.status == "step_limit" else "failed"),
+        id=row.id, status=row.status, stopped=None if row.status == "running" else row.status,
         answer=row.answer, steps=[RunnerStep.model_validate(s) for s in service.read_steps(row)], model=row.model,
         goal=row.goal, conversation_id=row.conversation_id, patient_id=row.patient_id, max_steps=row.max_steps,
         credential=row.credential, actor_role=row.actor_role, error_code=row.error_code,
@@ -124,7 +125,9 @@ class ProviderFailed(DomainError):
     "step leaves none of its writes and its error goes back to the model. The loop stops when the model "
     "answers or after `max_steps` tool calls (`stopped: step_limit`). Needs `agents:write` (and "
     "`conversations:read` with a conversation). With `Idempotency-Key` the same request runs once. "
-    "Errors: 422 `validation_error` (a conversation of another organisation, a bad field), 403 `missing_scope`, "
+    "Errors: 422 `validation_failed` or `unknown_reference` (a bad field, a conversation of another "
+    "organisation), 403 `missing_scope`, "
+    "429 `rate_limited` (more runs than `RATE_LIMIT_AGENT_RUNS` per credential, default 30 a minute), "
     "502 `ai_provider_error` (the run is recorded as failed; its id is in `agent_run_id`), 503 "
     "`provider_not_configured`.",
     responses={403: {"description": "Missing scope"}, 422: {"description": "Invalid input or unknown conversation"},
@@ -136,11 +139,14 @@ async def create_agent_run(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     who: Principal = Requires("agents:write"),
 ) -> Any:
+    # Each run spends the clinic's model tokens: a credential gets a bounded number per window.
+    await request.app.state.rate_limiter.hit(ctx.settings.rate_limit_agent_runs, "agent_runs", who.credential)
     try:
         llm = ctx.adapters.llm()
     except AINotConfigured as exc:
         raise Unavailable(f"The LLM provider is not configured: {exc}", code="provider_not_configured") from None
-    row = await service.run(session, who, body, settings=ctx.settings, llm=llm, idempotency_key=idempotency_key)
+    row = await service.run(session, who, body, settings=ctx.settings, llm=llm, idempotency_key=idempotency_key,
+                            checkpoint=session.commit)
     location = f"/agents/agent-runs/{row.id}"
     if row.status == "failed":
         problem = ProviderFailed(row.error_detail or "The model provider failed", code="ai_provider_error",
@@ -167,7 +173,7 @@ async def list_agent_runs(
 
 @router.get("/agent-runs/{agent_run_id}", response_model=AgentRunRead, summary="One agent run with its steps",
             description="The run, its answer and every step (tool, tool run id, status). Each step's tool run "
-            "(input, output summary, error, duration) is at `GET /agents/runs/{run_id}`; all of them at "
+            "(input, output summary, error, duration) is at `GET /agents/runs/{tool_run_id}`; all of them at "
             "`GET /agents/runs?agent_run_id=`. 404 `agent_run_not_found` for another organisation's run. "
             "Scope `agents:read`.")
 async def get_agent_run(agent_run_id: uuid.UUID, session: Session,

@@ -1,62 +1,47 @@
-"""Documentation and examples of the voice-agent webhooks (see `prm.core.apidocs`, `docs/api-examples.md`).
-
-The examples are signed with the demo organisation's voice-agent secret (`DEMO_VOICE_SECRET`, set by
-the example world's `voice_channel`) at the examples' clock (Monday 2026-03-23 08:00 UTC), so the
-walking test's request is a valid delivery; a real agent signs with your secret and its own clock.
-"""
+"""Documentation and examples of inbound webhooks (see docs/api-examples.md). No API key: Twilio signs
+with `X-Twilio-Signature`, the voice agent with `X-Signature`; the examples' signatures are computed by
+the test with the service's own secrets."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-
 from prm.core.apidocs import Err, Op, ids
 
-DEMO_VOICE_SECRET = "demo-voice-agent-secret-0123456789"
-EXAMPLE_MS = 1774252800000  # 2026-03-23T08:00:00Z, the examples' "now"
-CONTENT_TYPE = "application/json; charset=utf-8"
-
-EXTRACTED = {"given_name": "Maria", "family_name": "García López", "consent": True,
-             "chief_complaint": "Toothache for three days",
-             "symptoms": [{"name": "toothache", "severity": "moderate", "duration_days": 3}],
-             "medications": [{"name": "Ibuprofen", "dose": "400 mg", "frequency": "every 8 hours"}]}
-RETELL_BODY = json.dumps({"event": "call_analyzed", "call": {
-    "call_id": "call_8f2c1d", "agent_id": "agent_front_desk", "call_status": "ended",
-    "from_number": "+34611222333", "to_number": "+34910000001",
-    "start_timestamp": EXAMPLE_MS - 360000, "end_timestamp": EXAMPLE_MS - 60000,
-    "transcript": "Agent: How can I help?\nUser: I have had a toothache for three days.",
-    "call_analysis": {"call_summary": "Toothache, wants an appointment", "custom_analysis_data": EXTRACTED}}},
-    ensure_ascii=False)
-VAPI_BODY = json.dumps({"message": {
-    "type": "end-of-call-report", "endedReason": "customer-ended-call",
-    "call": {"id": "vapi_2b7e90", "customer": {"number": "+34611222444"}, "phoneNumber": {"number": "+34910000001"}},
-    "artifact": {"transcript": "User: I have had a toothache for three days."},
-    "analysis": {"structuredData": EXTRACTED}, "startedAt": "2026-03-23T07:54:00Z",
-    "endedAt": "2026-03-23T07:59:00Z"}}, ensure_ascii=False)
-GENERIC_BODY = json.dumps({"call_id": "call_51aa07", "caller": "+34611222555", "callee": "+34910000001",
-                           "transcript": "Agent: How can I help?\nCaller: I'd like a cleaning next week.",
-                           "extracted": {"chief_complaint": "Dental cleaning"}, "duration_seconds": 95},
-                          ensure_ascii=False)
-
-
-def _hex(message: str) -> str:
-    return hmac.new(DEMO_VOICE_SECRET.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-SIGNATURE = Err(403, "invalid_signature", "Missing or invalid signature",
-                "The signature is missing, does not match the raw body, or (Retell) is older than five minutes")
-MALFORMED = Err(400, "malformed_webhook", "Malformed retell payload: call.call_id is required",
-                "The payload cannot be read (`field` names what is wrong)", extra={"field": "call.call_id"})
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response />'
+BAD_SIGNATURE = Err(403, "invalid_signature", "Missing or invalid Twilio signature",
+                    "`X-Twilio-Signature` is missing or does not match the URL and parameters")
+MALFORMED = Err(400, "malformed_webhook", "Malformed Twilio message: From is required",
+                "A required Twilio parameter is missing or malformed", extra={"field": "From"})
 
 OPERATIONS = {
-    "POST /webhooks/voice-agent/{org_id}/{provider}": Op(
-        path={"org_id": ids.org, "provider": "retell"}, content=RETELL_BODY, content_type=CONTENT_TYPE,
-        headers={"x-retell-signature": f"v={EXAMPLE_MS},d={_hex(RETELL_BODY + str(EXAMPLE_MS))}"},
-        given=["voice_channel"], errors=[SIGNATURE, MALFORMED]),
+    "POST /webhooks/twilio/messaging": Op(
+        "Twilio calls this for every inbound WhatsApp or SMS message (set it as the number's webhook). The "
+        "message is matched to the organisation owning the `To` number and to the patient by `From` (a "
+        "provisional patient is created for an unknown number), stored once per `MessageSid`, and added to "
+        "the patient's open conversation. STOP/START keywords change consent and are answered in TwiML.",
+        form={"MessageSid": "SM6b3f0c2a9d8e4f1a0b2c3d4e5f6a7b8c", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+              "From": "whatsapp:+34612345678", "To": "whatsapp:+34910000000",
+              "Body": "Hola, quería pedir cita para una limpieza el martes por la mañana", "NumMedia": "0",
+              "ProfileName": "Maria"},
+        headers={"X-Twilio-Signature": "kCqAwYJ2bpX3jd9m0nH4R1k2fZg="}, given=["twilio_whatsapp"],
+        response=TWIML_EMPTY, errors=[BAD_SIGNATURE, MALFORMED]),
+    "POST /webhooks/twilio/status": Op(
+        "Twilio's delivery status callback for a message the service sent (`queued` → `sent` → `delivered` "
+        "or `failed`/`undelivered` with an error code). Unknown `MessageSid`s are kept and applied when the "
+        "sending job records the id.",
+        form={"MessageSid": "SM6b3f0c2a9d8e4f1a0b2c3d4e5f6a7b8c", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+              "MessageStatus": "delivered", "To": "whatsapp:+34612345678", "From": "whatsapp:+34910000000"},
+        headers={"X-Twilio-Signature": "kCqAwYJ2bpX3jd9m0nH4R1k2fZg="},
+        response=TWIML_EMPTY, errors=[BAD_SIGNATURE, MALFORMED]),
     "POST /webhooks/voice-agent/{org_id}": Op(
-        path={"org_id": ids.org}, content=GENERIC_BODY, content_type=CONTENT_TYPE,
-        headers={"X-Signature": f"sha256={_hex(GENERIC_BODY)}"}, given=["voice_channel"],
-        errors=[SIGNATURE, Err(400, "malformed_webhook", "Malformed voice-agent payload",
-                               "The payload cannot be read (`errors` names each field)")]),
+        path={"org_id": ids.org},
+        body={"call_id": "call_8d2f61", "caller": "+34612345678", "callee": "+34910000000",
+              "transcript": "Paciente: Quería cambiar mi cita del martes. Agente: ¿Le viene bien el miércoles?",
+              "extracted": {"intent": "reschedule", "preferred_day": "wednesday"},
+              "started_at": "2026-03-23T08:40:00Z", "ended_at": "2026-03-23T08:43:10Z", "duration_seconds": 190,
+              "language": "es"},
+        headers={"X-Signature": "sha256=3f1c5b0e9a7d2c4b6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f"},
+        given=["voice_agent_secret"],
+        errors=[Err(403, "invalid_signature", "Missing or invalid signature",
+                    "`X-Signature` is not the HMAC-SHA256 of the raw body with the organisation's secret"),
+                Err(400, "malformed_webhook", "Malformed voice-agent payload", "The body does not parse")]),
 }

@@ -95,6 +95,10 @@ async def test_execute_send_notification_tool(session: AsyncSession, make_client
     r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
                                                 "channel": "whatsapp", "variables": {"topic": "x"}})
     assert r.status_code in (409, 422) and r.json()["run_id"]
+    # a model's arguments are bounded like any input: 1 000 characters a variable
+    r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
+                                                "channel": "sms", "variables": {"topic": "x" * 1001}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("variables.topic")
 
 
 async def test_execute_update_patient_tool(session: AsyncSession, make_client: ClientFactory,
@@ -128,6 +132,8 @@ async def test_tool_execution_logging(session: AsyncSession, make_client: Client
     assert ok["status"] == "succeeded" and ok["tool"] == "create_ticket" and ok["credential"].startswith("api_key:")
     assert ok["input"]["subject"] == "[redacted]" and ok["input"]["patient_id"] == str(patient.id)
     assert ok["output_summary"]["id"] and ok["patient_id"] == str(patient.id) and ok["duration_ms"] >= 0
+    stored = await session.get(ToolRun, uuid.UUID(ok["id"]))
+    assert stored is not None and stored.output is None  # no idempotency key: nothing to replay, no copy kept
     assert invalid["status"] == "invalid" and invalid["error_status"] == 422
     only_ok = (await agent.get("/agents/runs", params={"status": "succeeded"})).json()
     assert only_ok["total"] == 1
@@ -172,10 +178,25 @@ async def test_tool_outside_the_credentials_scopes_is_denied_and_recorded(
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 0
 
 
+async def test_birth_dates_are_redacted_in_the_tool_run(session: AsyncSession, make_client: ClientFactory,
+                                                        org: Organisation) -> None:
+    """Ids and appointment dates stay readable in the audit; a birth date identifies a person."""
+    agent = await make_client("agent")
+    r = await _run(agent, "search_patients", {"birth_date": "1980-02-03", "limit": 5})
+    assert r.status_code == 200, r.text
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["input"] == {"birth_date": "[redacted]", "limit": 5}
+
+
 async def test_invalid_tool_name(make_client: ClientFactory) -> None:
     agent = await make_client("agent")
     r = await _run(agent, "make_any_request", {"url": "http://169.254.169.254/"})
     assert r.status_code == 404 and r.json()["code"] == "unknown_tool"
+    # recorded: an agent probing for a generic request tool is worth seeing
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert (run["tool"], run["status"], run["error_code"]) == ("make_any_request", "invalid", "unknown_tool")
+    r = await _run(agent, "x" * 300, {})
+    assert r.status_code == 404 and (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()["tool"] == "x" * 64
 
 
 async def test_same_idempotency_key_executes_once(session: AsyncSession, make_client: ClientFactory,
@@ -197,7 +218,7 @@ async def test_idempotency_at_the_executor(session: AsyncSession, app: Any, org:
                                 idempotency_key="k1")
     b = await execution.execute(session, who, "create_ticket", {"subject": "Once"}, settings=app.state.settings,
                                 idempotency_key="k1")
-    assert a.run.id == b.run.id and a.output == b.output
+    assert a.run.id == b.run.id and a.output == b.output and a.run.output == a.output
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 1
     try:
         await execution.execute(session, who, "create_ticket", {"subject": "Other"}, settings=app.state.settings,
