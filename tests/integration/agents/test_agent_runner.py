@@ -277,6 +277,14 @@ async def test_runs_are_rate_limited_per_credential(make_client: ClientFactory, 
         assert (await _start(other, "hello")).status_code == 201  # another credential has its own budget
 
 
+async def test_provider_not_configured(make_client: ClientFactory, settings: Settings) -> None:
+    with use_settings(settings.model_copy(update={"llm_provider": "openai", "openai_api_key": None})):
+        agent = await make_client("agent")
+        r = await _start(agent, "hello")
+    assert r.status_code == 503 and r.json()["code"] == "provider_not_configured"
+    assert (await agent.get("/agents/agent-runs")).json()["total"] == 0  # nothing ran, nothing recorded
+
+
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
     coordinator = await make_client("coordinator")  # agents:read only
     r = await _start(coordinator, "hello")
