@@ -190,6 +190,11 @@ async def test_invalid_tool_name(make_client: ClientFactory) -> None:
     agent = await make_client("agent")
     r = await _run(agent, "make_any_request", {"url": "http://169.254.169.254/"})
     assert r.status_code == 404 and r.json()["code"] == "unknown_tool"
+    # recorded: an agent probing for a generic request tool is worth seeing
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert (run["tool"], run["status"], run["error_code"]) == ("make_any_request", "invalid", "unknown_tool")
+    r = await _run(agent, "x" * 300, {})
+    assert r.status_code == 404 and (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()["tool"] == "x" * 64
 
 
 async def test_same_idempotency_key_executes_once(session: AsyncSession, make_client: ClientFactory,
