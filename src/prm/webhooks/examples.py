@@ -56,7 +56,8 @@ OPERATIONS = {
                 "chief_complaint": "Toothache for three days",
                 "symptoms": [{"name": "toothache", "severity": "moderate", "duration_days": 3}],
                 "medications": [{"name": "Ibuprofen", "dose": "400 mg", "frequency": "every 8 hours"}]}}}},
-        headers={"x-retell-signature": "v=1774252800000,d=9a3c5e7f0b1d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"},
+        headers={"x-retell-signature": "v=1774252800000,"
+                                       "d=9a3c5e7f0b1d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"},
         given=["voice_agent_secret"],
         errors=[Err(403, "invalid_signature", "Missing or invalid signature",
                     "The provider's signature (Retell `x-retell-signature`, Vapi `x-vapi-signature`) does not "

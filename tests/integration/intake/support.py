@@ -9,22 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.events import EventRecord
+from prm.intake.schemas import QUESTIONNAIRE_EXAMPLE
 
 PROBLEM = "application/problem+json"
 
-QUESTIONNAIRE: dict[str, Any] = {
-    "key": "new-patient",
-    "title": "New patient intake",
-    "item": [
-        {"linkId": "reason", "text": "What brings you in?", "type": "text", "required": True},
-        {"linkId": "smoker", "text": "Do you smoke?", "type": "boolean", "required": True},
-        {"linkId": "pain", "text": "Pain today (0-10)", "type": "integer"},
-        {"linkId": "visit", "text": "Visit type", "type": "choice",
-         "answerOption": [{"valueString": "in person"}, {"valueString": "video"}]},
-        {"linkId": "travel", "type": "group", "item": [
-            {"linkId": "travel.where", "text": "Where did you travel?", "type": "string", "required": True}]},
-    ],
-}
+# The API's documented example (reason, smoker, pain, visit) and a group with a required item.
+QUESTIONNAIRE: dict[str, Any] = {**QUESTIONNAIRE_EXAMPLE, "item": [*QUESTIONNAIRE_EXAMPLE["item"], {
+    "linkId": "travel", "type": "group",
+    "item": [{"linkId": "travel.where", "text": "Where did you travel?", "type": "string", "required": True}]}]}
 
 
 async def ok(r: httpx.Response, status: int = 200) -> Any:
