@@ -106,7 +106,10 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     user = await make_user(session, org, role="coordinator")
     await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
                                                   "workflows": {"triage": "webhook/triage"}})
+    connection = await post("/fhir/connections", {"name": "EHR", "base_url": "http://127.0.0.1:9/fhir",
+                                                  "auth": "bearer", "bearer_token": "walk-token"})
     ids.update(
+        connection_id=connection["id"],
         patient_id=patient["id"], duplicate_id=duplicate["id"], patient_ids=[patient["id"]],
         location_id=location["id"], practitioner_id=practitioner["id"], practitioner_ids=[practitioner["id"]],
         service_id=service["id"], appointment_id=appointment["id"], conversation_id=conversation["id"],
@@ -148,12 +151,14 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/patients/{patient_id}/merge"): {"duplicate_id": mine["duplicate_id"]},
         ("POST", "/integrations/n8n/runs"): {"workflow_key": "triage", "patient_id": mine["patient_id"],
                                              "conversation_id": mine["conversation_id"]},
+        ("POST", "/fhir/connections/{connection_id}/sync"): {"patient_id": mine["patient_id"]},
     }
 
 
 def _queries(mine: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Query parameters a route requires besides the one under test."""
-    return {"/slots": {"service_id": mine["service_id"], "start_date": "2026-03-24", "end_date": "2026-03-27"}}
+    return {"/slots": {"service_id": mine["service_id"], "start_date": "2026-03-24", "end_date": "2026-03-27"},
+            "/fhir/connections/{connection_id}/links": {"patient_id": mine["patient_id"]}}
 
 
 def _url(path: str, operation: dict[str, Any], mine: dict[str, Any]) -> str:
