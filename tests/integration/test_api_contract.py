@@ -35,7 +35,12 @@ PUBLIC = {
     # signed, expiring local-disk media URLs: the HMAC signature in the URL is the credential
     ("PUT", "/media/local/{folder}/{name}"),
     ("GET", "/media/local/{folder}/{name}"),
+    # FHIR: the CapabilityStatement is public (clients read it before authenticating), and so is our
+    # JWKS (public keys that EHRs verify our SMART client assertions with)
+    ("GET", "/fhir/R4/metadata"),
+    ("GET", "/.well-known/jwks.json"),
 }
+FHIR_BASE = "/fhir/R4/"
 
 
 def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -97,8 +102,12 @@ async def test_every_route_but_the_public_ones_requires_credentials(
             continue
         r = await anon_client.request(method, _url(openapi, path, operation))
         assert r.status_code == 401, (method, path, r.status_code, r.text)
-        assert r.headers["content-type"] == PROBLEM, (method, path)
-        assert r.json()["code"] == "unauthenticated"
+        if path.startswith(FHIR_BASE):  # FHIR's errors are OperationOutcomes
+            assert r.headers["content-type"] == "application/fhir+json", (method, path)
+            assert r.json()["issue"][0]["code"] == "login"
+        else:
+            assert r.headers["content-type"] == PROBLEM, (method, path)
+            assert r.json()["code"] == "unauthenticated"
         assert r.headers["www-authenticate"] == "Bearer"
         checked += 1
     assert checked > 80  # the whole API, not an empty document

@@ -14,11 +14,11 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from prm.core import clock, jobs
 from prm.fhir import sync
-from prm.fhir.models import SyncRun
+from prm.fhir.models import EhrConnection, SyncRun
 from tests.conftest import Committed
 from tests.fixtures.fhir_peer import FhirPeer
 from tests.integration.fhir.conftest import NOW, build_world
@@ -87,3 +87,15 @@ async def test_overlapping_sync_runs_of_one_patient_create_it_once(committed: Co
     assert runs[first.id].finished_at is not None and runs[second.id].started_at is not None
     # B waited for A: it started before A finished but found everything already linked
     assert runs[second.id].summary.get("created", 0) == 0
+    await _cleanup(committed, org.id)
+
+
+async def _cleanup(committed: Committed, org_id: uuid.UUID) -> None:
+    """Committed jobs of this organisation (event deliveries, reminders) must not run in later tests."""
+    async with committed.session() as s:
+        await s.execute(update(EhrConnection).where(EhrConnection.org_id == org_id).values(enabled=False))
+        for job_id in list(await s.scalars(text(
+                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
+                {"org": str(org_id)})):
+            await jobs.cancel_pending(s, job_id)
+        await s.commit()
