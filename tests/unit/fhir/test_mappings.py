@@ -99,7 +99,7 @@ def test_the_code_check_refuses_what_fhir_resources_accepts() -> None:
     get_fhir_model_class("Patient").model_validate(bad)  # the library lets it through
     with pytest.raises(codes.InvalidCode):
         codes.check(bad)
-    with pytest.raises(mapping.MappingError, match="Appointment.status"):
+    with pytest.raises(mapping.MappingError, match=r"Appointment\.status"):
         mapping.validated({"resourceType": "Appointment", "status": "done", "participant": [
             {"actor": {"reference": "Patient/1"}, "status": "accepted"}]})
     with pytest.raises(codes.InvalidCode):
