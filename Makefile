@@ -8,7 +8,7 @@ LOCK   := requirements-dev.lock
 # The lock files are for CPython 3.11 on Linux x86_64 (what CI, the image and these machines run).
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: run test lint bench install clean worker migrate lock
+.PHONY: run test lint bench install clean worker migrate lock examples docs
 
 # Reproducible installs: every package pinned with its hashes (requirements-dev.lock = core + dev),
 # then the project itself without dependencies. `make lock` regenerates the lock files after a change
@@ -40,6 +40,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks migrations
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## Re-record the response examples of the API reference (prm/<domain>/examples.json) by sending every example
+examples: $(STAMP)
+	PRM_RECORD_EXAMPLES=1 $(BIN)/python -m pytest -p no:cacheprovider -q tests/integration/test_api_examples.py
 
 ## Benchmarks print figures; they never fail the build
 bench: $(STAMP)

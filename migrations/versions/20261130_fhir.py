@@ -1,7 +1,7 @@
 """fhir: EHR connections, links of our records to the EHR's, the sync log, Bulk Data exports.
 
 Revision ID: 20261130_fhir
-Revises: 20261130_vector
+Revises: 20261130_agent_runner
 Create Date: 2026-11-30 08:13:50.065772
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261130_fhir'
-down_revision = '20261130_vector'
+down_revision = '20261130_agent_runner'
 branch_labels = None
 depends_on = None
 

@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app = FastAPI(title="PRM", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   swagger_ui_parameters={"persistAuthorization": True}, docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
-    app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.build(app, modules.examples(), modules.not_found_errors())  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.context = ctx
     app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it

@@ -4,8 +4,9 @@
 * `OfflineLLM` (the default): deterministic, no network. It cannot reason; it follows a tiny,
   documented protocol so agents and their tests can drive tool calls without a model:
   - a user message `/tool <name> {json arguments}` makes it call tool `<name>` (if offered) with
-    those arguments;
-  - after a tool result it answers `Tool <name> returned: <result>` (truncated);
+    those arguments; a user message of several such lines calls them one after the other, one
+    per turn (the next after each tool result), stopping at the first tool not offered;
+  - after the (last) tool result it answers `Tool <name> returned: <result>` (truncated);
   - otherwise it answers `Offline assistant: no language model is configured.` followed by a
     short echo of the question's first sentence.
 """
@@ -140,6 +141,26 @@ class OpenAILLM:
 # --- offline -----------------------------------------------------------------------------------------
 
 _TOOL_COMMAND = re.compile(r"^\s*/tool\s+(?P<name>[A-Za-z0-9_.-]+)\s*(?P<args>\{.*\})?\s*$", re.DOTALL)
+_TOOL_LINE = re.compile(r"^\s*/tool\s+(?P<name>[A-Za-z0-9_.-]+)\s*(?P<args>\{.*\})?\s*$")
+
+
+def _arguments(raw: str | None) -> dict[str, Any] | None:
+    try:
+        arguments = json.loads(raw or "{}")
+    except ValueError:
+        return None
+    return arguments if isinstance(arguments, dict) else None
+
+
+def _commands(text: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """The `/tool` commands of a user message: the whole message (its JSON may span lines), or one per line."""
+    whole = _TOOL_COMMAND.match(text)
+    if whole and _arguments(whole["args"]) is not None:
+        return [(whole["name"], _arguments(whole["args"]))]
+    lines = [_TOOL_LINE.match(line) for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and all(lines):
+        return [(m["name"], _arguments(m["args"])) for m in lines if m]
+    return [(whole["name"], None)] if whole else []
 
 
 class OfflineLLM:
@@ -152,21 +173,20 @@ class OfflineLLM:
                    max_tokens: int | None = None) -> ChatResult:
         last = messages[-1] if messages else ChatMessage(role="user", content="")
         offered = {t.name for t in tools}
+        asked = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+        commands = _commands(messages[asked].content or "") if asked is not None else []
+        made = sum(len(m.tool_calls) for m in messages[(asked or 0) + 1:] if m.role == "assistant")
+        if tool_choice != "none" and last.role in ("user", "tool") and made < len(commands):
+            name, arguments = commands[made]
+            if name in offered and arguments is not None:
+                seed = f"{messages[asked].content if asked is not None else ''}#{made}"
+                call = ToolCall(id=f"call_{uuid.uuid5(uuid.NAMESPACE_OID, seed).hex[:12]}", name=name,
+                                arguments=arguments)
+                return ChatResult(message=ChatMessage(role="assistant", tool_calls=(call,)),
+                                  finish_reason="tool_calls", model=self.model)
         if last.role == "tool":
             result = (last.content or "")[:500]
             return self._say(f"Tool {last.name or 'call'} returned: {result}")
-        if last.role == "user" and tool_choice != "none":
-            match = _TOOL_COMMAND.match(last.content or "")
-            if match and match["name"] in offered:
-                try:
-                    arguments = json.loads(match["args"] or "{}")
-                except ValueError:
-                    arguments = None
-                if isinstance(arguments, dict):
-                    call = ToolCall(id=f"call_{uuid.uuid5(uuid.NAMESPACE_OID, last.content or '').hex[:12]}",
-                                    name=match["name"], arguments=arguments)
-                    return ChatResult(message=ChatMessage(role="assistant", tool_calls=(call,)),
-                                      finish_reason="tool_calls", model=self.model)
         question = re.split(r"(?<=[.!?])\s", (last.content or "").strip(), maxsplit=1)[0][:200]
         reply = "Offline assistant: no language model is configured."
         if question:

@@ -31,8 +31,8 @@ from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_KEPT = ("id", "status", "channel", "priority", "category", "internal", "total", "limit", "template_key",
-         "start_date", "end_date", "start_at", "end_at")
+_KEPT = ("id", "status", "channel", "channels", "source_types", "priority", "category", "internal", "total",
+         "limit", "template_key", "start_date", "end_date", "start_at", "end_at", "occurred_from", "occurred_to")
 
 
 @dataclass
@@ -80,7 +80,8 @@ def _patient_of(arguments: dict[str, Any]) -> uuid.UUID | None:
 
 
 async def execute(session: AsyncSession, who: Principal, name: str, arguments: dict[str, Any], *,
-                  settings: Settings, transport: str = "http", idempotency_key: str | None = None) -> Outcome:
+                  settings: Settings, transport: str = "http", idempotency_key: str | None = None,
+                  agent_run_id: uuid.UUID | None = None, step: int | None = None) -> Outcome:
     spec = registry.get(name)
     if spec is None:
         raise NotFound(f"No tool named {name!r}; GET /agents/tools lists them", code="unknown_tool")
@@ -102,7 +103,8 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     run = ToolRun(id=uuid.uuid4(), org_id=who.org_id, tool=name, credential=who.credential, actor_role=who.role,
                   transport=transport, input=redact(arguments) if settings.agents_redact_inputs else arguments,
                   input_sha256=digest, idempotency_key=idempotency_key, patient_id=_patient_of(arguments),
-                  request_id=structlog.contextvars.get_contextvars().get("request_id"), created_at=clock.now())
+                  request_id=structlog.contextvars.get_contextvars().get("request_id"), created_at=clock.now(),
+                  agent_run_id=agent_run_id, step=step)
     started = time.perf_counter()
     output: dict[str, Any] | None = None
     error: DomainError | None = None

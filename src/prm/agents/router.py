@@ -8,22 +8,21 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from starlette.routing import Route
 
 from prm import context
-from prm.agents import execution, registry
+from prm.adapters.openai_api import AINotConfigured
+from prm.agents import registry, service
 from prm.agents import tools as _tools  # noqa: F401  (registers the catalogue)
 from prm.agents.mcp_server import McpEndpoint
-from prm.agents.models import ToolRun
-from prm.agents.schemas import ToolExecution, ToolInfo, ToolRunRead
-from prm.core import references
+from prm.agents.schemas import AgentRunRead, RunnerRequest, RunnerStep, ToolExecution, ToolInfo, ToolRunRead
+from prm.context import AppContext
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
-from prm.core.errors import NotFound
-from prm.core.pagination import Page, Paging, paginate
+from prm.core.errors import DomainError, Unavailable
+from prm.core.pagination import Page, Paging
 from prm.settings import Settings
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -60,7 +59,7 @@ async def execute_tool(
     who: Principal = Requires("agents:write"),
 ) -> Any:
     settings = context.of(session).settings
-    outcome = await execution.execute(session, who, name, body, settings=settings, transport="http",
+    outcome = await service.execute(session, who, name, body, settings=settings, transport="http",
                                       idempotency_key=idempotency_key)
     if outcome.ok:
         assert outcome.output is not None
@@ -70,32 +69,110 @@ async def execute_tool(
     return JSONResponse(problem, status_code=outcome.status_code, media_type=PROBLEM)
 
 
-@router.get("/runs", response_model=Page[ToolRunRead], summary="Tool runs, newest first")
+@router.get("/runs", response_model=Page[ToolRunRead], summary="Tool runs, newest first",
+            description="Every tool call (HTTP, MCP or the agent runner), whatever its outcome, filtered by tool, "
+            "status, credential, patient or agent run. Scope `agents:read`. An unknown `patient_id` or "
+            "`agent_run_id` is 422 naming it.")
 async def list_runs(
     session: Session, paging: Paging,
     tool: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str | None, Query(pattern="^(succeeded|failed|denied|invalid)$")] = None,
     credential: Annotated[str | None, Query(max_length=80)] = None,
     patient_id: uuid.UUID | None = None,
+    agent_run_id: Annotated[uuid.UUID | None, Query(description="Only the tool calls of this agent run")] = None,
     who: Principal = Requires("agents:read"),
 ) -> Page[ToolRunRead]:
-    await references.require(session, who.org_id, "patient", patient_id, field="patient_id")
-    stmt = select(ToolRun).where(ToolRun.org_id == who.org_id)
-    for column, value in ((ToolRun.tool, tool), (ToolRun.status, status), (ToolRun.credential, credential),
-                          (ToolRun.patient_id, patient_id)):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    rows, total = await paginate(session, stmt.order_by(ToolRun.created_at.desc(), ToolRun.id), paging)
+    rows, total = await service.list_tool_runs(
+        session, who, service.ToolRunFilters(tool=tool, status=status, credential=credential, patient_id=patient_id,
+                                             agent_run_id=agent_run_id), paging)
     return Page(items=[ToolRunRead.model_validate(r) for r in rows], total=total, limit=paging.limit,
                 offset=paging.offset)
 
 
-@router.get("/runs/{run_id}", response_model=ToolRunRead, summary="One tool run")
+@router.get("/runs/{run_id}", response_model=ToolRunRead, summary="One tool run",
+            description="A tool run of the organisation (404 `tool_run_not_found` otherwise). Scope `agents:read`.")
 async def get_run(run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
-    run = await session.scalar(select(ToolRun).where(ToolRun.id == run_id, ToolRun.org_id == who.org_id))
-    if run is None:
-        raise NotFound("No such tool run", code="tool_run_not_found")
-    return ToolRunRead.model_validate(run)
+    return ToolRunRead.model_validate(await service.get_tool_run(session, who, run_id))
+
+
+# --- the agent runner ----------------------------------------------------------------------------
+
+
+def _agent_run(row: Any) -> AgentRunRead:
+    return AgentRunRead(
+        id=row.id, status=row.status, stopped="answered" if row.status == "answered" else (
+            "step_limit" if row.status == "step_limit" else "failed"),
+        answer=row.answer, steps=[RunnerStep.model_validate(s) for s in service.read_steps(row)], model=row.model,
+        goal=row.goal, conversation_id=row.conversation_id, patient_id=row.patient_id, max_steps=row.max_steps,
+        credential=row.credential, actor_role=row.actor_role, error_code=row.error_code,
+        error_detail=row.error_detail, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+        duration_ms=row.duration_ms, created_at=row.created_at, finished_at=row.finished_at)
+
+
+class ProviderFailed(DomainError):
+    status = 502
+    default_code = "ai_provider_error"
+    title = "The AI provider failed"
+
+
+@router.post(
+    "/agent-runs", status_code=201, response_model=AgentRunRead, summary="Run an agent towards a goal",
+    description="Hands the goal (and, with `conversation_id`, the conversation's latest messages) to the "
+    "configured LLM (`LLM_PROVIDER`: `offline` by default — deterministic, see docs/agents.md — or `openai`) "
+    "with the tools this credential may run. Every tool call the model makes runs with the caller's own "
+    "credential and scopes and is recorded as a tool run linked to the agent run and its step; a failing "
+    "step leaves none of its writes and its error goes back to the model. The loop stops when the model "
+    "answers or after `max_steps` tool calls (`stopped: step_limit`). Needs `agents:write` (and "
+    "`conversations:read` with a conversation). With `Idempotency-Key` the same request runs once. "
+    "Errors: 422 `validation_error` (a conversation of another organisation, a bad field), 403 `missing_scope`, "
+    "502 `ai_provider_error` (the run is recorded as failed; its id is in `agent_run_id`), 503 "
+    "`provider_not_configured`.",
+    responses={403: {"description": "Missing scope"}, 422: {"description": "Invalid input or unknown conversation"},
+               502: {"description": "The model provider failed; the run is recorded as failed"},
+               503: {"description": "The LLM provider is not configured"}},
+)
+async def create_agent_run(
+    body: RunnerRequest, request: Request, response: Response, session: Session, ctx: AppContext,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    who: Principal = Requires("agents:write"),
+) -> Any:
+    try:
+        llm = ctx.adapters.llm()
+    except AINotConfigured as exc:
+        raise Unavailable(f"The LLM provider is not configured: {exc}", code="provider_not_configured") from None
+    row = await service.run(session, who, body, settings=ctx.settings, llm=llm, idempotency_key=idempotency_key)
+    location = f"/agents/agent-runs/{row.id}"
+    if row.status == "failed":
+        problem = ProviderFailed(row.error_detail or "The model provider failed", code="ai_provider_error",
+                                 provider_code=row.error_code, agent_run_id=str(row.id)).problem(request.url.path)
+        # The run and the steps before the failure commit with the request.
+        return JSONResponse(problem, status_code=502, media_type=PROBLEM, headers={"Location": location})
+    response.headers["Location"] = location
+    return _agent_run(row)
+
+
+@router.get("/agent-runs", response_model=Page[AgentRunRead], summary="Agent runs, newest first",
+            description="The agent runner's runs with their steps, filtered by status or credential. "
+            "Scope `agents:read`.")
+async def list_agent_runs(
+    session: Session, paging: Paging,
+    status: Annotated[str | None, Query(pattern="^(running|answered|step_limit|failed)$")] = None,
+    credential: Annotated[str | None, Query(max_length=80)] = None,
+    who: Principal = Requires("agents:read"),
+) -> Page[AgentRunRead]:
+    rows, total = await service.list_agent_runs(session, who, service.AgentRunFilters(status=status,
+                                                                                      credential=credential), paging)
+    return Page(items=[_agent_run(r) for r in rows], total=total, limit=paging.limit, offset=paging.offset)
+
+
+@router.get("/agent-runs/{agent_run_id}", response_model=AgentRunRead, summary="One agent run with its steps",
+            description="The run, its answer and every step (tool, tool run id, status). Each step's tool run "
+            "(input, output summary, error, duration) is at `GET /agents/runs/{run_id}`; all of them at "
+            "`GET /agents/runs?agent_run_id=`. 404 `agent_run_not_found` for another organisation's run. "
+            "Scope `agents:read`.")
+async def get_agent_run(agent_run_id: uuid.UUID, session: Session,
+                        who: Principal = Requires("agents:read")) -> AgentRunRead:
+    return _agent_run(await service.get_agent_run(session, who, agent_run_id))
 
 
 def install(app: FastAPI, settings: Settings, sessionmaker: Any

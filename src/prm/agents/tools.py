@@ -3,6 +3,8 @@ API, so authorisation (the scope), validation, idempotency and audit are the API
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
@@ -10,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm import context
 from prm.agents.registry import tool
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
@@ -23,6 +26,7 @@ from prm.patients.schemas import EmailIn, PatientUpdate, PhoneIn
 from prm.settings import Settings
 from prm.tickets import service as tickets
 from prm.tickets.schemas import CommentCreate, TicketCreate
+from prm.vector import service as search
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 
@@ -296,3 +300,57 @@ async def send_notification(session: AsyncSession, who: Principal, data: SendNot
                                                  template_key=data.template_key, variables=dict(data.variables),
                                                  channel=data.channel)
     return NotificationOut(communication_id=comm.id, channel=comm.channel, status=comm.status)
+
+
+# --- semantic search ---------------------------------------------------------------------------
+
+ConversationSource = Literal["conversation", "voice_call", "message"]
+
+
+class SearchConversationsIn(_In):
+    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] = Field(
+        description="Words, \"a phrase\", -excluded, or a question; matched by meaning and by words")
+    patient_id: uuid.UUID | None = Field(default=None, description="Only this patient's conversations and calls")
+    source_types: list[ConversationSource] = Field(
+        default_factory=list, max_length=3, description="conversation, voice_call, message (empty: all three)")
+    channels: list[Literal["whatsapp", "sms", "email", "voice"]] = Field(default_factory=list, max_length=4)
+    occurred_from: AwareDatetime | None = None
+    occurred_to: AwareDatetime | None = None
+    limit: int = Field(default=5, ge=1, le=20)
+
+
+class ConversationHit(BaseModel):
+    source_type: str
+    source_id: uuid.UUID
+    patient_id: uuid.UUID | None
+    channel: str | None
+    occurred_at: datetime
+    snippet: str = Field(description="Plain text around the match")
+    score: float
+    link: str = Field(description="API path of the source")
+
+
+class SearchConversationsOut(BaseModel):
+    hits: list[ConversationHit]
+    total: int
+
+
+_MARK = re.compile(r"</?mark>")
+
+
+@tool("search_conversations", scope="search:read", input=SearchConversationsIn, output=SearchConversationsOut,
+      writes=False, description="Search what patients and the clinic said in conversations, calls and messages "
+      "(by meaning and by words), optionally for one patient. Returns snippets with links; audited as a read.")
+async def search_conversations(session: AsyncSession, who: Principal, data: SearchConversationsIn,
+                               settings: Settings) -> SearchConversationsOut:
+    if data.occurred_from and data.occurred_to and data.occurred_to <= data.occurred_from:
+        raise ValidationFailed.field("occurred_to", "must be after occurred_from")
+    filters = search.SearchFilters(
+        patient_id=data.patient_id, source_types=tuple(data.source_types or ("conversation", "voice_call", "message")),
+        channels=tuple(data.channels), occurred_from=data.occurred_from, occurred_to=data.occurred_to)
+    hits = await search.search(session, who, data.query, filters, embedder=context.of(session).adapters.embedder(),
+                               config=search.SearchConfig.from_settings(settings), limit=data.limit)
+    return SearchConversationsOut(total=len(hits), hits=[ConversationHit(
+        source_type=h.source_type, source_id=h.source_id, patient_id=h.patient_id, channel=h.channel,
+        occurred_at=h.occurred_at, snippet=html.unescape(_MARK.sub("", h.snippet)), score=round(h.score, 6),
+        link=h.link) for h in hits])

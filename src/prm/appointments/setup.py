@@ -68,16 +68,9 @@ async def _ref(session: AsyncSession, model: Any, org_id: uuid.UUID, row_id: uui
     return row
 
 
-def _exists(model: Any) -> references.Resolver:
-    async def check(session: AsyncSession, org_id: uuid.UUID, row_id: uuid.UUID) -> bool:
-        return await session.scalar(select(model.id).where(model.id == row_id, model.org_id == org_id)) is not None
-
-    return check
-
-
-references.resolver("practitioner")(_exists(Practitioner))
-references.resolver("location")(_exists(Location))
-references.resolver("service")(_exists(Service))
+references.resolver("practitioner")(references.in_organisation(Practitioner))
+references.resolver("location")(references.in_organisation(Location))
+references.resolver("service")(references.in_organisation(Service))
 
 
 def _apply(row: Any, changes: dict[str, Any]) -> None:

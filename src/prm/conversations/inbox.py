@@ -33,11 +33,7 @@ if TYPE_CHECKING:
 HANDOFF_CATEGORY = "conversations"
 
 
-@references.resolver("conversation")
-async def conversation_exists(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    found = await session.scalar(select(Conversation.id).where(Conversation.org_id == org_id,
-                                                               Conversation.id == conversation_id))
-    return found is not None
+references.resolver("conversation")(references.in_organisation(Conversation))
 
 
 def window_open(conversation: Conversation) -> bool:

@@ -102,12 +102,15 @@ def issue_token(settings: Settings, *, user_id: uuid.UUID, org_id: uuid.UUID, ro
 
 
 def decode_token(settings: Settings, token: str) -> dict[str, Any]:
+    """The signed claims. Time claims are judged by the service clock (`clock.now()`), not by the
+    JWT library's wall clock: `exp` in `identity.service.authenticate`; `iat` is not checked (PyJWT
+    refused a token issued by a clock a second ahead — another server, a moved test clock)."""
     try:
         return jwt.decode(
             token,
             settings.jwt_secret(),
             algorithms=[settings.jwt_algorithm],
-            options={"require": ["sub", "org", "exp"], "verify_exp": False},
+            options={"require": ["sub", "org", "exp"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError:
         raise Unauthenticated("Invalid access token") from None
@@ -175,4 +178,5 @@ def Requires(*scopes: str) -> Any:
         await idempotency.claim(request, principal)
         return principal
 
+    dependency.required_scopes = scopes  # type: ignore[attr-defined]  # read by core.apidocs
     return Depends(dependency)

@@ -11,11 +11,14 @@ check errors against what is actually sent.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
+
+from prm.core import apidocs
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _REF = "#/components/schemas/{model}"
@@ -82,10 +85,21 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def build(app: FastAPI) -> dict[str, Any]:
-    """`app.openapi`: FastAPI's document with errors described as they are sent; cached."""
+def api_routes(app: FastAPI) -> list[Any]:
+    """Every APIRoute of the app, those of included routers too (FastAPI ≥ 0.160 nests them)."""
+    from fastapi import routing
+    from fastapi.openapi.utils import _get_api_route_for_openapi
+
+    found = (_get_api_route_for_openapi(context) for context in routing.iter_route_contexts(app.routes))
+    return [route for route in found if route is not None]
+
+
+def build(app: FastAPI, examples: Mapping[str, tuple[apidocs.Op, Any]] | None = None,
+          not_found: Mapping[str, apidocs.Err] | None = None) -> dict[str, Any]:
+    """`app.openapi`: FastAPI's document with errors described as they are sent, and every
+    operation's description, scope, errors and examples (`core.apidocs`); cached."""
     if app.openapi_schema is None:
-        app.openapi_schema = document_problems(
+        schema = document_problems(
             get_openapi(
                 title=app.title,
                 version=app.version,
@@ -97,4 +111,5 @@ def build(app: FastAPI) -> dict[str, Any]:
                 servers=app.servers,
             )
         )
+        app.openapi_schema = apidocs.document(schema, api_routes(app), examples or {}, not_found)
     return app.openapi_schema

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.errors import ValidationFailed
@@ -29,6 +31,16 @@ def resolver(kind: str) -> Callable[[Resolver], Resolver]:
         return fn
 
     return register
+
+
+def in_organisation(model: Any) -> Resolver:
+    """The resolver of a model with `id` and `org_id` columns: is there such a row in the organisation."""
+
+    async def check(session: AsyncSession, org_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+        found = await session.scalar(select(model.id).where(model.id == row_id, model.org_id == org_id))
+        return found is not None
+
+    return check
 
 
 def unknown(field: str, kind: str) -> ValidationFailed:

@@ -148,9 +148,7 @@ async def create_user(session: AsyncSession, org_id: uuid.UUID, data: UserCreate
     return user
 
 
-@references.resolver("user")
-async def user_exists(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    return await session.scalar(select(User.id).where(User.id == user_id, User.org_id == org_id)) is not None
+user_exists = references.resolver("user")(references.in_organisation(User))
 
 
 @references.resolver("actor")

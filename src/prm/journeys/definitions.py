@@ -16,7 +16,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import audit, clock, events
+from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
@@ -46,6 +46,9 @@ def _check_entry(policy: str, key_field: str | None) -> None:
             "entry_key_field", "a once_per_key journey needs the field that names the key",
             code="entry_key_field_missing",
         )
+
+
+references.resolver("journey")(references.in_organisation(Journey))
 
 
 async def get(session: AsyncSession, who: Principal, journey_id: uuid.UUID, *, for_update: bool = False) -> Journey:

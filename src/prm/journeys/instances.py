@@ -17,7 +17,7 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import audit, clock
+from prm.core import audit, clock, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
@@ -188,6 +188,8 @@ def _filtered(org_id: uuid.UUID, f: InstanceFilters) -> Select[Any]:
 async def list_instances(
     session: AsyncSession, who: Principal, filters: InstanceFilters, paging: PageParams
 ) -> tuple[list[JourneyInstance], int]:
+    await references.require(session, who.org_id, "journey", filters.journey_id, field="journey_id")
+    await references.require(session, who.org_id, "patient", filters.patient_id, field="patient_id")
     rows, total = await paginate(session, _filtered(who.org_id, filters), paging)
     for row in rows:
         await audit.record(session, who, "read", "journey_instance", row.id, patient_id=row.patient_id)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.adapters import storage as storage_adapter
 from prm.adapters.storage import DownloadTarget, Storage, UploadTarget
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, Unavailable, ValidationFailed
 from prm.core.pagination import PageParams, paginate
@@ -102,17 +102,31 @@ class Links:
     intake_session_id: uuid.UUID | None = None
 
 
+async def _linked_patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> Any:
+    try:
+        return await patients.get(session, org_id, patient_id)
+    except NotFound:
+        raise ValidationFailed.field("patient_id", "no such patient in this organisation",
+                                     code="unknown_patient") from None
+
+
+async def _link_target(session: AsyncSession, org_id: uuid.UUID, kind: str, target_id: uuid.UUID) -> LinkTarget:
+    """The row a `<kind>_id` names in the organisation (422 naming the field when there is none)."""
+    resolve = links.resolver(kind)
+    target = await resolve(session, org_id, target_id) if resolve is not None else None
+    if target is None:
+        raise ValidationFailed.field(f"{kind}_id", f"no such {kind.replace('_', ' ')} in this organisation",
+                                     code=f"unknown_{kind}")
+    return target
+
+
 async def resolve_links(session: AsyncSession, org_id: uuid.UUID, wanted: Links) -> Links:
     """Check every id within the organisation (422 naming the field otherwise); the patient and the
     conversation are taken from the linked rows when not given, and must agree with them when given."""
     patient_id = wanted.patient_id
     conversation_id = wanted.conversation_id
     if patient_id is not None:
-        try:
-            patient = await patients.get(session, org_id, patient_id)
-        except NotFound:
-            raise ValidationFailed.field("patient_id", "no such patient in this organisation",
-                                         code="unknown_patient") from None
+        patient = await _linked_patient(session, org_id, patient_id)
         if patient.merged_into_id is not None:
             patient_id = (await patients.resolve(session, org_id, patient_id)).id
     for kind in links.KINDS:
@@ -120,11 +134,7 @@ async def resolve_links(session: AsyncSession, org_id: uuid.UUID, wanted: Links)
         target_id = getattr(wanted, field)
         if target_id is None:
             continue
-        resolve = links.resolver(kind)
-        target = await resolve(session, org_id, target_id) if resolve is not None else None
-        if target is None:
-            raise ValidationFailed.field(field, f"no such {kind.replace('_', ' ')} in this organisation",
-                                         code=f"unknown_{kind}")
+        target = await _link_target(session, org_id, kind, target_id)
         if target.patient_id is not None:
             if patient_id is None:
                 patient_id = target.patient_id
@@ -347,6 +357,12 @@ def _filtered(org_id: uuid.UUID, f: MediaFilters) -> Select[Any]:
 
 async def list_media(session: AsyncSession, who: Principal, filters: MediaFilters, paging: PageParams
                      ) -> tuple[list[Media], int]:
+    """The organisation's media, newest first; every id filtered on must name a row of the
+    organisation (422 naming the field otherwise, as for any id in a request)."""
+    await references.require(session, who.org_id, "patient", filters.patient_id, field="patient_id")
+    for kind in links.KINDS:
+        if (target_id := getattr(filters, f"{kind}_id")) is not None:
+            await _link_target(session, who.org_id, kind, target_id)
     rows, total = await paginate(session, _filtered(who.org_id, filters), paging)
     for media in rows:
         await audit.record(session, who, "read", "media", media.id, patient_id=media.patient_id)

@@ -24,11 +24,8 @@ from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_
 # --- reads -------------------------------------------------------------------------------------------
 
 
-@references.resolver("patient")
-async def patient_exists(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
-    """Any patient of the organisation (merged and deleted ones too: their history stays queryable)."""
-    found = await session.scalar(select(Patient.id).where(Patient.org_id == org_id, Patient.id == patient_id))
-    return found is not None
+# Any patient of the organisation (merged and deleted ones too: their history stays queryable).
+references.resolver("patient")(references.in_organisation(Patient))
 
 
 def _live(org_id: uuid.UUID) -> Select[Any]:

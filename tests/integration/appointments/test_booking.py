@@ -12,14 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import service
 from prm.appointments.models import Appointment
-from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
 from prm.core.events import EventRecord
 
 from .conftest import NOW, Clinic, make_patient
-from .support import at, events_of, principal_for
+from .support import at, book, events_of, principal_for
 
 
 async def test_book_appointment(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -94,16 +93,7 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
     with clock.frozen(NOW):
-        appt = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(24, 10),
-            ),
-        )
+        appt = await book(session, who, clinic, patient.id, at(24, 10))
         r = await client.patch(f"/appointments/{appt.id}", json={"notes": "sensitive teeth"})
         assert r.status_code == 200 and r.json()["notes"] == "sensitive teeth"
         r = await client.post(f"/appointments/{appt.id}/confirm")
@@ -126,16 +116,7 @@ async def test_update_appointment(session: AsyncSession, clinic: Clinic, client:
         assert payload["previous_start_at"] == "2026-03-24T09:00:00+00:00"
         # the old time is free again; moving onto a taken slot is 409 and leaves the appointment as it was
         other = await make_patient(session, clinic.org_id, given="Luis")
-        await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=other.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(24, 10),
-            ),
-        )
+        await book(session, who, clinic, other.id, at(24, 10))
         r = await client.post(f"/appointments/{appt.id}/reschedule", json={"start_at": "2026-03-24T10:15:00+01:00"})
         assert r.status_code == 409 and r.json()["code"] == "slot_taken"
         assert (await client.get(f"/appointments/{appt.id}")).json()["start_at"] == "2026-03-25T10:00:00Z"
@@ -166,16 +147,7 @@ async def test_cancel_appointment(session: AsyncSession, clinic: Clinic, client:
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
     with clock.frozen(NOW):
-        appt = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(25, 10),
-            ),
-        )
+        appt = await book(session, who, clinic, patient.id, at(25, 10))
         r = await client.post(f"/appointments/{appt.id}/cancel", json={"reason": ""})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
         r = await client.post(f"/appointments/{appt.id}/cancel", json={"reason": "feeling better"})

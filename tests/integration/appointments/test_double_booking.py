@@ -14,6 +14,7 @@ from prm.core import clock, jobs
 from prm.core.auth import Principal
 
 from .conftest import NOW, build_clinic, make_patient
+from .support import at, book
 
 RACERS = 24
 
@@ -125,8 +126,6 @@ async def _waiting_lock(committed) -> str | None:  # type: ignore[no-untyped-def
 async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> None:  # type: ignore[no-untyped-def]
     """A writer that does not take the calendar lock holds an uncommitted overlapping row: the booking's
     check cannot see it, its insert waits for it, and the exclusion constraint answers (409, not 500)."""
-    from prm.appointments.schemas import AppointmentCreate
-    from prm.core.auth import Principal
     from prm.core.errors import Conflict
 
     org, _ = await committed.org()
@@ -150,16 +149,7 @@ async def test_constraint_catches_what_the_precheck_cannot_see(committed) -> Non
                 ))
                 await a.flush()  # flushed, not committed: invisible to b, and no calendar lock taken
                 racing = asyncio.ensure_future(
-                    service.book(
-                        b,
-                        who,
-                        AppointmentCreate(
-                            patient_id=second.id,
-                            service_id=clinic.cleaning.id,
-                            practitioner_id=clinic.vega.id,
-                            start_at=start + timedelta(minutes=15),
-                        ),
-                    )
+                    book(b, who, clinic, second.id, start + timedelta(minutes=15))
                 )
                 assert await _waiting_lock(committed) == "transactionid", "b should wait on a's uncommitted row"
                 assert not racing.done()
@@ -182,8 +172,6 @@ async def test_overlapping_bookings_in_open_transactions_wait_for_the_calendar_l
     A's row and A on B's: a deadlock (what made 200 concurrent bookings answer 500). With the
     practitioner's calendar lock B waits before its check, A books Z at once, and once A commits B
     sees X and answers slot_taken. PostgreSQL detects no deadlock."""
-    from prm.appointments.schemas import AppointmentCreate
-    from prm.core.auth import Principal
     from prm.core.errors import Conflict
 
     from .test_booking_contention import _deadlocks
@@ -195,26 +183,18 @@ async def test_overlapping_bookings_in_open_transactions_wait_for_the_calendar_l
         await s.commit()
     who = Principal.system(org.id)
 
-    def booking(patient_id, hour: int, minute: int) -> AppointmentCreate:  # type: ignore[no-untyped-def]
-        return AppointmentCreate(
-            patient_id=patient_id,
-            service_id=clinic.cleaning.id,
-            practitioner_id=clinic.vega.id,
-            start_at=datetime(2026, 3, 24, hour - 1, minute, tzinfo=UTC),
-        )
-
     deadlocks_before = await _deadlocks(committed)
     try:
         with clock.frozen(NOW):
             a, b = committed.session(), committed.session()
             try:
                 # cleaning blocks [start - 5 min, end + 10 min): X 10:00 blocks 09:55-10:40
-                await service.book(a, who, booking(p1.id, 10, 0))
+                await book(a, who, clinic, p1.id, at(24, 10, 0))
                 # Y 10:30 (blocks 10:25-11:10) overlaps X: B waits, on the calendar lock
-                racing = asyncio.ensure_future(service.book(b, who, booking(p2.id, 10, 30)))
+                racing = asyncio.ensure_future(book(b, who, clinic, p2.id, at(24, 10, 30)))
                 assert await _waiting_lock(committed) == "advisory", racing.done() and racing.exception()
                 # Z 11:00 (blocks 10:55-11:40) overlaps Y but not X: A goes on, nothing to wait for
-                z = await service.book(a, who, booking(p1.id, 11, 0))
+                z = await book(a, who, clinic, p1.id, at(24, 11, 0))
                 assert z.status == "booked"
                 await a.commit()
                 with pytest.raises(Conflict) as err:

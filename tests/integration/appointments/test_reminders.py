@@ -10,11 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import service
-from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock, jobs
 
 from .conftest import NOW, Clinic, make_patient
-from .support import at, events_of, principal_for
+from .support import at, book, events_of, principal_for
 
 
 async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -22,16 +21,7 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
     who = principal_for(clinic)
     assert [str(o) for o in await service.reminder_offsets(session, clinic.org_id)] == ["1d", "2h"]
     with clock.frozen(NOW) as c:
-        appt = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(25, 10),
-            ),
-        )
+        appt = await book(session, who, clinic, patient.id, at(25, 10))
         reminders = await service.reminders_of(session, appt.id)
         assert [(r.offset, r.offset_minutes, r.due_at, r.status) for r in reminders] == [
             ("1d", 1440, at(24, 10), "scheduled"),
@@ -87,16 +77,7 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
         await jobs.run_due(session, names=[service.REMINDER_JOB])
         assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
         # a reminder whose moment has already passed at booking time is not created
-        late = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.checkup.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(27, 12),
-            ),
-        )
+        late = await book(session, who, clinic, patient.id, at(27, 12), service=clinic.checkup)
         assert [r.offset_minutes for r in await service.reminders_of(session, late.id)] == [120]
 
 
@@ -106,16 +87,7 @@ async def test_no_show_only_after_start_and_check_in_ends_reminders(
     patient = await make_patient(session, clinic.org_id)
     who = principal_for(clinic)
     with clock.frozen(NOW) as c:
-        appt = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(25, 10),
-            ),
-        )
+        appt = await book(session, who, clinic, patient.id, at(25, 10))
         r = await client.post(f"/appointments/{appt.id}/no-show")
         assert r.status_code == 409 and r.json()["code"] == "not_started"
         assert "no_show" in r.json()["allowed_actions"]
@@ -126,16 +98,7 @@ async def test_no_show_only_after_start_and_check_in_ends_reminders(
         assert payload["status"] == "no_show"
         # checking in voids reminders still pending (the patient is here)
         c.set(NOW)
-        walk_in = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(26, 10),
-            ),
-        )
+        walk_in = await book(session, who, clinic, patient.id, at(26, 10))
         await service.transition(session, who, walk_in.id, "check_in")
         assert {r.status for r in await service.reminders_of(session, walk_in.id)} == {"void"}
 

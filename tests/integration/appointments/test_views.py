@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import service
 from prm.appointments.models import Appointment
-from prm.appointments.schemas import AppointmentCreate
 from prm.core import clock
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
@@ -21,7 +20,7 @@ from prm.identity.models import Organisation
 from prm.patients.registry import merge_handlers
 
 from .conftest import NOW, Clinic, make_patient
-from .support import at, events_of, principal_for
+from .support import at, book, events_of, principal_for
 
 
 async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic, client: httpx.AsyncClient) -> None:
@@ -29,16 +28,7 @@ async def test_agenda_for_a_day_and_a_week(session: AsyncSession, clinic: Clinic
     with clock.frozen(NOW):
         for day, hour in ((24, 9), (24, 11), (26, 10)):
             patient = await make_patient(session, clinic.org_id, given=f"P{day}{hour}")
-            await service.book(
-                session,
-                who,
-                AppointmentCreate(
-                    patient_id=patient.id,
-                    service_id=clinic.cleaning.id,
-                    practitioner_id=clinic.vega.id,
-                    start_at=at(day, hour),
-                ),
-            )
+            await book(session, who, clinic, patient.id, at(day, hour))
         r = await client.get(f"/practitioners/{clinic.vega.id}/agenda", params={"start_date": "2026-03-24"})
         assert r.status_code == 200, r.text
         day = r.json()
@@ -75,16 +65,7 @@ async def test_calendar_invite(session: AsyncSession, clinic: Clinic, client: ht
     who = principal_for(clinic)
     patient = await make_patient(session, clinic.org_id)
     with clock.frozen(NOW):
-        appt = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=patient.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(24, 10),
-            ),
-        )
+        appt = await book(session, who, clinic, patient.id, at(24, 10))
         r = await client.get(f"/appointments/{appt.id}/invite.ics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
         event = Calendar.from_ical(r.content).walk("VEVENT")[0]
@@ -135,36 +116,9 @@ async def test_patient_merge_moves_appointments(session: AsyncSession, clinic: C
     survivor = await make_patient(session, clinic.org_id, given="Ana")
     duplicate = await make_patient(session, clinic.org_id, given="Ana M.")
     with clock.frozen(NOW):
-        kept = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=survivor.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.vega.id,
-                start_at=at(24, 10),
-            ),
-        )
-        twin = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=duplicate.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.ruiz.id,
-                start_at=at(24, 10),
-            ),
-        )
-        other = await service.book(
-            session,
-            who,
-            AppointmentCreate(
-                patient_id=duplicate.id,
-                service_id=clinic.cleaning.id,
-                practitioner_id=clinic.ruiz.id,
-                start_at=at(26, 10),
-            ),
-        )
+        kept = await book(session, who, clinic, survivor.id, at(24, 10))
+        twin = await book(session, who, clinic, duplicate.id, at(24, 10), practitioner=clinic.ruiz)
+        other = await book(session, who, clinic, duplicate.id, at(26, 10), practitioner=clinic.ruiz)
         moved = await merge_handlers()["appointments"](session, clinic.org_id, duplicate.id, survivor.id)
     assert moved == 2
     rows = {a.id: a for a in await session.scalars(select(Appointment).where(Appointment.patient_id == survivor.id))}
@@ -347,16 +301,7 @@ async def test_patient_appointment_history(
         made = []
         for day, practitioner in ((24, clinic.vega), (25, clinic.ruiz), (26, clinic.vega)):
             made.append(
-                await service.book(
-                    session,
-                    who,
-                    AppointmentCreate(
-                        patient_id=patient.id,
-                        service_id=clinic.cleaning.id,
-                        practitioner_id=practitioner.id,
-                        start_at=at(day, 11),
-                    ),
-                )
+                await book(session, who, clinic, patient.id, at(day, 11), practitioner=practitioner)
             )
         await service.cancel(session, who, made[1].id, reason="clash")
         r = await client.get(f"/patients/{patient.id}/appointments")

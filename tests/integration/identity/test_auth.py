@@ -46,6 +46,21 @@ async def test_expired_token_is_rejected(session, org, anon_client: httpx.AsyncC
     assert me.status_code == 401
 
 
+async def test_a_token_is_judged_by_the_service_clock_not_the_libraries(
+    session, org, anon_client: httpx.AsyncClient
+) -> None:
+    """Time claims are read against `prm.core.clock`: a token issued while the clock runs ahead of the
+    wall clock (a frozen test clock, or another server a second ahead) is valid at once; the expiry
+    alone decides, by the same clock (PyJWT's own `iat` check used the wall clock: 401 within the second)."""
+    user = await make_user(session, org, role="coordinator")
+    with clock.frozen(clock.now() + timedelta(minutes=5)):
+        r = await anon_client.post("/auth/token", data={"username": user.email, "password": DEFAULT_PASSWORD})
+    assert r.status_code == 200, r.text
+    me = await anon_client.get("/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["subject_id"] == str(user.id)
+
+
 async def test_wrong_api_key_is_401(anon_client: httpx.AsyncClient) -> None:
     for value in ("prm_deadbeef0000_notthesecret", "garbage", "Bearer"):
         r = await anon_client.get("/auth/me", headers={"Authorization": f"Bearer {value}"})

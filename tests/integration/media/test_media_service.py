@@ -194,7 +194,9 @@ async def test_list_patient_media(
     assert [m["id"] for m in by_filter.json()["items"]] == [second["id"]]
     theirs = await make_client("admin", for_org=other_org)
     assert (await theirs.get(f"/patients/{patient.id}/media")).status_code == 404
-    assert (await theirs.get("/media", params={"patient_id": str(patient.id)})).json()["total"] == 0
+    # another organisation's patient id in a filter is refused like one that exists nowhere (issue 9)
+    refused = await theirs.get("/media", params={"patient_id": str(patient.id)})
+    assert refused.status_code == 422 and [e["field"] for e in refused.json()["errors"]] == ["patient_id"]
 
 
 async def test_check_file_duplicates(

@@ -164,6 +164,42 @@ async def test_offline_llm_follows_tool_protocol() -> None:
     assert after.message.content == "Tool search_notes returned: 3 hits"
 
 
+async def test_offline_llm_runs_several_commands_one_per_turn() -> None:
+    model = llm.OfflineLLM()
+    other = llm.Tool(name="get_note", description="One note")
+    goal = llm.ChatMessage(role="user", content='/tool search_notes {"query": "knee"}\n/tool get_note {"id": 7}')
+    first = await model.chat([goal], tools=[SEARCH_TOOL, other])
+    [call] = first.message.tool_calls
+    assert (call.name, call.arguments) == ("search_notes", {"query": "knee"})
+    history = [goal, first.message, llm.ChatMessage(role="tool", content="3 hits", tool_call_id=call.id,
+                                                    name="search_notes")]
+    second = await model.chat(history, tools=[SEARCH_TOOL, other])
+    [call2] = second.message.tool_calls
+    assert (call2.name, call2.arguments) == ("get_note", {"id": 7}) and call2.id != call.id
+    history += [second.message, llm.ChatMessage(role="tool", content="the note", tool_call_id=call2.id,
+                                                name="get_note")]
+    done = await model.chat(history, tools=[SEARCH_TOOL, other])
+    assert done.finish_reason == "stop" and done.message.content == "Tool get_note returned: the note"
+    # a command for a tool not offered ends the sequence with the last result
+    stopped = await model.chat(history[:3], tools=[SEARCH_TOOL])
+    assert stopped.message.content == "Tool search_notes returned: 3 hits"
+    # tool_choice "none": no call, whatever the message says
+    assert not (await model.chat([goal], tools=[SEARCH_TOOL], tool_choice="none")).message.tool_calls
+
+
+async def test_openai_fake_checks_every_tool_call_is_answered(openai_fake: OpenAIFake) -> None:
+    """The peer refuses what OpenAI refuses: a turn after tool calls some of which got no answer."""
+    model = llm.OpenAILLM(client_for(openai_fake), "gpt-4o-mini")
+    openai_fake.script_chat([("search_notes", {"query": "a"}), ("search_notes", {"query": "b"})])
+    first = await model.chat([llm.ChatMessage(role="user", content="go")], tools=[SEARCH_TOOL])
+    assert [c.arguments for c in first.message.tool_calls] == [{"query": "a"}, {"query": "b"}]
+    half = [llm.ChatMessage(role="user", content="go"), first.message,
+            llm.ChatMessage(role="tool", content="x", tool_call_id=first.message.tool_calls[0].id)]
+    with pytest.raises(AIProviderError) as refused:
+        await model.chat(half, tools=[SEARCH_TOOL])
+    assert refused.value.status == 400
+
+
 # --- speech ------------------------------------------------------------------------------------------
 
 

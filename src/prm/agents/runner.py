@@ -1,0 +1,196 @@
+"""The agent runner: a goal (and a conversation) handed to the LLM adapter's tool-calling loop.
+
+The model is offered the tools the caller's credential may run (OpenAI's function format); every
+call it makes goes through `execution.execute` with the caller's own principal — the same scope
+check, validation, savepoint and tool-run row as a call over HTTP or MCP, linked to the run and
+its step. A tool that fails leaves none of its writes; its error goes back to the model, which may
+try something else. The loop stops when the model answers, or after `max_steps` tool calls
+(`step_limit`). A tool the model names but was not offered (or that does not exist) is not run:
+it is recorded as a step and the model is told.
+
+Everything happens in the caller's transaction: the run row, the steps' tool runs and the writes
+of the steps that succeeded commit together, when the request does. If the model provider fails,
+the run is recorded as `failed` with the provider's error code (the steps before it stay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.adapters.llm import LLM, ChatMessage, Tool, ToolCall
+from prm.adapters.openai_api import AINotConfigured, AIProviderError
+from prm.agents import execution, registry
+from prm.agents.models import AgentRun
+from prm.agents.schemas import RunnerRequest
+from prm.conversations import service as conversations
+from prm.core import clock, references
+from prm.core.auth import Principal
+from prm.core.errors import PermissionDenied, ValidationFailed
+from prm.core.pagination import PageParams
+from prm.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CONTEXT_MESSAGES = 20  # the conversation's latest messages given to the model
+TOOL_RESULT_CHARS = 8000  # what the model sees of one tool's result
+SYSTEM_PROMPT = (
+    "You act for a clinic through the tools you are given, and only through them. Never invent ids: find "
+    "them with the search tools first. Every call is checked against your credential's permissions and "
+    "recorded. A tool that fails tells you why; fix the input or choose another way. When the goal is done, "
+    "or cannot be done, answer in one or two sentences saying what you did."
+)
+
+
+def _digest(request: RunnerRequest) -> str:
+    return hashlib.sha256(json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+async def _conversation_context(session: AsyncSession, who: Principal, conversation_id: uuid.UUID
+                                ) -> tuple[uuid.UUID, str]:
+    """The conversation's patient and its latest messages as a transcript (the read is audited)."""
+    if not who.has("conversations:read"):
+        raise PermissionDenied("Giving the agent a conversation needs the scope conversations:read",
+                               code="missing_scope", missing_scopes=["conversations:read"])
+    await references.require(session, who.org_id, "conversation", conversation_id, field="conversation_id")
+    conversation = await conversations.get(session, who.org_id, conversation_id)
+    rows, _ = await conversations.history(session, who, conversation.id, PageParams(limit=CONTEXT_MESSAGES))
+    lines = []
+    for m in reversed(rows):
+        speaker = "Patient" if m.direction == "inbound" else "Clinic"
+        lines.append(f"[{m.created_at:%Y-%m-%d %H:%M} {m.channel}] {speaker}: {(m.body or '').strip()[:1000]}")
+    transcript = "\n".join(lines) or "(no messages yet)"
+    return conversation.patient_id, (
+        f"The goal concerns conversation {conversation.id} with patient {conversation.patient_id}. "
+        f"Its latest messages, oldest first:\n{transcript}")
+
+
+def offered_tools(who: Principal) -> list[Tool]:
+    """The tools the credential may run, as the LLM adapter's function definitions."""
+    return [Tool(name=t.name, description=f"{t.description} (scope {t.scope})", parameters=t.input_schema())
+            for t in registry.all_tools() if who.has(t.scope)]
+
+
+async def _replay(session: AsyncSession, who: Principal, key: str, digest: str) -> AgentRun | None:
+    previous = await session.scalar(select(AgentRun).where(
+        AgentRun.org_id == who.org_id, AgentRun.credential == who.credential, AgentRun.idempotency_key == key))
+    if previous is not None and previous.input_sha256 != digest:
+        raise ValidationFailed.field("Idempotency-Key", "was used before with another goal",
+                                     code="idempotency_key_reused")
+    return previous
+
+
+async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, settings: Settings, llm: LLM,
+              idempotency_key: str | None = None) -> AgentRun:
+    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed, not committed).
+
+    Raises before anything is recorded when the request itself is refused (a conversation of another
+    organisation, a missing scope, a reused idempotency key); every outcome after that is a run row.
+    """
+    digest = _digest(request)
+    if idempotency_key is not None:
+        previous = await _replay(session, who, idempotency_key, digest)
+        if previous is not None:
+            return previous
+    patient_id, context_text = (None, None)
+    if request.conversation_id is not None:
+        patient_id, context_text = await _conversation_context(session, who, request.conversation_id)
+    started = time.perf_counter()
+    agent_run = AgentRun(
+        id=uuid.uuid4(), org_id=who.org_id, credential=who.credential, actor_role=who.role, status="running",
+        goal="[redacted]" if settings.agents_redact_inputs else request.goal, input_sha256=digest,
+        conversation_id=request.conversation_id, patient_id=patient_id, model=llm.model,
+        max_steps=request.max_steps, steps=[], idempotency_key=idempotency_key,
+        request_id=structlog.contextvars.get_contextvars().get("request_id"), created_at=clock.now())
+    session.add(agent_run)
+    await session.flush()
+
+    messages: list[ChatMessage] = [ChatMessage(role="system", content=SYSTEM_PROMPT)]
+    if context_text:
+        messages.append(ChatMessage(role="system", content=context_text))
+    messages.append(ChatMessage(role="user", content=request.goal))
+    tools = offered_tools(who)
+    steps: list[dict[str, Any]] = []
+    used = 0  # tool calls run (what max_steps limits)
+    status, answer = "step_limit", ""
+    try:
+        while True:
+            result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            agent_run.model = result.model[:100]
+            agent_run.prompt_tokens += result.usage.prompt_tokens
+            agent_run.completion_tokens += result.usage.completion_tokens
+            calls = result.message.tool_calls
+            if not calls:
+                status, answer = "answered", (result.message.content or "").strip()
+                steps.append(_entry(len(steps) + 1, None, None, "answered", None))
+                break
+            messages.append(result.message)
+            for call in calls:
+                if used >= request.max_steps:  # recorded, not run
+                    steps.append(_entry(len(steps) + 1, call.name[:64], None, "skipped", "step_limit"))
+                    continue
+                used += 1
+                content, entry = await _call(session, who, call, len(steps) + 1, agent_run.id, settings)
+                steps.append(entry)
+                messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name))
+            if any(s["status"] == "skipped" for s in steps):
+                break  # the model wanted more tool calls than allowed
+    except AIProviderError as exc:
+        status = "failed"
+        agent_run.error_code = exc.code or ("provider_not_configured" if isinstance(exc, AINotConfigured)
+                                            else "ai_provider_error")
+        agent_run.error_detail = str(exc)[:500]
+        log.warning("agents.runner_provider_failed", code=agent_run.error_code, status=exc.status)
+    agent_run.steps = steps
+    agent_run.status = status
+    agent_run.answer = answer if status == "answered" else (
+        f"Stopped after {used} tool call(s) without an answer (max_steps {request.max_steps})."
+        if status == "step_limit" else None)
+    agent_run.duration_ms = int((time.perf_counter() - started) * 1000)
+    agent_run.finished_at = clock.now()
+    await session.flush()
+    log.info("agents.runner_finished", status=status, steps=len(steps), model=agent_run.model,
+             duration_ms=agent_run.duration_ms)
+    return agent_run
+
+
+def _entry(step: int, tool: str | None, run_id: uuid.UUID | None, status: str, message: str | None
+           ) -> dict[str, Any]:
+    return {"step": step, "tool": tool, "run_id": str(run_id) if run_id else None, "status": status,
+            "message": message}
+
+
+async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int, agent_run_id: uuid.UUID,
+                settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Run one tool call of the model; returns what the model is told and the step's record.
+
+    The model's choice is never trusted: a tool it was not offered goes through the executor all
+    the same, which refuses it (scope) and records it as denied. A name that is no tool is not a
+    tool run; the step records it.
+    """
+    if registry.get(call.name) is None:
+        problem = {"code": "unknown_tool", "detail": "There is no such tool; use one of the tools given"}
+        return json.dumps({"error": problem}), _entry(step, call.name[:64], None, "unknown_tool", "unknown_tool")
+    outcome = await execution.execute(session, who, call.name, call.arguments, settings=settings,
+                                      transport="runner", agent_run_id=agent_run_id, step=step)
+    entry = _entry(step, call.name, outcome.run.id, outcome.run.status, outcome.run.error_code)
+    if outcome.ok:
+        content = json.dumps(outcome.output, default=str)
+    else:
+        problem = outcome.problem or {}
+        content = json.dumps({"error": {k: problem[k] for k in ("code", "detail", "errors", "status") if k in problem}},
+                             default=str)
+    return content[:TOOL_RESULT_CHARS], entry
+
+
+def read_steps(agent_run: AgentRun) -> Sequence[dict[str, Any]]:
+    """The run's steps, the answer step carrying the answer."""
+    return [{**s, "message": agent_run.answer} if s.get("status") == "answered" else s for s in agent_run.steps]

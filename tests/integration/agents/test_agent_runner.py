@@ -1,0 +1,369 @@
+"""The agent runner: a goal through the LLM's tool-calling loop over the registry — offline
+(deterministic `/tool` protocol) and in OpenAI's chat-completions format against a real HTTP peer —
+every step run with the caller's credential and scopes, audited as a tool run linked to the run.
+Also `search_conversations`, the semantic-search tool."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel, SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.adapters.embeddings import HashingEmbedder
+from prm.adapters.llm import OfflineLLM, OpenAILLM
+from prm.adapters.openai_api import OpenAIClient, OpenAIConfig
+from prm.agents import registry, runner
+from prm.agents.models import AgentRun, ToolRun
+from prm.agents.schemas import RunnerRequest
+from prm.core.auth import Principal
+from prm.core.errors import DomainError
+from prm.identity.models import Organisation
+from prm.identity.scopes import scopes_for
+from prm.settings import Settings
+from prm.tickets import service as tickets
+from prm.tickets.models import Ticket
+from prm.tickets.schemas import TicketCreate
+from prm.vector import service as vector
+from tests.conftest import ClientFactory
+from tests.fixtures.factories import make_patient, principal
+from tests.fixtures.openai_fake import FAKE_KEY, OpenAIFake
+from tests.fixtures.settings_switch import use_settings
+from tests.integration.vector.conftest import CONFIG, conversation_with, system
+
+KNEE = [(0, "in", "Hello, my knee has been swollen since I started the new medication"),
+        (1, "out", "Sorry to hear that. Since which day?"),
+        (2, "in", "Since Monday, it gets worse at night")]
+
+
+def _tool(name: str, **arguments: Any) -> str:
+    return f"/tool {name} {json.dumps(arguments)}"
+
+
+async def _start(client: httpx.AsyncClient, goal: str, **body: Any) -> httpx.Response:
+    return await client.post("/agents/agent-runs", json={"goal": goal, **body})
+
+
+async def _tickets(session: AsyncSession, org: Organisation) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) or 0)
+
+
+# --- offline, deterministic ------------------------------------------------------------------------
+
+
+async def test_offline_run_calls_a_tool_with_the_callers_credential_and_answers(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation) -> None:
+    agent = await make_client("agent")
+    patient = await make_patient(session, org, given_name="Lucía")
+    r = await _start(agent, _tool("create_ticket", subject="Lucía asks for a call back", patient_id=str(patient.id)))
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert r.headers["location"] == f"/agents/agent-runs/{run['id']}"
+    assert run["status"] == run["stopped"] == "answered" and run["model"] == "offline"
+    assert run["goal"] == "[redacted]" and run["credential"].startswith("api_key:") and run["actor_role"] == "agent"
+    [call, answer] = run["steps"]
+    assert (call["step"], call["tool"], call["status"]) == (1, "create_ticket", "succeeded")
+    assert answer == {"step": 2, "tool": None, "run_id": None, "status": "answered", "message": run["answer"]}
+    assert run["answer"].startswith("Tool create_ticket returned: ")
+    ticket_id = json.loads(run["answer"].removeprefix("Tool create_ticket returned: "))["id"]
+    ticket = await session.get(Ticket, uuid.UUID(ticket_id))
+    assert ticket is not None and ticket.patient_id == patient.id and ticket.source == "agent"
+
+    # the step is an ordinary tool run, linked to the run: same credential, transport "runner"
+    tool_run = (await agent.get(f"/agents/runs/{call['run_id']}")).json()
+    assert tool_run["transport"] == "runner" and tool_run["status"] == "succeeded"
+    assert tool_run["credential"] == run["credential"] and tool_run["input"]["subject"] == "[redacted]"
+    linked = (await agent.get("/agents/runs", params={"agent_run_id": run["id"]})).json()
+    assert [i["id"] for i in linked["items"]] == [call["run_id"]]
+    assert (await agent.get(f"/agents/agent-runs/{run['id']}")).json() == run
+    listed = (await agent.get("/agents/agent-runs", params={"status": "answered"})).json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == run["id"]
+    step_row = await session.scalar(select(ToolRun).where(ToolRun.id == uuid.UUID(call["run_id"])))
+    assert step_row is not None and step_row.agent_run_id == uuid.UUID(run["id"]) and step_row.step == 1
+
+
+async def test_offline_run_without_a_tool_command_answers_without_tools(make_client: ClientFactory) -> None:
+    agent = await make_client("agent")
+    r = await _start(agent, "Which patients are waiting for a call back? Answer briefly.")
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["stopped"] == "answered" and [s["status"] for s in run["steps"]] == ["answered"]
+    assert run["answer"].startswith("Offline assistant: no language model is configured.")
+
+
+async def test_step_limit_reached(session: AsyncSession, make_client: ClientFactory, org: Organisation) -> None:
+    agent = await make_client("agent")
+    patient = await make_patient(session, org, given_name="Marta", family_name="Serrano")
+    goal = "\n".join([_tool("search_patients", q="Marta Serrano"), _tool("get_patient", patient_id=str(patient.id)),
+                      _tool("create_ticket", subject="Never created: over the step limit")])
+    r = await _start(agent, goal, max_steps=2)
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["status"] == run["stopped"] == "step_limit"
+    assert [(s["tool"], s["status"]) for s in run["steps"]] == [
+        ("search_patients", "succeeded"), ("get_patient", "succeeded"), ("create_ticket", "skipped")]
+    assert run["steps"][2]["run_id"] is None and run["steps"][2]["message"] == "step_limit"
+    assert run["answer"] == "Stopped after 2 tool call(s) without an answer (max_steps 2)."
+    assert await _tickets(session, org) == 0
+    assert (await agent.get("/agents/runs", params={"agent_run_id": run["id"]})).json()["total"] == 2
+    # the same goal with room for every step runs all three and answers
+    r = await _start(agent, goal, max_steps=3)
+    assert r.json()["stopped"] == "answered" and await _tickets(session, org) == 1
+    r = await _start(agent, goal, max_steps=21)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_steps"
+
+
+class _BoomIn(BaseModel):
+    subject: str
+
+
+@pytest.fixture
+def half_writing_tool() -> Iterator[str]:
+    """A tool that writes a ticket and then fails: what a failing step must not leave behind."""
+
+    async def boom(session: AsyncSession, who: Principal, data: Any, settings: Settings) -> BaseModel:
+        await tickets.create(session, who, TicketCreate(subject=data.subject), source="agent")
+        raise DomainError("the second half of the write failed", code="half_written")
+
+    registry.tool("test_half_write", scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
+                  description="test only")(boom)
+    try:
+        yield "test_half_write"
+    finally:
+        registry._tools.pop("test_half_write", None)
+
+
+async def test_a_failing_step_records_its_failure_and_leaves_no_half_written_data(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation, half_writing_tool: str) -> None:
+    agent = await make_client("agent")
+    goal = "\n".join([_tool("create_ticket", subject="Kept: the step before succeeded"),
+                      _tool(half_writing_tool, subject="Rolled back with its step")])
+    r = await _start(agent, goal)
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert [(s["tool"], s["status"], s["message"]) for s in run["steps"]] == [
+        ("create_ticket", "succeeded", None), (half_writing_tool, "failed", "half_written"),
+        (None, "answered", run["answer"])]
+    assert '"half_written"' in run["answer"]  # the model was told why the step failed
+    subjects = (await session.scalars(select(Ticket.subject).where(Ticket.org_id == org.id))).all()
+    assert subjects == ["Kept: the step before succeeded"]
+    failed = (await agent.get(f"/agents/runs/{run['steps'][1]['run_id']}")).json()
+    assert failed["status"] == "failed" and failed["error_code"] == "half_written" and failed["error_status"] == 400
+
+
+async def test_idempotency_key_runs_the_agent_once(session: AsyncSession, make_client: ClientFactory,
+                                                   org: Organisation) -> None:
+    agent = await make_client("agent")
+    goal = _tool("create_ticket", subject="Send the invoice again")
+    first = await agent.post("/agents/agent-runs", json={"goal": goal}, headers={"Idempotency-Key": "run-1"})
+    second = await agent.post("/agents/agent-runs", json={"goal": goal}, headers={"Idempotency-Key": "run-1"})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert await _tickets(session, org) == 1
+    assert await session.scalar(select(func.count()).select_from(AgentRun).where(AgentRun.org_id == org.id)) == 1
+    other = await agent.post("/agents/agent-runs", json={"goal": "something else"},
+                             headers={"Idempotency-Key": "run-1"})
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+
+
+async def test_idempotency_at_the_runner(session: AsyncSession, org: Organisation, settings: Settings) -> None:
+    """Below the HTTP layer too (its stored responses expire; the run row does not)."""
+    who = principal(org, role="agent")
+    request = RunnerRequest(goal=_tool("create_ticket", subject="Once"))
+    a = await runner.run(session, who, request, settings=settings, llm=OfflineLLM(), idempotency_key="k")
+    b = await runner.run(session, who, request, settings=settings, llm=OfflineLLM(), idempotency_key="k")
+    assert a.id == b.id and await _tickets(session, org) == 1
+    with pytest.raises(DomainError) as refused:
+        await runner.run(session, who, RunnerRequest(goal="other"), settings=settings, llm=OfflineLLM(),
+                         idempotency_key="k")
+    assert refused.value.code == "idempotency_key_reused"
+
+
+async def test_cross_organisation_isolation(session: AsyncSession, make_client: ClientFactory, org: Organisation,
+                                            other_org: Organisation) -> None:
+    agent = await make_client("agent")
+    theirs = await make_client("agent", for_org=other_org)
+    their_patient = await make_patient(session, other_org)
+    their_conversation, _ = await conversation_with(session, other_org.id, their_patient.id, KNEE)
+    # another organisation's conversation is refused like an id that exists nowhere: 422 naming the field
+    for conversation_id in (their_conversation.id, uuid.uuid4()):
+        r = await _start(agent, "Summarise", conversation_id=str(conversation_id))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "conversation_id", r.text
+    # their patient is not found by a step either; nothing is written
+    r = await _start(agent, _tool("create_ticket", subject="x", patient_id=str(their_patient.id)))
+    run = r.json()
+    assert run["steps"][0]["status"] == "failed" and run["steps"][0]["message"] == "patient_not_found"
+    assert (await agent.get(f"/agents/runs/{run['steps'][0]['run_id']}")).json()["error_status"] == 422
+    r = await _start(agent, _tool("get_patient", patient_id=str(their_patient.id)))
+    assert r.json()["steps"][0]["message"] == "patient_not_found"
+    assert await _tickets(session, org) == 0 and await _tickets(session, other_org) == 0
+    # their runs are invisible: not listed, 404 when named, 422 as a filter
+    their_run = (await _start(theirs, "hello")).json()
+    assert (await agent.get(f"/agents/agent-runs/{their_run['id']}")).status_code == 404
+    assert their_run["id"] not in {i["id"] for i in (await agent.get("/agents/agent-runs")).json()["items"]}
+    r = await agent.get("/agents/runs", params={"agent_run_id": their_run["id"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "agent_run_id"
+
+
+async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
+    coordinator = await make_client("coordinator")  # agents:read only
+    r = await _start(coordinator, "hello")
+    assert r.status_code == 403
+    assert (await coordinator.get("/agents/agent-runs")).status_code == 200
+
+
+# --- OpenAI's tool-calling format, against a real HTTP peer ----------------------------------------
+
+
+def _openai(fake: OpenAIFake) -> OpenAILLM:
+    return OpenAILLM(OpenAIClient(OpenAIConfig(api_key=FAKE_KEY, base_url=fake.base_url, max_retries=0)),
+                     "gpt-4o-mini")
+
+
+async def test_openai_tool_calling_run_over_http(session: AsyncSession, make_client: ClientFactory,
+                                                 org: Organisation, settings: Settings,
+                                                 openai_fake: OpenAIFake) -> None:
+    patient = await make_patient(session, org, given_name="Lucía", family_name="Ortega")
+    conversation, _ = await conversation_with(session, org.id, patient.id, KNEE)
+    openai_fake.script_chat(
+        [("search_patients", {"q": "Lucía Ortega"})],
+        [("create_ticket", {"subject": "Knee swollen since new medication", "priority": "high",
+                            "patient_id": str(patient.id), "conversation_id": str(conversation.id)}),
+         ("confirm_appointment", {"appointment_id": str(uuid.uuid4())})],  # two calls in one turn
+        "I opened a high-priority ticket for the care team.")
+    switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
+                                           "openai_api_key": SecretStr(FAKE_KEY), "llm_model": "gpt-4o-mini"})
+    with use_settings(switched):
+        agent = await make_client("agent")
+        r = await _start(agent, "The patient reports a swollen knee: make sure the care team follows up.",
+                         conversation_id=str(conversation.id))
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["stopped"] == "answered" and run["answer"] == "I opened a high-priority ticket for the care team."
+    assert run["model"] == "gpt-4o-mini" and run["patient_id"] == str(patient.id)
+    assert (run["prompt_tokens"], run["completion_tokens"]) == (33, 21)
+    assert [(s["tool"], s["status"]) for s in run["steps"]] == [
+        ("search_patients", "succeeded"), ("create_ticket", "succeeded"), ("confirm_appointment", "failed"),
+        (None, "answered")]
+    ticket = await session.scalar(select(Ticket).where(Ticket.org_id == org.id))
+    assert ticket is not None and ticket.priority == "high" and ticket.conversation_id == conversation.id
+
+    first, second, third = (q.json for q in openai_fake.requests)
+    assert all(q.headers["authorization"] == f"Bearer {FAKE_KEY}" for q in openai_fake.requests)
+    # the tools this credential may run, in OpenAI's function format
+    offered = {t["function"]["name"]: t for t in first["tools"]}
+    assert {"search_patients", "create_ticket", "search_conversations"} <= set(offered)
+    assert offered["create_ticket"]["type"] == "function"
+    assert offered["create_ticket"]["function"]["parameters"]["properties"]["subject"]["maxLength"] == 300
+    assert first["tool_choice"] == "auto"
+    # the conversation is context, the goal the user's message
+    assert [m["role"] for m in first["messages"]] == ["system", "system", "user"]
+    assert "Patient: Since Monday, it gets worse at night" in first["messages"][1]["content"]
+    # every call answered by a tool message with its id, in order, before the next turn
+    call = second["messages"][3]["tool_calls"][0]
+    assert second["messages"][4]["role"] == "tool" and second["messages"][4]["tool_call_id"] == call["id"]
+    assert json.loads(second["messages"][4]["content"])["patients"][0]["id"] == str(patient.id)
+    answers = [m for m in third["messages"] if m["role"] == "tool"][1:]
+    assert [m["tool_call_id"] for m in answers] == [c["id"] for c in third["messages"][5]["tool_calls"]]
+    assert json.loads(answers[1]["content"])["error"]["status"] == 404
+
+
+async def test_scope_denied_mid_run(session: AsyncSession, org: Organisation, settings: Settings,
+                                    openai_fake: OpenAIFake) -> None:
+    """The model names a tool outside the credential's scopes: the executor refuses it and records it."""
+    narrow = Principal(org_id=org.id, kind="api_key", subject_id=uuid.uuid4(), role="agent",
+                       scopes=frozenset(scopes_for("agent") - {"tickets:write"}))
+    patient = await make_patient(session, org, given_name="Iker")
+    openai_fake.script_chat([("get_patient", {"patient_id": str(patient.id)})],
+                            [("create_ticket", {"subject": "Not allowed"})],
+                            "I could not open a ticket: I am not allowed to.")
+    result = await runner.run(session, narrow, RunnerRequest(goal="Open a ticket for Iker"), settings=settings,
+                              llm=_openai(openai_fake))
+    assert result.status == "answered"
+    assert [(s["tool"], s["status"], s["message"]) for s in result.steps] == [
+        ("get_patient", "succeeded", None), ("create_ticket", "denied", "missing_scope"), (None, "answered", None)]
+    assert "create_ticket" not in {t["function"]["name"] for t in openai_fake.requests[0].json["tools"]}
+    denied = await session.get(ToolRun, uuid.UUID(result.steps[1]["run_id"]))
+    assert denied is not None and denied.status == "denied" and denied.agent_run_id == result.id
+    assert denied.credential == narrow.credential and denied.transport == "runner"
+    told = json.loads(openai_fake.requests[2].json["messages"][-1]["content"])
+    assert told["error"]["code"] == "missing_scope"
+    assert await _tickets(session, org) == 0
+
+
+async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_client: ClientFactory,
+                                                 org: Organisation, settings: Settings,
+                                                 openai_fake: OpenAIFake) -> None:
+    who = principal(org, role="agent")
+    openai_fake.script_chat([("make_any_request", {"url": "http://169.254.169.254/"})], "There is no such tool.")
+    result = await runner.run(session, who, RunnerRequest(goal="fetch"), settings=settings, llm=_openai(openai_fake))
+    assert [(s["tool"], s["status"], s["run_id"]) for s in result.steps] == [
+        ("make_any_request", "unknown_tool", None), (None, "answered", None)]
+    # the provider refuses: the run is recorded as failed (502 with its id), and can be read
+    openai_fake.fail_next(400)
+    switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
+                                           "openai_api_key": SecretStr(FAKE_KEY)})
+    with use_settings(switched):
+        agent = await make_client("agent")
+        r = await _start(agent, "hello")
+    assert r.status_code == 502 and r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["code"] == "ai_provider_error" and problem["agent_run_id"]
+    stored = (await agent.get(f"/agents/agent-runs/{problem['agent_run_id']}")).json()
+    assert stored["status"] == stored["stopped"] == "failed" and stored["answer"] is None
+    assert stored["error_code"] and stored["steps"] == []
+
+
+# --- search_conversations ----------------------------------------------------------------------------
+
+
+async def test_search_conversations_tool(session: AsyncSession, make_client: ClientFactory, org: Organisation,
+                                         other_org: Organisation) -> None:
+    patient = await make_patient(session, org)
+    conversation, _ = await conversation_with(session, org.id, patient.id, KNEE)
+    await vector.index_conversation(session, system(org.id), conversation.id, HashingEmbedder(), CONFIG)
+    their_patient = await make_patient(session, other_org)
+    theirs, _ = await conversation_with(session, other_org.id, their_patient.id, KNEE)
+    await vector.index_conversation(session, system(other_org.id), theirs.id, HashingEmbedder(), CONFIG)
+
+    agent = await make_client("agent")
+    r = await agent.post("/agents/tools/search_conversations/execute",
+                         json={"query": "swollen knee medication", "limit": 5})
+    assert r.status_code == 200, r.text
+    hits = r.json()["output"]["hits"]
+    assert [h["source_id"] for h in hits] == [str(conversation.id)]  # never the other organisation's
+    assert hits[0]["patient_id"] == str(patient.id) and "knee" in hits[0]["snippet"]
+    assert "<mark>" not in hits[0]["snippet"] and hits[0]["link"] == f"/conversations/{conversation.id}"
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["input"] == {"query": "[redacted]", "limit": 5}  # the query is free text: redacted
+    assert run["output_summary"] == {"hits_count": 1, "total": 1}
+    # a patient of another organisation: 422 naming the field, recorded as failed
+    r = await agent.post("/agents/tools/search_conversations/execute",
+                         json={"query": "knee", "patient_id": str(their_patient.id)})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "patient_id"
+    r = await agent.post("/agents/tools/search_conversations/execute", json={"query": "knee",
+                                                                            "source_types": ["document"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("source_types")
+    # the search is audited as a read of patient data
+    from prm.core.audit import AuditEntry
+
+    audited = await session.scalar(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.org_id == org.id, AuditEntry.action == "search", AuditEntry.resource_type == "search_chunks"))
+    assert audited and audited >= 1
+
+
+async def test_search_conversations_needs_search_read(session: AsyncSession, org: Organisation,
+                                                      settings: Settings) -> None:
+    from prm.agents import execution
+
+    narrow = Principal(org_id=org.id, kind="api_key", subject_id=uuid.uuid4(), role="agent",
+                       scopes=frozenset(scopes_for("agent") - {"search:read"}))
+    outcome = await execution.execute(session, narrow, "search_conversations", {"query": "knee"}, settings=settings)
+    assert outcome.status_code == 403 and outcome.run.status == "denied"
+    assert outcome.run.input == {"query": "[redacted]"}

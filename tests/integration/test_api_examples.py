@@ -1,0 +1,375 @@
+"""Every operation's documented example works (issue 20): examples that cannot rot.
+
+For every operation of `/openapi.json`, the test reads the example request from the document (path
+and query parameter examples, the request body's first example), swaps the demo ids for real rows of
+the test's organisation (`tests/fixtures/api_world.py`), sends it, and checks that the status is the
+documented one and that the answer validates against the documented response schema. Every
+documented error example must validate against `Problem`, and a recorded response example against
+the response schema, with the same fields as today's answer.
+
+`PRM_RECORD_EXAMPLES=1` (`make examples`) rewrites the recorded responses (`prm/<domain>/examples.json`).
+`docs/api-examples.md` explains how to document an operation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import jsonschema
+import pytest
+
+from prm import modules
+from prm.core import clock
+from prm.core.apidocs import demo_id, kind_of, main_status
+from tests.fixtures.api_world import NOW, World
+
+REGISTRY = modules.examples()
+RECORD = os.environ.get("PRM_RECORD_EXAMPLES") == "1"
+HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
+
+# Operations without an example yet. This list only shrinks: document the operation in its domain's
+# `examples.py` and remove it here (the test fails while an operation is on both, or on neither).
+NOT_YET_COVERED: set[str] = {
+    "POST /auth/token",
+    "GET /auth/me",
+    "GET /admin/organisation",
+    "GET /admin/organisation/settings",
+    "PATCH /admin/organisation/settings",
+    "POST /admin/organisations",
+    "GET /admin/users",
+    "POST /admin/users",
+    "PATCH /admin/users/{user_id}",
+    "GET /admin/api-keys",
+    "POST /admin/api-keys",
+    "POST /admin/api-keys/{key_id}/revoke",
+    "GET /admin/audit",
+    "GET /admin/jobs",
+    "POST /admin/jobs/{job_id}/retry",
+    "GET /admin/events",
+    "GET /practitioners",
+    "POST /practitioners",
+    "GET /practitioners/{practitioner_id}",
+    "PATCH /practitioners/{practitioner_id}",
+    "GET /practitioners/{practitioner_id}/availability/rules",
+    "POST /practitioners/{practitioner_id}/availability/rules",
+    "DELETE /practitioners/{practitioner_id}/availability/rules/{rule_id}",
+    "GET /practitioners/{practitioner_id}/availability/exceptions",
+    "POST /practitioners/{practitioner_id}/availability/exceptions",
+    "DELETE /practitioners/{practitioner_id}/availability/exceptions/{exception_id}",
+    "GET /locations",
+    "POST /locations",
+    "GET /locations/{location_id}",
+    "PATCH /locations/{location_id}",
+    "GET /services",
+    "POST /services",
+    "GET /services/{service_id}",
+    "PATCH /services/{service_id}",
+    "GET /slots",
+    "POST /appointments",
+    "GET /appointments",
+    "GET /appointments/{appointment_id}",
+    "PATCH /appointments/{appointment_id}",
+    "POST /appointments/{appointment_id}/confirm",
+    "POST /appointments/{appointment_id}/check-in",
+    "POST /appointments/{appointment_id}/complete",
+    "POST /appointments/{appointment_id}/no-show",
+    "POST /appointments/{appointment_id}/cancel",
+    "POST /appointments/{appointment_id}/reschedule",
+    "GET /appointments/{appointment_id}/history",
+    "GET /appointments/{appointment_id}/invite.ics",
+    "GET /patients/{patient_id}/appointments",
+    "GET /practitioners/{practitioner_id}/agenda",
+    "GET /notifications/templates",
+    "POST /notifications/templates",
+    "GET /notifications/templates/builtin",
+    "POST /notifications/templates/preview",
+    "GET /notifications/templates/{template_id}",
+    "PATCH /notifications/templates/{template_id}",
+    "DELETE /notifications/templates/{template_id}",
+    "POST /notifications/send",
+    "POST /notifications/batches",
+    "GET /notifications/batches/{batch_id}",
+    "GET /notifications/batches/{batch_id}/items",
+    "GET /notifications/settings",
+    "PATCH /notifications/settings",
+    "POST /communications",
+    "GET /communications",
+    "GET /communications/sandbox/outbox",
+    "GET /communications/channels",
+    "PUT /communications/channels/{channel}",
+    "GET /communications/{communication_id}",
+    "POST /communications/{communication_id}/cancel",
+    "POST /webhooks/twilio/messaging",
+    "POST /webhooks/twilio/status",
+    "POST /webhooks/voice-agent/{org_id}",
+    "GET /conversations",
+    "POST /conversations",
+    "GET /conversations/{conversation_id}",
+    "GET /conversations/{conversation_id}/messages",
+    "POST /conversations/{conversation_id}/messages",
+    "POST /conversations/{conversation_id}/read",
+    "POST /conversations/{conversation_id}/assign",
+    "POST /conversations/{conversation_id}/status",
+    "POST /conversations/{conversation_id}/bot",
+    "POST /tickets",
+    "GET /tickets",
+    "GET /tickets/{ticket_id}",
+    "PATCH /tickets/{ticket_id}",
+    "POST /tickets/{ticket_id}/status",
+    "POST /tickets/{ticket_id}/assign",
+    "GET /tickets/{ticket_id}/comments",
+    "POST /tickets/{ticket_id}/comments",
+    "POST /journeys",
+    "GET /journeys",
+    "GET /journeys/{journey_id}",
+    "PATCH /journeys/{journey_id}",
+    "POST /journeys/{journey_id}/stages",
+    "POST /journeys/{journey_id}/publish",
+    "POST /journeys/{journey_id}/retire",
+    "GET /journeys/{journey_id}/versions",
+    "GET /journeys/{journey_id}/versions/{number}",
+    "POST /journeys/{journey_id}/instances",
+    "GET /journey-instances",
+    "GET /journey-instances/{instance_id}",
+    "POST /journey-instances/{instance_id}/advance",
+    "POST /journey-instances/{instance_id}/execute",
+    "POST /journey-instances/{instance_id}/exit",
+    "GET /journey-instances/{instance_id}/timeline",
+    "PUT /media/local/{folder}/{name}",
+    "GET /media/local/{folder}/{name}",
+    "POST /media",
+    "GET /media",
+    "POST /media/{media_id}/complete",
+    "GET /media/{media_id}",
+    "DELETE /media/{media_id}",
+    "GET /media/{media_id}/download-url",
+    "GET /patients/{patient_id}/media",
+    "POST /search",
+    "GET /search/stats",
+    "POST /search/documents",
+    "GET /search/documents",
+    "GET /search/documents/{document_id}",
+    "DELETE /search/documents/{document_id}",
+    "POST /patients/{patient_id}/search",
+    "GET /agents/tools",
+    "GET /agents/tools/openai",
+    "POST /agents/tools/{name}/execute",
+    "GET /agents/runs",
+    "GET /agents/runs/{run_id}",
+    "POST /agents/agent-runs",
+    "GET /agents/agent-runs",
+    "GET /agents/agent-runs/{agent_run_id}",
+    "GET /integrations/webhooks/endpoints",
+    "POST /integrations/webhooks/endpoints",
+    "GET /integrations/webhooks/endpoints/{endpoint_id}",
+    "PATCH /integrations/webhooks/endpoints/{endpoint_id}",
+    "DELETE /integrations/webhooks/endpoints/{endpoint_id}",
+    "POST /integrations/webhooks/endpoints/{endpoint_id}/rotate-secret",
+    "POST /integrations/webhooks/endpoints/{endpoint_id}/test",
+    "POST /integrations/webhooks/endpoints/{endpoint_id}/replay",
+    "GET /integrations/webhooks/endpoints/{endpoint_id}/messages",
+    "GET /integrations/webhooks/messages/{message_id}",
+    "POST /integrations/webhooks/messages/{message_id}/redeliver",
+    "GET /integrations/n8n/integrations",
+    "POST /integrations/n8n/integrations",
+    "GET /integrations/n8n/integrations/{integration_id}",
+    "PATCH /integrations/n8n/integrations/{integration_id}",
+    "DELETE /integrations/n8n/integrations/{integration_id}",
+    "POST /integrations/n8n/integrations/{integration_id}/rotate-secret",
+    "POST /integrations/n8n/runs",
+    "GET /integrations/n8n/runs",
+    "GET /integrations/n8n/runs/{run_id}",
+    "POST /integrations/n8n/runs/{run_id}/retry",
+    "POST /integrations/n8n/runs/{run_id}/callback",
+}
+
+# Keys whose values are secrets shown once (API keys, tokens, signing secrets): recorded as placeholders.
+SECRET_KEYS = {"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.example.signature",
+               "key": "prm_demo1234_exampleexampleexampleexample", "secret": "whsec_ZXhhbXBsZSBzZWNyZXQ="}
+
+
+def _operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{method.upper()} {path}": operation for path, item in doc["paths"].items()
+            for method, operation in item.items() if method in HTTP_METHODS}
+
+
+@pytest.fixture(scope="module")
+def openapi(app: Any) -> dict[str, Any]:
+    return app.openapi()  # type: ignore[no-any-return]
+
+
+def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**schema, "components": doc["components"]},
+                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def _errors(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}"
+            for e in _validator(doc, schema).iter_errors(value)]
+
+
+def _shape(value: Any) -> Any:
+    """The field names of an answer, nested (list: its first item), to compare with the recorded one."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return None
+
+
+def _same_shape(recorded: Any, live: Any, where: str = "") -> list[str]:
+    if isinstance(recorded, dict) and isinstance(live, dict):
+        out = [f"{where}.{k}: gone from the answer" for k in recorded.keys() - live.keys()]
+        out += [f"{where}.{k}: new in the answer" for k in live.keys() - recorded.keys()]
+        for k in recorded.keys() & live.keys():
+            out += _same_shape(recorded[k], live[k], f"{where}.{k}")
+        return out
+    if isinstance(recorded, list) and isinstance(live, list) and recorded and live:
+        return _same_shape(recorded[0], live[0], where + "[0]")
+    return []
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (SECRET_KEYS[k] if k in SECRET_KEYS and isinstance(v, str) else _scrub(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _record(key: str, value: Any) -> None:
+    for name, module in modules.example_modules().items():
+        if key in module.OPERATIONS:
+            path = modules.examples_file(name)
+            stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            stored[key] = value
+            path.write_text(json.dumps(dict(sorted(stored.items())), indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+            return
+
+
+def _request_example(doc: dict[str, Any], operation: dict[str, Any]) -> tuple[str | None, Any]:
+    """The request body's first example: the operation's own, else its schema's (`json_schema_extra`)."""
+    content = operation.get("requestBody", {}).get("content", {})
+    for media, spec in content.items():
+        if "examples" in spec:
+            return media, next(iter(spec["examples"].values()))["value"]
+        if "example" in spec:
+            return media, spec["example"]
+        schema = spec.get("schema", {})
+        while "$ref" in schema:
+            schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        if schema.get("examples"):
+            return media, schema["examples"][0]
+    return (next(iter(content)) if content else None), None
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, media: str | None, body: Any,
+                headers: dict[str, str]) -> httpx.Response:
+    if media == "application/json" and body is not None:
+        return await client.request(method, url, json=body, headers=headers)
+    if media == "application/x-www-form-urlencoded" and body is not None:
+        return await client.request(method, url, data=body, headers=headers)
+    if body is not None:
+        return await client.request(method, url, content=str(body).encode(),
+                                    headers={"content-type": media or "text/plain", **headers})
+    return await client.request(method, url, headers=headers)
+
+
+async def _unknown_id_is_a_documented_404(key: str, operation: dict[str, Any], client: httpx.AsyncClient,
+                                          world: World, url: str, media: str | None, body: Any,
+                                          headers: dict[str, str]) -> None:
+    """The same request with the last id of the path unknown: a 404 whose code is documented."""
+    if operation.get("x-scopes") is None:
+        return  # public: webhooks and probes answer for themselves
+    ids = [p for p in operation.get("parameters", []) if p["in"] == "path" and p["name"].endswith("_id")]
+    if not ids:
+        return
+    real = await world.substitute(ids[-1].get("example", demo_id(kind_of(ids[-1]["name"]))))
+    method = key.split(" ", 1)[0]
+    r = await _send(client, method, url.replace(str(real), demo_id("missing")), media, body, headers)
+    documented = operation["responses"].get("404", {}).get("content", {}).get("application/problem+json", {})
+    codes = {e["value"]["code"] for e in documented.get("examples", {}).values()}
+    assert r.status_code == 404 and r.json().get("code") in codes, (
+        f"{key} with an unknown {ids[-1]['name']}: answered {r.status_code} {r.text[:300]}; "
+        f"documented 404 codes {codes}")
+
+
+def test_every_operation_is_documented_with_an_example(openapi: dict[str, Any]) -> None:
+    operations = _operations(openapi)
+    missing = sorted(set(operations) - REGISTRY.keys() - NOT_YET_COVERED)
+    assert missing == [], "operations without an example (see docs/api-examples.md):\n" + "\n".join(missing)
+    covered_yet_listed = sorted(NOT_YET_COVERED & REGISTRY.keys())
+    assert covered_yet_listed == [], f"documented now: remove them from NOT_YET_COVERED: {covered_yet_listed}"
+    unknown = sorted((REGISTRY.keys() | NOT_YET_COVERED) - operations.keys())
+    assert unknown == [], f"documented operations that do not exist (method and path as routed): {unknown}"
+    for key, operation in operations.items():
+        assert operation.get("summary"), key
+        assert "**Scope:**" in operation["description"] and "**Errors**" in operation["description"], key
+
+
+def test_every_error_example_is_a_problem_document(openapi: dict[str, Any]) -> None:
+    problem = {"$ref": "#/components/schemas/Problem"}
+    failures = []
+    for key, operation in _operations(openapi).items():
+        for status, response in operation["responses"].items():
+            for example in response.get("content", {}).get("application/problem+json", {}).get("examples", {}).values():
+                failures += [f"{key} {status}: {e}" for e in _errors(openapi, problem, example["value"])]
+                if status != "default" and example["value"]["status"] != int(status):
+                    failures.append(f"{key} {status}: the example says {example['value']['status']}")
+    assert failures == []
+
+
+@pytest.mark.parametrize("key", sorted(REGISTRY))
+async def test_documented_example(key: str, openapi: dict[str, Any], session: Any, org: Any,
+                                  make_client: Any) -> None:
+    operation = _operations(openapi).get(key)
+    assert operation is not None, f"{key} is documented but not routed"
+    method, path = key.split(" ", 1)
+    op, _ = REGISTRY[key]
+    client = await make_client("admin", platform_admin=True)
+    world = World(session, org, client)
+    with clock.frozen(NOW):
+        url = path
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                value = parameter.get("example", demo_id(kind_of(parameter["name"])))
+                url = url.replace("{" + parameter["name"] + "}", str(await world.substitute(value)))
+        query = {p["name"]: await world.substitute(p["example"]) for p in operation.get("parameters", [])
+                 if p["in"] == "query" and "example" in p}
+        headers = {k: await world.substitute(v) for k, v in op.headers.items()}
+        media, body = _request_example(openapi, operation)
+        body = await world.substitute(body)
+        for name in op.given:
+            await world.resolve(name)
+        if query:
+            url += "?" + urlencode(query, doseq=True)
+        await _unknown_id_is_a_documented_404(key, operation, client, world, url, media, body, headers)
+        r = await _send(client, method, url, media, body, headers)
+
+    status = main_status(operation, op)
+    assert str(r.status_code) == status, f"{key}: documented {status}, answered {r.status_code}: {r.text[:500]}"
+    response = operation["responses"].get(status, {})
+    content = response.get("content", {})
+    if "application/json" in content and r.content:
+        schema = content["application/json"].get("schema", {})
+        live = r.json()
+        failures = _errors(openapi, schema, live)
+        assert failures == [], f"{key}: the answer does not match the documented schema:\n" + "\n".join(failures)
+        example = content["application/json"].get("example")
+        if RECORD and op.response is None:
+            _record(key, _scrub(world.to_demo(live)))
+        elif example is not None:
+            stale = _errors(openapi, schema, example)
+            assert stale == [], f"{key}: the response example is stale (`make examples`):\n" + "\n".join(stale)
+            changed = _same_shape(example, _scrub(live))
+            assert changed == [], f"{key}: the answer's fields changed (`make examples`): {changed}"
+        else:
+            pytest.fail(f"{key}: no response example; run `make examples` to record it")
+    elif content and r.content:
+        media_type = r.headers.get("content-type", "").split(";")[0]
+        assert media_type in content, f"{key}: answered {media_type}, documented {list(content)}"
