@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from prm import __version__
@@ -36,8 +37,12 @@ def _base(ctx: Any) -> str:
     return ctx.settings.public_base_url.rstrip("/") + outcomes.BASE_PATH
 
 
+class FhirJSONResponse(JSONResponse):
+    media_type = FHIR_JSON
+
+
 def fhir_json(body: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, media_type=FHIR_JSON, headers=headers)
+    return FhirJSONResponse(body, status_code=status_code, headers=headers)
 
 
 _OUTCOME_EXAMPLE = {"resourceType": "OperationOutcome",
@@ -49,7 +54,7 @@ def _fhir_content(example: dict[str, Any]) -> dict[str, Any]:
     return {FHIR_JSON: {"schema": {"type": "object"}, "example": example}}
 
 
-@fhir_router.get("/metadata", response_class=JSONResponse, summary="The CapabilityStatement",
+@fhir_router.get("/metadata", response_class=FhirJSONResponse, summary="The CapabilityStatement",
                  description="What this FHIR R4 server supports: the resource types, their interactions "
                              "(read, search-type) and search parameters, and the Bulk Data `$export` "
                              "operations. Generated from the implementation, so it lists exactly what "
@@ -75,7 +80,7 @@ def _spec(resource_type: str) -> search_params.ResourceSpec:
     return spec
 
 
-@fhir_router.get("/{resource_type}", response_class=JSONResponse, summary="Search a resource type",
+@fhir_router.get("/{resource_type}", response_class=FhirJSONResponse, summary="Search a resource type",
                  description="A `searchset` Bundle of the caller's organisation's resources matching the "
                              "parameters (see `metadata` for each type's parameters; `_count` ≤ 100, "
                              "`_offset`, `next`/`previous` links). Unknown parameters are ignored unless "
@@ -106,14 +111,14 @@ async def search(resource_type: str, request: Request, session: Session, ctx: Ap
                                        at=clock.now(), outcome=outcome))
 
 
-@fhir_router.get("/{resource_type}/{resource_id}", response_class=JSONResponse, summary="Read a resource",
+@fhir_router.get("/{resource_type}/{id}", response_class=FhirJSONResponse, summary="Read a resource",
                  description="One resource of the caller's organisation by id. Another organisation's "
                              "resource, an unknown id or a deleted patient is 404 `not-found` "
                              "(OperationOutcome). Scope `fhir:read`.",
                  responses={200: {"content": _fhir_content({"resourceType": "Patient",
                                                             "id": "7d0e0c8e-3b8a-4d6e-9a43-2f9f3f1c2a10"})},
                             404: {"content": _fhir_content(_OUTCOME_EXAMPLE)}})
-async def read(resource_type: str, resource_id: str, session: Session,
+async def read(resource_type: str, resource_id: Annotated[str, PathParam(alias="id")], session: Session,
                who: Principal = Requires("fhir:read")) -> JSONResponse:
     spec = _spec(resource_type)
     if "read" not in spec.interactions:
@@ -219,11 +224,12 @@ async def list_sync_runs(session: Session, paging: Paging, patient_id: uuid.UUID
                 offset=paging.offset)
 
 
-@connections_router.get("/sync-runs/{run_id}", response_model=SyncRunRead, summary="Read a sync run",
+@connections_router.get("/sync-runs/{sync_run_id}", response_model=SyncRunRead, summary="Read a sync run",
                         description="One run of the sync log. Scope `fhir:read`; 404 `fhir_sync_run_not_found`.",
                         responses={404: {"description": "No such run (`fhir_sync_run_not_found`)"}})
-async def get_sync_run(run_id: uuid.UUID, session: Session, who: Principal = Requires("fhir:read")) -> SyncRunRead:
-    return SyncRunRead.model_validate(await sync.get_run(session, who, run_id))
+async def get_sync_run(sync_run_id: uuid.UUID, session: Session, who: Principal = Requires("fhir:read")
+                       ) -> SyncRunRead:
+    return SyncRunRead.model_validate(await sync.get_run(session, who, sync_run_id))
 
 
 @connections_router.get("/connections/{connection_id}/links", response_model=list[LinkRead],
