@@ -51,7 +51,7 @@ def statement(*, base_url: str, software_version: str, published_at: datetime, b
         "security": {
             "cors": False,
             "description": "Bearer token (a staff access token or an API key, as for the rest of the "
-                           "API) with the scope `fhir:read`; `$export` needs `fhir:write`.",
+                           "API) with the scope `fhir:read` (reads, searches and `$export`).",
         },
         "resource": resources,
     }

@@ -10,7 +10,17 @@ from prm.core.apidocs import Err, Op, ids, not_found
 NOT_FOUND = {
     **not_found("connection", "fhir_connection_not_found", "EHR connection"),
     **not_found("sync_run", "fhir_sync_run_not_found", "Sync run"),
+    **not_found("export", "fhir_export_not_found", "Bulk export"),
+    **not_found("group", "fhir_resource_not_found", "Group"),
 }
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+KICK_OFF_ERRORS = [
+    Err(400, "bad_request", "Bulk export is asynchronous: send `Prefer: respond-async`",
+        "No `Prefer: respond-async`, an unknown `_type` for the level, a bad `_since` or `_outputFormat` "
+        "(OperationOutcome)"),
+    Err(429, "rate_limited", "Export 0b6a7c3e-9f1d-4c2b-8a5e-6d4f3c2b1a09 of this client is still in progress",
+        "This client already has an export in progress (OperationOutcome `throttled`, with `Retry-After`)"),
+]
 
 OPERATIONS = {
     "GET /fhir/R4/metadata": Op(),
@@ -50,4 +60,19 @@ OPERATIONS = {
     "GET /fhir/sync-runs": Op(query={"patient_id": ids.patient, "limit": 20}, given=["sync_run"]),
     "GET /fhir/sync-runs/{sync_run_id}": Op(),
     "GET /fhir/connections/{connection_id}/links": Op(query={"patient_id": ids.patient}),
+    "GET /fhir/R4/$export": Op(query={"_type": "Patient,Appointment"}, headers=ASYNC, errors=KICK_OFF_ERRORS),
+    "POST /fhir/R4/$export": Op(headers=ASYNC, errors=KICK_OFF_ERRORS),
+    "GET /fhir/R4/Patient/$export": Op(headers=ASYNC, errors=KICK_OFF_ERRORS),
+    "POST /fhir/R4/Patient/$export": Op(headers=ASYNC, errors=KICK_OFF_ERRORS),
+    "GET /fhir/R4/Group/{group_id}/$export": Op(path={"group_id": ids.practitioner}, headers=ASYNC,
+                                                errors=KICK_OFF_ERRORS),
+    "POST /fhir/R4/Group/{group_id}/$export": Op(path={"group_id": ids.practitioner}, headers=ASYNC,
+                                                 errors=KICK_OFF_ERRORS),
+    "GET /fhir/R4/$export-status/{export_id}": Op(path={"export_id": ids.completed_export}, errors=[
+        Err(500, "exception", "The export failed: StorageError: the store could not be reached",
+            "The export failed (OperationOutcome)")]),
+    "DELETE /fhir/R4/$export-status/{export_id}": Op(),
+    "GET /fhir/R4/$export-file/{export_id}/{name}": Op(
+        path={"export_id": ids.completed_export, "name": "Patient.ndjson"},
+        response='{"resourceType":"Patient","id":"7d0e0c8e-3b8a-4d6e-9a43-2f9f3f1c2a10","active":true}\n'),
 }

@@ -6,20 +6,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC
+from email.utils import format_datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 
 from prm import __version__
 from prm.context import AppContext
 from prm.core import clock, references
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
-from prm.core.errors import NotFound
+from prm.core.errors import BadRequest, NotFound
 from prm.core.pagination import Page, Paging
-from prm.fhir import bundles, capability, connections, mapping, outcomes, reads, search_params, sync
+from prm.fhir import bulk, bundles, capability, connections, mapping, outcomes, reads, search_params, sync
 from prm.fhir.outcomes import FHIR_JSON, outcome_response
 from prm.fhir.schemas import ConnectionCreate, ConnectionRead, ConnectionUpdate, LinkRead, SyncRequest, SyncRunRead
 from prm.settings import Settings
@@ -65,6 +68,152 @@ def _fhir_content(example: dict[str, Any]) -> dict[str, Any]:
 async def metadata(ctx: AppContext) -> JSONResponse:
     return fhir_json(capability.statement(base_url=_base(ctx), software_version=__version__,
                                           published_at=_STARTED))
+
+
+# --- Bulk Data $export (declared before the generic type routes, which would match them) -------------
+
+_EXPORT_DOC = ("Kick-off of a Bulk Data export (asynchronous: `Prefer: respond-async` is required). Parameters "
+               "`_type` (comma-separated types; default: all of the level), `_since` (an instant: only resources "
+               "changed since), `_outputFormat` (`application/fhir+ndjson`); by POST, as a `Parameters` "
+               "resource. Answers 202 with `Content-Location`: the status URL to poll. One export in progress per "
+               "client: another kick-off is 429. Scope `fhir:read`. Errors are OperationOutcome.")
+_KICKOFF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted: poll the URL in `Content-Location`",
+          "headers": {"Content-Location": {"schema": {"type": "string"},
+                                           "description": "The status URL of the export"}}},
+    400: {"content": _fhir_content(_OUTCOME_EXAMPLE)}, 429: {"content": _fhir_content(_OUTCOME_EXAMPLE)}}
+
+
+_PARAMETERS_EXAMPLE = {"resourceType": "Parameters", "parameter": [
+    {"name": "_type", "valueString": "Patient,Appointment"},
+    {"name": "_since", "valueInstant": "2026-01-01T00:00:00Z"}]}
+_PARAMETERS_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": {"type": "object"}, "example": _PARAMETERS_EXAMPLE},
+    FHIR_JSON: {"schema": {"type": "object"}, "example": _PARAMETERS_EXAMPLE}}}}
+
+
+async def _export_params(request: Request) -> tuple[list[str], str | None, str | None]:
+    if request.method == "POST":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("The body must be a FHIR Parameters resource", code="invalid_parameters") from None
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise BadRequest("The body must be a FHIR Parameters resource", code="invalid_parameters")
+        items = [(str(p.get("name")), str(p.get("valueString") or p.get("valueInstant") or p.get("valueCode") or ""))
+                 for p in body.get("parameter") or [] if isinstance(p, dict)]
+    else:
+        items = list(request.query_params.multi_items())
+    since = next((v for k, v in items if k == "_since"), None)
+    output = next((v for k, v in items if k == "_outputFormat"), None)
+    return [v for k, v in items if k == "_type"], since, output
+
+
+async def _kick_off(request: Request, session: Any, ctx: Any, who: Principal, level: str,
+                    group_id: uuid.UUID | None = None) -> Response:
+    if "respond-async" not in request.headers.get("prefer", ""):
+        return outcome_response(400, "Bulk export is asynchronous: send `Prefer: respond-async`")
+    types, since, output = await _export_params(request)
+    export = await bulk.kick_off(session, who, level=level, group_id=group_id, types=types, since=since,
+                                 output_format=output, request_url=str(request.url))
+    return Response(status_code=202, headers={"Content-Location": f"{_base(ctx)}/$export-status/{export.id}"})
+
+
+@fhir_router.get("/$export", status_code=202, response_class=Response, summary="Export everything (Bulk Data)",
+                 description=_EXPORT_DOC, responses=_KICKOFF_RESPONSES)
+async def export_system(request: Request, session: Session, ctx: AppContext,
+                        who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "system")
+
+
+@fhir_router.post("/$export", status_code=202, response_class=Response, summary="Export everything (POST)",
+                  description=_EXPORT_DOC, responses=_KICKOFF_RESPONSES,
+                  openapi_extra=_PARAMETERS_BODY)
+async def export_system_post(request: Request, session: Session, ctx: AppContext,
+                             who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "system")
+
+
+@fhir_router.get("/Patient/$export", status_code=202, response_class=Response,
+                 summary="Export every patient's compartment (Bulk Data)", description=_EXPORT_DOC,
+                 responses=_KICKOFF_RESPONSES)
+async def export_patients(request: Request, session: Session, ctx: AppContext,
+                          who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "patient")
+
+
+@fhir_router.post("/Patient/$export", status_code=202, response_class=Response,
+                  summary="Export every patient's compartment (POST)", description=_EXPORT_DOC,
+                  responses=_KICKOFF_RESPONSES,
+                  openapi_extra=_PARAMETERS_BODY)
+async def export_patients_post(request: Request, session: Session, ctx: AppContext,
+                               who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "patient")
+
+
+@fhir_router.get("/Group/{group_id}/$export", status_code=202, response_class=Response,
+                 summary="Export a practitioner's panel (Bulk Data)",
+                 description=_EXPORT_DOC + " A Group is a practitioner's panel: the patients with an appointment "
+                                           "with that practitioner (Group id = practitioner id); an unknown one is "
+                                           "404.", responses=_KICKOFF_RESPONSES)
+async def export_group(group_id: uuid.UUID, request: Request, session: Session, ctx: AppContext,
+                       who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "group", group_id)
+
+
+@fhir_router.post("/Group/{group_id}/$export", status_code=202, response_class=Response,
+                  summary="Export a practitioner's panel (POST)", description=_EXPORT_DOC,
+                  responses=_KICKOFF_RESPONSES,
+                  openapi_extra=_PARAMETERS_BODY)
+async def export_group_post(group_id: uuid.UUID, request: Request, session: Session, ctx: AppContext,
+                            who: Principal = Requires("fhir:read")) -> Response:
+    return await _kick_off(request, session, ctx, who, "group", group_id)
+
+
+@fhir_router.get("/$export-status/{export_id}", summary="Poll a Bulk Data export",
+                 description="202 with `X-Progress` and `Retry-After` while the export runs; 200 with the "
+                             "manifest (`output`: one NDJSON file per type, with its URL and count; "
+                             "`requiresAccessToken: true`) when complete; 500 OperationOutcome if it failed; "
+                             "404 for an unknown, cancelled, expired or another client's export. Scope "
+                             "`fhir:read`.",
+                 responses={200: {"content": {"application/json": {"example": {
+                     "transactionTime": "2026-11-30T08:00:00+00:00", "request": "https://prm.example.org/fhir/R4/"
+                     "$export", "requiresAccessToken": True, "output": [{"type": "Patient", "url": "https://prm."
+                     "example.org/fhir/R4/$export-file/0b6a7c3e-9f1d-4c2b-8a5e-6d4f3c2b1a09/Patient.ndjson",
+                                                                        "count": 120}], "error": []}}}},
+                            202: {"description": "In progress (`X-Progress`, `Retry-After`)"}})
+async def export_status(export_id: uuid.UUID, session: Session, ctx: AppContext,
+                        who: Principal = Requires("fhir:read")) -> Response:
+    export = await bulk.get(session, who, export_id)
+    if export.status in ("queued", "running"):
+        return Response(status_code=202, headers={"X-Progress": export.progress or export.status,
+                                                  "Retry-After": str(bulk.RETRY_AFTER_SECONDS)})
+    if export.status == "failed":
+        return outcome_response(500, f"The export failed: {export.error}", code="exception")
+    assert export.expires_at is not None
+    return JSONResponse(bulk.manifest(export, _base(ctx)),
+                        headers={"Expires": format_datetime(export.expires_at.astimezone(UTC), usegmt=True)})
+
+
+@fhir_router.delete("/$export-status/{export_id}", status_code=202, response_class=Response,
+                    summary="Cancel a Bulk Data export",
+                    description="Stops the export (if it still runs) and deletes its files; later polls are 404. "
+                                "Scope `fhir:read`.")
+async def export_cancel(export_id: uuid.UUID, session: Session, ctx: AppContext,
+                        who: Principal = Requires("fhir:read")) -> Response:
+    await bulk.cancel(session, who, export_id, ctx.settings)
+    return Response(status_code=202)
+
+
+@fhir_router.get("/$export-file/{export_id}/{name}", response_class=StreamingResponse,
+                 summary="Download an exported NDJSON file",
+                 description="One file of a completed export (`application/fhir+ndjson`, one resource per line), "
+                             "for the client that asked for the export, until it expires. Scope `fhir:read`.",
+                 responses={200: {"content": {bulk.NDJSON: {"schema": {"type": "string"}}}}})
+async def export_file(export_id: uuid.UUID, name: str, session: Session, ctx: AppContext,
+                      who: Principal = Requires("fhir:read")) -> StreamingResponse:
+    chunks = await bulk.open_file(session, who, export_id, name, ctx.settings)
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type=bulk.NDJSON)
 
 
 def _strict(request: Request) -> bool:
