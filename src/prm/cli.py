@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import os
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -140,23 +144,32 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default PORT)")] = None,
-    worker: Annotated[bool, typer.Option(help="Run a job worker in this process")] = True,
+    worker: Annotated[bool, typer.Option(help="Run a job worker (in this process in development with one "
+                                                "API process, as its own process otherwise)")] = True,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="API processes (default WEB_CONCURRENCY, else the cores in production and 1 in development)"
+    )] = None,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate before serving")] = True,
     demo: Annotated[bool | None, typer.Option(help="Seed the demo clinic if the database has none")] = None,
 ) -> None:
-    """Serve the API (and, by default, an in-process job worker)."""
-    import uvicorn
+    """Serve the API on every core (N processes, one port) and run the job worker.
 
-    from prm.app import create_app
+    With one API process in development the worker runs inside it (as before); otherwise it is its
+    own `prm worker` process, restarted if it dies. All of them share one database: DATABASE_URL,
+    or the embedded PostgreSQL this command starts (and stops when it exits).
+    """
     from prm.core import logging as prm_logging
 
     settings = get_settings().serving_at(host, port)
-    settings = settings.model_copy(update={"run_worker": worker and settings.run_worker})
     prm_logging.configure(settings.log_level, json=settings.log_json)
     _refuse_unsafe(settings)
     production = settings.environment == "production"
     if production and demo:
         _fail("refusing to seed demo data in production (drop --demo)")
+    processes = workers or settings.web_concurrency or ((os.cpu_count() or 1) if production else 1)
+    run_worker = worker and settings.run_worker
+    separate_worker = run_worker and (production or processes > 1)
+    settings = settings.model_copy(update={"run_worker": run_worker and not separate_worker})
     if migrate_first:
         migrate_database(settings)
     if not production and (demo if demo is not None else settings.seed_demo):
@@ -166,7 +179,7 @@ def serve(
         if created:
             _print_demo(created)
     _print_twilio_token(settings)
-    app = create_app(settings)
+    job_worker: WorkerProcess | None = None
     # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
     # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
     # would kill the process there, before the embedded database is stopped.
@@ -176,14 +189,122 @@ def serve(
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Forwarded headers are handled by the app itself, from TRUSTED_PROXIES only (core/proxy.py).
-        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
-                    proxy_headers=False)
-    except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
-        pass
+        bind = {"host": host or settings.host, "port": port or settings.port, "log_config": None,
+                "proxy_headers": False}
+        if processes == 1 and not separate_worker:
+            from prm.app import create_app
+
+            uvicorn_run(create_app(settings), **bind)
+            return
+        # Every process must reach the same database: resolve it once here (starting the embedded
+        # server if there is none) and hand the URL to the API processes and the worker.
+        shared = {"DATABASE_URL": _database_url(settings), "HOST": str(bind["host"]), "PORT": str(bind["port"]),
+                  "RUN_WORKER": "false", "PUBLIC_BASE_URL": settings.public_base_url}
+        if separate_worker:
+            job_worker = WorkerProcess({**os.environ, **shared}, settings.worker_shutdown_seconds)
+            job_worker.start()
+        if processes == 1:
+            from prm.app import create_app
+
+            uvicorn_run(create_app(settings.model_copy(update={"database_url": shared["DATABASE_URL"]})), **bind)
+            return
+        from structlog import get_logger
+
+        from prm.core import startup
+
+        get_logger("prm.cli").info("startup.config", processes=processes, separate_worker=separate_worker,
+                                   **startup.report(settings))
+        with _environ(shared):  # what the spawned API processes read their settings from
+            uvicorn_run("prm.cli:api_process_app", factory=True, workers=processes, **bind)
     finally:
+        if job_worker is not None:
+            job_worker.stop()
         if on_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _stop_embedded_database(settings)
+
+
+def uvicorn_run(app: Any, **options: Any) -> None:
+    """uvicorn.run, where a signal (already handled by uvicorn) ends serving quietly."""
+    import uvicorn
+
+    try:
+        uvicorn.run(app, **options)
+    except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
+        pass
+
+
+def api_process_app() -> Any:
+    """The app of one API process of `prm serve --workers N` (its settings come from the environment
+    `serve` prepared: the shared database, no in-process worker)."""
+    from prm.app import create_app
+
+    return create_app(get_settings())
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class WorkerProcess:
+    """`prm worker` as a child process of `prm serve`, started again (with backoff) when it dies."""
+
+    def __init__(self, env: dict[str, str], shutdown_seconds: float) -> None:
+        self.env = env
+        self.shutdown_seconds = shutdown_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="prm-worker-process", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        from structlog import get_logger
+
+        log = get_logger("prm.cli")
+        delay = 1.0
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                self.process = subprocess.Popen([sys.executable, "-m", "prm", "worker"], env=self.env)
+            log.info("serve.worker_process_started", pid=self.process.pid)
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.error("serve.worker_process_exited", returncode=code, restart_in_seconds=delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        """SIGTERM (the worker finishes its running jobs), then SIGKILL after its shutdown time."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self.shutdown_seconds + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self._thread.join(timeout=5)
 
 
 class Terminated(Exception):
@@ -289,7 +410,7 @@ def worker(
     async def main() -> None:
         db = Database.connect(url, pool_size=options.concurrency + 1,
                               pool_timeout=settings.db_pool_timeout_seconds,
-                              connect_timeout=settings.db_connect_timeout_seconds)
+                              connect_timeout=settings.db_connect_timeout_seconds, name="prm-worker")
         context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
         loop = asyncio.get_running_loop()

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     access_token_ttl_minutes: int = 60
 
+    # --- serving (issue 19) ------------------------------------------------------------------------
+    # API processes of `prm serve` (its --workers): unset = the cores in production, 1 in development
+    web_concurrency: int | None = Field(default=None, ge=1)
+
     # --- jobs ------------------------------------------------------------------------------------
     run_worker: bool = True
     worker_concurrency: int = 4

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.agents import registry
@@ -26,10 +27,12 @@ from prm.agents.models import ToolRun
 from prm.core import clock
 from prm.core import logging as prm_logging
 from prm.core.auth import Principal
-from prm.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
+from prm.core.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
 from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+RUN_SCOPE = "agents:write"  # running any tool, whatever the transport, besides the tool's own scope
 
 _KEPT = ("id", "status", "channel", "channels", "source_types", "priority", "category", "internal", "total",
          "limit", "template_key", "start_date", "end_date", "start_at", "end_at", "occurred_from", "occurred_to")
@@ -47,8 +50,13 @@ class Outcome:
         return self.status_code < 400
 
 
+_PHI_KEYS = frozenset({"birth_date"})  # looks like a kept date, identifies a person
+
+
 def redact(value: Any, key: str = "") -> Any:
-    """Ids, enums, dates and numbers stay; free text (names, phones, notes, bodies) does not."""
+    """Ids, enums, dates and numbers stay; free text (names, phones, notes, bodies) and birth dates do not."""
+    if key in _PHI_KEYS:
+        return "[redacted]"
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
@@ -56,6 +64,11 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and not (key == "id" or key.endswith(("_id", "_ids", "_at", "_date")) or key in _KEPT):
         return "[redacted]"
     return value
+
+
+def may_run(who: Principal, spec: registry.ToolSpec) -> bool:
+    """Whether `who` may run the tool (what listings call `allowed`)."""
+    return who.has(RUN_SCOPE) and who.has(spec.scope)
 
 
 def summary(output: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +123,10 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     error: DomainError | None = None
     stage = "authorise"
     try:
-        if not who.has(spec.scope):
-            raise PermissionDenied(f"The tool {name} needs the scope {spec.scope}", code="missing_scope",
-                                   missing_scopes=[spec.scope])
+        missing = [s for s in (RUN_SCOPE, spec.scope) if not who.has(s)]
+        if missing:
+            raise PermissionDenied(f"The tool {name} needs the scope(s) {', '.join(missing)}", code="missing_scope",
+                                   missing_scopes=missing)
         stage = "validate"
         try:
             data = spec.input_model.model_validate(arguments)
@@ -142,8 +156,17 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
         run.status = {"authorise": "denied", "validate": "invalid"}.get(stage, "failed")
         run.error_code, run.error_status, run.error_detail = error.code, status_code, error.detail[:500]
         problem = {**error.problem(), "status": status_code}
-    session.add(run)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(run)
+            await session.flush()
+    except IntegrityError:
+        # Only the idempotency index can refuse the row: the same key is being (or was just) used
+        # by a concurrent call of this credential. The caller's transaction must not keep this
+        # call's writes: raising makes it roll back (HTTP, MCP) like any refused request.
+        structlog.contextvars.unbind_contextvars("tool")
+        raise Conflict("A call with this idempotency key is in progress; retry to get its result",
+                       code="idempotency_in_progress") from None
     structlog.contextvars.unbind_contextvars("tool")
     log.info("agents.tool_run", tool=name, status=run.status, duration_ms=run.duration_ms, transport=transport)
     return Outcome(run, status_code, output, problem)

@@ -26,8 +26,9 @@ from starlette.types import Receive, Scope, Send
 
 from prm import __version__
 from prm.agents import execution, registry
+from prm.core import logging as prm_logging
 from prm.core.auth import Principal, authenticate
-from prm.core.errors import DomainError, Unauthenticated
+from prm.core.errors import DomainError, PermissionDenied, Unauthenticated, ValidationFailed
 from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -35,38 +36,64 @@ log = structlog.get_logger(__name__)
 _caller: ContextVar[tuple[Principal, Any, Settings] | None] = ContextVar("mcp_caller", default=None)
 
 
+LIST_SCOPE = "agents:read"  # connecting at all, as for GET /agents/tools
+MAX_IDEMPOTENCY_KEY = 200
+
+
 async def _list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
     current = _caller.get()
-    principal = current[0] if current else None
+    if current is None:  # the ASGI wrapper always sets it; never list for an unknown caller
+        return types.ListToolsResult(tools=[])
+    principal = current[0]
     return types.ListToolsResult(tools=[
         types.Tool(name=t.name, description=f"{t.description} (scope {t.scope})", input_schema=t.input_schema(),
                    output_schema=t.output_schema())
-        for t in registry.all_tools() if principal is None or principal.has(t.scope)
+        for t in registry.all_tools() if execution.may_run(principal, t)
     ])
+
+
+def _error(problem: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(problem))], is_error=True)
+
+
+def _idempotency_key(meta: Any) -> str | None:
+    """`_meta.idempotency_key`: a non-empty string of at most 200 characters (422 otherwise)."""
+    key = meta.get("idempotency_key") if isinstance(meta, dict) else None
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed.field("_meta.idempotency_key",
+                                     f"a non-empty string of at most {MAX_IDEMPOTENCY_KEY} characters")
+    return key
 
 
 async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
     current = _caller.get()
     if current is None:  # the ASGI wrapper always sets it; never run a tool without a caller
-        return types.CallToolResult(content=[types.TextContent(type="text", text="unauthenticated")], is_error=True)
+        return _error(Unauthenticated().problem())
     principal, sessionmaker, settings = current
-    meta = params.meta or {}
-    key = meta.get("idempotency_key") if isinstance(meta, dict) else None
+    try:
+        key = _idempotency_key(params.meta)
+    except DomainError as exc:
+        return _error(exc.problem())
     async with sessionmaker() as session:
         try:
             outcome = await execution.execute(session, principal, params.name, dict(params.arguments or {}),
-                                              settings=settings, transport="mcp",
-                                              idempotency_key=str(key) if key else None)
+                                              settings=settings, transport="mcp", idempotency_key=key)
+            await session.commit()
         except DomainError as exc:  # unknown tool, reused idempotency key: nothing was recorded
             await session.rollback()
-            return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(exc.problem()))],
-                                        is_error=True)
-        await session.commit()
+            return _error(exc.problem())
+        except Exception as exc:  # never the exception's text (SQL parameters hold patient data)
+            await session.rollback()
+            log.error("agents.mcp_call_failed", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
+            return _error({"type": "https://prm.dev/problems/internal_error", "title": "Internal error",
+                           "status": 500, "detail": "The call failed unexpectedly; it has been logged",
+                           "code": "internal_error"})
     if outcome.ok:
         return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(outcome.output))],
                                     structured_content=outcome.output, is_error=False)
-    return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(outcome.problem))],
-                                is_error=True)
+    return _error(outcome.problem or {})
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -98,6 +125,14 @@ class McpEndpoint:
         async with self.manager.run():
             yield
 
+    @staticmethod
+    async def _problem(send: Send, problem: dict[str, Any], status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        body = json.dumps(problem).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+            *headers]})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         authorization = request.headers.get("authorization", "")
@@ -107,11 +142,13 @@ class McpEndpoint:
                 principal = await authenticate(session, request, bearer, request.headers.get("x-api-key"))
                 await session.commit()
         except Unauthenticated as exc:
-            body = json.dumps(exc.problem(request.url.path)).encode()
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/problem+json"), (b"www-authenticate", b'Bearer realm="prm"'),
-                (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await self._problem(send, exc.problem(request.url.path), 401,
+                                [(b"www-authenticate", b'Bearer realm="prm"')])
+            return
+        if not principal.has(LIST_SCOPE):
+            denied = PermissionDenied(f"This credential lacks the scope(s): {LIST_SCOPE}", code="missing_scope",
+                                      missing_scopes=[LIST_SCOPE])
+            await self._problem(send, denied.problem(request.url.path), 403, [])
             return
         structlog.contextvars.bind_contextvars(org_id=str(principal.org_id))
         token = _caller.set((principal, self.sessionmaker, self.settings))

@@ -33,14 +33,15 @@ PROBLEM = "application/problem+json"
             description="Every tool with its input and output JSON Schema, the scope it needs and whether the "
             "calling credential has it. Scope `agents:read`.")
 async def list_tools(who: Principal = Requires("agents:read")) -> list[ToolInfo]:
-    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes, allowed=who.has(t.scope),
-                     input_schema=t.input_schema(), output_schema=t.output_schema()) for t in registry.all_tools()]
+    return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes,
+                     allowed=service.may_run(who, t), input_schema=t.input_schema(), output_schema=t.output_schema())
+            for t in registry.all_tools()]
 
 
 @router.get("/tools/openai", summary="The tools this credential may run, in OpenAI's function-calling format",
             description="Pass the list as `tools` to OpenAI's chat completions API.")
 async def openai_tools(who: Principal = Requires("agents:read")) -> list[dict[str, Any]]:
-    return [t.openai() for t in registry.all_tools() if who.has(t.scope)]
+    return [t.openai() for t in registry.all_tools() if service.may_run(who, t)]
 
 
 @router.post(
@@ -89,10 +90,11 @@ async def list_runs(
                 offset=paging.offset)
 
 
-@router.get("/runs/{run_id}", response_model=ToolRunRead, summary="One tool run",
-            description="A tool run of the organisation (404 `tool_run_not_found` otherwise). Scope `agents:read`.")
-async def get_run(run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
-    return ToolRunRead.model_validate(await service.get_tool_run(session, who, run_id))
+@router.get("/runs/{tool_run_id}", response_model=ToolRunRead, summary="One tool run",
+            description="A tool run of the organisation: who called which tool over which transport, the "
+            "(redacted) input, an output summary, the error and the duration. Scope `agents:read`.")
+async def get_run(tool_run_id: uuid.UUID, session: Session, who: Principal = Requires("agents:read")) -> ToolRunRead:
+    return ToolRunRead.model_validate(await service.get_tool_run(session, who, tool_run_id))
 
 
 # --- the agent runner ----------------------------------------------------------------------------
@@ -167,7 +169,7 @@ async def list_agent_runs(
 
 @router.get("/agent-runs/{agent_run_id}", response_model=AgentRunRead, summary="One agent run with its steps",
             description="The run, its answer and every step (tool, tool run id, status). Each step's tool run "
-            "(input, output summary, error, duration) is at `GET /agents/runs/{run_id}`; all of them at "
+            "(input, output summary, error, duration) is at `GET /agents/runs/{tool_run_id}`; all of them at "
             "`GET /agents/runs?agent_run_id=`. 404 `agent_run_not_found` for another organisation's run. "
             "Scope `agents:read`.")
 async def get_agent_run(agent_run_id: uuid.UUID, session: Session,

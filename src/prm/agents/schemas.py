@@ -49,6 +49,8 @@ class ToolRunRead(BaseModel):
     idempotency_key: str | None
     patient_id: uuid.UUID | None
     created_at: datetime
+    agent_run_id: uuid.UUID | None = Field(description="The agent run that made the call, if any")
+    step: int | None = Field(description="Its step within that run")
 
 
 class RunnerRequest(BaseModel):

@@ -277,12 +277,16 @@ async def add_ticket_comment(session: AsyncSession, who: Principal, data: Commen
     return CommentOut(id=comment.id, ticket_id=data.ticket_id, internal=comment.internal)
 
 
+VariableName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+VariableValue = Annotated[str, StringConstraints(max_length=1000)] | int | float | bool
+
+
 class SendNotificationIn(_In):
     patient_id: uuid.UUID
     template_key: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     channel: Literal["sms", "whatsapp", "email", "voice"] | None = Field(
         default=None, description="Null: the patient's preferred channel, with fallback")
-    variables: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=50)
+    variables: dict[VariableName, VariableValue] = Field(default_factory=dict, max_length=50)
 
 
 class NotificationOut(BaseModel):

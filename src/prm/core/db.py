@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -47,9 +48,16 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
-                pool_timeout: float = 30, connect_timeout: int | None = None) -> Database:
+                pool_timeout: float = 30, connect_timeout: int | None = None, name: str = "prm") -> Database:
         """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
-        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one."""
+        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one.
+
+        Every connection is named `<name>:<pid>` (`application_name`), so `pg_stat_activity` shows
+        which process of a scaled-out deployment holds it (`prm-api:1234`, `prm-worker:1240`).
+        """
+        connect_args: dict[str, object] = {"application_name": f"{name}:{os.getpid()}"}
+        if connect_timeout:
+            connect_args["connect_timeout"] = connect_timeout
         engine = create_async_engine(
             sqlalchemy_url(url),
             pool_size=pool_size,
@@ -57,7 +65,7 @@ class Database:
             pool_timeout=pool_timeout,
             pool_pre_ping=True,
             echo=echo,
-            connect_args={"connect_timeout": connect_timeout} if connect_timeout else {},
+            connect_args=connect_args,
         )
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 

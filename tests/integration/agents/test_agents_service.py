@@ -95,6 +95,10 @@ async def test_execute_send_notification_tool(session: AsyncSession, make_client
     r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
                                                 "channel": "whatsapp", "variables": {"topic": "x"}})
     assert r.status_code in (409, 422) and r.json()["run_id"]
+    # a model's arguments are bounded like any input: 1 000 characters a variable
+    r = await _run(agent, "send_notification", {"patient_id": str(patient.id), "template_key": "call_back",
+                                                "channel": "sms", "variables": {"topic": "x" * 1001}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("variables.topic")
 
 
 async def test_execute_update_patient_tool(session: AsyncSession, make_client: ClientFactory,
@@ -170,6 +174,16 @@ async def test_tool_outside_the_credentials_scopes_is_denied_and_recorded(
     assert outcome.status_code == 403 and outcome.run.status == "denied"
     assert outcome.problem is not None and outcome.problem["code"] == "missing_scope"
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 0
+
+
+async def test_birth_dates_are_redacted_in_the_tool_run(session: AsyncSession, make_client: ClientFactory,
+                                                        org: Organisation) -> None:
+    """Ids and appointment dates stay readable in the audit; a birth date identifies a person."""
+    agent = await make_client("agent")
+    r = await _run(agent, "search_patients", {"birth_date": "1980-02-03", "limit": 5})
+    assert r.status_code == 200, r.text
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["input"] == {"birth_date": "[redacted]", "limit": 5}
 
 
 async def test_invalid_tool_name(make_client: ClientFactory) -> None:

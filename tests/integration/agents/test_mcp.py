@@ -20,11 +20,12 @@ from sqlalchemy import func, select
 from prm.agents.models import ToolRun
 from prm.app import create_app
 from prm.core import jobs
+from prm.core.auth import issue_token
 from prm.core.db import Database
 from prm.settings import Settings
 from prm.tickets.models import Ticket
 from tests.conftest import Committed
-from tests.fixtures.factories import make_api_key, make_org
+from tests.fixtures.factories import make_api_key, make_org, make_user
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +54,22 @@ async def mcp_url(settings: Settings, db: Database, committed: Committed) -> Asy
         jobs.bind(db.sessionmaker)
 
 
-async def _keys(committed: Committed) -> tuple[Any, str, str]:
+async def _keys(committed: Committed) -> tuple[Any, str, str, str]:
+    """An organisation, an agent's API key, a support agent's API key (no agents scope), a coordinator's JWT
+    (agents:read only)."""
     async with committed.session() as s:
         org = await make_org(s)
         _, agent_key = await make_api_key(s, org, role="agent")
         _, support_key = await make_api_key(s, org, role="support_agent")
+        coordinator = await make_user(s, org, role="coordinator")
         await s.commit()
-    return org, agent_key, support_key
+    jwt, _ = issue_token(committed.app.state.settings, user_id=coordinator.id, org_id=org.id, role="coordinator")
+    return org, agent_key, support_key, jwt
 
 
 
 async def test_mcp_client_lists_and_calls_tools_with_a_key(mcp_url: str, committed: Committed) -> None:
-    org, agent_key, support_key = await _keys(committed)
+    org, agent_key, _, coordinator_jwt = await _keys(committed)
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent_key}"}, timeout=30) as http, \
             streamable_http_client(mcp_url, http_client=http) as streams, ClientSession(streams[0], streams[1]) as mcp:
         await mcp.initialize()
@@ -78,14 +83,15 @@ async def test_mcp_client_lists_and_calls_tools_with_a_key(mcp_url: str, committ
         assert invalid.is_error
         assert json.loads(invalid.content[0].text)["errors"][0]["field"] == "subject"
 
-    # a credential without tickets:write sees fewer tools and is refused, recorded as denied
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {support_key}"}, timeout=30) as http, \
+    # a staff JWT with agents:read but not agents:write (a coordinator): connects, is offered no tool,
+    # and a call — even of a tool whose own scope it has (tickets:write) — is refused and recorded
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {coordinator_jwt}"}, timeout=30) as http, \
             streamable_http_client(mcp_url, http_client=http) as streams, ClientSession(streams[0], streams[1]) as mcp:
         await mcp.initialize()
-        names = {t.name for t in (await mcp.list_tools()).tools}
-        assert "book_appointment" not in names
-        denied = await mcp.call_tool("book_appointment", {})
-        assert denied.is_error and json.loads(denied.content[0].text)["code"] == "missing_scope"
+        assert (await mcp.list_tools()).tools == []
+        denied = await mcp.call_tool("create_ticket", {"subject": "Not through an agent tool"})
+        problem = json.loads(denied.content[0].text)
+        assert denied.is_error and problem["code"] == "missing_scope" and problem["missing_scopes"] == ["agents:write"]
 
     async with committed.session() as s:
         tickets = await s.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id))
@@ -93,11 +99,32 @@ async def test_mcp_client_lists_and_calls_tools_with_a_key(mcp_url: str, committ
     assert tickets == 1 and created["subject"] == "Patient asks about parking"
     assert [(r.tool, r.status, r.transport) for r in runs] == [
         ("create_ticket", "succeeded", "mcp"), ("create_ticket", "invalid", "mcp"),
-        ("book_appointment", "denied", "mcp")]
+        ("create_ticket", "denied", "mcp")]
+    assert runs[2].credential.startswith("user:") and runs[2].actor_role == "coordinator"
+
+
+async def test_mcp_idempotency_key_in_meta_runs_once(mcp_url: str, committed: Committed) -> None:
+    org, agent_key, _, _ = await _keys(committed)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent_key}"}, timeout=30) as http, \
+            streamable_http_client(mcp_url, http_client=http) as streams, ClientSession(streams[0], streams[1]) as mcp:
+        await mcp.initialize()
+        body = {"subject": "Resend the invoice"}
+        first = await mcp.call_tool("create_ticket", body, meta={"idempotency_key": "mcp-call-1"})
+        second = await mcp.call_tool("create_ticket", body, meta={"idempotency_key": "mcp-call-1"})
+        assert not first.is_error and json.loads(first.content[0].text) == json.loads(second.content[0].text)
+        reused = await mcp.call_tool("create_ticket", {"subject": "Other"}, meta={"idempotency_key": "mcp-call-1"})
+        assert reused.is_error and json.loads(reused.content[0].text)["code"] == "idempotency_key_reused"
+        too_long = await mcp.call_tool("create_ticket", body, meta={"idempotency_key": "k" * 201})
+        assert too_long.is_error
+        assert json.loads(too_long.content[0].text)["errors"][0]["field"] == "_meta.idempotency_key"
+    async with committed.session() as s:
+        tickets = await s.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id))
+        runs = await s.scalar(select(func.count()).select_from(ToolRun).where(ToolRun.org_id == org.id))
+    assert tickets == 1 and runs == 1
 
 
 async def test_mcp_refuses_without_credentials_and_foreign_hosts(mcp_url: str, committed: Committed) -> None:
-    _, agent_key, _ = await _keys(committed)
+    _, agent_key, support_key, _ = await _keys(committed)
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -106,6 +133,10 @@ async def test_mcp_refuses_without_credentials_and_foreign_hosts(mcp_url: str, c
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": "Bearer prm_wrong_key"})
         assert r.status_code == 401
+        # a credential without agents:read (a support agent's key) is refused like GET /agents/tools
+        r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": f"Bearer {support_key}"})
+        assert r.status_code == 403 and r.json()["code"] == "missing_scope"
+        assert r.headers["content-type"] == "application/problem+json"
         r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": f"Bearer {agent_key}",
                                                          "Host": "evil.example"})
         assert r.status_code == 421  # the SDK's DNS-rebinding guard, with our allowed hosts

@@ -1,0 +1,573 @@
+"""Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
+
+    PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
+        [--per-client 10] [--out benchmarks/out]
+
+Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
+starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
+worker it runs by default) and drives it over real HTTP with `--clients` concurrent clients. Each
+round runs, one after the other on the same database and the same loaded machine:
+
+1. raw SQL: the booking's INSERT from `--clients` psycopg connections (the ceiling);
+2. HTTP `POST /appointments` on distinct free slots;
+3. HTTP `GET /auth/me` (authenticated, no writes: the framework floor);
+4. raw SQL: the rows a signed inbound webhook must write synchronously (its inbound event row and
+   one queued job, in one transaction);
+5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures).
+
+Every figure is service ÷ raw measured in the same round; the report gives the median and the
+min–max over rounds, so the noise of a shared machine shows instead of hiding. It also reports the
+CPU the server processes used per booking (all of `prm serve`: HTTP, framework, service, the
+in-process job worker if any) read from /proc, the statements one booking sends (counted by
+SQLAlchemy in an in-process run of the same app), and checks a 200-way race for one slot.
+
+A markdown report is written to `<out>/throughput.md` (PNG charts too when matplotlib is present).
+Nothing here is asserted as a timing: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as wall
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from twilio.request_validator import RequestValidator
+
+PRACTITIONERS = 20
+RACE = 200
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Phase:
+    """One measured phase of one round."""
+
+    count: int
+    seconds: float
+    latencies: list[float]
+    cpu_seconds: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def p95_ms(self) -> float:
+        return pct(self.latencies, 95) * 1000
+
+
+@dataclass
+class Results:
+    phases: dict[str, list[Phase]] = field(default_factory=dict)
+
+    def add(self, name: str, phase: Phase) -> None:
+        self.phases.setdefault(name, []).append(phase)
+
+
+# --- the database and the clinic ------------------------------------------------------------------
+
+
+def prepare() -> str:
+    from alembic import command
+    from alembic.config import Config
+
+    from prm.app import migrations_dir
+    from prm.core import embedded
+
+    url = os.environ.get("DATABASE_URL") or embedded.start(
+        Path(tempfile.mkdtemp(prefix="prm-bench-")) / "pg", throwaway=True
+    )
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+    return url
+
+
+async def seed(url: str, patients: int, clinic_number: str) -> dict[str, Any]:
+    """An organisation, a UTC location open all day, 20 practitioners, a 15-minute service, patients."""
+    from sqlalchemy import insert
+
+    from prm import context, modules
+    from prm.appointments import service
+    from prm.appointments.schemas import LocationCreate, PractitionerCreate, RuleCreate, ServiceCreate
+    from prm.communications import service as communications
+    from prm.communications.schemas import ChannelConfigWrite
+    from prm.core.auth import Principal
+    from prm.core.db import Database
+    from prm.identity import service as identity
+    from prm.identity.schemas import ApiKeyCreate, OrganisationCreate
+    from prm.patients.models import Patient
+
+    modules.load()
+    db = Database.connect(url, pool_size=2)
+    context.bind(db.sessionmaker, context.Context.build(bench_settings(url)))
+    try:
+        async with db.sessionmaker() as s:
+            org = await identity.create_organisation(
+                s, OrganisationCreate(name="Bench", slug=f"bench-{uuid.uuid4().hex[:8]}", timezone="UTC")
+            )
+            _, key = await identity.create_api_key(s, org.id, ApiKeyCreate(name="bench", role="admin"))
+            location = await service.create_location(s, org.id, LocationCreate(name="Main", timezone="UTC"))
+            practitioners = []
+            for i in range(PRACTITIONERS):
+                p = await service.create_practitioner(s, org.id, PractitionerCreate(name=f"Dr {i}"))
+                practitioners.append(p.id)
+                for weekday in range(7):
+                    await service.add_rule(s, org.id, p.id, RuleCreate(
+                        location_id=location.id, weekday=weekday, start_time=wall(0), end_time=wall(23, 59)))
+            svc = await service.create_service(s, org.id, ServiceCreate(
+                name="Visit", duration_minutes=15, min_notice_minutes=0, horizon_days=365,
+                practitioner_ids=practitioners))
+            ids = [uuid.uuid4() for _ in range(patients)]
+            await s.execute(insert(Patient), [
+                {"id": pid, "org_id": org.id, "given_name": "Bench", "family_name": str(n)}
+                for n, pid in enumerate(ids)])
+            await communications.put_channel_config(
+                s, Principal.system(org.id), "whatsapp", ChannelConfigWrite(sender=clinic_number))
+            await s.commit()
+            return {"org": org.id, "key": key, "location": location.id, "practitioners": practitioners,
+                    "service": svc.id, "patients": ids}
+    finally:
+        await db.dispose()
+
+
+def bench_settings(url: str) -> Any:
+    from prm.settings import Settings
+
+    return Settings(_env_file=None, environment="test", database_url=url, run_worker=False,  # type: ignore[call-arg]
+                    log_level="ERROR", secret_key=secrets.token_hex(32), seed_demo=False,  # type: ignore[arg-type]
+                    prm_data_dir=Path(tempfile.mkdtemp(prefix="prm-bench-data-")))
+
+
+# --- the server -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(url: str, args: argparse.Namespace, token: str) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ENVIRONMENT": "development",
+        "SEED_DEMO": "false",
+        "LOG_LEVEL": "WARNING",
+        "SECRET_KEY": secrets.token_hex(32),
+        "PUBLIC_BASE_URL": "https://bench.test",
+        "TWILIO_ACCOUNT_SID": "ACbench",
+        "TWILIO_AUTH_TOKEN": token,
+        "RATE_LIMIT_WEBHOOKS": "100000000/minute",
+        "PRM_DATA_DIR": tempfile.mkdtemp(prefix="prm-bench-serve-"),
+        "DB_POOL_SIZE": str(args.pool),
+        "DB_MAX_OVERFLOW": "10",
+    }
+    command = [sys.executable, "-m", "prm", "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    command += args.serve_arg
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"prm serve exited with {proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("prm serve did not become ready in 90 s")
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """user+system CPU of `root` and all its live descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total = 0.0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read()
+        except OSError:
+            continue
+        rest = fields[fields.rindex(")") + 2:].split()
+        total += (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
+    return total
+
+
+# --- phases -------------------------------------------------------------------------------------------
+
+
+async def run_clients(clients: int, per_client: int, one: Any) -> Phase:
+    latencies: list[float] = []
+
+    async def client(c: int) -> None:
+        for k in range(per_client):
+            t0 = time.perf_counter()
+            await one(c, k)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return Phase(clients * per_client, time.perf_counter() - t0, latencies)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str, ctx: dict[str, Any], base: str, pid: int,
+                 token: str, clinic_number: str) -> None:
+        self.args = args
+        self.url = url
+        self.ctx = ctx
+        self.base = base
+        self.pid = pid
+        self.validator = RequestValidator(token)
+        self.clinic_number = clinic_number
+        self.patients = iter(ctx["patients"])
+        self.slot = 0
+        self.day0 = datetime.combine(datetime.now(UTC).date() + timedelta(days=2), wall(0), tzinfo=UTC)
+        self.results = Results()
+
+    def next_slots(self, n: int) -> list[tuple[uuid.UUID, datetime]]:
+        """`n` distinct free (practitioner, start) pairs."""
+        out = []
+        for _ in range(n):
+            i = self.slot
+            self.slot += 1
+            q = i // PRACTITIONERS  # 95 quarter-hours a day fit in the 00:00-23:59 rules
+            out.append((self.ctx["practitioners"][i % PRACTITIONERS],
+                        self.day0 + timedelta(days=q // 95, minutes=15 * (q % 95))))
+        return out
+
+    async def raw_bookings(self) -> Phase:
+        a = self.args
+        plan = self.next_slots(a.clients * a.per_client)
+        patients = [next(self.patients) for _ in plan]
+        sql = ("INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, location_id, "
+               "start_at, end_at, blocked_from, blocked_until, status, mode, created_at, updated_at) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'booked', 'in_person', now(), now())")
+        conns = [await psycopg.AsyncConnection.connect(self.url) for _ in range(a.clients)]
+        try:
+            async def one(c: int, k: int) -> None:
+                n = c * a.per_client + k
+                practitioner, start = plan[n]
+                end = start + timedelta(minutes=15)
+                async with conns[c].transaction():
+                    await conns[c].execute(sql, (uuid.uuid4(), self.ctx["org"], patients[n], practitioner,
+                                                 self.ctx["service"], self.ctx["location"], start, end, start, end))
+
+            return await run_clients(a.clients, a.per_client, one)
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    async def http_bookings(self, http: httpx.AsyncClient) -> Phase:
+        a = self.args
+        plan = self.next_slots(a.clients * a.per_client)
+        patients = [next(self.patients) for _ in plan]
+
+        async def one(c: int, k: int) -> None:
+            n = c * a.per_client + k
+            practitioner, start = plan[n]
+            r = await http.post("/appointments", json={
+                "patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
+                "practitioner_id": str(practitioner), "start_at": start.isoformat()})
+            if r.status_code != 201:
+                raise SystemExit(f"booking: unexpected {r.status_code}: {r.text}")
+
+        cpu0 = tree_cpu_seconds(self.pid)
+        phase = await run_clients(a.clients, a.per_client, one)
+        phase.cpu_seconds = tree_cpu_seconds(self.pid) - cpu0
+        return phase
+
+    async def http_me(self, http: httpx.AsyncClient) -> Phase:
+        async def one(c: int, k: int) -> None:
+            r = await http.get("/auth/me")
+            if r.status_code != 200:
+                raise SystemExit(f"/auth/me: unexpected {r.status_code}: {r.text}")
+
+        return await run_clients(self.args.clients, self.args.per_client, one)
+
+    async def raw_webhooks(self) -> Phase:
+        a = self.args
+        conns = [await psycopg.AsyncConnection.connect(self.url) for _ in range(a.clients)]
+        args_json = json.dumps({"event_id": str(uuid.uuid4())})
+        # the job is scheduled far ahead, so the server's worker never picks up this benchmark's rows
+        try:
+            async def one(c: int, k: int) -> None:
+                async with conns[c].transaction():
+                    await conns[c].execute(
+                        "INSERT INTO inbound_events (id, org_id, provider, external_id, kind, outcome, received_at) "
+                        "VALUES (%s, NULL, 'twilio', %s, 'message', 'received', now())",
+                        (uuid.uuid4(), f"RAW{uuid.uuid4().hex}"))
+                    await conns[c].execute(
+                        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW('bench', 'bench.noop', 0, NULL, "
+                        "NULL, %s::jsonb, now() + interval '10 years')::procrastinate_job_to_defer_v1]))", (args_json,))
+
+            return await run_clients(a.clients, a.per_client, one)
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    async def http_webhooks(self, http: httpx.AsyncClient) -> Phase:
+        path = "/webhooks/twilio/messaging"
+        senders = [f"+3460{n:07d}" for n in range(200)]
+
+        async def one(c: int, k: int) -> None:
+            params = {"MessageSid": f"SM{uuid.uuid4().hex}", "AccountSid": "ACbench",
+                      "From": f"whatsapp:{senders[(c * 7 + k) % len(senders)]}",
+                      "To": f"whatsapp:{self.clinic_number}", "Body": f"hello {c}/{k}", "NumMedia": "0"}
+            sig = self.validator.compute_signature(f"https://bench.test{path}", params)
+            r = await http.post(path, data=params, headers={"X-Twilio-Signature": sig})
+            if r.status_code != 200:
+                raise SystemExit(f"webhook: unexpected {r.status_code}: {r.text}")
+
+        return await run_clients(self.args.clients, self.args.per_client, one)
+
+    async def race(self, http: httpx.AsyncClient) -> str:
+        (practitioner, start), = self.next_slots(1)
+        racers = [next(self.patients) for _ in range(RACE)]
+
+        async def attempt(patient: uuid.UUID) -> int:
+            r = await http.post("/appointments", json={
+                "patient_id": str(patient), "service_id": str(self.ctx["service"]),
+                "practitioner_id": str(practitioner), "start_at": start.isoformat()})
+            return r.status_code
+
+        codes = await asyncio.gather(*(attempt(p) for p in racers))
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            cur = await conn.execute("SELECT count(*) FROM appointments WHERE practitioner_id = %s AND start_at = %s",
+                                     (practitioner, start))
+            row = await cur.fetchone()
+            held = row[0] if row else -1
+        summary = {code: codes.count(code) for code in sorted(set(codes))}
+        ok = held == 1 and summary.get(201) == 1
+        return f"{RACE}-way race for one slot: responses {summary}, bookings held {held} [{'OK' if ok else 'FAILED'}]"
+
+    def client(self) -> httpx.AsyncClient:
+        """A fresh client per phase: an idle keep-alive connection may be closed by the server meanwhile."""
+        limits = httpx.Limits(max_connections=self.args.clients, max_keepalive_connections=self.args.clients)
+        return httpx.AsyncClient(base_url=self.base, limits=limits, timeout=60,
+                                 headers={"Authorization": f"Bearer {self.ctx['key']}"})
+
+    async def over_http(self, phase: Any) -> Phase:
+        async with self.client() as http:
+            return await phase(http)  # type: ignore[no-any-return]
+
+    async def run(self) -> str:
+        a = self.args
+        await self.over_http(self.http_me)  # warm-up: connections, caches, the first requests
+        for r in range(a.rounds):
+            order = ["raw_booking", "booking", "me", "raw_webhook", "webhook"]
+            if r % 2:  # alternate which side goes first, so a trend in load does not favour one
+                order = ["booking", "raw_booking", "me", "webhook", "raw_webhook"]
+            for name in order:
+                phase = await {
+                    "raw_booking": self.raw_bookings, "raw_webhook": self.raw_webhooks,
+                    "booking": lambda: self.over_http(self.http_bookings),
+                    "me": lambda: self.over_http(self.http_me),
+                    "webhook": lambda: self.over_http(self.http_webhooks),
+                }[name]()
+                self.results.add(name, phase)
+            print(f"  round {r + 1}/{a.rounds}: booking {self.results.phases['booking'][-1].rate:.0f}/s vs raw "
+                  f"{self.results.phases['raw_booking'][-1].rate:.0f}/s; webhook "
+                  f"{self.results.phases['webhook'][-1].rate:.0f}/s vs raw "
+                  f"{self.results.phases['raw_webhook'][-1].rate:.0f}/s", flush=True)
+        async with self.client() as http:
+            return await self.race(http)
+
+
+# --- statements and CPU of one booking, in process ----------------------------------------------
+
+
+async def profile_in_process(url: str, ctx: dict[str, Any], bookings: int, slots: list[tuple[uuid.UUID, datetime]],
+                             patients: list[uuid.UUID]) -> dict[str, float]:
+    """Statements sent and CPU used per booking through the whole app in this process (one client,
+    no concurrency), counted by SQLAlchemy (statements inside PL/pgSQL functions are not seen)."""
+    from sqlalchemy import event
+
+    from prm.app import create_app
+    from prm.core.db import Database
+
+    settings = bench_settings(url)
+    db = Database.connect(url, pool_size=2)
+    app = create_app(settings, database=db)
+    counter = {"n": 0}
+
+    def count(*_: Any) -> None:
+        counter["n"] += 1
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers={"Authorization": f"Bearer {ctx['key']}"}) as http:
+        async def book(i: int) -> None:
+            practitioner, start = slots[i]
+            r = await http.post("/appointments", json={
+                "patient_id": str(patients[i]), "service_id": str(ctx["service"]),
+                "practitioner_id": str(practitioner), "start_at": start.isoformat()})
+            assert r.status_code == 201, r.text
+
+        for i in range(10):  # warm-up
+            await book(i)
+        counter["n"] = 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for i in range(10, 10 + bookings):
+            await book(i)
+        cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - wall0
+        statements = counter["n"] / bookings
+        counter["n"] = 0
+        r = await http.get("/auth/me")
+        assert r.status_code == 200
+        me_statements = counter["n"]
+    await db.dispose()
+    return {"statements": statements, "cpu_ms": cpu / bookings * 1000, "wall_ms": elapsed / bookings * 1000,
+            "me_statements": me_statements}
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float]) -> str:
+    p = results.phases
+    booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
+    me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
+    webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
+    cpu = [ph.cpu_seconds / ph.count * 1000 for ph in p["booking"] if ph.cpu_seconds is not None]
+    lines = [
+        f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
+        f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
+        f"{''.join(' ' + s for s in args.serve_arg)}`, {os.cpu_count()} cores)",
+        "",
+        "Median (min–max over rounds). Each ratio is service ÷ raw SQL measured in the same round.",
+        "",
+        "| figure | service | raw database | ratio |",
+        "|---|---|---|---|",
+        f"| booking | {spread([x.rate for x in p['booking']], '{:.0f}')}/s, p95 "
+        f"{spread([x.p95_ms for x in p['booking']], '{:.0f}')} ms | "
+        f"{spread([x.rate for x in p['raw_booking']], '{:.0f}')} inserts/s | {spread(booking_ratio)} |",
+        f"| `GET /auth/me` (no writes) | {spread([x.rate for x in p['me']], '{:.0f}')}/s, p95 "
+        f"{spread([x.p95_ms for x in p['me']], '{:.0f}')} ms | (raw booking insert) | {spread(me_ratio)} |",
+        f"| signed WhatsApp webhook ingest | {spread([x.rate for x in p['webhook']], '{:.0f}')}/s, p95 "
+        f"{spread([x.p95_ms for x in p['webhook']], '{:.0f}')} ms | "
+        f"{spread([x.rate for x in p['raw_webhook']], '{:.0f}')}/s (event row + job) | {spread(webhook_ratio)} |",
+        "",
+        f"- server CPU per booking (all `prm serve` processes, /proc): {spread(cpu, '{:.1f}')} ms",
+        f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
+        f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
+        f"`GET /auth/me`: {profile['me_statements']:.0f} statements",
+        f"- {race}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def charts(out: Path, results: Results) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("booking", "raw_booking", "webhook", "raw_webhook", "me"):
+        values = sorted(x * 1000 for ph in results.phases[name] for x in ph.latencies)
+        ax.plot(values, [i / len(values) for i in range(len(values))], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput-latency.png")
+
+
+def write_report(out: Path, text: str, results: Results) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.md").write_text(text)
+    charts(out, results)
+
+
+async def main(args: argparse.Namespace, url: str) -> None:
+    from prm.core.db import libpq_url
+
+    url = libpq_url(url)
+    clinic_number = "+34910000777"
+    token = secrets.token_hex(16)
+    per_round = args.clients * args.per_client
+    ctx = await seed(url, patients=2 * args.rounds * per_round + RACE + 400, clinic_number=clinic_number)
+    with server(url, args, token) as (base, pid):
+        bench = Bench(args, url, ctx, base, pid, token, clinic_number)
+        race = await bench.run()
+    profile_slots = bench.next_slots(210)
+    profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
+    text = report(args, bench.results, race, profile)
+    print(text)
+    write_report(Path(args.out), text, bench.results)
+    if "FAILED" in race:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=None, help="prm serve --workers N (default: its own)")
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for prm serve")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--per-client", type=int, default=10)
+    parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
+    parser.add_argument("--out", default="benchmarks/out")
+    asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first

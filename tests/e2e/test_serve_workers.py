@@ -1,0 +1,164 @@
+"""`prm serve --workers 2` (issue 19): two API processes on one port and the job worker as its own
+process, all on one database. The 200-way race for one slot still gives exactly one booking, both
+API processes serve it, a killed API process or worker is replaced, and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from prm import context
+from prm.appointments import service
+from prm.appointments.schemas import LocationCreate, PractitionerCreate, RuleCreate, ServiceCreate
+from prm.core.db import Database
+from prm.settings import Settings
+from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_until
+from tests.fixtures.factories import make_api_key, make_org, make_patient
+from tests.fixtures.messaging import new_phone
+
+pytestmark = pytest.mark.slow
+RACERS = 200
+
+
+async def _clinic(url: str, settings: Settings) -> dict[str, Any]:
+    """A committed clinic: one practitioner open all day every day, a service, 200 patients, a key."""
+    db = Database.connect(url, pool_size=1, max_overflow=0)
+    context.bind(db.sessionmaker, context.Context.build(settings))
+    try:
+        async with db.sessionmaker() as s:
+            org = await make_org(s, name="Scaled Clinic", timezone="UTC")
+            location = await service.create_location(s, org.id, LocationCreate(name="Main", timezone="UTC"))
+            vega = await service.create_practitioner(s, org.id, PractitionerCreate(name="Dr Vega", timezone="UTC"))
+            for weekday in range(7):
+                await service.add_rule(s, org.id, vega.id, RuleCreate(
+                    location_id=location.id, weekday=weekday, start_time=time(0), end_time=time(23, 59)))
+            visit = await service.create_service(s, org.id, ServiceCreate(
+                name="Visit", duration_minutes=30, min_notice_minutes=0, practitioner_ids=[vega.id]))
+            patients = [str((await make_patient(s, org, phone=new_phone() if i == 0 else None)).id)  # type: ignore[attr-defined]
+                        for i in range(RACERS)]
+            _, key = await make_api_key(s, org)
+            await s.commit()
+            return {"key": key, "practitioner": str(vega.id), "service": str(visit.id), "patients": patients}
+    finally:
+        await db.dispose()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of `pid` and their command lines."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid and stat[stat.rindex(")") + 2] != "Z":
+            found[int(entry)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _roles(pid: int) -> tuple[list[int], list[int]]:
+    children = _children(pid)
+    api = [p for p, cmd in children.items() if "multiprocessing.spawn" in cmd]
+    workers = [p for p, cmd in children.items() if cmd.rstrip().endswith("-m prm worker")]
+    return api, workers
+
+
+def _complete(pid: int) -> tuple[list[int], list[int]] | None:
+    """(API processes, worker processes) once there are two and one of them."""
+    api, workers = _roles(pid)
+    return (api, workers) if len(api) == 2 and len(workers) == 1 else None
+
+
+def _scalar(url: str, sql: str, *params: Any) -> Any:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+async def test_two_api_processes_and_a_worker_process_on_one_database(
+    app: Any, settings: Settings, own_postgres: OwnPostgres,
+) -> None:
+    url, root = own_postgres.url, own_postgres.root
+    clinic = await _clinic(url, settings)
+    port, log = free_port(), root / "serve.log"
+    env = prm_env(root, DATABASE_URL=url, LOG_LEVEL="INFO", DB_POOL_SIZE="20", DB_MAX_OVERFLOW="15",
+                  DB_POOL_TIMEOUT_SECONDS="60", JOB_HEARTBEAT_SECONDS="1")
+    serve = start_prm(["serve", "--workers", "2", "--no-migrate", "--port", str(port)], env, log, root)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert serve.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{base}/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=180, what="the server to be ready", logs=[log])
+        api, workers = wait_until(lambda: _complete(serve.pid), timeout=60,
+                                  what="two API processes and one worker process", logs=[log])
+        wait_until(lambda: log.read_text().count("Application startup complete") >= 2, timeout=120,
+                   what="both API processes to have started", logs=[log])
+
+        # 200 clients race for one slot through both processes: exactly one booking
+        start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
+        limits = httpx.Limits(max_connections=RACERS)
+        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
+                                     headers={"Authorization": f"Bearer {clinic['key']}"}) as c:
+            responses = await asyncio.gather(*(c.post("/appointments", json={
+                "patient_id": patient, "service_id": clinic["service"], "practitioner_id": clinic["practitioner"],
+                "start_at": start.isoformat()}) for patient in clinic["patients"]))
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [201] + [409] * (RACERS - 1), [r.text for r in responses if r.status_code not in (201, 409)]
+        assert _scalar(url, "SELECT count(*) FROM appointments WHERE practitioner_id = %s AND start_at = %s",
+                       clinic["practitioner"], start) == 1
+        serving = _scalar(url, "SELECT count(DISTINCT application_name) FROM pg_stat_activity "
+                               "WHERE application_name LIKE 'prm-api:%%'")
+        assert serving == 2, "both API processes should hold connections after the race"
+
+        # the worker process runs the jobs; killed, it is replaced and the next job still runs
+        async def sent_message() -> str:
+            async with httpx.AsyncClient(base_url=base, timeout=60,
+                                         headers={"Authorization": f"Bearer {clinic['key']}"}) as c:
+                r = await c.post("/communications", json={"patient_id": clinic["patients"][0], "channel": "sms",
+                                                          "body": "See you soon"})
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+        first = await sent_message()
+        wait_until(lambda: _scalar(url, "SELECT status FROM communications WHERE id = %s", first) == "sent",
+                   timeout=120, what="the worker process to send a message", logs=[log])
+        os.kill(workers[0], signal.SIGKILL)
+        os.kill(api[0], signal.SIGKILL)
+        wait_until(lambda: (r := _complete(serve.pid)) and workers[0] not in r[1] and api[0] not in r[0],
+                   timeout=120, what="a new API process and a new worker process", logs=[log])
+        second = await sent_message()
+        wait_until(lambda: _scalar(url, "SELECT status FROM communications WHERE id = %s", second) == "sent",
+                   timeout=120, what="the replacement worker to send a message", logs=[log])
+        assert uuid.UUID(second)
+    finally:
+        survivors = list(_children(serve.pid))
+        code = stop_process(serve, timeout=120)
+    assert code == 0, log.read_text()[-3000:]
+    wait_until(lambda: not any(_alive(p) for p in survivors), timeout=60, what="every child process to exit",
+               logs=[log])
