@@ -84,6 +84,12 @@ OBSERVATION_CATEGORY = frozenset({"social-history", "vital-signs", "imaging", "l
                                   "survey", "exam", "therapy", "activity"})
 CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_CATEGORY = frozenset({"problem-list-item", "encounter-diagnosis"})
+CONDITION_VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential", "confirmed", "refuted",
+                                    "entered-in-error"})
+ALLERGY_VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+ALLERGY_VERIFICATION = frozenset({"unconfirmed", "confirmed", "refuted", "entered-in-error"})
+FAMILY_HISTORY_STATUS = frozenset({"partial", "completed", "entered-in-error", "health-unknown"})
 PARTICIPANT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 PARTICIPANT_TYPE = frozenset({"ATND", "PPRF", "SPRF", "PART", "ADM", "CON", "DIS", "REF", "TRANS"})
 
@@ -95,6 +101,8 @@ CODE_SYSTEMS: dict[str, frozenset[str]] = {
     OBSERVATION_CATEGORY_SYSTEM: OBSERVATION_CATEGORY,
     CONDITION_CATEGORY_SYSTEM: CONDITION_CATEGORY,
     PARTICIPANT_TYPE_SYSTEM: PARTICIPANT_TYPE,
+    CONDITION_VERIFICATION_SYSTEM: CONDITION_VERIFICATION,
+    ALLERGY_VERIFICATION_SYSTEM: ALLERGY_VERIFICATION,
 }
 
 # (resource type or "*", element path) -> value set. A path names nested keys; lists are walked.
@@ -142,6 +150,7 @@ BINDINGS: dict[tuple[str, str], frozenset[str]] = {
     ("Observation", "status"): OBSERVATION_STATUS,
     ("DocumentReference", "status"): DOCUMENT_REFERENCE_STATUS,
     ("DocumentReference", "docStatus"): COMPOSITION_STATUS,
+    ("FamilyMemberHistory", "status"): FAMILY_HISTORY_STATUS,
     ("*", "text.status"): NARRATIVE_STATUS,
 }
 

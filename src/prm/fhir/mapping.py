@@ -37,6 +37,7 @@ IDENTIFIER_SYSTEMS = {
     "AllergyIntolerance": "urn:prm:intake-record",
     "MedicationStatement": "urn:prm:intake-record",
     "Observation": "urn:prm:intake-record",
+    "FamilyMemberHistory": "urn:prm:intake-record",
     "DocumentReference": "urn:prm:intake-summary",
 }
 SERVICE_SYSTEM = IDENTIFIER_SYSTEMS["HealthcareService"]
