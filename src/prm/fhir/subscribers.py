@@ -40,3 +40,15 @@ async def sync_merged(session: AsyncSession, event: events.Event) -> None:
     for key in ("survivor_id", "duplicate_id"):
         if event.payload.get(key):
             await sync.enqueue(session, event.org_id, uuid.UUID(str(event.payload[key])), "patient.merged")
+
+
+@events.subscriber(sync.SYNCED_EVENT, name="fhir.tell_practitioner")
+async def tell_practitioner(session: AsyncSession, event: events.Event) -> None:
+    """The plan's intake-to-EHR flow: when a submitted intake has reached the EHR, the practitioner of
+    the patient's next appointment is told (a ticket assigned to their user, or auto-assigned when
+    the practitioner has no user), with the EHR's id of the patient so they can open the chart."""
+    if "intake.submitted" not in (event.payload.get("triggers") or []):
+        return
+    payload = event.payload
+    await sync.tell_practitioner(session, event.org_id, uuid.UUID(str(payload["patient_id"])),
+                                 uuid.UUID(str(payload["connection_id"])), uuid.UUID(str(payload["run_id"])))

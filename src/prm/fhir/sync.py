@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
+from prm.appointments import service as appointments
 from prm.appointments.service import Appointment, Location, Practitioner
 from prm.core import audit, clock, events, jobs
 from prm.core.auth import Principal
@@ -43,6 +44,8 @@ from prm.fhir.models import WAITING, EhrConnection, EhrLink, SyncRun
 from prm.identity import service as identity
 from prm.integrations import service as integrations
 from prm.patients import service as patients
+from prm.tickets import service as tickets
+from prm.tickets.schemas import TicketCreate
 
 log = structlog.get_logger(__name__)
 
@@ -348,3 +351,33 @@ def _failed(sync_run: SyncRun, connection: EhrConnection, error: str, *, status:
     log.warning("fhir.sync_failed", run_id=str(sync_run.id), status=status)
     return _finish(sync_run, "failed", error=error)
 
+
+
+async def tell_practitioner(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID,
+                            connection_id: uuid.UUID, run_id: uuid.UUID) -> uuid.UUID | None:
+    """A ticket for the practitioner of the patient's next appointment: the intake is in the EHR
+    chart. Idempotent per sync run (the ticket carries the run id as a tag). Returns the ticket id."""
+    tag = f"fhir-run-{run_id.hex[:12]}"
+    system = Principal.system(org_id)
+    upcoming = await appointments.upcoming_for_patient(session, system, patient_id, limit=1)
+    practitioner = (await appointments.get_practitioner(session, org_id, upcoming[0].practitioner_id)
+                    if upcoming else None)
+    _, existing = await tickets.list_tickets(session, system, tickets.TicketFilters(patient_id=patient_id, tag=tag),
+                                             PageParams(limit=1, offset=0))
+    if existing:  # this run's event delivered twice
+        return None
+    connection = await session.get(EhrConnection, connection_id)
+    link = await session.scalar(select(EhrLink.ehr_id).where(
+        EhrLink.connection_id == connection_id, EhrLink.resource_type == "Patient",
+        EhrLink.local_id == str(patient_id)))
+    when = upcoming[0].start_at.isoformat() if upcoming else None
+    ticket = await tickets.create(session, system, TicketCreate(
+        subject="Intake is in the EHR chart" + (f" for {practitioner.name}" if practitioner else ""),
+        description=(f"The patient's submitted intake reached {connection.name if connection else 'the EHR'}"
+                     + (f" (EHR Patient/{link})" if link else "") + "."
+                     + (f" Their next appointment is at {when}." if when else " They have no upcoming appointment.")),
+        category="intake", priority="normal", patient_id=patient_id,
+        assignee_id=practitioner.user_id if practitioner else None,
+        auto_assign=practitioner is None or practitioner.user_id is None, tags=["intake", "ehr", tag]),
+        source="system")
+    return uuid.UUID(str(ticket.id))

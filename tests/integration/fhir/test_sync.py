@@ -182,3 +182,29 @@ async def test_refusal_of_ehr_export_consent_skips(world: Any, client: Any, sess
     skipped = await run_status(session, run["id"])
     assert skipped.status == "skipped" and "consent" in (skipped.error or "")
     assert fhir_peer.requests == []
+
+
+async def test_an_intake_reaching_the_ehr_tells_the_practitioner_of_the_next_appointment(
+        world: Any, client: Any, session: Any, fhir_peer: FhirPeer, org: Any) -> None:
+    from prm.fhir import sync
+    from prm.tickets.models import Ticket
+    from tests.fixtures.factories import make_user
+
+    user = await make_user(session, org, role="practitioner")
+    r = await client.patch(f"/practitioners/{world.clinic.vega.id}", json={"user_id": str(user.id)})
+    assert r.status_code == 200, r.text
+    await session.refresh(world.clinic.vega)  # the request changed it in its own session
+    connection = await connect(client, fhir_peer)
+    with clock.frozen(NOW):
+        await jobs.run_due(session, names=ALL)  # the world's own events first
+        before = set(await session.scalars(select(Ticket.id)))
+        await sync.enqueue(session, org.id, world.patient.id, "intake.submitted")
+        await jobs.run_due(session, names=ALL)
+        await jobs.run_due(session, names=ALL)  # a second delivery changes nothing
+    tickets = [t for t in await session.scalars(select(Ticket)) if t.id not in before]
+    assert len(tickets) == 1
+    [ticket] = tickets
+    assert ticket.assignee_id == user.id and ticket.patient_id == world.patient.id and "ehr" in ticket.tags
+    [patient] = fhir_peer.of_type("Patient")
+    assert f"Patient/{patient['id']}" in ticket.description
+    assert connection["id"]
