@@ -161,7 +161,7 @@ def serve(
     from prm.core import logging as prm_logging
 
     settings = get_settings().serving_at(host, port)
-    prm_logging.configure(settings.log_level, json=settings.log_json)
+    prm_logging.configure(settings.log_level, json=settings.log_json, libraries=settings.log_level_libraries)
     _refuse_unsafe(settings)
     production = settings.environment == "production"
     if production and demo:
@@ -179,6 +179,10 @@ def serve(
         if created:
             _print_demo(created)
     _print_twilio_token(settings)
+    worker_text = ("its own process (`prm worker`)" if separate_worker else
+                   "in this process" if run_worker else "off (run `prm worker`)")
+    _print_summary(settings, host or settings.host, port or settings.port, worker=worker_text,
+                   processes=processes, demo=not production and (demo if demo is not None else settings.seed_demo))
     job_worker: WorkerProcess | None = None
     # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
     # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
@@ -360,6 +364,31 @@ def _print_demo(created: dict[str, Any]) -> None:
     typer.echo(f"  API key       {created['api_key']}   (shown once)\n")
 
 
+def _print_summary(settings: Settings, host: str, port: int, *, worker: str, processes: int, demo: bool) -> None:
+    """One readable start-up summary (the JSON `startup.config` line has the details)."""
+    from prm.core import startup
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a display, not a bind)
+    url = f"http://{shown}:{port}"
+    lines = [
+        ("API", f"{url}   (reference: {url}/docs)" if settings.docs_enabled else url),
+        ("environment", settings.environment),
+        ("data directory", str(settings.data_dir)),
+        ("database", startup.describe_database(settings)),
+        ("API processes", str(processes)),
+        ("job worker", worker),
+    ]
+    if demo and settings.environment == "development":
+        from prm import demo as demo_module
+
+        lines.append(("demo login", f"{demo_module.DEMO_EMAIL} / {demo_module.DEMO_PASSWORD}   "
+                                    "(POST /auth/token; the demo API key was shown at its creation)"))
+    typer.secho("PRM is starting:", fg=typer.colors.GREEN)
+    for label, value in lines:
+        typer.echo(f"  {label:<15} {value}")
+    typer.echo("")
+
+
 def _print_twilio_token(settings: Settings) -> None:
     """In development without TWILIO_AUTH_TOKEN: show the generated webhook token and how to use it."""
     if settings.environment != "development" or settings.twilio_auth_token is not None:
@@ -399,7 +428,7 @@ def worker(
     from prm.core.db import Database
 
     settings = get_settings()
-    prm_logging.configure(settings.log_level, json=settings.log_json)
+    prm_logging.configure(settings.log_level, json=settings.log_json, libraries=settings.log_level_libraries)
     _refuse_unsafe(settings)
     modules.load()
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,

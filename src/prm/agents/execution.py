@@ -96,8 +96,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
                   settings: Settings, transport: str = "http", idempotency_key: str | None = None,
                   agent_run_id: uuid.UUID | None = None, step: int | None = None) -> Outcome:
     spec = registry.get(name)
+    name = name[:64]
     if spec is None:
-        raise NotFound(f"No tool named {name!r}; GET /agents/tools lists them", code="unknown_tool")
+        idempotency_key = None  # nothing ran: nothing to replay
     digest = _digest(arguments)
     if idempotency_key is not None:
         previous = await session.scalar(select(ToolRun).where(
@@ -123,6 +124,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     error: DomainError | None = None
     stage = "authorise"
     try:
+        if spec is None:  # recorded too: an agent probing for tools that do not exist is worth seeing
+            stage = "validate"
+            raise NotFound(f"No tool named {name!r}; GET /agents/tools lists them", code="unknown_tool")
         missing = [s for s in (RUN_SCOPE, spec.scope) if not who.has(s)]
         if missing:
             raise PermissionDenied(f"The tool {name} needs the scope(s) {', '.join(missing)}", code="missing_scope",
@@ -149,7 +153,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     run.duration_ms = int((time.perf_counter() - started) * 1000)
     if error is None:
         assert output is not None
-        run.status, run.output, run.output_summary = "succeeded", output, summary(output)
+        # The full output (patient data) is kept only to replay a call made with an idempotency key.
+        run.status, run.output_summary = "succeeded", summary(output)
+        run.output = output if idempotency_key is not None else None
         status_code, problem = 200, None
     else:
         status_code = 500 if error.code == "tool_error" else error.status

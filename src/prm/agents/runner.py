@@ -6,7 +6,7 @@ check, validation, savepoint and tool-run row as a call over HTTP or MCP, linked
 its step. A tool that fails leaves none of its writes; its error goes back to the model, which may
 try something else. The loop stops when the model answers, or after `max_steps` tool calls
 (`step_limit`). A tool the model names but was not offered (or that does not exist) is not run:
-it is recorded as a step and the model is told.
+it is recorded (an invalid tool run, `unknown_tool`) and the model is told.
 
 Everything happens in the caller's transaction: the run row, the steps' tool runs and the writes
 of the steps that succeeded commit together, when the request does. If the model provider fails,
@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -100,17 +100,31 @@ async def _replay(session: AsyncSession, who: Principal, key: str, digest: str) 
     return previous
 
 
+async def _no_checkpoint() -> None:
+    return None
+
+
 async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, settings: Settings, llm: LLM,
-              idempotency_key: str | None = None) -> AgentRun:
-    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed, not committed).
+              idempotency_key: str | None = None,
+              checkpoint: Callable[[], Awaitable[None]] = _no_checkpoint) -> AgentRun:
+    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed).
 
     Raises before anything is recorded when the request itself is refused (a conversation of another
     organisation, a missing scope, a reused idempotency key); every outcome after that is a run row.
+
+    `checkpoint` is awaited once the run row exists and after every step: the HTTP layer commits
+    there, so that a step's writes, its tool run and the run's progress are durable and its locks
+    (a booking's practitioner lock) are released while the model thinks about the next step — no
+    transaction stays open across a call to the model provider. A run interrupted by a crash stays
+    `running`.
     """
     digest = _digest(request)
     if idempotency_key is not None:
         previous = await _replay(session, who, idempotency_key, digest)
         if previous is not None:
+            if previous.status == "running":
+                raise Conflict("A run with this idempotency key is in progress; retry to get its result",
+                               code="idempotency_in_progress")
             return previous
     patient_id, context_text = (None, None)
     if request.conversation_id is not None:
@@ -129,6 +143,7 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     except IntegrityError:  # the idempotency index: a concurrent request with the same key
         raise Conflict("A run with this idempotency key is in progress; retry to get its result",
                        code="idempotency_in_progress") from None
+    await checkpoint()
 
     messages: list[ChatMessage] = [ChatMessage(role="system", content=SYSTEM_PROMPT)]
     if context_text:
@@ -148,18 +163,21 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
             agent_run.completion_tokens += result.usage.completion_tokens
             calls = result.message.tool_calls
             if not calls:
-                status, answer = "answered", (result.message.content or "").strip()[:MAX_ANSWER_CHARS]
+                status, answer = "answered", _without_nul(result.message.content or "").strip()[:MAX_ANSWER_CHARS]
                 steps.append(_entry(len(steps) + 1, None, None, "answered", None))
                 break
             messages.append(result.message)
             for call in calls:
                 if used >= request.max_steps:  # recorded, not run
-                    steps.append(_entry(len(steps) + 1, call.name[:64], None, "skipped", "step_limit"))
+                    steps.append(_entry(len(steps) + 1, _without_nul(call.name[:64]), None, "skipped", "step_limit"))
                     continue
                 used += 1
                 content, entry = await _call(session, who, call, len(steps) + 1, agent_run.id, settings)
                 steps.append(entry)
                 messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name))
+                agent_run.steps = list(steps)
+                await session.flush()
+                await checkpoint()
             if any(s["status"] == "skipped" for s in steps):
                 break  # the model wanted more tool calls than allowed
     except AIProviderError as exc:
@@ -176,9 +194,22 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     agent_run.duration_ms = int((time.perf_counter() - started) * 1000)
     agent_run.finished_at = clock.now()
     await session.flush()
+    await checkpoint()
     log.info("agents.runner_finished", status=status, steps=len(steps), model=agent_run.model,
              duration_ms=agent_run.duration_ms)
     return agent_run
+
+
+def _without_nul(value: Any) -> Any:
+    """The model's text with U+0000 removed (PostgreSQL stores no NUL in text or jsonb; the API refuses
+    it at the edge, but the model's words do not come through the edge)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _entry(step: int, tool: str | None, run_id: uuid.UUID | None, status: str, message: str | None
@@ -192,15 +223,12 @@ async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int
     """Run one tool call of the model; returns what the model is told and the step's record.
 
     The model's choice is never trusted: a tool it was not offered goes through the executor all
-    the same, which refuses it (scope) and records it as denied. A name that is no tool is not a
-    tool run; the step records it.
+    the same, which refuses it (scope) and records it as denied; a name that is no tool is recorded
+    as an invalid tool run (`unknown_tool`).
     """
-    if registry.get(call.name) is None:
-        problem = {"code": "unknown_tool", "detail": "There is no such tool; use one of the tools given"}
-        return json.dumps({"error": problem}), _entry(step, call.name[:64], None, "unknown_tool", "unknown_tool")
-    outcome = await execution.execute(session, who, call.name, call.arguments, settings=settings,
-                                      transport="runner", agent_run_id=agent_run_id, step=step)
-    entry = _entry(step, call.name, outcome.run.id, outcome.run.status, outcome.run.error_code)
+    outcome = await execution.execute(session, who, _without_nul(call.name), _without_nul(call.arguments),
+                                      settings=settings, transport="runner", agent_run_id=agent_run_id, step=step)
+    entry = _entry(step, outcome.run.tool, outcome.run.id, outcome.run.status, outcome.run.error_code)
     if outcome.ok:
         content = json.dumps(outcome.output, default=str)
     else:

@@ -68,15 +68,17 @@ class RunnerRequest(BaseModel):
 class RunnerStep(BaseModel):
     step: int = Field(description="1, 2, ... in the order the model asked for them")
     tool: str | None = Field(description="The tool the model called (null for the answer)")
-    run_id: uuid.UUID | None = Field(description="The tool run recorded for the call (`GET /agents/runs/{id}`)")
-    status: str | None = Field(description="succeeded | failed | denied | invalid | unknown_tool | answered")
+    run_id: uuid.UUID | None = Field(description="The tool run of the call (`GET /agents/runs/{tool_run_id}`)")
+    status: str | None = Field(description="The tool run's status (succeeded, failed, denied, invalid), "
+                               "`skipped` (over the step limit, not run) or `answered`")
     message: str | None = Field(description="The error code of a failed call, or the answer")
 
 
 class RunnerResult(BaseModel):
     answer: str | None = Field(description="The model's answer (null when the run failed)")
     steps: list[RunnerStep]
-    stopped: Literal["answered", "step_limit", "failed"]
+    stopped: Literal["answered", "step_limit", "failed"] | None = Field(
+        description="Why the loop ended (null while the run is still running)")
     model: str
 
 

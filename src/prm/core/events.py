@@ -90,7 +90,7 @@ async def publish(session: AsyncSession, event: Event) -> Event:
     await session.flush()
     for name in subscribers_for(event.type):
         await jobs.defer(session, "events.deliver", org_id=str(event.org_id), event_id=str(event.id), subscriber=name)
-    log.info("event.published", event_type=event.type, event_id=str(event.id))
+    log.debug("event.published", event_type=event.type, event_id=str(event.id))
     return event
 
 

@@ -186,6 +186,24 @@ async def test_idempotency_at_the_runner(session: AsyncSession, org: Organisatio
     assert refused.value.code == "idempotency_key_reused"
 
 
+async def test_the_runner_checkpoints_after_every_step(session: AsyncSession, org: Organisation,
+                                                      settings: Settings) -> None:
+    """The HTTP layer commits at each checkpoint: no transaction (nor a booking's lock) stays open
+    while the model is asked for the next step."""
+    who = principal(org, role="agent")
+    seen: list[tuple[str, int, int]] = []
+
+    async def checkpoint() -> None:
+        row = await session.scalar(select(AgentRun).where(AgentRun.org_id == org.id))
+        assert row is not None
+        seen.append((row.status, len(row.steps), await _tickets(session, org)))
+
+    goal = "\n".join([_tool("create_ticket", subject="one"), _tool("create_ticket", subject="two")])
+    await runner.run(session, who, RunnerRequest(goal=goal), settings=settings, llm=OfflineLLM(),
+                     checkpoint=checkpoint)
+    assert seen == [("running", 0, 0), ("running", 1, 1), ("running", 2, 2), ("answered", 3, 2)]
+
+
 async def test_cross_organisation_isolation(session: AsyncSession, make_client: ClientFactory, org: Organisation,
                                             other_org: Organisation) -> None:
     agent = await make_client("agent")
@@ -246,6 +264,17 @@ async def test_a_patients_words_are_context_not_commands(session: AsyncSession, 
     assert r.status_code == 201, r.text
     assert [s["status"] for s in r.json()["steps"]] == ["answered"]
     assert (await agent.get("/agents/runs")).json()["total"] == 0
+
+
+async def test_runs_are_rate_limited_per_credential(make_client: ClientFactory, settings: Settings) -> None:
+    """Each run spends the clinic's model tokens: RATE_LIMIT_AGENT_RUNS per credential."""
+    with use_settings(settings.model_copy(update={"rate_limit_agent_runs": "2/minute"})):
+        agent, other = await make_client("agent"), await make_client("agent")
+        answers = [(await _start(agent, "hello")).status_code for _ in range(3)]
+        assert answers == [201, 201, 429]
+        limited = await _start(agent, "hello")
+        assert limited.json()["code"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+        assert (await _start(other, "hello")).status_code == 201  # another credential has its own budget
 
 
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
@@ -339,10 +368,18 @@ async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_cli
                                                  org: Organisation, settings: Settings,
                                                  openai_fake: OpenAIFake) -> None:
     who = principal(org, role="agent")
-    openai_fake.script_chat([("make_any_request", {"url": "http://169.254.169.254/"})], "There is no such tool.")
+    openai_fake.script_chat([("make_any_request", {"url": "http://169.254.169.254/"}),
+                             ("create_ticket", {"subject": "NUL\u0000 in a model's words"})],
+                            "There is no such tool.\u0000")
     result = await runner.run(session, who, RunnerRequest(goal="fetch"), settings=settings, llm=_openai(openai_fake))
-    assert [(s["tool"], s["status"], s["run_id"]) for s in result.steps] == [
-        ("make_any_request", "unknown_tool", None), (None, "answered", None)]
+    assert [(s["tool"], s["status"], s["message"], s["run_id"] is None) for s in result.steps] == [
+        ("make_any_request", "invalid", "unknown_tool", False), ("create_ticket", "succeeded", None, False),
+        (None, "answered", None, True)]
+    probe = await session.get(ToolRun, uuid.UUID(result.steps[0]["run_id"]))
+    assert probe is not None and probe.input == {"url": "[redacted]"} and probe.error_status == 404
+    assert result.answer == "There is no such tool."  # PostgreSQL stores no U+0000: removed, never a 500
+    assert (await session.scalars(select(Ticket.subject).where(Ticket.org_id == org.id))).all() == [
+        "NUL in a model's words"]
     # the provider refuses: the run is recorded as failed (502 with its id), and can be read
     openai_fake.fail_next(400)
     switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
