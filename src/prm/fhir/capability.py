@@ -57,27 +57,19 @@ def statement(*, base_url: str, software_version: str, published_at: datetime, b
     }
     if bulk:
         rest["operation"] = [dict(BULK_OPERATIONS["system"])]
-    return mapping.validated({
+    statement_: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": published_at.isoformat(),
         "publisher": "PRM",
         "kind": "instance",
         "software": {"name": "PRM", "version": software_version},
-        "implementation": {"description": "PRM FHIR R4 read API and Bulk Data export", "url": base_url},
-        "fhirVersion": FHIR_VERSION,
-        "format": ["application/fhir+json", "json"],
-        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"] if bulk else None,
-        "rest": [rest],
-    } if bulk else {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": published_at.isoformat(),
-        "publisher": "PRM",
-        "kind": "instance",
-        "software": {"name": "PRM", "version": software_version},
-        "implementation": {"description": "PRM FHIR R4 read API", "url": base_url},
+        "implementation": {"description": "PRM FHIR R4 read API" + (" and Bulk Data export" if bulk else ""),
+                           "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
-    })
+    }
+    if bulk:
+        statement_["instantiates"] = ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]
+    return mapping.validated(statement_)

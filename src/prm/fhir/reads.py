@@ -97,6 +97,12 @@ def _own_token(param: str, token: TokenValue, resource_type: str) -> uuid.UUID |
     return parse_id(param, token.code)
 
 
+def _own_ids(values: Sequence[str], resource_type: str) -> list[uuid.UUID]:
+    """The ids named by `identifier` tokens in our own system (others match nothing here)."""
+    return [i for i in (_own_token("identifier", parse_token("identifier", v), resource_type) for v in values)
+            if i is not None]
+
+
 def _folded(value: str) -> Any:
     return func.lower(func.prm_unaccent(value))
 
@@ -243,8 +249,7 @@ async def _search_patients(session: AsyncSession, who: Principal, query: Query) 
 async def _search_practitioners(session: AsyncSession, who: Principal, query: Query) -> tuple[list[Any], int]:
     stmt = _common(select(Practitioner).where(Practitioner.org_id == who.org_id), Practitioner, query)
     for _, values in query.values("identifier"):
-        stmt = stmt.where(Practitioner.id.in_([i for i in (_own_token("identifier", parse_token(
-            "identifier", v), "Practitioner") for v in values) if i is not None]))
+        stmt = stmt.where(Practitioner.id.in_(_own_ids(values, "Practitioner")))
     for modifier, values in query.values("name"):
         stmt = stmt.where(_any(values, partial(_contains, Practitioner.name, modifier=modifier)))
     for _, values in query.values("active"):
@@ -271,8 +276,7 @@ async def _search_organizations(session: AsyncSession, who: Principal, query: Qu
 async def _search_locations(session: AsyncSession, who: Principal, query: Query) -> tuple[list[Any], int]:
     stmt = _common(select(Location).where(Location.org_id == who.org_id), Location, query)
     for _, values in query.values("identifier"):
-        stmt = stmt.where(Location.id.in_([i for i in (_own_token("identifier", parse_token(
-            "identifier", v), "Location") for v in values) if i is not None]))
+        stmt = stmt.where(Location.id.in_(_own_ids(values, "Location")))
     for modifier, values in query.values("name"):
         stmt = stmt.where(_any(values, partial(_contains, Location.name, modifier=modifier)))
     for modifier, values in query.values("status"):
@@ -400,8 +404,7 @@ async def appointments_as_fhir(session: AsyncSession, org_id: uuid.UUID, rows: S
 async def _search_appointments(session: AsyncSession, who: Principal, query: Query) -> tuple[list[Any], int]:
     stmt = _common(select(Appointment).where(Appointment.org_id == who.org_id), Appointment, query)
     for _, values in query.values("identifier"):
-        stmt = stmt.where(Appointment.id.in_([i for i in (_own_token("identifier", parse_token(
-            "identifier", v), "Appointment") for v in values) if i is not None]))
+        stmt = stmt.where(Appointment.id.in_(_own_ids(values, "Appointment")))
     for param, column, kind in (("patient", Appointment.patient_id, "Patient"),
                                 ("practitioner", Appointment.practitioner_id, "Practitioner"),
                                 ("location", Appointment.location_id, "Location")):
@@ -431,8 +434,7 @@ def _appointment_statuses(v: str) -> tuple[str, ...]:
 async def _search_communications(session: AsyncSession, who: Principal, query: Query) -> tuple[list[Any], int]:
     stmt = _common(select(Communication).where(Communication.org_id == who.org_id), Communication, query)
     for _, values in query.values("identifier"):
-        stmt = stmt.where(Communication.id.in_([i for i in (_own_token("identifier", parse_token(
-            "identifier", v), "Communication") for v in values) if i is not None]))
+        stmt = stmt.where(Communication.id.in_(_own_ids(values, "Communication")))
     for param in ("patient", "subject"):
         for _, values in query.values(param):
             stmt = stmt.where(Communication.patient_id.in_(
