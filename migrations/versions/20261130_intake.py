@@ -3,7 +3,7 @@ organisation, a version for If-Match), records unique per (session, client item 
 consent purpose `intake` (data sharing) allowed by the consents' CHECKs.
 
 Revision ID: 20261130_intake
-Revises: 20261130_agent_runner
+Revises: 20261130_fhir
 Create Date: 2026-11-30 08:12:20.240687
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '20261130_intake'
-down_revision = '20261130_agent_runner'
+down_revision = '20261130_fhir'
 branch_labels = None
 depends_on = None
 
