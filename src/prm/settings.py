@@ -182,6 +182,7 @@ class Settings(BaseSettings):
 
     # --- agents ------------------------------------------------------------------------------------
     agents_redact_inputs: bool = True
+    agents_run_timeout_seconds: float = Field(default=120, gt=0, le=900)
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
 

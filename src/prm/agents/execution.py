@@ -156,6 +156,8 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
         # The full output (patient data) is kept only to replay a call made with an idempotency key.
         run.status, run.output_summary = "succeeded", summary(output)
         run.output = output if idempotency_key is not None else None
+        # the patient the call concerned, when only its result names them (an appointment's lifecycle)
+        run.patient_id = run.patient_id or _patient_of(output)
         status_code, problem = 200, None
     else:
         status_code = 500 if error.code == "tool_error" else error.status

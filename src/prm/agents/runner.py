@@ -15,6 +15,7 @@ the run is recorded as `failed` with the provider's error code (the steps before
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -43,6 +44,7 @@ from prm.settings import Settings
 log = structlog.get_logger(__name__)
 
 AI_CONSENT = "ai_processing"
+TIME_LIMIT = "time_limit"  # the error code of a run stopped by AGENTS_RUN_TIMEOUT_SECONDS
 CONTEXT_MESSAGES = 20  # the conversation's latest messages given to the model
 TOOL_RESULT_CHARS = 8000
 MAX_ANSWER_CHARS = 20_000  # what the model sees of one tool's result
@@ -155,9 +157,15 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     steps: list[dict[str, Any]] = []
     used = 0  # tool calls run (what max_steps limits)
     status, answer = "step_limit", ""
+    deadline = time.monotonic() + settings.agents_run_timeout_seconds
     try:
         while True:
-            result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            try:  # the model's turns share one wall-clock budget (the tools' steps are the database's)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            except TimeoutError:
+                raise AIProviderError(f"The model did not answer within the run's budget of "
+                                      f"{settings.agents_run_timeout_seconds:g} s", code=TIME_LIMIT) from None
             agent_run.model = result.model[:100]
             agent_run.prompt_tokens += result.usage.prompt_tokens
             agent_run.completion_tokens += result.usage.completion_tokens

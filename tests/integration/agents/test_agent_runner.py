@@ -277,6 +277,32 @@ async def test_runs_are_rate_limited_per_credential(make_client: ClientFactory, 
         assert (await _start(other, "hello")).status_code == 201  # another credential has its own budget
 
 
+async def test_a_run_has_a_time_budget(session: AsyncSession, make_client: ClientFactory, org: Organisation,
+                                       settings: Settings, openai_fake: OpenAIFake) -> None:
+    """A slow model cannot hold a request (and its connection) indefinitely: AGENTS_RUN_TIMEOUT_SECONDS."""
+    openai_fake.script_chat([("create_ticket", {"subject": "Before the model slowed down"})])
+    openai_fake.delay_next(0)
+    openai_fake.delay_next(2.0)  # the second turn
+    switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
+                                           "openai_api_key": SecretStr(FAKE_KEY), "agents_run_timeout_seconds": 0.5})
+    with use_settings(switched):
+        agent = await make_client("agent")
+        r = await _start(agent, "Open a ticket")
+    assert r.status_code == 504 and r.json()["code"] == "ai_provider_timeout", r.text
+    run = (await agent.get(f"/agents/agent-runs/{r.json()['agent_run_id']}")).json()
+    assert run["status"] == "failed" and run["error_code"] == "time_limit"
+    assert [(s["tool"], s["status"]) for s in run["steps"]] == [("create_ticket", "succeeded")]
+    assert await _tickets(session, org) == 1  # the step before the budget ran out stays
+
+
+async def test_provider_not_configured(make_client: ClientFactory, settings: Settings) -> None:
+    with use_settings(settings.model_copy(update={"llm_provider": "openai", "openai_api_key": None})):
+        agent = await make_client("agent")
+        r = await _start(agent, "hello")
+    assert r.status_code == 503 and r.json()["code"] == "provider_not_configured"
+    assert (await agent.get("/agents/agent-runs")).json()["total"] == 0  # nothing ran, nothing recorded
+
+
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
     coordinator = await make_client("coordinator")  # agents:read only
     r = await _start(coordinator, "hello")
