@@ -31,7 +31,7 @@ PROBLEM = "application/problem+json"
 
 @router.get("/tools", response_model=list[ToolInfo], summary="The tool catalogue with JSON schemas",
             description="Every tool with its input and output JSON Schema, the scope it needs and whether the "
-            "calling credential has it. Scope `agents:read`.")
+            "calling credential may run it (`allowed`: `agents:write` and the tool's own scope).")
 async def list_tools(who: Principal = Requires("agents:read")) -> list[ToolInfo]:
     return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes,
                      allowed=service.may_run(who, t), input_schema=t.input_schema(), output_schema=t.output_schema())

@@ -118,6 +118,8 @@ async def test_step_limit_reached(session: AsyncSession, make_client: ClientFact
     assert r.json()["stopped"] == "answered" and await _tickets(session, org) == 1
     r = await _start(agent, goal, max_steps=21)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_steps"
+    r = await _start(agent, "   ")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "goal"
 
 
 class _BoomIn(BaseModel):
