@@ -187,10 +187,25 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
+def _listed(nav: Any) -> set[str]:
+    if isinstance(nav, str):
+        return {nav}
+    if isinstance(nav, dict):
+        return set().union(*(_listed(v) for v in nav.values()))
+    if isinstance(nav, list):
+        return set().union(*(_listed(v) for v in nav)) if nav else set()
+    return set()
+
+
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    """Put one page per tag under the nav's "API reference" section."""
+    """Put one page per tag under the nav's "API reference" section, and every page of `docs/` the nav
+    does not list (a new domain's page) under "Domains", so adding a page needs no edit here."""
     pages = _tag_pages(_document(config))
+    listed = _listed(config.nav)
+    unlisted = sorted(p.name for p in Path(config.docs_dir).glob("*.md") if p.name not in listed)
     for entry in config.nav or []:
+        if isinstance(entry, dict) and "Domains" in entry:
+            entry["Domains"] = [*entry["Domains"], *unlisted]
         if isinstance(entry, dict) and "API reference" in entry:
             entry["API reference"] = ["reference/index.md", *({tag: f"reference/{_slug(tag)}.md"} for tag in pages),
                                       {"Schemas": "reference/schemas.md"}]
