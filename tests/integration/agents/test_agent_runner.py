@@ -392,6 +392,28 @@ async def test_scope_denied_mid_run(session: AsyncSession, org: Organisation, se
     assert await _tickets(session, org) == 0
 
 
+async def test_results_about_a_patient_without_ai_consent_are_withheld_from_the_model(
+        session: AsyncSession, org: Organisation, settings: Settings, openai_fake: OpenAIFake) -> None:
+    from prm.patients import service as patients
+
+    refusing = await make_patient(session, org, given_name="Nerea", family_name="Olaizola")
+    consenting = await make_patient(session, org, given_name="Nerea", family_name="Olaberria")
+    await patients.set_consent(session, principal(org), refusing.id, channel=None, purpose="ai_processing",
+                               granted=False, source="staff")
+    openai_fake.script_chat([("search_patients", {"q": "Nerea"})],
+                            [("get_patient", {"patient_id": str(refusing.id)})], "Done.")
+    result = await runner.run(session, principal(org, role="agent"), RunnerRequest(goal="Find Nerea"),
+                              settings=settings, llm=_openai(openai_fake))
+    assert [(s["tool"], s["status"], s["message"]) for s in result.steps] == [
+        ("search_patients", "succeeded", "withheld"), ("get_patient", "succeeded", "withheld"),
+        (None, "answered", None)]
+    searched = json.loads(openai_fake.requests[1].json["messages"][-1]["content"])
+    assert [p["id"] for p in searched["patients"]] == [str(consenting.id)] and searched["withheld"] == 1
+    got = json.loads(openai_fake.requests[2].json["messages"][-1]["content"])
+    assert got["withheld"] is True and "Olaizola" not in openai_fake.requests[2].json["messages"][-1]["content"]
+    assert all("Olaizola" not in json.dumps(q.json) for q in openai_fake.requests)
+
+
 async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_client: ClientFactory,
                                                  org: Organisation, settings: Settings,
                                                  openai_fake: OpenAIFake) -> None:
