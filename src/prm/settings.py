@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     outbound_webhook_disable_after: int = Field(default=5, ge=1)
     n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # --- fhir (EHR sync) ---------------------------------------------------------------------------
+    fhir_sync_max_attempts: int = Field(default=8, ge=1, le=50)
+    fhir_sync_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    fhir_sync_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
     # --- agents ------------------------------------------------------------------------------------
     agents_redact_inputs: bool = True
     agents_run_timeout_seconds: float = Field(default=120, gt=0, le=900)

@@ -160,6 +160,34 @@ async def test_a_failing_step_records_its_failure_and_leaves_no_half_written_dat
     assert failed["status"] == "failed" and failed["error_code"] == "half_written" and failed["error_status"] == 400
 
 
+@pytest.fixture
+def constraint_breaking_tool() -> Iterator[str]:
+    """A tool whose write breaks a database constraint its service did not check (a missed check, a race)."""
+
+    async def breaks(session: AsyncSession, who: Principal, data: Any, settings: Settings) -> BaseModel:
+        session.add(Ticket(org_id=who.org_id, subject=data.subject, patient_id=uuid.uuid4()))
+        await session.flush()
+        return data
+
+    registry.tool("test_constraint", scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
+                  description="test only")(breaks)
+    try:
+        yield "test_constraint"
+    finally:
+        registry._tools.pop("test_constraint", None)
+
+
+async def test_a_broken_constraint_in_a_tool_is_the_apis_4xx_not_a_500(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation, constraint_breaking_tool: str) -> None:
+    agent = await make_client("agent")
+    r = await agent.post(f"/agents/tools/{constraint_breaking_tool}/execute", json={"subject": "x"})
+    assert r.status_code == 422 and r.json()["code"] == "unknown_reference", r.text
+    assert r.json()["errors"][0]["field"] == "patient_id" and "Traceback" not in r.text
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["status"] == "failed" and run["error_code"] == "unknown_reference"
+    assert await _tickets(session, org) == 0
+
+
 async def test_idempotency_key_runs_the_agent_once(session: AsyncSession, make_client: ClientFactory,
                                                    org: Organisation) -> None:
     agent = await make_client("agent")
