@@ -338,8 +338,9 @@ ItemType = Literal["group", "display", "boolean", "decimal", "integer", "date", 
 
 
 class AnswerOption(_In):
-    value_coding: dict[str, str] | None = Field(default=None, alias="valueCoding")
-    value_string: str | None = Field(default=None, alias="valueString")
+    value_coding: dict[str, Annotated[str, StringConstraints(max_length=500)]] | None = Field(
+        default=None, alias="valueCoding")
+    value_string: str | None = Field(default=None, alias="valueString", max_length=500)
     value_integer: int | None = Field(default=None, alias="valueInteger")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
