@@ -30,6 +30,7 @@ from prm.media.models import Media
 from prm.patients import service as patients
 from prm.patients.models import Patient
 from prm.tickets.models import Ticket
+from prm.vector.models import SearchChunk
 from tests.fixtures import media_samples as samples
 from tests.fixtures.messaging import CLINIC_NUMBER, configure_channel, new_phone
 from tests.fixtures.voice_agent import VoiceAgentPeer
@@ -157,6 +158,10 @@ async def test_voice_call_intake_flow(session, org, client: httpx.AsyncClient, a
     assert (media_row.status, media_row.sha256, media_row.content_type) == ("available", samples.sha256(recording),
                                                                             "audio/wav")
     assert [s for _, s in voice_agent.downloads] == [503, 200]
+    # the transcript went to search (the call's communication, chunked and embedded)
+    chunks = (await session.scalars(select(SearchChunk).where(SearchChunk.org_id == org.id,
+                                                              SearchChunk.source_id == row.communication_id))).all()
+    assert chunks and any("dry cough" in c.text for c in chunks)
     # the summary, and the hand-over event for the EHR sync
     summary = await session.get(IntakeSummary, row.id)
     assert summary.machine_generated and summary.generator == "offline"
