@@ -283,3 +283,16 @@ async def test_the_same_call_delivered_five_times_at_once_makes_one_session_and_
         sessions = (await s.scalars(select(IntakeSession).where(IntakeSession.org_id == org.id))).all()
         booked = await s.scalar(select(func.count()).select_from(Appointment).where(Appointment.org_id == org.id))
     assert len(sessions) == 1 and booked == 1 and sessions[0].appointment_id is not None
+
+
+async def test_a_call_with_nothing_clinical_makes_no_intake(session, org, anon_client: httpx.AsyncClient,
+                                                            voice_agent: VoiceAgentPeer) -> None:
+    await configure_channel(session, org, "voice", webhook_secret=KEY)
+    with clock.frozen(NOW):
+        body, headers = voice_agent.retell(KEY, "call_analyzed", call_payload(
+            "call-hours", new_phone(), {"intent": "opening_hours"}), int(NOW.timestamp() * 1000))
+        r = await anon_client.post(f"/webhooks/voice-agent/{org.id}/retell", content=body, headers=headers)
+        assert r.json()["status"] == "processed"
+        await drain(session)
+    assert await session.scalar(select(func.count()).select_from(IntakeSession)
+                                .where(IntakeSession.org_id == org.id)) == 0
