@@ -134,9 +134,18 @@ def _voice_agent_signature(app: Any, url: str, body: Any) -> dict[str, str]:
     return {"X-Signature": "sha256=" + hmac.new(VOICE_AGENT_SECRET.encode(), raw, hashlib.sha256).hexdigest()}
 
 
+def _retell_signature(app: Any, url: str, body: Any) -> dict[str, str]:
+    """As Retell signs: HMAC-SHA256(secret, raw body + unix ms), at the examples' (frozen) clock."""
+    raw, stamp = json.dumps(body).encode(), str(int(clock.now().timestamp() * 1000))
+    digest = hmac.new(VOICE_AGENT_SECRET.encode(), raw + stamp.encode(), hashlib.sha256).hexdigest()
+    return {"x-retell-signature": f"v={stamp},d={digest}"}
+
+
 # Webhooks authenticate by signature: the example's header is recomputed with the service's secrets.
 SIGNERS = {"POST /webhooks/twilio/messaging": _twilio_signature, "POST /webhooks/twilio/status": _twilio_signature,
-           "POST /webhooks/voice-agent/{org_id}": _voice_agent_signature}
+           "POST /webhooks/voice-agent/{org_id}": _voice_agent_signature,
+           "POST /webhooks/voice-agent/{org_id}/{provider}": _retell_signature}
+SIGNED_BODY_HEADERS = {"X-Signature", "x-retell-signature"}
 
 
 async def _path_value(world: World, parameter: dict[str, Any]) -> str:
@@ -149,7 +158,7 @@ async def _path_value(world: World, parameter: dict[str, Any]) -> str:
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, media: str | None, body: Any,
                 headers: dict[str, str]) -> httpx.Response:
-    if media == "application/json" and body is not None and "X-Signature" in headers:  # signed: these bytes
+    if media == "application/json" and body is not None and SIGNED_BODY_HEADERS & headers.keys():  # these bytes
         return await client.request(method, url, content=json.dumps(body).encode(),
                                     headers={"content-type": media, **headers})
     if media == "application/json" and body is not None:
