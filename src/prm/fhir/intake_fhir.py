@@ -123,7 +123,7 @@ def _exporter(resource_type: str) -> bulk.Exporter:
                 .join(QuestionnaireVersion, (QuestionnaireVersion.questionnaire_id == Questionnaire.id)
                       & (QuestionnaireVersion.version == Questionnaire.latest_version))
                 .where(Questionnaire.org_id == org_id).order_by(Questionnaire.id))
-            for q, version in rows.tuples():
+            for q, version in rows.all():
                 if since is None or version.published_at >= since:
                     yield questionnaire_resource(q, version)
             return
@@ -178,7 +178,7 @@ async def _search_questionnaires(session: AsyncSession, who: Principal, query: Q
             stmt = stmt.where(Questionnaire.retired_at.is_(None))
         elif codes_ == {"retired"}:
             stmt = stmt.where(Questionnaire.retired_at.is_not(None))
-    rows = list((await session.execute(stmt.order_by(Questionnaire.key, Questionnaire.id))).tuples())
+    rows = list((await session.execute(stmt.order_by(Questionnaire.key, Questionnaire.id))).all())
     return [questionnaire_resource(q, v) for q, v in rows[query.offset:query.offset + query.count]], len(rows)
 
 
