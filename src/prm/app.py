@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
+from prm.core import auth, idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
 from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
@@ -201,6 +201,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.context = ctx
     app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
+    app.state.credential_cache = auth.CredentialCache(settings.auth_cache_seconds)
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # --- serving (issue 19) ------------------------------------------------------------------------
     # API processes of `prm serve` (its --workers): unset = the cores in production, 1 in development
     web_concurrency: int | None = Field(default=None, ge=1)
+    # how long a checked credential (API key, staff user) is trusted without asking the database
+    # again: the most a revocation or deactivation takes to reach another process (0: never cached)
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     # --- jobs ------------------------------------------------------------------------------------
     run_worker: bool = True
