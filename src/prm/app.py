@@ -29,6 +29,7 @@ from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.retry import RetryTransactionMiddleware
 from prm.core.unhandled import UnhandledErrorMiddleware
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
@@ -207,7 +208,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
+    app.add_middleware(RetryTransactionMiddleware)  # innermost: a deadlock victim's request runs again
+    app.add_middleware(UnhandledErrorMiddleware)  # route errors still pass the others
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
                        max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)
