@@ -148,7 +148,7 @@ def alembic_head() -> str | None:
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
-    prm_logging.configure(settings.log_level, json=settings.log_json)
+    prm_logging.configure(settings.log_level, json=settings.log_json, libraries=settings.log_level_libraries)
     startup.check(settings)  # production refuses unsafe settings (see `prm check-config`)
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -161,7 +162,7 @@ def serve(
     from prm.core import logging as prm_logging
 
     settings = get_settings().serving_at(host, port)
-    prm_logging.configure(settings.log_level, json=settings.log_json)
+    prm_logging.configure(settings.log_level, json=settings.log_json, libraries=settings.log_level_libraries)
     _refuse_unsafe(settings)
     production = settings.environment == "production"
     if production and demo:
@@ -179,6 +180,10 @@ def serve(
         if created:
             _print_demo(created)
     _print_twilio_token(settings)
+    worker_text = ("its own process (`prm worker`)" if separate_worker else
+                   "in this process" if run_worker else "off (run `prm worker`)")
+    _print_summary(settings, host or settings.host, port or settings.port, worker=worker_text,
+                   processes=processes, demo=not production and (demo if demo is not None else settings.seed_demo))
     job_worker: WorkerProcess | None = None
     # uvicorn shuts down gracefully on SIGTERM and SIGINT (stops accepting, drains requests, runs the
     # lifespan's shutdown: the worker stops), then re-raises the signal; SIGTERM's default action
@@ -360,6 +365,31 @@ def _print_demo(created: dict[str, Any]) -> None:
     typer.echo(f"  API key       {created['api_key']}   (shown once)\n")
 
 
+def _print_summary(settings: Settings, host: str, port: int, *, worker: str, processes: int, demo: bool) -> None:
+    """One readable start-up summary (the JSON `startup.config` line has the details)."""
+    from prm.core import startup
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a display, not a bind)
+    url = f"http://{shown}:{port}"
+    lines = [
+        ("API", f"{url}   (reference: {url}/docs)" if settings.docs_enabled else url),
+        ("environment", settings.environment),
+        ("data directory", str(settings.data_dir)),
+        ("database", startup.describe_database(settings)),
+        ("API processes", str(processes)),
+        ("job worker", worker),
+    ]
+    if demo and settings.environment == "development":
+        from prm import demo as demo_module
+
+        lines.append(("demo login", f"{demo_module.DEMO_EMAIL} / {demo_module.DEMO_PASSWORD}   "
+                                    "(POST /auth/token; the demo API key was shown at its creation)"))
+    typer.secho("PRM is starting:", fg=typer.colors.GREEN)
+    for label, value in lines:
+        typer.echo(f"  {label:<15} {value}")
+    typer.echo("")
+
+
 def _print_twilio_token(settings: Settings) -> None:
     """In development without TWILIO_AUTH_TOKEN: show the generated webhook token and how to use it."""
     if settings.environment != "development" or settings.twilio_auth_token is not None:
@@ -369,6 +399,34 @@ def _print_twilio_token(settings: Settings) -> None:
     typer.echo(f"  auth token    {token}   (generated, kept in {settings.data_dir / 'twilio_auth_token'})")
     typer.echo(f"  webhook URL   {settings.public_base_url}/webhooks/twilio/messaging")
     typer.echo('  try           prm simulate whatsapp --from +34600000000 "I need an appointment"\n')
+
+
+@cli.command("openapi")
+def openapi_command(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
+) -> None:
+    """Write the OpenAPI document (descriptions, scopes, errors, examples) as JSON, without a database.
+
+    `make docs` renders the API reference from it; client generators read it too.
+    """
+    import json
+
+    from pydantic import SecretStr
+
+    from prm.app import create_app
+
+    # No database is reached (the engine connects lazily) and nothing is written to the data directory.
+    settings = get_settings().model_copy(update={
+        "database_url": "postgresql+psycopg://openapi@127.0.0.1:9/openapi", "run_worker": False,
+        "log_level": "WARNING", "environment": "development", "secret_key": SecretStr("openapi-export-" + "x" * 40),
+        "api_docs": True})
+    document = json.dumps(create_app(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(document, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
 
 
 @cli.command("demo")
@@ -399,7 +457,7 @@ def worker(
     from prm.core.db import Database
 
     settings = get_settings()
-    prm_logging.configure(settings.log_level, json=settings.log_json)
+    prm_logging.configure(settings.log_level, json=settings.log_json, libraries=settings.log_level_libraries)
     _refuse_unsafe(settings)
     modules.load()
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,

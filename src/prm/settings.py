@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # --- runtime -------------------------------------------------------------------------------
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
+    # Third-party libraries (uvicorn, procrastinate, alembic, embedded PostgreSQL): WARNING unless asked.
+    log_level_libraries: str = "WARNING"
     log_json: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
     rate_limit_login: str = "10/minute"
     rate_limit_login_account: str = "10/15minutes"
     rate_limit_webhooks: str = "600/minute"
+    rate_limit_agent_runs: str = "30/minute"  # per credential: each run spends model tokens
     idempotency_ttl_hours: int = 24
     idempotency_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
@@ -183,8 +186,14 @@ class Settings(BaseSettings):
     outbound_webhook_disable_after: int = Field(default=5, ge=1)
     n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # --- fhir (EHR sync) ---------------------------------------------------------------------------
+    fhir_sync_max_attempts: int = Field(default=8, ge=1, le=50)
+    fhir_sync_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    fhir_sync_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
     # --- agents ------------------------------------------------------------------------------------
     agents_redact_inputs: bool = True
+    agents_run_timeout_seconds: float = Field(default=120, gt=0, le=900)
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
 

@@ -109,6 +109,8 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     agent_run = await post("/agents/agent-runs", {"goal": "Say hello"})
     await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
                                                   "workflows": {"triage": "webhook/triage"}})
+    connection = await post("/fhir/connections", {"name": "EHR", "base_url": "http://127.0.0.1:9/fhir",
+                                                  "auth": "bearer", "bearer_token": "walk-token"})
     message = await post("/communications", {"patient_id": patient["id"], "channel": "sms", "body": "Walk"})
     # a file uploaded for the patient (declared, uploaded through the signed URL, verified)
     media = await upload_file(client, samples.png(1200), "image/png", "walk.png", patient_id=patient["id"])
@@ -119,6 +121,7 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     ids.update(
         media_ids=[media["id"]], message_id=message["id"], journey_id=journey["id"],
         intake_session_id=None,  # no intake module yet: no intake session exists in any organisation
+        connection_id=connection["id"],
         patient_id=patient["id"], duplicate_id=duplicate["id"], patient_ids=[patient["id"]],
         location_id=location["id"], practitioner_id=practitioner["id"], practitioner_ids=[practitioner["id"]],
         service_id=service["id"], appointment_id=appointment["id"], conversation_id=conversation["id"],
@@ -165,6 +168,7 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/search"): {"query": "walk", "patient_id": mine["patient_id"]},
         ("POST", "/integrations/n8n/runs"): {"workflow_key": "triage", "patient_id": mine["patient_id"],
                                              "conversation_id": mine["conversation_id"]},
+        ("POST", "/fhir/connections/{connection_id}/sync"): {"patient_id": mine["patient_id"]},
         ("POST", "/agents/agent-runs"): {"goal": "Summarise the conversation",
                                          "conversation_id": mine["conversation_id"]},
     }
@@ -172,7 +176,8 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def _queries(mine: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Query parameters a route requires besides the one under test."""
-    return {"/slots": {"service_id": mine["service_id"], "start_date": "2026-03-24", "end_date": "2026-03-27"}}
+    return {"/slots": {"service_id": mine["service_id"], "start_date": "2026-03-24", "end_date": "2026-03-27"},
+            "/fhir/connections/{connection_id}/links": {"patient_id": mine["patient_id"]}}
 
 
 def _url(path: str, operation: dict[str, Any], mine: dict[str, Any]) -> str:

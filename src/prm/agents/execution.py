@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.agents import registry
 from prm.agents.models import ToolRun
-from prm.core import clock
+from prm.core import clock, integrity
 from prm.core import logging as prm_logging
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
@@ -96,8 +96,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
                   settings: Settings, transport: str = "http", idempotency_key: str | None = None,
                   agent_run_id: uuid.UUID | None = None, step: int | None = None) -> Outcome:
     spec = registry.get(name)
+    name = name[:64]
     if spec is None:
-        raise NotFound(f"No tool named {name!r}; GET /agents/tools lists them", code="unknown_tool")
+        idempotency_key = None  # nothing ran: nothing to replay
     digest = _digest(arguments)
     if idempotency_key is not None:
         previous = await session.scalar(select(ToolRun).where(
@@ -123,6 +124,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     error: DomainError | None = None
     stage = "authorise"
     try:
+        if spec is None:  # recorded too: an agent probing for tools that do not exist is worth seeing
+            stage = "validate"
+            raise NotFound(f"No tool named {name!r}; GET /agents/tools lists them", code="unknown_tool")
         missing = [s for s in (RUN_SCOPE, spec.scope) if not who.has(s)]
         if missing:
             raise PermissionDenied(f"The tool {name} needs the scope(s) {', '.join(missing)}", code="missing_scope",
@@ -140,6 +144,12 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
                 result = await spec.fn(session, who, data, settings)
         except DomainError:
             raise
+        except IntegrityError as exc:  # a constraint the service did not check: the API's 4xx, never a 500
+            mapped = integrity.problem_for(exc)
+            if mapped is None:
+                log.error("agents.tool_crashed", error="IntegrityError", frames=prm_logging.safe_frames(exc))
+                raise DomainError("The tool failed unexpectedly; it has been logged", code="tool_error") from None
+            raise mapped from None
         except Exception as exc:  # the tool's writes are rolled back; the failure is recorded
             log.error("agents.tool_crashed", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
             raise DomainError("The tool failed unexpectedly; it has been logged", code="tool_error") from None
@@ -149,7 +159,11 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     run.duration_ms = int((time.perf_counter() - started) * 1000)
     if error is None:
         assert output is not None
-        run.status, run.output, run.output_summary = "succeeded", output, summary(output)
+        # The full output (patient data) is kept only to replay a call made with an idempotency key.
+        run.status, run.output_summary = "succeeded", summary(output)
+        run.output = output if idempotency_key is not None else None
+        # the patient the call concerned, when only its result names them (an appointment's lifecycle)
+        run.patient_id = run.patient_id or _patient_of(output)
         status_code, problem = 200, None
     else:
         status_code = 500 if error.code == "tool_error" else error.status

@@ -81,7 +81,7 @@ async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Cal
             outcome = await execution.execute(session, principal, params.name, dict(params.arguments or {}),
                                               settings=settings, transport="mcp", idempotency_key=key)
             await session.commit()
-        except DomainError as exc:  # unknown tool, reused idempotency key: nothing was recorded
+        except DomainError as exc:  # a reused or busy idempotency key: nothing was recorded
             await session.rollback()
             return _error(exc.problem())
         except Exception as exc:  # never the exception's text (SQL parameters hold patient data)

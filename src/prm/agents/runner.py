@@ -6,7 +6,7 @@ check, validation, savepoint and tool-run row as a call over HTTP or MCP, linked
 its step. A tool that fails leaves none of its writes; its error goes back to the model, which may
 try something else. The loop stops when the model answers, or after `max_steps` tool calls
 (`step_limit`). A tool the model names but was not offered (or that does not exist) is not run:
-it is recorded as a step and the model is told.
+it is recorded (an invalid tool run, `unknown_tool`) and the model is told.
 
 Everything happens in the caller's transaction: the run row, the steps' tool runs and the writes
 of the steps that succeeded commit together, when the request does. If the model provider fails,
@@ -15,11 +15,12 @@ the run is recorded as `failed` with the provider's error code (the steps before
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ from prm.agents.schemas import RunnerRequest
 from prm.conversations import service as conversations
 from prm.core import clock, references
 from prm.core.auth import Principal
-from prm.core.errors import Conflict, PermissionDenied, ValidationFailed
+from prm.core.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
 from prm.core.pagination import PageParams
 from prm.patients import service as patients
 from prm.settings import Settings
@@ -43,6 +44,7 @@ from prm.settings import Settings
 log = structlog.get_logger(__name__)
 
 AI_CONSENT = "ai_processing"
+TIME_LIMIT = "time_limit"  # the error code of a run stopped by AGENTS_RUN_TIMEOUT_SECONDS
 CONTEXT_MESSAGES = 20  # the conversation's latest messages given to the model
 TOOL_RESULT_CHARS = 8000
 MAX_ANSWER_CHARS = 20_000  # what the model sees of one tool's result
@@ -100,17 +102,31 @@ async def _replay(session: AsyncSession, who: Principal, key: str, digest: str) 
     return previous
 
 
+async def _no_checkpoint() -> None:
+    return None
+
+
 async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, settings: Settings, llm: LLM,
-              idempotency_key: str | None = None) -> AgentRun:
-    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed, not committed).
+              idempotency_key: str | None = None,
+              checkpoint: Callable[[], Awaitable[None]] = _no_checkpoint) -> AgentRun:
+    """Run the tool-calling loop for `request` as `who`; returns the recorded run (flushed).
 
     Raises before anything is recorded when the request itself is refused (a conversation of another
     organisation, a missing scope, a reused idempotency key); every outcome after that is a run row.
+
+    `checkpoint` is awaited once the run row exists and after every step: the HTTP layer commits
+    there, so that a step's writes, its tool run and the run's progress are durable and its locks
+    (a booking's practitioner lock) are released while the model thinks about the next step — no
+    transaction stays open across a call to the model provider. A run interrupted by a crash stays
+    `running`.
     """
     digest = _digest(request)
     if idempotency_key is not None:
         previous = await _replay(session, who, idempotency_key, digest)
         if previous is not None:
+            if previous.status == "running":
+                raise Conflict("A run with this idempotency key is in progress; retry to get its result",
+                               code="idempotency_in_progress")
             return previous
     patient_id, context_text = (None, None)
     if request.conversation_id is not None:
@@ -129,6 +145,7 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     except IntegrityError:  # the idempotency index: a concurrent request with the same key
         raise Conflict("A run with this idempotency key is in progress; retry to get its result",
                        code="idempotency_in_progress") from None
+    await checkpoint()
 
     messages: list[ChatMessage] = [ChatMessage(role="system", content=SYSTEM_PROMPT)]
     if context_text:
@@ -140,26 +157,35 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     steps: list[dict[str, Any]] = []
     used = 0  # tool calls run (what max_steps limits)
     status, answer = "step_limit", ""
+    deadline = time.monotonic() + settings.agents_run_timeout_seconds
     try:
         while True:
-            result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            try:  # the model's turns share one wall-clock budget (the tools' steps are the database's)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            except TimeoutError:
+                raise AIProviderError(f"The model did not answer within the run's budget of "
+                                      f"{settings.agents_run_timeout_seconds:g} s", code=TIME_LIMIT) from None
             agent_run.model = result.model[:100]
             agent_run.prompt_tokens += result.usage.prompt_tokens
             agent_run.completion_tokens += result.usage.completion_tokens
             calls = result.message.tool_calls
             if not calls:
-                status, answer = "answered", (result.message.content or "").strip()[:MAX_ANSWER_CHARS]
+                status, answer = "answered", _without_nul(result.message.content or "").strip()[:MAX_ANSWER_CHARS]
                 steps.append(_entry(len(steps) + 1, None, None, "answered", None))
                 break
             messages.append(result.message)
             for call in calls:
                 if used >= request.max_steps:  # recorded, not run
-                    steps.append(_entry(len(steps) + 1, call.name[:64], None, "skipped", "step_limit"))
+                    steps.append(_entry(len(steps) + 1, _without_nul(call.name[:64]), None, "skipped", "step_limit"))
                     continue
                 used += 1
                 content, entry = await _call(session, who, call, len(steps) + 1, agent_run.id, settings)
                 steps.append(entry)
                 messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name))
+                agent_run.steps = list(steps)
+                await session.flush()
+                await checkpoint()
             if any(s["status"] == "skipped" for s in steps):
                 break  # the model wanted more tool calls than allowed
     except AIProviderError as exc:
@@ -176,9 +202,22 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     agent_run.duration_ms = int((time.perf_counter() - started) * 1000)
     agent_run.finished_at = clock.now()
     await session.flush()
+    await checkpoint()
     log.info("agents.runner_finished", status=status, steps=len(steps), model=agent_run.model,
              duration_ms=agent_run.duration_ms)
     return agent_run
+
+
+def _without_nul(value: Any) -> Any:
+    """The model's text with U+0000 removed (PostgreSQL stores no NUL in text or jsonb; the API refuses
+    it at the edge, but the model's words do not come through the edge)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _entry(step: int, tool: str | None, run_id: uuid.UUID | None, status: str, message: str | None
@@ -192,22 +231,50 @@ async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int
     """Run one tool call of the model; returns what the model is told and the step's record.
 
     The model's choice is never trusted: a tool it was not offered goes through the executor all
-    the same, which refuses it (scope) and records it as denied. A name that is no tool is not a
-    tool run; the step records it.
+    the same, which refuses it (scope) and records it as denied; a name that is no tool is recorded
+    as an invalid tool run (`unknown_tool`).
     """
-    if registry.get(call.name) is None:
-        problem = {"code": "unknown_tool", "detail": "There is no such tool; use one of the tools given"}
-        return json.dumps({"error": problem}), _entry(step, call.name[:64], None, "unknown_tool", "unknown_tool")
-    outcome = await execution.execute(session, who, call.name, call.arguments, settings=settings,
-                                      transport="runner", agent_run_id=agent_run_id, step=step)
-    entry = _entry(step, call.name, outcome.run.id, outcome.run.status, outcome.run.error_code)
+    outcome = await execution.execute(session, who, _without_nul(call.name), _without_nul(call.arguments),
+                                      settings=settings, transport="runner", agent_run_id=agent_run_id, step=step)
+    entry = _entry(step, outcome.run.tool, outcome.run.id, outcome.run.status, outcome.run.error_code)
     if outcome.ok:
-        content = json.dumps(outcome.output, default=str)
+        shown, withheld = await _for_the_model(session, who, outcome.run.patient_id, outcome.output or {})
+        if withheld:
+            entry["message"] = "withheld"
+        content = json.dumps(shown, default=str)
     else:
         problem = outcome.problem or {}
         content = json.dumps({"error": {k: problem[k] for k in ("code", "detail", "errors", "status") if k in problem}},
                              default=str)
     return content[:TOOL_RESULT_CHARS], entry
+
+
+async def _allows_ai(session: AsyncSession, who: Principal, patient_id: uuid.UUID) -> bool:
+    try:
+        return (await patients.data_sharing_allows(session, who.org_id, patient_id, purpose=AI_CONSENT)).allowed
+    except DomainError:  # no such patient (any more): nothing of theirs goes to the model
+        return False
+
+
+async def _for_the_model(session: AsyncSession, who: Principal, patient_id: uuid.UUID | None,
+                         output: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """What the model is told of a tool's result: nothing of a patient who does not allow AI processing.
+
+    The action itself is not undone (it was the credential's to take, and it is recorded); only its
+    result stays out of the model's context, as the conversation of such a patient does. Patient lists
+    (`search_patients`) lose those patients' entries.
+    """
+    if patient_id is not None and not await _allows_ai(session, who, patient_id):
+        return {"withheld": True, "reason": "ai_processing_not_allowed",
+                "detail": "The tool ran; its result concerns a patient who does not allow AI processing of "
+                          "their data, so it is not shown to the model"}, True
+    listed = output.get("patients")
+    if isinstance(listed, list):
+        kept = [p for p in listed if not isinstance(p, dict) or "id" not in p
+                or await _allows_ai(session, who, uuid.UUID(str(p["id"])))]
+        if len(kept) < len(listed):
+            return {**output, "patients": kept, "withheld": len(listed) - len(kept)}, True
+    return output, False
 
 
 def read_steps(agent_run: AgentRun) -> Sequence[dict[str, Any]]:

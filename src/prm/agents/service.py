@@ -15,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.agents.execution import RUN_SCOPE, Outcome, execute, may_run
 from prm.agents.models import AgentRun, ToolRun
-from prm.agents.runner import offered_tools, read_steps, run
-from prm.core import references
+from prm.agents.runner import TIME_LIMIT, offered_tools, read_steps, run
+from prm.core import audit, references
 from prm.core.auth import Principal
 from prm.core.errors import NotFound
 from prm.core.pagination import PageParams, paginate
 
-__all__ = ["RUN_SCOPE", "AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run", "get_tool_run",
-           "list_agent_runs", "list_tool_runs", "may_run", "offered_tools", "read_steps", "run"]
+__all__ = ["RUN_SCOPE", "TIME_LIMIT", "AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run",
+           "get_tool_run", "list_agent_runs", "list_tool_runs", "may_run", "offered_tools", "read_steps", "run"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,10 @@ async def list_agent_runs(session: AsyncSession, who: Principal, filters: AgentR
     if filters.credential is not None:
         stmt = stmt.where(AgentRun.credential == filters.credential)
     rows, total = await paginate(session, stmt.order_by(AgentRun.created_at.desc(), AgentRun.id), paging)
+    patient_ids = sorted({str(r.patient_id) for r in rows if r.patient_id is not None})
+    if patient_ids:  # answers may quote patient data: a read of it, like any other
+        await audit.record(session, who, "read", "agent_runs", None,
+                           details={"count": len(rows), "patient_ids": patient_ids})
     return list(rows), total
 
 
@@ -77,10 +81,9 @@ async def get_agent_run(session: AsyncSession, who: Principal, agent_run_id: uui
                                                         AgentRun.org_id == who.org_id))
     if found is None:
         raise NotFound("No such agent run", code="agent_run_not_found")
+    if found.patient_id is not None:
+        await audit.record(session, who, "read", "agent_run", found.id, patient_id=found.patient_id)
     return found
 
 
-@references.resolver("agent_run")
-async def _agent_run_exists(session: AsyncSession, org_id: uuid.UUID, agent_run_id: uuid.UUID) -> bool:
-    found = await session.scalar(select(AgentRun.id).where(AgentRun.id == agent_run_id, AgentRun.org_id == org_id))
-    return found is not None
+references.resolver("agent_run")(references.in_organisation(AgentRun))

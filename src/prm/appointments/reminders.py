@@ -19,7 +19,7 @@ from prm.appointments.models import (
     Practitioner,
 )
 from prm.appointments.setup import REMINDER_JOB, describe
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, rowlock
 from prm.core import reminder_offsets as reminder_times
 from prm.core.auth import Principal
 from prm.core.events import Event
@@ -99,14 +99,8 @@ async def _void_reminders(session: AsyncSession, appointment: Appointment) -> in
 
 async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: uuid.UUID) -> bool:
     """Publish `appointment.reminder_due` for a scheduled reminder; False when there is nothing to do."""
-    reminder = (
-        await session.execute(
-            select(AppointmentReminder)
-            .where(AppointmentReminder.id == reminder_id, AppointmentReminder.org_id == org_id)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if reminder is None or reminder.status != "scheduled":
+    reminder = await rowlock.lock(session, AppointmentReminder, reminder_id, org_id=org_id)
+    if reminder is None or rowlock.idle(reminder, "scheduled"):
         return False
     appointment = await session.get(Appointment, reminder.appointment_id)
     assert appointment is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
@@ -33,6 +33,8 @@ from prm.appointments.schemas import (
 from prm.core import references
 from prm.core.errors import NotFound, ValidationFailed
 from prm.identity import service as identity
+
+T = TypeVar("T")
 
 MAX_RANGE_DAYS = 62
 REMINDER_JOB = "appointments.send_reminder"
@@ -73,9 +75,23 @@ references.resolver("location")(references.in_organisation(Location))
 references.resolver("service")(references.in_organisation(Service))
 
 
+async def _stored(session: AsyncSession, row: T) -> T:
+    """A new row, written (its constraints checked now, not at commit)."""
+    session.add(row)
+    await session.flush()
+    return row
+
+
 def _apply(row: Any, changes: dict[str, Any]) -> None:
     for key, value in changes.items():
         setattr(row, key, value)
+
+
+async def _changed(session: AsyncSession, row: T, changes: dict[str, Any]) -> T:
+    """A row with `changes` applied, written."""
+    _apply(row, changes)
+    await session.flush()
+    return row
 
 
 # --- practitioners, locations --------------------------------------------------------------------
@@ -89,9 +105,7 @@ async def _check_user(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UU
 async def create_practitioner(session: AsyncSession, org_id: uuid.UUID, data: PractitionerCreate) -> Practitioner:
     await _check_user(session, org_id, data.user_id)
     row = Practitioner(org_id=org_id, **data.model_dump())
-    session.add(row)
-    await session.flush()
-    return row
+    return await _stored(session, row)
 
 
 async def update_practitioner(
@@ -101,9 +115,7 @@ async def update_practitioner(
     changes = data.model_dump(exclude_unset=True)
     if "user_id" in changes:
         await _check_user(session, org_id, changes["user_id"])
-    _apply(row, changes)
-    await session.flush()
-    return row
+    return await _changed(session, row, changes)
 
 
 async def get_practitioner(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID) -> Practitioner:
@@ -117,18 +129,14 @@ async def list_practitioners(session: AsyncSession, org_id: uuid.UUID) -> list[P
 
 async def create_location(session: AsyncSession, org_id: uuid.UUID, data: LocationCreate) -> Location:
     row = Location(org_id=org_id, **data.model_dump())
-    session.add(row)
-    await session.flush()
-    return row
+    return await _stored(session, row)
 
 
 async def update_location(
     session: AsyncSession, org_id: uuid.UUID, location_id: uuid.UUID, data: LocationUpdate
 ) -> Location:
     row = await get_location(session, org_id, location_id)
-    _apply(row, data.model_dump(exclude_unset=True))
-    await session.flush()
-    return row
+    return await _changed(session, row, data.model_dump(exclude_unset=True))
 
 
 async def get_location(session: AsyncSession, org_id: uuid.UUID, location_id: uuid.UUID) -> Location:
@@ -165,9 +173,7 @@ async def create_service(session: AsyncSession, org_id: uuid.UUID, data: Service
     fields = data.model_dump(exclude={"practitioner_ids", "keywords"})
     row = Service(org_id=org_id, keywords=_keywords(data.keywords), **fields)
     row.practitioners = await _practitioners(session, org_id, data.practitioner_ids)
-    session.add(row)
-    await session.flush()
-    return row
+    return await _stored(session, row)
 
 
 async def update_service(
@@ -179,9 +185,7 @@ async def update_service(
         row.practitioners = await _practitioners(session, org_id, changes.pop("practitioner_ids") or [])
     if "keywords" in changes:
         changes["keywords"] = _keywords(changes["keywords"] or [])
-    _apply(row, changes)
-    await session.flush()
-    return row
+    return await _changed(session, row, changes)
 
 
 async def get_service(session: AsyncSession, org_id: uuid.UUID, service_id: uuid.UUID) -> Service:
@@ -223,9 +227,7 @@ async def add_rule(
     await get_practitioner(session, org_id, practitioner_id)
     await _ref(session, Location, org_id, data.location_id, "location_id", "location")
     row = AvailabilityRule(org_id=org_id, practitioner_id=practitioner_id, **data.model_dump())
-    session.add(row)
-    await session.flush()
-    return row
+    return await _stored(session, row)
 
 
 async def list_rules(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID) -> list[AvailabilityRule]:
@@ -279,9 +281,7 @@ async def add_exception(
         end_at=end_at,
         reason=data.reason,
     )
-    session.add(row)
-    await session.flush()
-    return row
+    return await _stored(session, row)
 
 
 async def list_exceptions(

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import calendar
@@ -23,6 +23,7 @@ from prm.appointments.setup import get_practitioner
 from prm.core import audit, clock, references
 from prm.core.auth import Principal
 from prm.core.errors import ValidationFailed
+from prm.core.pagination import PageParams, paginate
 from prm.patients import service as patients_service
 
 # --- views --------------------------------------------------------------------------------------
@@ -65,8 +66,7 @@ async def list_appointments(
     for kind in ("patient", "practitioner"):
         await references.require(session, org_id, kind, filters.get(f"{kind}_id"), field=f"{kind}_id")
     stmt = _filtered(org_id, **filters).order_by(Appointment.start_at, Appointment.id)
-    total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
-    rows = list(await session.scalars(stmt.limit(limit).offset(offset)))
+    rows, total = await paginate(session, stmt, PageParams(limit=limit, offset=offset))
     await _audit_reads(session, who, rows, "list")
     return rows, total
 
@@ -89,8 +89,7 @@ async def patient_history(
         survivor = await patients_service.resolve(session, org_id, patient_id)
         raise patients_service.PatientMoved(patient_id, survivor.id)
     stmt = _filtered(org_id, patient_id=patient_id).order_by(Appointment.start_at.desc(), Appointment.id)
-    total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
-    rows = list(await session.scalars(stmt.limit(limit).offset(offset)))
+    rows, total = await paginate(session, stmt, PageParams(limit=limit, offset=offset))
     await audit.record(
         session,
         who,

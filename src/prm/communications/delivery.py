@@ -28,7 +28,7 @@ from prm.communications import rules
 from prm.communications.channels import address_of, channel_config, effective_provider, whatsapp_window_open
 from prm.communications.messages import SEND_JOB, apply_status
 from prm.communications.models import Communication, DeliveryAttempt, InboundEvent, SandboxMessage
-from prm.core import clock, jobs
+from prm.core import clock, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import NotFound, ValidationFailed
 from prm.media import service as media
@@ -51,16 +51,6 @@ def _fail(comm: Communication, code: str | None, reason: str) -> None:
 def _reconcile_after(session: AsyncSession) -> timedelta:
     """How old a pending attempt must be before a retry may conclude it is not still in flight."""
     return max(timedelta(seconds=30), timedelta(seconds=3 * context.of(session).settings.twilio_timeout_seconds))
-
-
-async def _locked(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID) -> Communication | None:
-    result: Communication | None = await session.scalar(
-        select(Communication)
-        .where(Communication.id == communication_id, Communication.org_id == org_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result
 
 
 async def _pending_attempt(session: AsyncSession, comm: Communication) -> DeliveryAttempt | None:
@@ -123,9 +113,9 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     """
     oid, cid = uuid.UUID(org_id), uuid.UUID(communication_id)
     async with jobs.checkpoint(session):
-        comm = await _locked(session, oid, cid)
+        comm = await rowlock.lock(session, Communication, cid, org_id=oid)
         if comm is None:
-            return "missing"
+            return rowlock.MISSING
         attempt = await _pending_attempt(session, comm) if comm.status == "sending" else None
         if comm.status == "queued" or (comm.status == "sending" and attempt is None):
             if not await _check_still_allowed(session, comm):
@@ -167,10 +157,13 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
             return await _record(session, oid, cid, attempt_id, result=found, reconciled=True)
         log.warning("communication.reconciled", communication_id=communication_id, outcome="lost")
         async with jobs.checkpoint(session):
-            comm = await _locked(session, oid, cid)
-            lost = await session.get(DeliveryAttempt, attempt_id, with_for_update=True, populate_existing=True)
-            if comm is None or lost is None or comm.status != "sending" or lost.state != "pending":
-                return comm.status if comm else "missing"
+            comm = await rowlock.lock(session, Communication, cid, org_id=oid)
+            lost = await rowlock.lock(session, DeliveryAttempt, attempt_id)
+            if (answer := rowlock.idle(comm, "sending")) is not None:
+                return answer
+            assert comm is not None
+            if lost is None or lost.state != "pending":
+                return comm.status
             lost.state, lost.reconciled, lost.finished_at = "lost", True, clock.now()
             attempt = await _new_attempt(session, comm, outgoing.provider)
             attempt_id = attempt.id
@@ -191,10 +184,10 @@ async def _record(
     result: SendResult | None = None, error: DeliveryError | None = None, reconciled: bool = False,
 ) -> str:
     """Write an attempt's outcome (in the job's transaction, committed by the worker)."""
-    comm = await _locked(session, org_id, communication_id)
-    attempt = await session.get(DeliveryAttempt, attempt_id, with_for_update=True, populate_existing=True)
+    comm = await rowlock.lock(session, Communication, communication_id, org_id=org_id)
+    attempt = await rowlock.lock(session, DeliveryAttempt, attempt_id)
     if comm is None or attempt is None:
-        return "missing"
+        return rowlock.MISSING
     if attempt.state != "pending" or comm.status != "sending":  # settled meanwhile by someone else
         return comm.status
     cid = str(communication_id)

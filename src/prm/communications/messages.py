@@ -27,7 +27,7 @@ from prm.communications.schemas import CommunicationCreate, CommunicationFilters
 from prm.core import audit, clock, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
-from prm.core.pagination import PageParams, paginate
+from prm.core.pagination import PageParams, matching, paginate
 from prm.media import service as media
 from prm.patients import service as patients
 
@@ -175,17 +175,9 @@ async def list_communications(
     org_id = who.org_id
     await references.require(session, org_id, "patient", filters.patient_id, field="patient_id")
     await references.require(session, org_id, "conversation", filters.conversation_id, field="conversation_id")
-    stmt = select(Communication).where(Communication.org_id == org_id)
-    if filters.patient_id:
-        stmt = stmt.where(Communication.patient_id == filters.patient_id)
-    if filters.conversation_id:
-        stmt = stmt.where(Communication.conversation_id == filters.conversation_id)
-    if filters.channel:
-        stmt = stmt.where(Communication.channel == filters.channel)
-    if filters.status:
-        stmt = stmt.where(Communication.status == filters.status)
-    if filters.direction:
-        stmt = stmt.where(Communication.direction == filters.direction)
+    stmt = matching(select(Communication).where(Communication.org_id == org_id), Communication,
+                    patient_id=filters.patient_id, conversation_id=filters.conversation_id, channel=filters.channel,
+                    status=filters.status, direction=filters.direction)
     if filters.since:
         stmt = stmt.where(Communication.created_at >= filters.since)
     if filters.until:

@@ -22,7 +22,7 @@ from prm.core import audit, clock, events, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
-from prm.core.pagination import PageParams, paginate
+from prm.core.pagination import PageParams, matching, paginate
 from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
@@ -135,21 +135,16 @@ class ConversationFilters:
 
 
 def _filtered(org_id: uuid.UUID, f: ConversationFilters) -> Select[Any]:
-    stmt = select(Conversation).where(Conversation.org_id == org_id)
+    stmt = matching(select(Conversation).where(Conversation.org_id == org_id), Conversation,
+                    channel=f.channel, assignee_id=f.assignee_id, patient_id=f.patient_id)
     if f.status:
         stmt = stmt.where(Conversation.status.in_(f.status))
-    if f.channel:
-        stmt = stmt.where(Conversation.channel == f.channel)
-    if f.assignee_id:
-        stmt = stmt.where(Conversation.assignee_id == f.assignee_id)
     if f.unassigned is not None:
         stmt = stmt.where(
             Conversation.assignee_id.is_(None) if f.unassigned else Conversation.assignee_id.is_not(None)
         )
     if f.unread is not None:
         stmt = stmt.where(Conversation.unread_count > 0 if f.unread else Conversation.unread_count == 0)
-    if f.patient_id:
-        stmt = stmt.where(Conversation.patient_id == f.patient_id)
     if f.bot_active is not None:
         stmt = stmt.where(Conversation.bot_active.is_(f.bot_active))
     return stmt.order_by(
@@ -204,6 +199,24 @@ async def history(
 # --- staff actions -------------------------------------------------------------------------------
 
 
+async def _locked(session: AsyncSession, who: Principal, conversation_id: uuid.UUID, *,
+                  closed: str | None = None) -> Conversation:
+    """The conversation, locked for the change; with `closed`, a closed one is a 409 saying so."""
+    conversation = await get(session, who.org_id, conversation_id, for_update=True)
+    if closed is not None and conversation.status == "closed":
+        raise Conflict(closed, code="conversation_closed")
+    return conversation
+
+
+async def _changed(session: AsyncSession, who: Principal, conversation: Conversation, details: dict[str, Any], *,
+                   action: str = "update") -> Conversation:
+    """Write the change and its audit entry."""
+    await session.flush()
+    await audit.record(session, who, action, "conversation", conversation.id, patient_id=conversation.patient_id,
+                       details=details)
+    return conversation
+
+
 async def add_message(session: AsyncSession, conversation: Conversation, comm: Communication) -> None:
     """Attach a stored message to the conversation and keep its counters in step."""
     comm.conversation_id = conversation.id
@@ -235,12 +248,8 @@ async def reply(
     session: AsyncSession, who: Principal, conversation_id: uuid.UUID, body: str
 ) -> Communication:
     """A staff reply, sent through communications. A person replying takes over from the assistant."""
-    org_id = who.org_id
-    conversation = await get(session, org_id, conversation_id, for_update=True)
-    if conversation.status == "closed":
-        raise Conflict(
-            "The conversation is closed; open a new one to write to the patient", code="conversation_closed"
-        )
+    conversation = await _locked(session, who, conversation_id,
+                                 closed="The conversation is closed; open a new one to write to the patient")
     comm = await communications.send(
         session,
         who,
@@ -263,20 +272,9 @@ async def reply(
 async def mark_read(
     session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
-    org_id = who.org_id
-    conversation = await get(session, org_id, conversation_id, for_update=True)
+    conversation = await _locked(session, who, conversation_id)
     conversation.unread_count = 0
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "read",
-        "conversation",
-        conversation.id,
-        patient_id=conversation.patient_id,
-        details={"marked_read": True},
-    )
-    return conversation
+    return await _changed(session, who, conversation, {"marked_read": True}, action="read")
 
 
 async def assign(
@@ -286,22 +284,13 @@ async def assign(
     assignee_id: uuid.UUID | None,
 ) -> Conversation:
     org_id = who.org_id
-    conversation = await get(session, org_id, conversation_id, for_update=True)
+    conversation = await _locked(session, who, conversation_id)
     if assignee_id is not None:
         await identity.require_active_user(session, org_id, assignee_id, field="assignee_id")
         conversation.bot_active = False  # a person has it now
     previous = conversation.assignee_id
     conversation.assignee_id = assignee_id
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "conversation",
-        conversation.id,
-        patient_id=conversation.patient_id,
-        details={"assignee_id": str(assignee_id) if assignee_id else None},
-    )
+    await _changed(session, who, conversation, {"assignee_id": str(assignee_id) if assignee_id else None})
     if previous != assignee_id:
         await events.publish(
             session,
@@ -326,13 +315,10 @@ async def change_status(
     *,
     snoozed_until: datetime | None = None,
 ) -> Conversation:
-    org_id = who.org_id
-    conversation = await get(session, org_id, conversation_id, for_update=True)
-    if conversation.status == "closed" and status != "closed":
-        raise Conflict(
-            "A closed conversation stays closed; the patient's next message opens a new one",
-            code="conversation_closed",
-        )
+    conversation = await _locked(
+        session, who, conversation_id,
+        closed=None if status == "closed" else "A closed conversation stays closed; the patient's next message "
+                                               "opens a new one")
     if status == "snoozed":
         if snoozed_until is None or snoozed_until <= clock.now():
             raise ValidationFailed.field("snoozed_until", "snoozing needs a time in the future")
@@ -344,42 +330,19 @@ async def change_status(
     if status == "closed":
         conversation.closed_at = clock.now()
         conversation.bot_state, conversation.bot_context = assistant.IDLE, {}
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "conversation",
-        conversation.id,
-        patient_id=conversation.patient_id,
-        details={"status": [previous, status]},
-    )
-    return conversation
+    return await _changed(session, who, conversation, {"status": [previous, status]})
 
 
 async def hand_back_to_bot(
     session: AsyncSession, who: Principal, conversation_id: uuid.UUID
 ) -> Conversation:
     """The assistant answers again, starting fresh; the conversation is unassigned."""
-    org_id = who.org_id
-    conversation = await get(session, org_id, conversation_id, for_update=True)
-    if conversation.status == "closed":
-        raise Conflict("The conversation is closed", code="conversation_closed")
+    conversation = await _locked(session, who, conversation_id, closed="The conversation is closed")
     conversation.bot_active = True
     conversation.bot_state, conversation.bot_context = assistant.IDLE, {}
     conversation.handoff_reason = None
     conversation.assignee_id = None
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "conversation",
-        conversation.id,
-        patient_id=conversation.patient_id,
-        details={"bot_active": True},
-    )
-    return conversation
+    return await _changed(session, who, conversation, {"bot_active": True})
 
 
 async def wake_snoozed(session: AsyncSession, *, now: datetime | None = None) -> int:

@@ -76,7 +76,8 @@ class Op:
     `status`: the expected status (default: the operation's first 2xx). `response` replaces the
     recorded response example (for answers that are not JSON, or must not be recorded). `given`:
     kinds of demo rows that must exist before the call besides the ones the request names (a list
-    operation shows rows only if there are some).
+    operation shows rows only if there are some). `at`: the moment of the call when it matters (ISO
+    8601; the examples' world is on Monday 2026-03-23 09:00 in Madrid, `at` moves the clock forward).
     """
 
     description: str = ""
@@ -92,6 +93,7 @@ class Op:
     response: Any = None
     summary: str = ""
     given: Sequence[str] = ()
+    at: str | None = None
 
 
 def kind_of(parameter: str) -> str:
@@ -163,15 +165,23 @@ def _scope_markdown(scopes: tuple[str, ...] | None) -> str:
 
 
 def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any], where: str) -> None:
+    fold = (lambda name: name.lower()) if where == "header" else (lambda name: name)  # headers: any case
+    names = {fold(k): v for k, v in values.items()}
+    declared = set()
     for parameter in operation.get("parameters", []):
-        if parameter["in"] == where and parameter["name"] in values:
-            parameter["example"] = values[parameter["name"]]
+        if parameter["in"] == where and fold(parameter["name"]) in names:
+            parameter["example"] = names[fold(parameter["name"])]
             parameter.pop("examples", None)
+            declared.add(fold(parameter["name"]))
+    if where == "query":  # read from the raw query by the route (a signed URL's fields): document them
+        operation.setdefault("parameters", []).extend(
+            {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "example": value}
+            for name, value in names.items() if name not in declared)
 
 
 def _set_body_example(operation: dict[str, Any], op: Op) -> None:
     content = operation.get("requestBody", {}).get("content", {})
-    if op.body is not None and "application/json" in content:
+    if op.body is not None:
         value: Any = op.body
         media = "application/json"
     elif op.form is not None:
@@ -194,6 +204,11 @@ def _set_response_example(operation: dict[str, Any], status: str, value: Any) ->
         return
     media = next(iter(content))
     content[media]["example"] = value
+
+
+def _default_path_value(parameter: dict[str, Any]) -> Any:
+    """`ids.<kind>` for `<kind>_id`; an integer id (a job) gets a plain number."""
+    return 4211 if parameter.get("schema", {}).get("type") == "integer" else demo_id(kind_of(parameter["name"]))
 
 
 def main_status(operation: dict[str, Any], op: Op | None) -> str:
@@ -238,13 +253,14 @@ def document(schema: dict[str, Any], routes: Iterable[Any], registry: Mapping[st
             operation["x-scopes"] = list(scopes) if scopes is not None else None
             instance = path
             if op is not None:
-                defaults = {p["name"]: demo_id(kind_of(p["name"])) for p in operation.get("parameters", [])
+                defaults = {p["name"]: _default_path_value(p) for p in operation.get("parameters", [])
                             if p["in"] == "path" and p["name"].endswith("_id")}
                 path_values = {**defaults, **op.path}
                 for name, value in path_values.items():
                     instance = instance.replace("{" + name + "}", str(value))
                 _set_parameter_examples(operation, path_values, "path")
                 _set_parameter_examples(operation, op.query, "query")
+                _set_parameter_examples(operation, op.headers, "header")
                 _set_body_example(operation, op)
                 example = op.response if op.response is not None else recorded
                 if example is not None:

@@ -102,7 +102,7 @@ async def publish(session: AsyncSession, event: Event) -> Event:
     # one flush: the event row, what the caller added before (history, audit ...) and every job
     # queued with it (these deliveries, a booking's reminders) in one statement
     await session.flush()
-    log.info("event.published", event_type=event.type, event_id=str(event.id))
+    log.debug("event.published", event_type=event.type, event_id=str(event.id))
     return event
 
 

@@ -81,7 +81,10 @@ class _MessageFreeExceptions(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO", *, json: bool = True) -> None:
+def configure(level: str = "INFO", *, json: bool = True, libraries: str = "WARNING") -> None:
+    """The service's own logs at `level`; third-party libraries (uvicorn, procrastinate, alembic, the
+    embedded PostgreSQL's pg_ctl command lines) at `libraries` (LOG_LEVEL_LIBRARIES, WARNING by
+    default), or at `level` if that is stricter."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -107,6 +110,7 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     handler.addFilter(_MessageFreeExceptions())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    own, others = logging.getLevelName(level.upper()), logging.getLevelName(libraries.upper())
+    root.setLevel(max(own, others))
     for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, own))

@@ -37,6 +37,14 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+def matching(stmt: Select[Any], model: Any, **values: Any) -> Select[Any]:
+    """`stmt` narrowed to the rows whose column equals each value given (None or "": no filter)."""
+    for column, value in values.items():
+        if value is not None and value != "":
+            stmt = stmt.where(getattr(model, column) == value)
+    return stmt
+
+
 async def paginate(session: AsyncSession, stmt: Select[Any], params: PageParams) -> tuple[list[Any], int]:
     """Run `stmt` for one page and count all its rows. Returns (rows, total)."""
     total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))

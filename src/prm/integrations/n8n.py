@@ -19,12 +19,10 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import jwt
 import structlog
 from pydantic import TypeAdapter
@@ -38,13 +36,13 @@ from standardwebhooks.webhooks import Webhook
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
 from prm.conversations import service as conversations
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, Unauthenticated, ValidationFailed
 from prm.core.pagination import PageParams, paginate
-from prm.integrations import payloads, ssrf
+from prm.integrations import calls, payloads
+from prm.integrations.calls import checked_url, new_secret
 from prm.integrations.models import N8nIntegration, WorkflowAttempt, WorkflowRun
-from prm.integrations.outbound import EXCERPT_BYTES, checked_url, new_secret
 from prm.integrations.schemas import (
     BookingResponse,
     Callback,
@@ -64,7 +62,6 @@ log = structlog.get_logger(__name__)
 CALL_JOB = "integrations.n8n_call"
 EXPIRE_JOB = "integrations.n8n_expire"
 CALL_RETRY_SECONDS: tuple[int, ...] = (5, 30, 120, 600, 1800)
-ROTATION_GRACE = timedelta(hours=24)
 _callback_adapter: TypeAdapter[Any] = TypeAdapter(Callback)
 
 
@@ -142,9 +139,7 @@ async def delete_integration(session: AsyncSession, who: Principal, integration_
 async def rotate_secret(session: AsyncSession, who: Principal, integration_id: uuid.UUID) -> N8nIntegration:
     """A new shared secret signs from now on; callbacks signed with the old one are accepted for 24 h."""
     integration = await get_integration(session, who, integration_id, for_update=True)
-    integration.previous_secret = integration.secret
-    integration.previous_secret_expires_at = clock.now() + ROTATION_GRACE
-    integration.secret = new_secret()
+    calls.rotate(integration)
     await session.flush()
     await audit.record(session, who, "rotate_secret", "n8n_integration", integration.id)
     return integration
@@ -318,8 +313,8 @@ def request_of(run: WorkflowRun, integration: N8nIntegration, settings: Settings
 
 async def call(session: AsyncSession, run_id: uuid.UUID, settings: Settings) -> str:
     """POST the run to n8n once; schedules its own retry (network errors, 408, 429, 5xx)."""
-    run = await session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status != "pending":
+    run = await rowlock.lock(session, WorkflowRun, run_id)
+    if run is None or rowlock.idle(run, "pending"):
         return "nothing_to_do"
     if clock.now() >= run.deadline_at:
         return "past_deadline"
@@ -328,37 +323,22 @@ async def call(session: AsyncSession, run_id: uuid.UUID, settings: Settings) -> 
         await _finish_unanswered(session, run, integration, "failed", "integration disabled or workflow removed")
         return "failed"
     url, body, headers = request_of(run, integration, settings)
-    status_code: int | None = None
-    error: str | None = None
-    excerpt: str | None = None
-    retry_after: float | None = None
-    started = time.perf_counter()
-    try:
-        await ssrf.check_url(url, allow_private=settings.outbound_allow_private_targets)
-        async with httpx.AsyncClient(timeout=integration.request_timeout_seconds, follow_redirects=False) as client:
-            response = await client.post(url, content=body, headers=headers)
-        status_code = response.status_code
-        excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
-        retry_after = payloads.retry_after_seconds(response.headers.get("retry-after"), now_epoch=time.time())
-    except ssrf.UnsafeTarget as exc:
-        error = f"unsafe target: {exc}"
-    except httpx.TimeoutException:
-        error = "timeout"
-    except httpx.HTTPError as exc:
-        error = type(exc).__name__
+    attempt = await calls.post_once(url, body, headers, timeout_seconds=integration.request_timeout_seconds,
+                                    settings=settings)
+    status_code = attempt.status_code
     run.attempts += 1
     session.add(WorkflowAttempt(org_id=run.org_id, run_id=run.id, attempted_at=clock.now(), status_code=status_code,
-                                duration_ms=int((time.perf_counter() - started) * 1000), error=error,
-                                response_excerpt=excerpt))
-    if status_code is not None and 200 <= status_code < 300:
+                                duration_ms=attempt.duration_ms, error=attempt.error,
+                                response_excerpt=attempt.excerpt))
+    if attempt.ok:
         run.last_error = None
         return "accepted"
-    run.last_error = error or f"n8n answered {status_code}"
-    permanent = error is not None and error.startswith("unsafe target")
+    run.last_error = attempt.error or f"n8n answered {status_code}"
+    permanent = attempt.unsafe
     if status_code is not None and 400 <= status_code < 500 and status_code not in (408, 429):
         permanent = True
     if not permanent and run.attempts <= len(CALL_RETRY_SECONDS):
-        delay = payloads.next_delay(run.attempts, retry_after, CALL_RETRY_SECONDS)
+        delay = payloads.next_delay(run.attempts, attempt.retry_after, CALL_RETRY_SECONDS)
         assert delay is not None
         at = clock.now() + timedelta(seconds=delay)
         if at < run.deadline_at:
@@ -370,8 +350,8 @@ async def call(session: AsyncSession, run_id: uuid.UUID, settings: Settings) -> 
 
 async def expire(session: AsyncSession, run_id: uuid.UUID) -> str:
     """At the deadline: a run still waiting for its callback is timed out and the fallback runs."""
-    run = await session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status != "pending":
+    run = await rowlock.lock(session, WorkflowRun, run_id)
+    if run is None or rowlock.idle(run, "pending"):
         return "nothing_to_do"
     if clock.now() < run.deadline_at:
         return "not_due"

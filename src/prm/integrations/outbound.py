@@ -11,27 +11,24 @@ ticket — after `OUTBOUND_WEBHOOK_DISABLE_AFTER` consecutive failed messages.
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
-from prm.core import audit, clock, events, jobs
+from prm.core import audit, clock, events, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import NotFound, ValidationFailed
 from prm.core.events import EventRecord
 from prm.core.pagination import PageParams, paginate
-from prm.integrations import payloads, ssrf
+from prm.integrations import calls, payloads
+from prm.integrations.calls import checked_url, new_secret
 from prm.integrations.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from prm.integrations.schemas import EndpointCreate, EndpointUpdate
 from prm.settings import Settings
@@ -41,14 +38,6 @@ from prm.tickets.schemas import TicketCreate
 log = structlog.get_logger(__name__)
 
 DELIVER_JOB = "integrations.deliver_webhook"
-ROTATION_GRACE = timedelta(hours=24)
-EXCERPT_BYTES = 2048
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 def message_header_id(message_id: uuid.UUID) -> str:
     return f"msg_{message_id.hex}"
 
@@ -62,12 +51,6 @@ def signature_header(endpoint: WebhookEndpoint, msg_id: str, at: datetime, body:
     return " ".join(signatures)
 
 
-async def checked_url(url: str, settings: Settings, field: str = "url") -> str:
-    try:
-        await ssrf.check_url(url, allow_private=settings.outbound_allow_private_targets)
-    except ssrf.UnsafeTarget as exc:
-        raise ValidationFailed.field(field, f"{url!r} {exc}", code="unsafe_url") from None
-    return url
 
 
 # --- endpoints ---------------------------------------------------------------------------------
@@ -136,9 +119,7 @@ async def delete_endpoint(session: AsyncSession, who: Principal, endpoint_id: uu
 async def rotate_secret(session: AsyncSession, who: Principal, endpoint_id: uuid.UUID) -> WebhookEndpoint:
     """A new secret; the old one still signs (as a second signature) for 24 hours."""
     endpoint = await get_endpoint(session, who, endpoint_id, for_update=True)
-    endpoint.previous_secret = endpoint.secret
-    endpoint.previous_secret_expires_at = clock.now() + ROTATION_GRACE
-    endpoint.secret = new_secret()
+    calls.rotate(endpoint)
     await session.flush()
     await audit.record(session, who, "rotate_secret", "webhook_endpoint", endpoint.id)
     return endpoint
@@ -282,8 +263,8 @@ async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str
 
 async def deliver(session: AsyncSession, message_id: uuid.UUID, settings: Settings) -> str:
     """One attempt at delivering a pending message; returns what happened."""
-    message = await session.scalar(select(WebhookMessage).where(WebhookMessage.id == message_id).with_for_update())
-    if message is None or message.status != "pending":
+    message = await rowlock.lock(session, WebhookMessage, message_id)
+    if message is None or rowlock.idle(message, "pending"):
         return "nothing_to_do"
     if message.next_attempt_at is not None and message.next_attempt_at > clock.now() + timedelta(seconds=1):
         return "not_due"
@@ -299,33 +280,15 @@ async def deliver(session: AsyncSession, message_id: uuid.UUID, settings: Settin
     headers = {"content-type": "application/json", "user-agent": "prm-webhooks/1",
                "webhook-id": msg_id, "webhook-timestamp": str(int(signed_at.timestamp())),
                "webhook-signature": signature_header(endpoint, msg_id, signed_at, body)}
-    status_code: int | None = None
-    error: str | None = None
-    excerpt: str | None = None
-    retry_after: float | None = None
-    started = time.perf_counter()
-    try:
-        await ssrf.check_url(endpoint.url, allow_private=settings.outbound_allow_private_targets)
-        async with httpx.AsyncClient(timeout=settings.outbound_webhook_timeout_seconds,
-                                     follow_redirects=False) as client:
-            response = await client.post(endpoint.url, content=body.encode(), headers=headers)
-        status_code = response.status_code
-        excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
-        retry_after = payloads.retry_after_seconds(response.headers.get("retry-after"), now_epoch=time.time())
-    except ssrf.UnsafeTarget as exc:
-        error = f"unsafe target: {exc}"
-    except httpx.TimeoutException:
-        error = "timeout"
-    except httpx.HTTPError as exc:
-        error = type(exc).__name__
-    duration_ms = int((time.perf_counter() - started) * 1000)
-    ok = status_code is not None and 200 <= status_code < 300
+    attempt = await calls.post_once(endpoint.url, body.encode(), headers,
+                                    timeout_seconds=settings.outbound_webhook_timeout_seconds, settings=settings)
+    status_code = attempt.status_code
     message.attempts += 1
     message.last_status_code = status_code
     session.add(WebhookAttempt(org_id=message.org_id, message_id=message.id, attempted_at=clock.now(),
-                               status_code=status_code, duration_ms=duration_ms, succeeded=ok, error=error,
-                               response_excerpt=excerpt))
-    if ok:
+                               status_code=status_code, duration_ms=attempt.duration_ms, succeeded=attempt.ok,
+                               error=attempt.error, response_excerpt=attempt.excerpt))
+    if attempt.ok:
         message.status, message.delivered_at, message.next_attempt_at = "delivered", clock.now(), None
         endpoint.consecutive_failures = 0
         return "delivered"
@@ -333,7 +296,7 @@ async def deliver(session: AsyncSession, message_id: uuid.UUID, settings: Settin
         message.status, message.next_attempt_at = "failed", None
         await _disable(session, endpoint, "the receiver answered 410 Gone")
         return "gone"
-    delay = payloads.next_delay(message.attempts, retry_after)
+    delay = payloads.next_delay(message.attempts, attempt.retry_after)
     if delay is None:
         message.status, message.next_attempt_at = "failed", None
         endpoint.consecutive_failures += 1

@@ -21,7 +21,7 @@ from prm.core import audit, clock, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
 from prm.core.events import Event
-from prm.core.pagination import PageParams, paginate
+from prm.core.pagination import PageParams, matching, paginate
 from prm.journeys import definitions, effects, execution, steps
 from prm.journeys.models import Journey, JourneyInstance, JourneyStageChange, JourneyStepRun, JourneyVersion
 from prm.journeys.schemas import InstanceCreate
@@ -173,15 +173,8 @@ class InstanceFilters:
 
 
 def _filtered(org_id: uuid.UUID, f: InstanceFilters) -> Select[Any]:
-    stmt = select(JourneyInstance).where(JourneyInstance.org_id == org_id)
-    if f.journey_id:
-        stmt = stmt.where(JourneyInstance.journey_id == f.journey_id)
-    if f.patient_id:
-        stmt = stmt.where(JourneyInstance.patient_id == f.patient_id)
-    if f.status:
-        stmt = stmt.where(JourneyInstance.status == f.status)
-    if f.stage:
-        stmt = stmt.where(JourneyInstance.current_stage == f.stage)
+    stmt = matching(select(JourneyInstance).where(JourneyInstance.org_id == org_id), JourneyInstance,
+                    journey_id=f.journey_id, patient_id=f.patient_id, status=f.status, current_stage=f.stage)
     return stmt.order_by(JourneyInstance.created_at.desc(), JourneyInstance.id)
 
 

@@ -16,28 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # Events a journey may react to (enrol, advance, resume a wait, exit). `intake.submitted` is
 # listed ahead of the intake module so definitions can name it.
-EVENT_TYPES = (
-    "patient.created",
-    "patient.updated",
-    "appointment.booked",
-    "appointment.confirmed",
-    "appointment.checked_in",
-    "appointment.completed",
-    "appointment.cancelled",
-    "appointment.no_show",
-    "appointment.rescheduled",
-    "message.received",
-    "voice_call.completed",
-    "conversation.handed_off",
-    "ticket.status_changed",
-    "intake.submitted",
-)
 EventType = Literal[
     "patient.created",
     "patient.updated",
@@ -54,10 +38,11 @@ EventType = Literal[
     "ticket.status_changed",
     "intake.submitted",
 ]
-ENTRY_POLICIES = ("once_per_patient", "once_per_key", "every_time")
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 EntryPolicy = Literal["once_per_patient", "once_per_key", "every_time"]
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ENTRY_POLICIES: tuple[str, ...] = get_args(EntryPolicy)
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 FieldPath = Annotated[

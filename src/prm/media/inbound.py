@@ -23,10 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.core import clock, jobs
+from prm.core import clock, jobs, rowlock
 from prm.core.errors import Unavailable
 from prm.media import links, verification
 from prm.media.models import Media
@@ -109,10 +108,8 @@ def _reject(media: Media, code: str, detail: str) -> None:
 async def fetch(session: AsyncSession, org_id: uuid.UUID, media_id: uuid.UUID, store: MediaStore,
                 access: ProviderAccess) -> str:
     """Download, verify and store one inbound attachment; the resulting status (or `retrying`)."""
-    media = await session.scalar(
-        select(Media).where(Media.org_id == org_id, Media.id == media_id).with_for_update()
-    )
-    if media is None or media.status != "pending" or media.source_url is None or media.deleted_at is not None:
+    media = await rowlock.lock(session, Media, media_id, org_id=org_id)
+    if media is None or rowlock.idle(media, "pending") or media.source_url is None or media.deleted_at is not None:
         return "skipped"
     kind = verification.KINDS.get(media.content_type)
     if kind is None:

@@ -30,7 +30,7 @@ from prm.adapters.storage import DownloadTarget, Storage, UploadTarget
 from prm.core import audit, clock, events, jobs, references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, Unavailable, ValidationFailed
-from prm.core.pagination import PageParams, paginate
+from prm.core.pagination import PageParams, matching, paginate
 from prm.media import links, verification
 from prm.media.links import LinkTarget as LinkTarget  # published: higher modules register link targets
 from prm.media.links import link_target as link_target
@@ -334,22 +334,17 @@ async def get(session: AsyncSession, who: Principal, media_id: uuid.UUID) -> Med
 
 
 @dataclass(frozen=True)
-class MediaFilters:
-    patient_id: uuid.UUID | None = None
-    conversation_id: uuid.UUID | None = None
-    message_id: uuid.UUID | None = None
-    ticket_id: uuid.UUID | None = None
-    intake_session_id: uuid.UUID | None = None
+class MediaFilters(Links):
+    """The links to filter on, and the status and type."""
+
     status: str | None = None
     content_type: str | None = None
 
 
 def _filtered(org_id: uuid.UUID, f: MediaFilters) -> Select[Any]:
-    stmt = select(Media).where(Media.org_id == org_id, Media.deleted_at.is_(None))
-    for name in ("patient_id", "conversation_id", "message_id", "ticket_id", "intake_session_id", "status"):
-        value = getattr(f, name)
-        if value is not None:
-            stmt = stmt.where(getattr(Media, name) == value)
+    stmt = matching(select(Media).where(Media.org_id == org_id, Media.deleted_at.is_(None)), Media,
+                    patient_id=f.patient_id, conversation_id=f.conversation_id, message_id=f.message_id,
+                    ticket_id=f.ticket_id, intake_session_id=f.intake_session_id, status=f.status)
     if f.content_type is not None:
         stmt = stmt.where(Media.content_type == verification.canonical_type(f.content_type))
     return stmt.order_by(Media.created_at.desc(), Media.id)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications.models import Communication
-from prm.core import audit, clock, jobs
+from prm.core import audit, clock, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import DomainError, NotFound, ValidationFailed
 from prm.core.pagination import PageParams
@@ -115,13 +115,10 @@ async def create_batch(
 async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -> str:
     """Send one recipient's notification of a batch; a refusal is recorded, not retried."""
     oid = uuid.UUID(org_id)
-    item = await session.scalar(
-        select(NotificationBatchItem)
-        .where(NotificationBatchItem.id == uuid.UUID(item_id), NotificationBatchItem.org_id == oid)
-        .with_for_update()
-    )
-    if item is None or item.status != "pending":
-        return item.status if item else "missing"
+    item = await rowlock.lock(session, NotificationBatchItem, uuid.UUID(item_id), org_id=oid)
+    if (answer := rowlock.idle(item, "pending")) is not None:
+        return answer
+    assert item is not None
     batch = await session.get(NotificationBatch, item.batch_id)
     assert batch is not None
     try:

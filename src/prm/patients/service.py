@@ -41,7 +41,8 @@ from prm.patients.deduplication import (
     find_duplicates,
     merge,
 )
-from prm.patients.fhir_mapping import to_fhir
+from prm.patients.fhir_mapping import PRM_PATIENT_SYSTEM, to_fhir
+from prm.patients.models import Patient, PatientEmail, PatientIdentifier, PatientPhone  # read-only queries (fhir)
 from prm.patients.phones import try_normalise
 from prm.patients.reads import (
     bookable,
@@ -72,12 +73,17 @@ from prm.patients.validation import (
 __all__ = [
     "MAX_MERGE_CHAIN",
     "OLDEST_BIRTH_DATE",
+    "PRM_PATIENT_SYSTEM",
     "Candidate",
     "ConsentDecision",
     "ConsentOverview",
     "Filters",
     "MergeOutcome",
+    "Patient",
+    "PatientEmail",
+    "PatientIdentifier",
     "PatientMoved",
+    "PatientPhone",
     "_facts",
     "bookable",
     "change_consent",

@@ -130,6 +130,13 @@ async def list_tickets(
 # --- writing -------------------------------------------------------------------------------------
 
 
+async def _changed(session: AsyncSession, who: Principal, ticket: Ticket, details: dict[str, Any], *,
+                   action: str = "update") -> None:
+    """Write the change and its audit entry."""
+    await session.flush()
+    await audit.record(session, who, action, "ticket", ticket.id, patient_id=ticket.patient_id, details=details)
+
+
 async def _lock(
     session: AsyncSession, org_id: uuid.UUID, ticket_id: uuid.UUID, expected_version: int | None
 ) -> Ticket:
@@ -234,16 +241,8 @@ async def create(
         ticket.assignee_id = data.assignee_id
     elif data.auto_assign:
         await _auto_assign(session, ticket, s)
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "create",
-        "ticket",
-        ticket.id,
-        patient_id=ticket.patient_id,
-        details={"priority": priority, "category": ticket.category, "source": source},
-    )
+    await _changed(session, who, ticket, {"priority": priority, "category": ticket.category, "source": source},
+                   action="create")
     await events.publish(
         session,
         Event(
@@ -295,16 +294,7 @@ async def update(
         new_due = rules.due_at(priority, ticket.created_at, sla_policy(s))
         if new_due != ticket.due_at:
             ticket.due_at, ticket.overdue_at = new_due, None
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "ticket",
-        ticket.id,
-        patient_id=ticket.patient_id,
-        details={"fields": sorted(changes)},
-    )
+    await _changed(session, who, ticket, {"fields": sorted(changes)})
     return ticket
 
 
@@ -338,16 +328,7 @@ async def change_status(
         ticket.resolved_at = None
     if comment:
         _add_comment(session, ticket, comment, internal=True, who=who)
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "ticket",
-        ticket.id,
-        patient_id=ticket.patient_id,
-        details={"status": [previous, status]},
-    )
+    await _changed(session, who, ticket, {"status": [previous, status]})
     await events.publish(
         session,
         Event(
@@ -388,16 +369,7 @@ async def assign(
             await _require_assignee(session, org_id, assignee_id)
         ticket.assignee_id = assignee_id
         ticket.auto_assigned_at = None
-    await session.flush()
-    await audit.record(
-        session,
-        who,
-        "update",
-        "ticket",
-        ticket.id,
-        patient_id=ticket.patient_id,
-        details={"assignee_id": _str(ticket.assignee_id), "auto": auto},
-    )
+    await _changed(session, who, ticket, {"assignee_id": _str(ticket.assignee_id), "auto": auto})
     if ticket.assignee_id != previous:
         await _publish_assigned(session, ticket, previous, auto=auto)
     return ticket

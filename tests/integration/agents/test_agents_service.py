@@ -76,6 +76,9 @@ async def test_execute_confirm_appointment_tool(session: AsyncSession, make_clie
     row = await session.get(Appointment, uuid.UUID(appointment_id))
     assert row is not None and row.status == "confirmed"
     assert again.status_code == 409 and again.json()["code"] and again.json()["run_id"]  # lists allowed transitions
+    # the patient is on the run even though only the result named them: the patient's agent history
+    of_patient = (await agent.get("/agents/runs", params={"patient_id": str(patient.id)})).json()
+    assert {i["tool"] for i in of_patient["items"]} == {"book_appointment", "confirm_appointment"}
 
 
 async def test_execute_send_notification_tool(session: AsyncSession, make_client: ClientFactory,
@@ -132,6 +135,8 @@ async def test_tool_execution_logging(session: AsyncSession, make_client: Client
     assert ok["status"] == "succeeded" and ok["tool"] == "create_ticket" and ok["credential"].startswith("api_key:")
     assert ok["input"]["subject"] == "[redacted]" and ok["input"]["patient_id"] == str(patient.id)
     assert ok["output_summary"]["id"] and ok["patient_id"] == str(patient.id) and ok["duration_ms"] >= 0
+    stored = await session.get(ToolRun, uuid.UUID(ok["id"]))
+    assert stored is not None and stored.output is None  # no idempotency key: nothing to replay, no copy kept
     assert invalid["status"] == "invalid" and invalid["error_status"] == 422
     only_ok = (await agent.get("/agents/runs", params={"status": "succeeded"})).json()
     assert only_ok["total"] == 1
@@ -190,6 +195,11 @@ async def test_invalid_tool_name(make_client: ClientFactory) -> None:
     agent = await make_client("agent")
     r = await _run(agent, "make_any_request", {"url": "http://169.254.169.254/"})
     assert r.status_code == 404 and r.json()["code"] == "unknown_tool"
+    # recorded: an agent probing for a generic request tool is worth seeing
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert (run["tool"], run["status"], run["error_code"]) == ("make_any_request", "invalid", "unknown_tool")
+    r = await _run(agent, "x" * 300, {})
+    assert r.status_code == 404 and (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()["tool"] == "x" * 64
 
 
 async def test_same_idempotency_key_executes_once(session: AsyncSession, make_client: ClientFactory,
@@ -211,7 +221,7 @@ async def test_idempotency_at_the_executor(session: AsyncSession, app: Any, org:
                                 idempotency_key="k1")
     b = await execution.execute(session, who, "create_ticket", {"subject": "Once"}, settings=app.state.settings,
                                 idempotency_key="k1")
-    assert a.run.id == b.run.id and a.output == b.output
+    assert a.run.id == b.run.id and a.output == b.output and a.run.output == a.output
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 1
     try:
         await execution.execute(session, who, "create_ticket", {"subject": "Other"}, settings=app.state.settings,

@@ -140,5 +140,8 @@ async def test_mcp_refuses_without_credentials_and_foreign_hosts(mcp_url: str, c
         r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": f"Bearer {agent_key}",
                                                          "Host": "evil.example"})
         assert r.status_code == 421  # the SDK's DNS-rebinding guard, with our allowed hosts
+        r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": f"Bearer {agent_key}",
+                                                         "Origin": "https://evil.example"})
+        assert r.status_code == 403  # a page of another origin, even with a credential
         r = await http.post(mcp_url, json=init, headers={**headers, "Authorization": f"Bearer {agent_key}"})
         assert r.status_code == 200 and r.json()["result"]["serverInfo"]["name"] == "prm"
