@@ -2,7 +2,7 @@
 signed-webhook fast path answers once the event and its job are stored).
 
 Revision ID: 20261130_throughput
-Revises: 20261130_fhir
+Revises: 20261130_intake
 Create Date: 2026-11-30 09:10:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "20261130_throughput"
-down_revision = "20261130_fhir"
+down_revision = "20261130_intake"
 branch_labels = None
 depends_on = None
 

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     patient_search_similarity: float = Field(default=0.35, ge=0, le=1)
     consent_default_ai_processing: bool = True
     consent_default_ehr_export: bool = True
+    # Intake data kept in the patient's record: asked for (recorded when linking) unless set here.
+    consent_default_intake: bool = False
 
     # --- appointments ----------------------------------------------------------------------------
     # "1d,2h": days are local calendar days (same wall-clock time, in the appointment's zone), hours and

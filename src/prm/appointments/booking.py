@@ -216,14 +216,15 @@ async def _patient(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UU
 
 
 async def book(
-    session: AsyncSession, who: Principal, data: AppointmentCreate | dict[str, Any]
+    session: AsyncSession, who: Principal, data: AppointmentCreate | dict[str, Any], *, notify_patient: bool = True
 ) -> Appointment:
     """Book a patient with a practitioner for a service at `data.start_at`.
 
     `data` is an `AppointmentCreate` (or a dict of its fields). 422 for unknown references or a
     start outside availability / notice / horizon; 409 `slot_taken` or `patient_overlap` when the
     time is held (checked, then enforced by the database's exclusion constraints, so concurrent
-    bookings cannot both succeed).
+    bookings cannot both succeed). `notify_patient=False` marks the `appointment.booked` event so the
+    standard confirmation is not sent (the caller confirms by its own means, e.g. the voice intake).
     """
     org_id = who.org_id
     if isinstance(data, dict):
@@ -283,7 +284,8 @@ async def book(
         patient_id=appointment.patient_id,
         details={"source": data.source},
     )
-    await _publish(session, "book", appointment, described=described)
+    await _publish(session, "book", appointment, described=described,
+                   **({} if notify_patient else {"notify_patient": False}))
     return appointment
 
 

@@ -39,5 +39,7 @@ OPERATIONS = {
          "note": "Replied STOP to the spring campaign"},
         {"purpose": "ai_processing", "granted": True, "source": "paper_form"}]}),
     "GET /patients/{patient_id}/timeline": Op(query={"limit": 20}),
-    "GET /patients/{patient_id}/fhir": Op(),
+    "GET /patients/{patient_id}/fhir": Op(
+        "The patient as a FHIR R4B `Patient` resource (`application/fhir+json`): names, telecom, identifiers "
+        "with their systems, address, gender and birth date, validated with `fhir.resources`. The read is audited."),
 }

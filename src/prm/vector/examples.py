@@ -20,9 +20,13 @@ OPERATIONS = {
         "Adds a knowledge document (prices, preparation, policies) that search and the assistants can cite; it is "
         "chunked and embedded in the background.", body=DOCUMENT),
     "GET /search/documents": Op("The clinic's knowledge documents, newest first.", given=["document"]),
-    "GET /search/documents/{document_id}": Op(),
-    "DELETE /search/documents/{document_id}": Op(),
+    "GET /search/documents/{document_id}": Op(
+        "One knowledge document with its text and indexing status (chunks and embedding model)."),
+    "DELETE /search/documents/{document_id}": Op(
+        "Deletes the document and its indexed chunks; search stops finding it at once."),
     "POST /patients/{patient_id}/search": Op(
+        "Hybrid search (meaning and words) within one patient's messages, calls, conversations and tickets, "
+        "best first, each hit with its source and a snippet. Needs both search and patient read scopes.",
         body={"query": "appointment change", "source_types": ["message", "ticket"], "limit": 5},
         given=["ticket"]),
 }

@@ -8,6 +8,7 @@ phone (an unknown number creates a provisional patient) and the organisation by 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.core import events, jobs
+from prm.core import clock, events, jobs
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
-from prm.webhooks import twilio_inbound
+from prm.webhooks import twilio_inbound, voice_agents
 from prm.webhooks.schemas import VoiceAgentCall
 
 if TYPE_CHECKING:
@@ -229,16 +230,41 @@ async def receive_voice_call(
                 {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in exc.errors()
             ],
         ) from None
+    return await _record_call(session, org_id, "voice_agent", f"{org_id}:{call.call_id}", call, "completed")
+
+
+async def receive_voice_event(
+    session: AsyncSession, org_id: uuid.UUID, provider: str, raw_body: bytes, headers: Mapping[str, str]
+) -> Outcome:
+    """A Retell or Vapi webhook (`voice_agents.py`): the signature checked on the raw body, then stored
+    once per (provider, call id, event); the event that ends a call is recorded like any finished
+    call (communication, `voice_call.completed`), the others are acknowledged (`ignored`). The work
+    that follows (intake, booking, confirmations) runs in the subscribers' jobs, so the answer is fast."""
+    secret = await voice_agent_secret(session, org_id)
+    if not voice_agents.signature_valid(provider, secret, raw_body, headers, clock.now()):
+        raise PermissionDenied("Missing or invalid signature", code="invalid_signature")
+    try:
+        event_name, call = voice_agents.parse(provider, raw_body)
+    except voice_agents.Malformed as exc:
+        raise BadRequest(f"Malformed {provider} payload: {exc.field} {exc.message}", code="malformed_webhook",
+                         field=exc.field) from None
+    call_id = voice_agents.call_id_of(provider, raw_body)
+    if call is None:
+        event = await _claim(session, provider=provider, external_id=f"{org_id}:{call_id}:{event_name}"[:255],
+                             kind=f"voice_{event_name}"[:32], org_id=org_id)
+        if event is None:
+            return Outcome("duplicate")
+        return _done(event, "ignored")
+    return await _record_call(session, org_id, provider, f"{org_id}:{call.call_id}", call, event_name)
+
+
+async def _record_call(session: AsyncSession, org_id: uuid.UUID, provider: str, call_key: str,
+                       call: VoiceAgentCall, event_name: str) -> Outcome:
     caller = patients.try_normalise(call.caller, (await identity.organisation_settings(session, org_id)).phone_region)
     if caller is None:
         raise BadRequest("caller: not a phone number", code="malformed_webhook", field="caller")
-    event = await _claim(
-        session,
-        provider="voice_agent",
-        external_id=f"{org_id}:{call.call_id}",
-        kind="voice_call",
-        org_id=org_id,
-    )
+    external_id = call_key if provider == "voice_agent" else f"{call_key}:{event_name}"
+    event = await _claim(session, provider=provider, external_id=external_id[:255], kind="voice_call", org_id=org_id)
     if event is None:
         return Outcome("duplicate")
     patient = await _patient_for(session, org_id, caller, "voice")
@@ -250,10 +276,11 @@ async def receive_voice_call(
         body=call.transcript,
         from_address=caller,
         to_address=call.callee,
-        provider="voice_agent",
-        provider_message_id=f"{org_id}:{call.call_id}",
+        provider=provider,
+        provider_message_id=call_key,
         details={
             "call_id": call.call_id,
+            "event": event_name,
             "extracted": call.extracted,
             "duration_seconds": call.duration_seconds,
             "recording_url": call.recording_url,
@@ -262,6 +289,13 @@ async def receive_voice_call(
             "ended_at": call.ended_at.isoformat() if call.ended_at else None,
         },
     )
+    if call.recording_url:  # copied into our own storage by media's fetch job (verified, deduplicated)
+        await media.attach_inbound(
+            session, Principal.system(org_id), message_id=comm.id, patient_id=patient.id, source="voice",
+            provider=provider, provider_message_id=call_key,
+            attachments=[media.Attachment(url=call.recording_url,
+                                          content_type=voice_agents.recording_type(call.recording_url))],
+        )
     await events.publish(
         session,
         events.Event(
@@ -272,6 +306,7 @@ async def receive_voice_call(
                 "patient_id": str(patient.id),
                 "channel": "voice",
                 "org_id": str(org_id),
+                "provider": provider,
                 "call_id": call.call_id,
                 "extracted": call.extracted,
             },
