@@ -51,7 +51,8 @@ OPERATIONS = {
         given=["communication"],
     ),
     "GET /communications/sandbox/outbox": Op(
-        "What the sandbox provider 'sent' (development: nothing leaves the machine).", given=["communication"]
+        "What the sandbox provider 'sent' (development: nothing leaves the machine).",
+        given=["communication", "jobs_run"],
     ),
     "GET /communications/channels": Op("Each channel's provider, sender and whether it is enabled."),
     "PUT /communications/channels/{channel}": Op(

@@ -16,8 +16,8 @@ OPERATIONS = {
     "GET /conversations": Op(
         "The inbox, most recent activity first: filter by status, channel, assignee, unread, patient or "
         "whether the booking assistant is handling it.",
-        query={"status": "open", "unread": True},
-        given=["conversation"],
+        query={"status": "open", "channel": "sms"},
+        given=["conversation_message"],
     ),
     "POST /conversations": Op(
         "Opens the conversation with a patient on a channel, or returns the open one (one open "
@@ -39,6 +39,7 @@ OPERATIONS = {
     "GET /conversations/{conversation_id}/messages": Op(
         "The conversation's messages in and out, newest first, with their delivery status and media.",
         path={"conversation_id": ids.sms_conversation},
+        given=["conversation_message"],
     ),
     "POST /conversations/{conversation_id}/messages": Op(
         "Sends a reply on the conversation's channel; a person replying takes over from the booking "
