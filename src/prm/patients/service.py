@@ -59,6 +59,7 @@ from prm.patients.records import (
 )
 from prm.patients.search import (
     Filters,
+    active_ids,
     search,
 )
 from prm.patients.validation import (
@@ -79,6 +80,7 @@ __all__ = [
     "MergeOutcome",
     "PatientMoved",
     "_facts",
+    "active_ids",
     "bookable",
     "change_consent",
     "consent_allows",
