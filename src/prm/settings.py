@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     rate_limit_login: str = "10/minute"
     rate_limit_login_account: str = "10/15minutes"
     rate_limit_webhooks: str = "600/minute"
+    rate_limit_agent_runs: str = "30/minute"  # per credential: each run spends model tokens
     idempotency_ttl_hours: int = 24
     idempotency_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 

@@ -65,6 +65,8 @@ OPERATIONS = {
             _KEY_IN_PROGRESS,
             _UNKNOWN_REFERENCE,
             _KEY_REUSED,
+            Err(429, "rate_limited", "Rate limit exceeded",
+                "More runs than `RATE_LIMIT_AGENT_RUNS` for this credential (default 30 a minute); see `Retry-After`"),
             Err(502, "ai_provider_error", "OpenAI answered 503 (no code)",
                 "The model provider failed after retries: the run is recorded as failed (`agent_run_id`)",
                 extra={"provider_code": "unreachable", "agent_run_id": ids.agent_run}),

@@ -153,7 +153,9 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
     run.duration_ms = int((time.perf_counter() - started) * 1000)
     if error is None:
         assert output is not None
-        run.status, run.output, run.output_summary = "succeeded", output, summary(output)
+        # The full output (patient data) is kept only to replay a call made with an idempotency key.
+        run.status, run.output_summary = "succeeded", summary(output)
+        run.output = output if idempotency_key is not None else None
         status_code, problem = 200, None
     else:
         status_code = 500 if error.code == "tool_error" else error.status

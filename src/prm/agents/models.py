@@ -73,7 +73,7 @@ class ToolRun(IdMixin, OrgMixin, Base):
     input: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     input_sha256: Mapped[str] = mapped_column(String(64))
     output_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # kept for idempotent replays
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # only with an idempotency key: for replays
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_status: Mapped[int | None]
     error_detail: Mapped[str | None] = mapped_column(String(500))

@@ -125,7 +125,9 @@ class ProviderFailed(DomainError):
     "step leaves none of its writes and its error goes back to the model. The loop stops when the model "
     "answers or after `max_steps` tool calls (`stopped: step_limit`). Needs `agents:write` (and "
     "`conversations:read` with a conversation). With `Idempotency-Key` the same request runs once. "
-    "Errors: 422 `validation_error` (a conversation of another organisation, a bad field), 403 `missing_scope`, "
+    "Errors: 422 `validation_failed` or `unknown_reference` (a bad field, a conversation of another "
+    "organisation), 403 `missing_scope`, "
+    "429 `rate_limited` (more runs than `RATE_LIMIT_AGENT_RUNS` per credential, default 30 a minute), "
     "502 `ai_provider_error` (the run is recorded as failed; its id is in `agent_run_id`), 503 "
     "`provider_not_configured`.",
     responses={403: {"description": "Missing scope"}, 422: {"description": "Invalid input or unknown conversation"},
@@ -137,6 +139,8 @@ async def create_agent_run(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     who: Principal = Requires("agents:write"),
 ) -> Any:
+    # Each run spends the clinic's model tokens: a credential gets a bounded number per window.
+    await request.app.state.rate_limiter.hit(ctx.settings.rate_limit_agent_runs, "agent_runs", who.credential)
     try:
         llm = ctx.adapters.llm()
     except AINotConfigured as exc:

@@ -167,10 +167,16 @@ def _scope_markdown(scopes: tuple[str, ...] | None) -> str:
 def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any], where: str) -> None:
     fold = (lambda name: name.lower()) if where == "header" else (lambda name: name)  # headers: any case
     names = {fold(k): v for k, v in values.items()}
+    declared = set()
     for parameter in operation.get("parameters", []):
         if parameter["in"] == where and fold(parameter["name"]) in names:
             parameter["example"] = names[fold(parameter["name"])]
             parameter.pop("examples", None)
+            declared.add(fold(parameter["name"]))
+    if where == "query":  # read from the raw query by the route (a signed URL's fields): document them
+        operation.setdefault("parameters", []).extend(
+            {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "example": value}
+            for name, value in names.items() if name not in declared)
 
 
 def _set_body_example(operation: dict[str, Any], op: Op) -> None:

@@ -266,6 +266,17 @@ async def test_a_patients_words_are_context_not_commands(session: AsyncSession, 
     assert (await agent.get("/agents/runs")).json()["total"] == 0
 
 
+async def test_runs_are_rate_limited_per_credential(make_client: ClientFactory, settings: Settings) -> None:
+    """Each run spends the clinic's model tokens: RATE_LIMIT_AGENT_RUNS per credential."""
+    with use_settings(settings.model_copy(update={"rate_limit_agent_runs": "2/minute"})):
+        agent, other = await make_client("agent"), await make_client("agent")
+        answers = [(await _start(agent, "hello")).status_code for _ in range(3)]
+        assert answers == [201, 201, 429]
+        limited = await _start(agent, "hello")
+        assert limited.json()["code"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+        assert (await _start(other, "hello")).status_code == 201  # another credential has its own budget
+
+
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
     coordinator = await make_client("coordinator")  # agents:read only
     r = await _start(coordinator, "hello")

@@ -132,6 +132,8 @@ async def test_tool_execution_logging(session: AsyncSession, make_client: Client
     assert ok["status"] == "succeeded" and ok["tool"] == "create_ticket" and ok["credential"].startswith("api_key:")
     assert ok["input"]["subject"] == "[redacted]" and ok["input"]["patient_id"] == str(patient.id)
     assert ok["output_summary"]["id"] and ok["patient_id"] == str(patient.id) and ok["duration_ms"] >= 0
+    stored = await session.get(ToolRun, uuid.UUID(ok["id"]))
+    assert stored is not None and stored.output is None  # no idempotency key: nothing to replay, no copy kept
     assert invalid["status"] == "invalid" and invalid["error_status"] == 422
     only_ok = (await agent.get("/agents/runs", params={"status": "succeeded"})).json()
     assert only_ok["total"] == 1
@@ -216,7 +218,7 @@ async def test_idempotency_at_the_executor(session: AsyncSession, app: Any, org:
                                 idempotency_key="k1")
     b = await execution.execute(session, who, "create_ticket", {"subject": "Once"}, settings=app.state.settings,
                                 idempotency_key="k1")
-    assert a.run.id == b.run.id and a.output == b.output
+    assert a.run.id == b.run.id and a.output == b.output and a.run.output == a.output
     assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.org_id == org.id)) == 1
     try:
         await execution.execute(session, who, "create_ticket", {"subject": "Other"}, settings=app.state.settings,
