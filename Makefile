@@ -8,7 +8,7 @@ LOCK   := requirements-dev.lock
 # The lock files are for CPython 3.11 on Linux x86_64 (what CI, the image and these machines run).
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: run test lint bench install clean worker migrate lock examples docs
+.PHONY: run test lint bench install clean worker migrate lock examples docs docs-serve
 
 # Reproducible installs: every package pinned with its hashes (requirements-dev.lock = core + dev),
 # then the project itself without dependencies. `make lock` regenerates the lock files after a change
@@ -44,6 +44,15 @@ lint: $(STAMP)
 ## Re-record the response examples of the API reference (prm/<domain>/examples.json) by sending every example
 examples: $(STAMP)
 	PRM_RECORD_EXAMPLES=1 $(BIN)/python -m pytest -p no:cacheprovider -q tests/integration/test_api_examples.py
+
+## The documentation site (docs/ + the API reference from the OpenAPI document) in build/site; strict:
+## a broken link or anchor fails. `make docs-serve` previews it on http://127.0.0.1:8001
+docs: $(STAMP)
+	$(BIN)/prm openapi -o build/openapi.json
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## Benchmarks print figures; they never fail the build
 bench: $(STAMP)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -398,6 +399,34 @@ def _print_twilio_token(settings: Settings) -> None:
     typer.echo(f"  auth token    {token}   (generated, kept in {settings.data_dir / 'twilio_auth_token'})")
     typer.echo(f"  webhook URL   {settings.public_base_url}/webhooks/twilio/messaging")
     typer.echo('  try           prm simulate whatsapp --from +34600000000 "I need an appointment"\n')
+
+
+@cli.command("openapi")
+def openapi_command(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
+) -> None:
+    """Write the OpenAPI document (descriptions, scopes, errors, examples) as JSON, without a database.
+
+    `make docs` renders the API reference from it; client generators read it too.
+    """
+    import json
+
+    from pydantic import SecretStr
+
+    from prm.app import create_app
+
+    # No database is reached (the engine connects lazily) and nothing is written to the data directory.
+    settings = get_settings().model_copy(update={
+        "database_url": "postgresql+psycopg://openapi@127.0.0.1:9/openapi", "run_worker": False,
+        "log_level": "WARNING", "environment": "development", "secret_key": SecretStr("openapi-export-" + "x" * 40),
+        "api_docs": True})
+    document = json.dumps(create_app(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(document, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
 
 
 @cli.command("demo")

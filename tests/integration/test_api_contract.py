@@ -32,10 +32,16 @@ PUBLIC = {
     ("POST", "/webhooks/twilio/messaging"),
     ("POST", "/webhooks/twilio/status"),
     ("POST", "/webhooks/voice-agent/{org_id}"),
+    ("POST", "/webhooks/voice-agent/{org_id}/{provider}"),
     # signed, expiring local-disk media URLs: the HMAC signature in the URL is the credential
     ("PUT", "/media/local/{folder}/{name}"),
     ("GET", "/media/local/{folder}/{name}"),
+    # FHIR: the CapabilityStatement is public (clients read it before authenticating), and so is our
+    # JWKS (public keys that EHRs verify our SMART client assertions with)
+    ("GET", "/fhir/R4/metadata"),
+    ("GET", "/.well-known/jwks.json"),
 }
+FHIR_BASE = "/fhir/R4/"
 
 
 def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -97,8 +103,12 @@ async def test_every_route_but_the_public_ones_requires_credentials(
             continue
         r = await anon_client.request(method, _url(openapi, path, operation))
         assert r.status_code == 401, (method, path, r.status_code, r.text)
-        assert r.headers["content-type"] == PROBLEM, (method, path)
-        assert r.json()["code"] == "unauthenticated"
+        if path.startswith(FHIR_BASE):  # FHIR's errors are OperationOutcomes
+            assert r.headers["content-type"] == "application/fhir+json", (method, path)
+            assert r.json()["issue"][0]["code"] == "login"
+        else:
+            assert r.headers["content-type"] == PROBLEM, (method, path)
+            assert r.json()["code"] == "unauthenticated"
         assert r.headers["www-authenticate"] == "Bearer"
         checked += 1
     assert checked > 80  # the whole API, not an empty document
@@ -122,6 +132,11 @@ async def test_malformed_path_ids_are_422_problems_naming_the_parameter(
         if not ids or path.startswith("/webhooks/"):
             continue
         r = await client.request(method, _url(openapi, path, operation, **{ids[-1]: "not-an-id"}), json={})
+        if path.startswith(FHIR_BASE):  # FHIR: a malformed request is a 400 OperationOutcome naming it
+            assert r.status_code == 400 and r.headers["content-type"] == "application/fhir+json", (method, path)
+            assert ids[-1] in r.json()["issue"][0]["expression"], (method, path, r.text)
+            checked += 1
+            continue
         assert r.status_code == 422, (method, path, r.text)
         assert r.headers["content-type"] == PROBLEM, (method, path)
         assert ids[-1] in {e["field"] for e in r.json()["errors"]}, (method, path, r.text)
@@ -141,6 +156,10 @@ async def test_bodies_of_the_wrong_shape_are_422_problems(
             continue
         r = await client.request(method, _url(openapi, path, operation), content=body,
                                  headers={"content-type": "application/json"})
+        if path.startswith(FHIR_BASE):  # FHIR: a 400 OperationOutcome
+            assert (r.status_code, r.headers["content-type"]) == (400, "application/fhir+json"), (method, path)
+            checked += 1
+            continue
         assert r.status_code in (404, 422), (method, path, r.status_code, r.text)
         assert r.headers["content-type"] == PROBLEM, (method, path)
         if r.status_code == 422:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.agents import registry
 from prm.agents.models import ToolRun
-from prm.core import clock
+from prm.core import clock, integrity
 from prm.core import logging as prm_logging
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
@@ -144,6 +144,12 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
                 result = await spec.fn(session, who, data, settings)
         except DomainError:
             raise
+        except IntegrityError as exc:  # a constraint the service did not check: the API's 4xx, never a 500
+            mapped = integrity.problem_for(exc)
+            if mapped is None:
+                log.error("agents.tool_crashed", error="IntegrityError", frames=prm_logging.safe_frames(exc))
+                raise DomainError("The tool failed unexpectedly; it has been logged", code="tool_error") from None
+            raise mapped from None
         except Exception as exc:  # the tool's writes are rolled back; the failure is recorded
             log.error("agents.tool_crashed", error=type(exc).__name__, frames=prm_logging.safe_frames(exc))
             raise DomainError("The tool failed unexpectedly; it has been logged", code="tool_error") from None
@@ -156,6 +162,8 @@ async def execute(session: AsyncSession, who: Principal, name: str, arguments: d
         # The full output (patient data) is kept only to replay a call made with an idempotency key.
         run.status, run.output_summary = "succeeded", summary(output)
         run.output = output if idempotency_key is not None else None
+        # the patient the call concerned, when only its result names them (an appointment's lifecycle)
+        run.patient_id = run.patient_id or _patient_of(output)
         status_code, problem = 200, None
     else:
         status_code = 500 if error.code == "tool_error" else error.status

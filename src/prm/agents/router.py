@@ -31,7 +31,7 @@ PROBLEM = "application/problem+json"
 
 @router.get("/tools", response_model=list[ToolInfo], summary="The tool catalogue with JSON schemas",
             description="Every tool with its input and output JSON Schema, the scope it needs and whether the "
-            "calling credential has it. Scope `agents:read`.")
+            "calling credential may run it (`allowed`: `agents:write` and the tool's own scope).")
 async def list_tools(who: Principal = Requires("agents:read")) -> list[ToolInfo]:
     return [ToolInfo(name=t.name, description=t.description, scope=t.scope, writes=t.writes,
                      allowed=service.may_run(who, t), input_schema=t.input_schema(), output_schema=t.output_schema())
@@ -116,6 +116,12 @@ class ProviderFailed(DomainError):
     title = "The AI provider failed"
 
 
+class ProviderTimedOut(DomainError):
+    status = 504
+    default_code = "ai_provider_timeout"
+    title = "The AI provider did not answer in time"
+
+
 @router.post(
     "/agent-runs", status_code=201, response_model=AgentRunRead, summary="Run an agent towards a goal",
     description="Hands the goal (and, with `conversation_id`, the conversation's latest messages) to the "
@@ -128,10 +134,12 @@ class ProviderFailed(DomainError):
     "Errors: 422 `validation_failed` or `unknown_reference` (a bad field, a conversation of another "
     "organisation), 403 `missing_scope`, "
     "429 `rate_limited` (more runs than `RATE_LIMIT_AGENT_RUNS` per credential, default 30 a minute), "
-    "502 `ai_provider_error` (the run is recorded as failed; its id is in `agent_run_id`), 503 "
+    "502 `ai_provider_error` (the run is recorded as failed; its id is in `agent_run_id`), 504 "
+    "`ai_provider_timeout` (the model's turns exceeded `AGENTS_RUN_TIMEOUT_SECONDS`; recorded likewise), 503 "
     "`provider_not_configured`.",
     responses={403: {"description": "Missing scope"}, 422: {"description": "Invalid input or unknown conversation"},
                502: {"description": "The model provider failed; the run is recorded as failed"},
+               504: {"description": "The model took longer than the run's budget; the run is recorded as failed"},
                503: {"description": "The LLM provider is not configured"}},
 )
 async def create_agent_run(
@@ -149,10 +157,12 @@ async def create_agent_run(
                             checkpoint=session.commit)
     location = f"/agents/agent-runs/{row.id}"
     if row.status == "failed":
-        problem = ProviderFailed(row.error_detail or "The model provider failed", code="ai_provider_error",
-                                 provider_code=row.error_code, agent_run_id=str(row.id)).problem(request.url.path)
-        # The run and the steps before the failure commit with the request.
-        return JSONResponse(problem, status_code=502, media_type=PROBLEM, headers={"Location": location})
+        timed_out = row.error_code == service.TIME_LIMIT
+        failed = (ProviderTimedOut if timed_out else ProviderFailed)(
+            row.error_detail or "The model provider failed", provider_code=row.error_code, agent_run_id=str(row.id))
+        # The run and the steps before the failure are committed (see the runner's checkpoints).
+        return JSONResponse(failed.problem(request.url.path), status_code=failed.status, media_type=PROBLEM,
+                            headers={"Location": location})
     response.headers["Location"] = location
     return _agent_run(row)
 

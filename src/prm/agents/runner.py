@@ -15,6 +15,7 @@ the run is recorded as `failed` with the provider's error code (the steps before
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -35,7 +36,7 @@ from prm.agents.schemas import RunnerRequest
 from prm.conversations import service as conversations
 from prm.core import clock, references
 from prm.core.auth import Principal
-from prm.core.errors import Conflict, PermissionDenied, ValidationFailed
+from prm.core.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
 from prm.core.pagination import PageParams
 from prm.patients import service as patients
 from prm.settings import Settings
@@ -43,6 +44,7 @@ from prm.settings import Settings
 log = structlog.get_logger(__name__)
 
 AI_CONSENT = "ai_processing"
+TIME_LIMIT = "time_limit"  # the error code of a run stopped by AGENTS_RUN_TIMEOUT_SECONDS
 CONTEXT_MESSAGES = 20  # the conversation's latest messages given to the model
 TOOL_RESULT_CHARS = 8000
 MAX_ANSWER_CHARS = 20_000  # what the model sees of one tool's result
@@ -155,9 +157,15 @@ async def run(session: AsyncSession, who: Principal, request: RunnerRequest, *, 
     steps: list[dict[str, Any]] = []
     used = 0  # tool calls run (what max_steps limits)
     status, answer = "step_limit", ""
+    deadline = time.monotonic() + settings.agents_run_timeout_seconds
     try:
         while True:
-            result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            try:  # the model's turns share one wall-clock budget (the tools' steps are the database's)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await llm.chat(messages, tools=tools, tool_choice="auto" if tools else None)
+            except TimeoutError:
+                raise AIProviderError(f"The model did not answer within the run's budget of "
+                                      f"{settings.agents_run_timeout_seconds:g} s", code=TIME_LIMIT) from None
             agent_run.model = result.model[:100]
             agent_run.prompt_tokens += result.usage.prompt_tokens
             agent_run.completion_tokens += result.usage.completion_tokens
@@ -230,12 +238,43 @@ async def _call(session: AsyncSession, who: Principal, call: ToolCall, step: int
                                       settings=settings, transport="runner", agent_run_id=agent_run_id, step=step)
     entry = _entry(step, outcome.run.tool, outcome.run.id, outcome.run.status, outcome.run.error_code)
     if outcome.ok:
-        content = json.dumps(outcome.output, default=str)
+        shown, withheld = await _for_the_model(session, who, outcome.run.patient_id, outcome.output or {})
+        if withheld:
+            entry["message"] = "withheld"
+        content = json.dumps(shown, default=str)
     else:
         problem = outcome.problem or {}
         content = json.dumps({"error": {k: problem[k] for k in ("code", "detail", "errors", "status") if k in problem}},
                              default=str)
     return content[:TOOL_RESULT_CHARS], entry
+
+
+async def _allows_ai(session: AsyncSession, who: Principal, patient_id: uuid.UUID) -> bool:
+    try:
+        return (await patients.data_sharing_allows(session, who.org_id, patient_id, purpose=AI_CONSENT)).allowed
+    except DomainError:  # no such patient (any more): nothing of theirs goes to the model
+        return False
+
+
+async def _for_the_model(session: AsyncSession, who: Principal, patient_id: uuid.UUID | None,
+                         output: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """What the model is told of a tool's result: nothing of a patient who does not allow AI processing.
+
+    The action itself is not undone (it was the credential's to take, and it is recorded); only its
+    result stays out of the model's context, as the conversation of such a patient does. Patient lists
+    (`search_patients`) lose those patients' entries.
+    """
+    if patient_id is not None and not await _allows_ai(session, who, patient_id):
+        return {"withheld": True, "reason": "ai_processing_not_allowed",
+                "detail": "The tool ran; its result concerns a patient who does not allow AI processing of "
+                          "their data, so it is not shown to the model"}, True
+    listed = output.get("patients")
+    if isinstance(listed, list):
+        kept = [p for p in listed if not isinstance(p, dict) or "id" not in p
+                or await _allows_ai(session, who, uuid.UUID(str(p["id"])))]
+        if len(kept) < len(listed):
+            return {**output, "patients": kept, "withheld": len(listed) - len(kept)}, True
+    return output, False
 
 
 def read_steps(agent_run: AgentRun) -> Sequence[dict[str, Any]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class ToolInfo(BaseModel):
@@ -14,7 +14,8 @@ class ToolInfo(BaseModel):
     description: str
     scope: str = Field(description="The scope a credential needs to run the tool")
     writes: bool
-    allowed: bool = Field(description="Whether the calling credential may run it")
+    allowed: bool = Field(description="Whether the calling credential may run it (`agents:write` and the tool's "
+                          "scope)")
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
 
@@ -58,7 +59,8 @@ class RunnerRequest(BaseModel):
         "goal": "The patient wants to move tomorrow's appointment to the afternoon",
         "conversation_id": "5b0c6f0e-1d2a-4e8b-9a51-3c7d2f9e4a10", "max_steps": 5}]})
 
-    goal: str = Field(min_length=1, max_length=4000, description="What the agent should achieve, in plain words")
+    goal: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
+        description="What the agent should achieve, in plain words")
     conversation_id: uuid.UUID | None = Field(
         default=None, description="A conversation of the organisation whose latest messages are given to the "
         "model as context (needs `conversations:read`)")

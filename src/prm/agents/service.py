@@ -15,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.agents.execution import RUN_SCOPE, Outcome, execute, may_run
 from prm.agents.models import AgentRun, ToolRun
-from prm.agents.runner import offered_tools, read_steps, run
+from prm.agents.runner import TIME_LIMIT, offered_tools, read_steps, run
 from prm.core import audit, references
 from prm.core.auth import Principal
 from prm.core.errors import NotFound
 from prm.core.pagination import PageParams, paginate
 
-__all__ = ["RUN_SCOPE", "AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run", "get_tool_run",
-           "list_agent_runs", "list_tool_runs", "may_run", "offered_tools", "read_steps", "run"]
+__all__ = ["RUN_SCOPE", "TIME_LIMIT", "AgentRunFilters", "Outcome", "ToolRunFilters", "execute", "get_agent_run",
+           "get_tool_run", "list_agent_runs", "list_tool_runs", "may_run", "offered_tools", "read_steps", "run"]
 
 
 @dataclass(frozen=True)

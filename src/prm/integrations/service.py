@@ -14,5 +14,7 @@ from prm.integrations.outbound import (
 from prm.integrations.outbound import (
     fan_out as fan_out,
 )
+from prm.integrations.ssrf import UnsafeTarget as UnsafeTarget  # the URL policy for other outbound callers (fhir)
+from prm.integrations.ssrf import check_url as check_url
 
-__all__ = ["create_endpoint", "create_integration", "fan_out", "trigger_workflow"]
+__all__ = ["UnsafeTarget", "check_url", "create_endpoint", "create_integration", "fan_out", "trigger_workflow"]

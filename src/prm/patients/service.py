@@ -41,7 +41,9 @@ from prm.patients.deduplication import (
     find_duplicates,
     merge,
 )
-from prm.patients.fhir_mapping import to_fhir
+from prm.patients.duplicates import Facts
+from prm.patients.fhir_mapping import PRM_PATIENT_SYSTEM, to_fhir
+from prm.patients.models import Patient, PatientEmail, PatientIdentifier, PatientPhone  # read-only queries (fhir)
 from prm.patients.phones import try_normalise
 from prm.patients.reads import (
     bookable,
@@ -73,12 +75,18 @@ from prm.patients.validation import (
 __all__ = [
     "MAX_MERGE_CHAIN",
     "OLDEST_BIRTH_DATE",
+    "PRM_PATIENT_SYSTEM",
     "Candidate",
     "ConsentDecision",
     "ConsentOverview",
+    "Facts",
     "Filters",
     "MergeOutcome",
+    "Patient",
+    "PatientEmail",
+    "PatientIdentifier",
     "PatientMoved",
+    "PatientPhone",
     "_facts",
     "active_ids",
     "bookable",

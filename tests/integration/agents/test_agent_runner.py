@@ -118,6 +118,8 @@ async def test_step_limit_reached(session: AsyncSession, make_client: ClientFact
     assert r.json()["stopped"] == "answered" and await _tickets(session, org) == 1
     r = await _start(agent, goal, max_steps=21)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_steps"
+    r = await _start(agent, "   ")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "goal"
 
 
 class _BoomIn(BaseModel):
@@ -156,6 +158,34 @@ async def test_a_failing_step_records_its_failure_and_leaves_no_half_written_dat
     assert subjects == ["Kept: the step before succeeded"]
     failed = (await agent.get(f"/agents/runs/{run['steps'][1]['run_id']}")).json()
     assert failed["status"] == "failed" and failed["error_code"] == "half_written" and failed["error_status"] == 400
+
+
+@pytest.fixture
+def constraint_breaking_tool() -> Iterator[str]:
+    """A tool whose write breaks a database constraint its service did not check (a missed check, a race)."""
+
+    async def breaks(session: AsyncSession, who: Principal, data: Any, settings: Settings) -> BaseModel:
+        session.add(Ticket(org_id=who.org_id, subject=data.subject, patient_id=uuid.uuid4()))
+        await session.flush()
+        return data
+
+    registry.tool("test_constraint", scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
+                  description="test only")(breaks)
+    try:
+        yield "test_constraint"
+    finally:
+        registry._tools.pop("test_constraint", None)
+
+
+async def test_a_broken_constraint_in_a_tool_is_the_apis_4xx_not_a_500(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation, constraint_breaking_tool: str) -> None:
+    agent = await make_client("agent")
+    r = await agent.post(f"/agents/tools/{constraint_breaking_tool}/execute", json={"subject": "x"})
+    assert r.status_code == 422 and r.json()["code"] == "unknown_reference", r.text
+    assert r.json()["errors"][0]["field"] == "patient_id" and "Traceback" not in r.text
+    run = (await agent.get(f"/agents/runs/{r.json()['run_id']}")).json()
+    assert run["status"] == "failed" and run["error_code"] == "unknown_reference"
+    assert await _tickets(session, org) == 0
 
 
 async def test_idempotency_key_runs_the_agent_once(session: AsyncSession, make_client: ClientFactory,
@@ -277,6 +307,32 @@ async def test_runs_are_rate_limited_per_credential(make_client: ClientFactory, 
         assert (await _start(other, "hello")).status_code == 201  # another credential has its own budget
 
 
+async def test_a_run_has_a_time_budget(session: AsyncSession, make_client: ClientFactory, org: Organisation,
+                                       settings: Settings, openai_fake: OpenAIFake) -> None:
+    """A slow model cannot hold a request (and its connection) indefinitely: AGENTS_RUN_TIMEOUT_SECONDS."""
+    openai_fake.script_chat([("create_ticket", {"subject": "Before the model slowed down"})])
+    openai_fake.delay_next(0)
+    openai_fake.delay_next(2.0)  # the second turn
+    switched = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": openai_fake.base_url,
+                                           "openai_api_key": SecretStr(FAKE_KEY), "agents_run_timeout_seconds": 0.5})
+    with use_settings(switched):
+        agent = await make_client("agent")
+        r = await _start(agent, "Open a ticket")
+    assert r.status_code == 504 and r.json()["code"] == "ai_provider_timeout", r.text
+    run = (await agent.get(f"/agents/agent-runs/{r.json()['agent_run_id']}")).json()
+    assert run["status"] == "failed" and run["error_code"] == "time_limit"
+    assert [(s["tool"], s["status"]) for s in run["steps"]] == [("create_ticket", "succeeded")]
+    assert await _tickets(session, org) == 1  # the step before the budget ran out stays
+
+
+async def test_provider_not_configured(make_client: ClientFactory, settings: Settings) -> None:
+    with use_settings(settings.model_copy(update={"llm_provider": "openai", "openai_api_key": None})):
+        agent = await make_client("agent")
+        r = await _start(agent, "hello")
+    assert r.status_code == 503 and r.json()["code"] == "provider_not_configured"
+    assert (await agent.get("/agents/agent-runs")).json()["total"] == 0  # nothing ran, nothing recorded
+
+
 async def test_runner_needs_agents_write(make_client: ClientFactory) -> None:
     coordinator = await make_client("coordinator")  # agents:read only
     r = await _start(coordinator, "hello")
@@ -362,6 +418,28 @@ async def test_scope_denied_mid_run(session: AsyncSession, org: Organisation, se
     told = json.loads(openai_fake.requests[2].json["messages"][-1]["content"])
     assert told["error"]["code"] == "missing_scope"
     assert await _tickets(session, org) == 0
+
+
+async def test_results_about_a_patient_without_ai_consent_are_withheld_from_the_model(
+        session: AsyncSession, org: Organisation, settings: Settings, openai_fake: OpenAIFake) -> None:
+    from prm.patients import service as patients
+
+    refusing = await make_patient(session, org, given_name="Nerea", family_name="Olaizola")
+    consenting = await make_patient(session, org, given_name="Nerea", family_name="Olaberria")
+    await patients.set_consent(session, principal(org), refusing.id, channel=None, purpose="ai_processing",
+                               granted=False, source="staff")
+    openai_fake.script_chat([("search_patients", {"q": "Nerea"})],
+                            [("get_patient", {"patient_id": str(refusing.id)})], "Done.")
+    result = await runner.run(session, principal(org, role="agent"), RunnerRequest(goal="Find Nerea"),
+                              settings=settings, llm=_openai(openai_fake))
+    assert [(s["tool"], s["status"], s["message"]) for s in result.steps] == [
+        ("search_patients", "succeeded", "withheld"), ("get_patient", "succeeded", "withheld"),
+        (None, "answered", None)]
+    searched = json.loads(openai_fake.requests[1].json["messages"][-1]["content"])
+    assert [p["id"] for p in searched["patients"]] == [str(consenting.id)] and searched["withheld"] == 1
+    got = json.loads(openai_fake.requests[2].json["messages"][-1]["content"])
+    assert got["withheld"] is True and "Olaizola" not in openai_fake.requests[2].json["messages"][-1]["content"]
+    assert all("Olaizola" not in json.dumps(q.json) for q in openai_fake.requests)
 
 
 async def test_unknown_tool_and_provider_failure(session: AsyncSession, make_client: ClientFactory,

@@ -76,6 +76,9 @@ async def test_execute_confirm_appointment_tool(session: AsyncSession, make_clie
     row = await session.get(Appointment, uuid.UUID(appointment_id))
     assert row is not None and row.status == "confirmed"
     assert again.status_code == 409 and again.json()["code"] and again.json()["run_id"]  # lists allowed transitions
+    # the patient is on the run even though only the result named them: the patient's agent history
+    of_patient = (await agent.get("/agents/runs", params={"patient_id": str(patient.id)})).json()
+    assert {i["tool"] for i in of_patient["items"]} == {"book_appointment", "confirm_appointment"}
 
 
 async def test_execute_send_notification_tool(session: AsyncSession, make_client: ClientFactory,
