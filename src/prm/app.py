@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
+from prm.core import auth, idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
 from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
@@ -29,6 +29,7 @@ from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.retry import RetryTransactionMiddleware
 from prm.core.unhandled import UnhandledErrorMiddleware
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
@@ -201,12 +202,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.context = ctx
     app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
+    app.state.credential_cache = auth.CredentialCache(settings.auth_cache_seconds)
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
+    app.add_middleware(RetryTransactionMiddleware)  # innermost: a deadlock victim's request runs again
+    app.add_middleware(UnhandledErrorMiddleware)  # route errors still pass the others
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
                        max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # --- serving (issue 19) ------------------------------------------------------------------------
     # API processes of `prm serve` (its --workers): unset = the cores in production, 1 in development
     web_concurrency: int | None = Field(default=None, ge=1)
+    # how long a checked credential (API key, staff user) is trusted without asking the database
+    # again: the most a revocation or deactivation takes to reach another process (0: never cached)
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    # signed Twilio messages: "deferred" stores the event and queues one job to process it (the
+    # fast path), "inline" processes it in the request; unset = deferred in production only
+    webhook_ingest: Literal["inline", "deferred"] | None = None
 
     # --- jobs ------------------------------------------------------------------------------------
     run_worker: bool = True
@@ -107,6 +113,8 @@ class Settings(BaseSettings):
     patient_search_similarity: float = Field(default=0.35, ge=0, le=1)
     consent_default_ai_processing: bool = True
     consent_default_ehr_export: bool = True
+    # Intake data kept in the patient's record: asked for (recorded when linking) unless set here.
+    consent_default_intake: bool = False
 
     # --- appointments ----------------------------------------------------------------------------
     # "1d,2h": days are local calendar days (same wall-clock time, in the appointment's zone), hours and
@@ -179,6 +187,11 @@ class Settings(BaseSettings):
     outbound_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     outbound_webhook_disable_after: int = Field(default=5, ge=1)
     n8n_jwt_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+
+    # --- fhir (EHR sync) ---------------------------------------------------------------------------
+    fhir_sync_max_attempts: int = Field(default=8, ge=1, le=50)
+    fhir_sync_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    fhir_sync_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
 
     # --- agents ------------------------------------------------------------------------------------
     agents_redact_inputs: bool = True
@@ -266,6 +279,11 @@ class Settings(BaseSettings):
         if self._public_base_url_derived:
             update["public_base_url"] = derived_public_base_url(host, port)
         return self.model_copy(update=update)
+
+    @property
+    def webhooks_deferred(self) -> bool:
+        """Whether inbound messages are processed by a job rather than in the webhook's request."""
+        return (self.webhook_ingest or ("deferred" if self.environment == "production" else "inline")) == "deferred"
 
     @property
     def data_dir(self) -> Path:

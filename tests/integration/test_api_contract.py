@@ -32,6 +32,7 @@ PUBLIC = {
     ("POST", "/webhooks/twilio/messaging"),
     ("POST", "/webhooks/twilio/status"),
     ("POST", "/webhooks/voice-agent/{org_id}"),
+    ("POST", "/webhooks/voice-agent/{org_id}/{provider}"),
     # signed, expiring local-disk media URLs: the HMAC signature in the URL is the credential
     ("PUT", "/media/local/{folder}/{name}"),
     ("GET", "/media/local/{folder}/{name}"),

@@ -134,9 +134,18 @@ def _voice_agent_signature(app: Any, url: str, body: Any) -> dict[str, str]:
     return {"X-Signature": "sha256=" + hmac.new(VOICE_AGENT_SECRET.encode(), raw, hashlib.sha256).hexdigest()}
 
 
+def _retell_signature(app: Any, url: str, body: Any) -> dict[str, str]:
+    """As Retell signs: HMAC-SHA256(secret, raw body + unix ms), at the examples' (frozen) clock."""
+    raw, stamp = json.dumps(body).encode(), str(int(clock.now().timestamp() * 1000))
+    digest = hmac.new(VOICE_AGENT_SECRET.encode(), raw + stamp.encode(), hashlib.sha256).hexdigest()
+    return {"x-retell-signature": f"v={stamp},d={digest}"}
+
+
 # Webhooks authenticate by signature: the example's header is recomputed with the service's secrets.
 SIGNERS = {"POST /webhooks/twilio/messaging": _twilio_signature, "POST /webhooks/twilio/status": _twilio_signature,
-           "POST /webhooks/voice-agent/{org_id}": _voice_agent_signature}
+           "POST /webhooks/voice-agent/{org_id}": _voice_agent_signature,
+           "POST /webhooks/voice-agent/{org_id}/{provider}": _retell_signature}
+SIGNED_BODY_HEADERS = {"X-Signature", "x-retell-signature"}
 
 
 async def _path_value(world: World, parameter: dict[str, Any]) -> str:
@@ -149,7 +158,7 @@ async def _path_value(world: World, parameter: dict[str, Any]) -> str:
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, media: str | None, body: Any,
                 headers: dict[str, str]) -> httpx.Response:
-    if media == "application/json" and body is not None and "X-Signature" in headers:  # signed: these bytes
+    if media == "application/json" and body is not None and SIGNED_BODY_HEADERS & headers.keys():  # these bytes
         return await client.request(method, url, content=json.dumps(body).encode(),
                                     headers={"content-type": media, **headers})
     if media == "application/json" and body is not None:
@@ -193,9 +202,81 @@ def test_every_operation_is_documented_with_an_example(openapi: dict[str, Any]) 
     assert covered_yet_listed == [], f"documented now: remove them from NOT_YET_COVERED: {covered_yet_listed}"
     unknown = sorted((REGISTRY.keys() | NOT_YET_COVERED) - operations.keys())
     assert unknown == [], f"documented operations that do not exist (method and path as routed): {unknown}"
+    short = []
     for key, operation in operations.items():
         assert operation.get("summary"), key
         assert "**Scope:**" in operation["description"] and "**Errors**" in operation["description"], key
+        what = operation["description"].split("**Scope:**")[0].strip()
+        if what == operation["summary"].strip() or len(what) < 40:
+            short.append(key)
+    assert short == [], f"say what these do beyond the summary (Op(description) or the router's): {short}"
+
+
+# Request-body strings without a length, pattern, format or enum in their schema, and why the service
+# accepts any length there (the request body limit still applies). Anything else gets `max_length` etc.
+# so generated clients refuse what the service refuses.
+UNBOUNDED_STRINGS = {
+    "AttachmentIn.content_base64": "the attachment itself: bounded by the request body limit",
+    "Body_token_auth_token_post.username": "OAuth2 form (FastAPI's): an unknown email is a 401",
+    "Body_token_auth_token_post.scope": "OAuth2 form (FastAPI's): ignored",
+    "Body_token_auth_token_post.client_id": "OAuth2 form (FastAPI's): ignored",
+    "Body_token_auth_token_post.client_secret": "OAuth2 form (FastAPI's): ignored",
+    "BatchFilter.preferred_language": "a filter: a longer value matches no patient",
+    "BatchFilter.tags[]": "a filter: a longer value matches no patient",
+    "CommunicationCreate.media_urls[]": "public media URLs, checked when fetched",
+    "LocationCreate.address": "free text (text column)",
+    "LocationUpdate.address": "free text (text column)",
+    "ServiceCreate.description": "free text (text column)",
+    "ServiceUpdate.description": "free text (text column)",
+    "PatientCreate.tags[]": "free labels (text array)",
+    "PatientUpdate.tags[]": "free labels (text array)",
+    "TemplateCreate.variables[]": "variable names, checked against the template when rendered",
+    "TemplateUpdate.variables[]": "variable names, checked against the template when rendered",
+}
+
+
+def _request_schemas(doc: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in found:
+                    found.add(name)
+                    walk(doc["components"]["schemas"][name])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for operation in _operations(doc).values():
+        walk(operation.get("requestBody", {}))
+    return found
+
+
+def test_request_strings_say_what_the_service_refuses(openapi: dict[str, Any]) -> None:
+    """Every string a request body carries has a bound (maxLength, pattern, format, enum) in its schema,
+    or a reason on UNBOUNDED_STRINGS."""
+    bounds = ("maxLength", "pattern", "format", "enum", "const")
+    unbounded: list[str] = []
+
+    def check(schema: dict[str, Any], where: str) -> None:
+        for sub in schema.get("anyOf", [schema]):
+            if sub.get("type") == "string" and not any(b in sub for b in bounds):
+                unbounded.append(where)
+            if sub.get("type") == "array":
+                check(sub.get("items", {}), where + "[]")
+
+    for name in sorted(_request_schemas(openapi)):
+        for field, schema in openapi["components"]["schemas"][name].get("properties", {}).items():
+            check(schema, f"{name}.{field}")
+    missing = sorted(set(unbounded) - UNBOUNDED_STRINGS.keys())
+    assert missing == [], f"give these a max_length (or pattern/enum), or a reason in UNBOUNDED_STRINGS: {missing}"
+    stale = sorted(UNBOUNDED_STRINGS.keys() - set(unbounded))
+    assert stale == [], f"bounded now (or gone): remove from UNBOUNDED_STRINGS: {stale}"
 
 
 def test_every_error_example_is_a_problem_document(openapi: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ APPT = {"service_name": "Cleaning", "practitioner_name": "Dr Ruiz", "location_na
 NOT_ROW_IDS = {
     "client_id": "the OAuth2 password form's client id, not a row",
     "resource_id": "audit log filter: free text naming any resource (deleted ones too)",
+    "client_item_id": "intake records: the client's own id of an item (the upsert key), not a row",
 }
 
 
@@ -106,6 +107,9 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     conversation = await post("/conversations", {"patient_id": patient["id"], "channel": "sms"})
     ticket = await post("/tickets", {"subject": "Walk", "patient_id": patient["id"], "auto_assign": False})
     user = await make_user(session, org, role="coordinator")
+    questionnaire = await post("/intake/questionnaires", {"key": "walk", "title": "Walk",
+                                                          "item": [{"linkId": "a", "type": "string"}]})
+    intake_session = await post("/intake/sessions", {"source": "staff"})
     agent_run = await post("/agents/agent-runs", {"goal": "Say hello"})
     await post("/integrations/n8n/integrations", {"name": "main", "base_url": "http://127.0.0.1:9",
                                                   "workflows": {"triage": "webhook/triage"}})
@@ -120,13 +124,13 @@ async def _world(session: Any, org: Organisation, client: httpx.AsyncClient) -> 
     assert r.status_code == 201, r.text
     ids.update(
         media_ids=[media["id"]], message_id=message["id"], journey_id=journey["id"],
-        intake_session_id=None,  # no intake module yet: no intake session exists in any organisation
         connection_id=connection["id"],
         patient_id=patient["id"], duplicate_id=duplicate["id"], patient_ids=[patient["id"]],
         location_id=location["id"], practitioner_id=practitioner["id"], practitioner_ids=[practitioner["id"]],
         service_id=service["id"], appointment_id=appointment["id"], conversation_id=conversation["id"],
         ticket_id=ticket["id"], user_id=str(user.id), assignee_id=str(user.id), actor_id=str(user.id),
-        agent_run_id=agent_run["id"],
+        questionnaire_id=questionnaire["id"], session_id=intake_session["id"], intake_session_id=intake_session["id"],
+        assigned_practitioner_id=practitioner["id"], agent_run_id=agent_run["id"],
     )
     return ids
 
@@ -162,6 +166,10 @@ def _bodies(mine: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
                                "conversation_id": mine["conversation_id"], "assignee_id": mine["assignee_id"]},
         ("POST", "/tickets/{ticket_id}/assign"): {"assignee_id": mine["assignee_id"]},
         ("POST", "/patients/{patient_id}/merge"): {"duplicate_id": mine["duplicate_id"]},
+        ("POST", "/intake/sessions"): {"source": "staff", "assigned_practitioner_id": mine["practitioner_id"]},
+        ("PATCH", "/intake/sessions/{session_id}"): {"assigned_practitioner_id": mine["practitioner_id"]},
+        ("POST", "/intake/sessions/{session_id}/link"): {"patient_id": mine["patient_id"],
+                                                         "consent": {"granted": True}},
         ("POST", "/media"): {"filename": "walk.png", "content_type": "image/png", "size_bytes": 10,
                              "sha256": "0" * 64, "patient_id": mine["patient_id"]},
         ("POST", "/journeys/{journey_id}/instances"): {"patient_id": mine["patient_id"]},

@@ -34,7 +34,7 @@ class PractitionerCreate(BaseModel):
     title: str = Field("", max_length=100)
     email: str | None = Field(None, max_length=320)
     user_id: uuid.UUID | None = Field(None, description="Link to a staff user of the organisation")
-    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Madrid")
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Europe/Madrid")
     is_active: bool = True
 
     @field_validator("timezone")
@@ -48,7 +48,7 @@ class PractitionerUpdate(BaseModel):
     title: str | None = Field(None, max_length=100)
     email: str | None = Field(None, max_length=320)
     user_id: uuid.UUID | None = None
-    timezone: str | None = None
+    timezone: str | None = Field(None, max_length=64, description="IANA time zone, e.g. Europe/Madrid")
     is_active: bool | None = None
 
     _not_null = field_validator("name", "title", "timezone", "is_active", mode="before")(reject_null)
@@ -75,7 +75,7 @@ class PractitionerRead(_Read):
 class LocationCreate(BaseModel):
     name: Name = Field(min_length=1, max_length=200)
     address: str = ""
-    timezone: str = Field(description="IANA time zone the location's availability is written in")
+    timezone: str = Field(max_length=64, description="IANA time zone the location's availability is written in")
     is_virtual: bool = False
     is_active: bool = True
 
@@ -88,7 +88,7 @@ class LocationCreate(BaseModel):
 class LocationUpdate(BaseModel):
     name: Name | None = Field(None, min_length=1, max_length=200)
     address: str | None = None
-    timezone: str | None = None
+    timezone: str | None = Field(None, max_length=64, description="IANA time zone, e.g. Europe/Madrid")
     is_virtual: bool | None = None
     is_active: bool | None = None
 

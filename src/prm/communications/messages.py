@@ -363,10 +363,12 @@ async def attach_conversation(
 
 
 async def claim_inbound_event(
-    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> InboundEvent | None:
-    """Store the event; None when it was already stored (a retried delivery)."""
-    event_id = await session.scalar(
+    """Store the event (with its raw `payload` when it is processed later); None when it was already
+    stored (a retried delivery). One statement."""
+    event = await session.scalar(
         insert(InboundEvent)
         .values(
             id=uuid.uuid4(),
@@ -376,20 +378,31 @@ async def claim_inbound_event(
             org_id=org_id,
             outcome="received",
             received_at=clock.now(),
+            payload=payload,
         )
         .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
-        .returning(InboundEvent.id)
+        .returning(InboundEvent)
     )
-    if event_id is None:
+    if event is None:
         log.info("webhook.duplicate", provider=provider, kind=kind)
         return None
-    return await session.get(InboundEvent, event_id)
+    return event  # type: ignore[no-any-return]
+
+
+async def pending_inbound_event(session: AsyncSession, event_id: uuid.UUID) -> InboundEvent | None:
+    """A stored event still waiting for its processing (locked for this transaction); None when it
+    was processed already or is unknown."""
+    return await session.scalar(  # type: ignore[no-any-return]
+        select(InboundEvent).where(InboundEvent.id == event_id, InboundEvent.outcome == "received",
+                                   InboundEvent.payload.is_not(None)).with_for_update()
+    )
 
 
 def finish_inbound_event(event: InboundEvent, outcome: str, communication_id: uuid.UUID | None = None) -> None:
     event.outcome = outcome
     event.processed_at = clock.now()
     event.communication_id = communication_id
+    event.payload = None
 
 
 # --- lookups for the domains above (conversations, notifications) --------------------------------

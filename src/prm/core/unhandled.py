@@ -8,9 +8,10 @@ does not re-raise, so the connection stays usable. Only when the response had al
 
 A database that cannot be reached (connection refused or lost, server shutting down, no pooled
 connection free in time) is not a bug but an outage: 503 `database_unavailable` with `Retry-After`,
-and the API recovers by itself when the database is back (the pool pre-pings and reconnects).
-Other operational errors of the database (deadlock, serialization failure, lock or statement
-timeout) are transient too: 503 `database_busy` with `Retry-After`.
+and the API recovers by itself when the database is back (the pool pings idle connections and
+replaces dead ones). Other operational errors of the database (deadlock, serialization failure
+once `RetryTransactionMiddleware` has given up, lock or statement timeout) are transient too: 503
+`database_busy` with `Retry-After`.
 """
 
 from __future__ import annotations

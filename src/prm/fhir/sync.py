@@ -13,7 +13,7 @@
   instead of creating. A conditional create the EHR matched to an existing resource (200) is
   followed by a PUT of our content in the same run.
 * Failures: timeouts, 408/429/5xx and token-endpoint outages are retried with exponential backoff
-  (honouring `Retry-After`) up to `MAX_ATTEMPTS`; a 401 drops the cached token and retries at once,
+  (honouring `Retry-After`) up to `FHIR_SYNC_MAX_ATTEMPTS`; a 401 drops the cached token and retries at once,
   once; other 4xx fail the run at once. Every attempt is in the run's row (the sync log).
 """
 
@@ -50,10 +50,7 @@ from prm.tickets.schemas import TicketCreate
 log = structlog.get_logger(__name__)
 
 SYNC_JOB = "fhir.sync_patient"
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 3600.0
-HTTP_TIMEOUT_SECONDS = 30.0
 SYNCED_EVENT = "fhir.patient_synced"
 
 # Chart sources beyond the core ones (intake records, ...): fn(session, org_id, patient) -> entries
@@ -311,14 +308,14 @@ async def run(session: AsyncSession, run_id: uuid.UUID) -> str:
     try:
         await integrations.check_url(connection.base_url,
                                                  allow_private=settings.outbound_allow_private_targets)
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=False) as http:
+        async with httpx.AsyncClient(timeout=settings.fhir_sync_timeout_seconds, follow_redirects=False) as http:
             summary = await push(session, connection, patient, http)
     except integrations.UnsafeTarget as exc:
         return _failed(sync_run, connection, f"unsafe target: {exc}", status=None)
     except ehr.EhrError as exc:
         sync_run.http_status = exc.status
-        if exc.transient and sync_run.attempts < MAX_ATTEMPTS:
-            backoff = backoff_seconds(sync_run.attempts - 1, base_seconds=BACKOFF_BASE_SECONDS,
+        if exc.transient and sync_run.attempts < settings.fhir_sync_max_attempts:
+            backoff = backoff_seconds(sync_run.attempts - 1, base_seconds=settings.fhir_sync_retry_base_seconds,
                                       max_seconds=BACKOFF_MAX_SECONDS)
             delay = max(exc.retry_after or 0.0, backoff)
             sync_run.status, sync_run.error = "retrying", str(exc)[:1000]

@@ -23,6 +23,9 @@ OPERATIONS = {
     "GET /admin/organisation/settings": Op(
         "The organisation's own settings (null: the service default applies) next to the effective values."),
     "PATCH /admin/organisation/settings": Op(
+        "Sets the organisation's own phone region (for numbers written without a country code) and "
+        "appointment reminder offsets; a field sent as null goes back to the service default. The answer "
+        "shows the effective values.",
         body={"default_phone_region": "ES", "reminder_offsets_minutes": "1d,2h"},
         errors=[Err(422, "validation_failed", "default_phone_region: String should match pattern '^[A-Z]{2}$'",
                     "A region that is not two capital letters, or offsets that do not parse")]),

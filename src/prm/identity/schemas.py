@@ -15,7 +15,7 @@ StaffRole = Literal["admin", "coordinator", "practitioner", "support_agent"]
 class OrganisationCreate(BaseModel):
     name: Name = Field(min_length=1, max_length=200)
     slug: str = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
-    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Madrid")
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone, e.g. Europe/Madrid")
 
 
 class OrganisationRead(BaseModel):

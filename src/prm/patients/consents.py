@@ -43,7 +43,8 @@ async def _current_consents(session: AsyncSession, org_id: uuid.UUID, patient_id
 
 
 def _data_sharing_defaults(s: Settings) -> dict[str, bool]:
-    return {"ai_processing": s.consent_default_ai_processing, "ehr_export": s.consent_default_ehr_export}
+    return {"ai_processing": s.consent_default_ai_processing, "ehr_export": s.consent_default_ehr_export,
+            "intake": s.consent_default_intake}
 
 
 def _decide(

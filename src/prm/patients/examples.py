@@ -28,7 +28,8 @@ OPERATIONS = {
     "GET /patients/{patient_id}": Op(),
     "PATCH /patients/{patient_id}": Op(body={"preferred_channel": "sms", "tags": ["new-patient", "orthodontics"]}),
     "DELETE /patients/{patient_id}": Op(),
-    "GET /patients/{patient_id}/duplicates": Op(path={"patient_id": ids.patient}, query={"threshold": 0.5}),
+    "GET /patients/{patient_id}/duplicates": Op(
+        query={"threshold": 0.5}, given=["duplicate"]),
     "POST /patients/{patient_id}/merge": Op(body={"duplicate_id": ids.duplicate}, errors=[
         Err(409, "merge_into_self", "A patient cannot be merged into itself", "`duplicate_id` is this patient"),
         Err(409, "already_merged", "Patient was already merged", "The duplicate was merged before"),
@@ -39,5 +40,7 @@ OPERATIONS = {
          "note": "Replied STOP to the spring campaign"},
         {"purpose": "ai_processing", "granted": True, "source": "paper_form"}]}),
     "GET /patients/{patient_id}/timeline": Op(query={"limit": 20}),
-    "GET /patients/{patient_id}/fhir": Op(),
+    "GET /patients/{patient_id}/fhir": Op(
+        "The patient as a FHIR R4B `Patient` resource (`application/fhir+json`): names, telecom, identifiers "
+        "with their systems, address, gender and birth date, validated with `fhir.resources`. The read is audited."),
 }

@@ -13,7 +13,7 @@ from prm.core.fields import IdentifierSystem, Name
 Gender = Literal["male", "female", "other", "unknown"]
 Channel = Literal["sms", "whatsapp", "email", "voice"]
 ContactPurpose = Literal["care", "reminders", "marketing"]
-DataSharingPurpose = Literal["ai_processing", "ehr_export"]
+DataSharingPurpose = Literal["ai_processing", "ehr_export", "intake"]
 PhoneKind = Literal["mobile", "home", "work", "other"]
 EmailKind = Literal["personal", "work", "other"]
 WritableStatus = Literal["active", "inactive", "deceased"]

@@ -41,6 +41,7 @@ from prm.patients.deduplication import (
     find_duplicates,
     merge,
 )
+from prm.patients.duplicates import Facts
 from prm.patients.fhir_mapping import PRM_PATIENT_SYSTEM, to_fhir
 from prm.patients.models import Patient, PatientEmail, PatientIdentifier, PatientPhone  # read-only queries (fhir)
 from prm.patients.phones import try_normalise
@@ -77,6 +78,7 @@ __all__ = [
     "Candidate",
     "ConsentDecision",
     "ConsentOverview",
+    "Facts",
     "Filters",
     "MergeOutcome",
     "Patient",

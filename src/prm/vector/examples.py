@@ -13,16 +13,20 @@ DOCUMENT = {"title": "Preparing for a dental cleaning",
 
 OPERATIONS = {
     "POST /search": Op(
-        body={"query": "does the patient need to fast before the cleaning?", "source_types": ["message", "document"],
-              "occurred_from": "2026-01-01T00:00:00Z", "limit": 5}, given=["document"]),
+        body={"query": "blood thinners before a dental cleaning", "source_types": ["document", "message"],
+              "limit": 5}, given=["document", "jobs_run"]),
     "GET /search/stats": Op("How many chunks are indexed per source type, and with which embedding model."),
     "POST /search/documents": Op(
         "Adds a knowledge document (prices, preparation, policies) that search and the assistants can cite; it is "
         "chunked and embedded in the background.", body=DOCUMENT),
     "GET /search/documents": Op("The clinic's knowledge documents, newest first.", given=["document"]),
-    "GET /search/documents/{document_id}": Op(),
-    "DELETE /search/documents/{document_id}": Op(),
+    "GET /search/documents/{document_id}": Op(
+        "One knowledge document with its text and indexing status (chunks and embedding model)."),
+    "DELETE /search/documents/{document_id}": Op(
+        "Deletes the document and its indexed chunks; search stops finding it at once."),
     "POST /patients/{patient_id}/search": Op(
-        body={"query": "appointment change", "source_types": ["message", "ticket"], "limit": 5},
-        given=["ticket"]),
+        "Hybrid search (meaning and words) within one patient's messages, calls, conversations and tickets, "
+        "best first, each hit with its source and a snippet. Needs both search and patient read scopes.",
+        body={"query": "call back about the invoice", "source_types": ["message", "ticket"], "limit": 5},
+        given=["ticket", "jobs_run"]),
 }

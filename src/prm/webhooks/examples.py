@@ -44,4 +44,24 @@ OPERATIONS = {
         errors=[Err(403, "invalid_signature", "Missing or invalid signature",
                     "`X-Signature` is not the HMAC-SHA256 of the raw body with the organisation's secret"),
                 Err(400, "malformed_webhook", "Malformed voice-agent payload", "The body does not parse")]),
+    "POST /webhooks/voice-agent/{org_id}/{provider}": Op(
+        path={"org_id": ids.org, "provider": "retell"},
+        body={"event": "call_analyzed", "call": {
+            "call_id": "call_5c1e0b", "agent_id": "agent_front_desk", "call_status": "ended",
+            "from_number": "+34612345678", "to_number": "+34910000000",
+            "start_timestamp": 1774252440000, "end_timestamp": 1774252740000,
+            "transcript": "Agente: ¿En qué puedo ayudarle?\nPaciente: Tengo dolor de muelas desde hace tres días.",
+            "call_analysis": {"call_summary": "Toothache; asks for an appointment", "custom_analysis_data": {
+                "given_name": "Maria", "family_name": "García López", "consent": True,
+                "chief_complaint": "Toothache for three days",
+                "symptoms": [{"name": "toothache", "severity": "moderate", "duration_days": 3}],
+                "medications": [{"name": "Ibuprofen", "dose": "400 mg", "frequency": "every 8 hours"}]}}}},
+        headers={"x-retell-signature": "v=1774252800000,"
+                                       "d=9a3c5e7f0b1d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"},
+        given=["voice_agent_secret"],
+        errors=[Err(403, "invalid_signature", "Missing or invalid signature",
+                    "The provider's signature (Retell `x-retell-signature`, Vapi `x-vapi-signature`) does not "
+                    "match the raw body with the organisation's secret, or (Retell) is older than five minutes"),
+                Err(400, "malformed_webhook", "Malformed retell payload: call.call_id is required",
+                    "The payload cannot be read (`field` names what is wrong)", extra={"field": "call.call_id"})]),
 }

@@ -4,6 +4,7 @@ HMAC-SHA256 `X-Signature`; a missing or wrong signature is 403, a malformed payl
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -51,7 +52,10 @@ def _twiml(reply: str | None = None) -> Response:
 )
 async def twilio_messaging(request: Request, session: Session) -> Response:
     params = await _signed_form(request)
-    outcome = await service.receive_twilio_message(session, params)
+    if get_context(request).settings.webhooks_deferred:  # store, queue one job, answer (WEBHOOK_INGEST)
+        outcome = await service.accept_twilio_message(session, params)
+    else:
+        outcome = await service.receive_twilio_message(session, params)
     return _twiml(outcome.reply)
 
 
@@ -84,6 +88,31 @@ async def twilio_status(request: Request, session: Session) -> Response:
 async def voice_agent(org_id: uuid.UUID, request: Request, session: Session) -> WebhookAck:
     raw = await request.body()
     outcome = await service.receive_voice_call(session, org_id, raw, request.headers.get("x-signature"))
+    return WebhookAck(
+        status=outcome.status,
+        communication_id=str(outcome.communication_id) if outcome.communication_id else None,
+    )
+
+
+@router.post(
+    "/voice-agent/{org_id}/{provider}",
+    response_model=WebhookAck,
+    summary="Voice agent (Retell, Vapi): a call event",
+    description="The provider's own webhook, checked on the raw body with the organisation's voice-agent "
+    "secret (PUT /communications/channels/voice): Retell signs `x-retell-signature: v=<unix ms>,d=<hex "
+    "HMAC-SHA256 of body + timestamp>` (five minutes' tolerance), Vapi's HMAC credential sends "
+    "`x-vapi-signature: <hex HMAC-SHA256 of the body>`. Each (provider, call, event) is processed once "
+    "(a redelivery answers `duplicate`). The event that ends a call (Retell `call_analyzed`, Vapi "
+    "`end-of-call-report`) is stored as a voice communication and published as `voice_call.completed`: "
+    "the intake, the booking and the confirmations follow in jobs. Other events answer `ignored`. "
+    "A bad signature is 403 `invalid_signature`, an unreadable payload 400 `malformed_webhook`.",
+    dependencies=[ratelimit.limit("rate_limit_webhooks", "voice_agent")],
+)
+async def voice_agent_provider(
+    org_id: uuid.UUID, provider: Literal["retell", "vapi"], request: Request, session: Session
+) -> WebhookAck:
+    raw = await request.body()
+    outcome = await service.receive_voice_event(session, org_id, provider, raw, request.headers)
     return WebhookAck(
         status=outcome.status,
         communication_id=str(outcome.communication_id) if outcome.communication_id else None,

@@ -8,6 +8,7 @@ phone (an unknown number creates a provisional patient) and the organisation by 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.core import events
+from prm.core import clock, events, jobs
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
-from prm.webhooks import twilio_inbound
+from prm.webhooks import twilio_inbound, voice_agents
 from prm.webhooks.schemas import VoiceAgentCall
 
 if TYPE_CHECKING:
@@ -55,17 +56,58 @@ async def _patient_for(session: AsyncSession, org_id: uuid.UUID, phone: str, sou
     return patient
 
 
-async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
-    """An inbound SMS or WhatsApp message (already signature-checked)."""
+PROCESS_MESSAGE_JOB = "webhooks.process_twilio_message"
+
+
+def _parse_message(params: dict[str, str]) -> twilio_inbound.InboundMessage:
     try:
-        msg = twilio_inbound.parse_message(params)
+        return twilio_inbound.parse_message(params)
     except twilio_inbound.MalformedPayload as exc:
         raise BadRequest(
             f"Malformed Twilio message: {exc.field} {exc.message}", code="malformed_webhook", field=exc.field
         ) from None
+
+
+async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
+    """An inbound SMS or WhatsApp message (already signature-checked), processed in this request."""
+    msg = _parse_message(params)
     event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message")
     if event is None:
         return Outcome("duplicate")
+    return await _process_message(session, event, msg)
+
+
+async def accept_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
+    """The fast path (WEBHOOK_INGEST=deferred): check the payload, store the raw event and queue one
+    job that processes it (patient, communication, media, consent, event), then answer at once.
+
+    A retried delivery is recognised as before (the event's unique provider id) and queues nothing.
+    A STOP/START keyword is still processed here: its acknowledgement is this answer's TwiML.
+    """
+    msg = _parse_message(params)
+    if rules.keyword(msg.body) is not None:
+        return await receive_twilio_message(session, params)
+    event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message", payload=params)
+    if event is None:
+        return Outcome("duplicate")
+    await jobs.defer(session, PROCESS_MESSAGE_JOB, event_id=str(event.id))
+    return Outcome("received")
+
+
+async def process_stored_twilio_message(session: AsyncSession, event_id: uuid.UUID) -> Outcome | None:
+    """Process an event stored by `accept_twilio_message` (the job); None when it was already done.
+
+    Idempotent: the event is locked and must still be waiting, so a job run twice processes once.
+    """
+    event = await communications.pending_inbound_event(session, event_id)
+    if event is None:
+        return None
+    assert event.payload is not None
+    return await _process_message(session, event, twilio_inbound.parse_message(event.payload))
+
+
+async def _process_message(session: AsyncSession, event: InboundEvent, msg: twilio_inbound.InboundMessage
+                           ) -> Outcome:
     config = await communications.org_for_number(session, msg.channel, msg.to_number)
     if config is None:
         log.warning("webhook.unroutable", channel=msg.channel)
@@ -188,16 +230,41 @@ async def receive_voice_call(
                 {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in exc.errors()
             ],
         ) from None
+    return await _record_call(session, org_id, "voice_agent", f"{org_id}:{call.call_id}", call, "completed")
+
+
+async def receive_voice_event(
+    session: AsyncSession, org_id: uuid.UUID, provider: str, raw_body: bytes, headers: Mapping[str, str]
+) -> Outcome:
+    """A Retell or Vapi webhook (`voice_agents.py`): the signature checked on the raw body, then stored
+    once per (provider, call id, event); the event that ends a call is recorded like any finished
+    call (communication, `voice_call.completed`), the others are acknowledged (`ignored`). The work
+    that follows (intake, booking, confirmations) runs in the subscribers' jobs, so the answer is fast."""
+    secret = await voice_agent_secret(session, org_id)
+    if not voice_agents.signature_valid(provider, secret, raw_body, headers, clock.now()):
+        raise PermissionDenied("Missing or invalid signature", code="invalid_signature")
+    try:
+        event_name, call = voice_agents.parse(provider, raw_body)
+    except voice_agents.Malformed as exc:
+        raise BadRequest(f"Malformed {provider} payload: {exc.field} {exc.message}", code="malformed_webhook",
+                         field=exc.field) from None
+    call_id = voice_agents.call_id_of(provider, raw_body)
+    if call is None:
+        event = await _claim(session, provider=provider, external_id=f"{org_id}:{call_id}:{event_name}"[:255],
+                             kind=f"voice_{event_name}"[:32], org_id=org_id)
+        if event is None:
+            return Outcome("duplicate")
+        return _done(event, "ignored")
+    return await _record_call(session, org_id, provider, f"{org_id}:{call.call_id}", call, event_name)
+
+
+async def _record_call(session: AsyncSession, org_id: uuid.UUID, provider: str, call_key: str,
+                       call: VoiceAgentCall, event_name: str) -> Outcome:
     caller = patients.try_normalise(call.caller, (await identity.organisation_settings(session, org_id)).phone_region)
     if caller is None:
         raise BadRequest("caller: not a phone number", code="malformed_webhook", field="caller")
-    event = await _claim(
-        session,
-        provider="voice_agent",
-        external_id=f"{org_id}:{call.call_id}",
-        kind="voice_call",
-        org_id=org_id,
-    )
+    external_id = call_key if provider == "voice_agent" else f"{call_key}:{event_name}"
+    event = await _claim(session, provider=provider, external_id=external_id[:255], kind="voice_call", org_id=org_id)
     if event is None:
         return Outcome("duplicate")
     patient = await _patient_for(session, org_id, caller, "voice")
@@ -209,10 +276,11 @@ async def receive_voice_call(
         body=call.transcript,
         from_address=caller,
         to_address=call.callee,
-        provider="voice_agent",
-        provider_message_id=f"{org_id}:{call.call_id}",
+        provider=provider,
+        provider_message_id=call_key,
         details={
             "call_id": call.call_id,
+            "event": event_name,
             "extracted": call.extracted,
             "duration_seconds": call.duration_seconds,
             "recording_url": call.recording_url,
@@ -221,6 +289,13 @@ async def receive_voice_call(
             "ended_at": call.ended_at.isoformat() if call.ended_at else None,
         },
     )
+    if call.recording_url:  # copied into our own storage by media's fetch job (verified, deduplicated)
+        await media.attach_inbound(
+            session, Principal.system(org_id), message_id=comm.id, patient_id=patient.id, source="voice",
+            provider=provider, provider_message_id=call_key,
+            attachments=[media.Attachment(url=call.recording_url,
+                                          content_type=voice_agents.recording_type(call.recording_url))],
+        )
     await events.publish(
         session,
         events.Event(
@@ -231,6 +306,7 @@ async def receive_voice_call(
                 "patient_id": str(patient.id),
                 "channel": "voice",
                 "org_id": str(org_id),
+                "provider": provider,
                 "call_id": call.call_id,
                 "extracted": call.extracted,
             },

@@ -97,3 +97,38 @@ async def test_post_kick_off_with_parameters(world: Any, client: Any, session: A
     r = await client.get(manifest["output"][0]["url"].replace("Practitioner.ndjson", "Patient.ndjson")
                          .replace("https://prm.test", ""))
     assert r.status_code == 404
+
+
+async def test_a_bulk_export_of_the_demo_clinic_validates_line_by_line(session: Any, app: Any) -> None:
+    import httpx
+    from sqlalchemy import select
+
+    from prm import demo
+    from prm.identity.models import Organisation
+    from tests.fixtures.factories import make_api_key
+
+    org = await session.scalar(select(Organisation).where(Organisation.slug == demo.DEMO_SLUG))
+    if org is None:
+        assert await demo.seed_if_empty(session) is not None
+        org = await session.scalar(select(Organisation).where(Organisation.slug == demo.DEMO_SLUG))
+    _, key = await make_api_key(session, org, role="integration")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://prm.test",
+                                 headers={"Authorization": f"Bearer {key}"}) as demo_client:
+        r = await demo_client.get("/fhir/R4/$export", headers=ASYNC)
+        assert r.status_code == 202, r.text
+        await jobs.run_due(session, names=["fhir.export"])
+        r = await demo_client.get(r.headers["content-location"].replace("https://prm.test", ""))
+        assert r.status_code == 200, r.text
+        manifest = r.json()
+        counts = {o["type"]: o["count"] for o in manifest["output"]}
+        assert counts["Patient"] >= 3 and counts["Appointment"] >= 1 and counts["Practitioner"] >= 1
+        total = 0
+        for output in manifest["output"]:
+            body = (await demo_client.get(output["url"].replace("https://prm.test", ""))).text
+            lines = body.splitlines()
+            assert len(lines) == output["count"]
+            for line in lines:
+                resource = json.loads(line)
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                total += 1
+        assert total == sum(counts.values())

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from prm.core import clock, jobs
 from prm.fhir.models import EhrLink, SyncRun
-from tests.fixtures.fhir_peer import FhirPeer
+from tests.fixtures.fhir_peer import FhirPeer, Stored
 from tests.integration.fhir.conftest import NOW
 
 SYNC = ["fhir.sync_patient"]
@@ -149,10 +149,24 @@ async def test_per_resource_server_gets_one_request_per_resource(world: Any, cli
         await jobs.run_due(session, names=SYNC)
     done = await run_status(session, run["id"])
     assert done.status == "succeeded", done.error
-    assert [r["method"] for r in fhir_peer.requests] == ["POST"] * 5
+    assert [r["method"] for r in fhir_peer.requests] == ["GET"] + ["POST"] * 5  # metadata, then one each
     [appointment] = fhir_peer.of_type("Appointment")
     [patient] = fhir_peer.of_type("Patient")
     assert {"actor": {"reference": f"Patient/{patient['id']}"}} .items() <= appointment["participant"][0].items()
+
+
+async def test_per_resource_server_that_does_not_write_some_types(world: Any, client: Any, session: Any,
+                                                                  fhir_peer: FhirPeer) -> None:
+    fhir_peer.writable = frozenset({"Patient", "Practitioner", "Appointment"})  # no Organization, no Location
+    connection = await connect(client, fhir_peer, family="per_resource")
+    run = await sync_now(client, connection, world.patient.id)
+    with clock.frozen(NOW):
+        await jobs.run_due(session, names=SYNC)
+    done = await run_status(session, run["id"])
+    assert done.status == "succeeded", done.error
+    assert done.summary["skipped"] == 2 and fhir_peer.rejected == []
+    [appointment] = fhir_peer.of_type("Appointment")
+    assert {"display": "not recorded on this server"} in [p["actor"] for p in appointment["participant"]]
 
 
 async def test_bearer_connection_and_secrets_never_returned(world: Any, client: Any, session: Any,
@@ -208,3 +222,61 @@ async def test_an_intake_reaching_the_ehr_tells_the_practitioner_of_the_next_app
     [patient] = fhir_peer.of_type("Patient")
     assert f"Patient/{patient['id']}" in ticket.description
     assert connection["id"]
+
+
+async def test_an_ehr_that_already_has_the_patient_gets_our_content_as_an_update(
+        world: Any, client: Any, session: Any, fhir_peer: FhirPeer) -> None:
+    """Conditional create matched an existing resource (our link lost, a second connection, a
+    previous installation): the EHR answers 200 with its id, and the same run PUTs our content."""
+    pid = str(world.patient.id)
+    fhir_peer.resources[("Patient", "900")] = Stored(
+        {"resourceType": "Patient", "id": "900", "identifier": [{"system": "urn:prm:patient", "value": pid}],
+         "name": [{"family": "Stale"}], "meta": {"versionId": "1"}}, 1)
+    connection = await connect(client, fhir_peer)
+    run = await sync_now(client, connection, world.patient.id)
+    with clock.frozen(NOW):
+        await jobs.run_due(session, names=SYNC)
+    done = await run_status(session, run["id"])
+    assert done.status == "succeeded" and done.summary.get("matched") == 1, done.summary
+    [patient] = fhir_peer.with_identifier("Patient", "urn:prm:patient", pid)
+    assert patient["id"] == "900" and patient["name"][0]["family"] == "Fernández"
+    assert patient["meta"]["versionId"] == "2"
+
+
+async def test_a_token_the_ehr_revoked_is_replaced_once(world: Any, client: Any, session: Any,
+                                                          fhir_peer: FhirPeer) -> None:
+    connection = await connect(client, fhir_peer)
+    with clock.frozen(NOW) as frozen:
+        await sync_now(client, connection, world.patient.id)
+        await jobs.run_due(session, names=SYNC)
+        fhir_peer.expire_tokens()  # the EHR forgets the token our cache still holds
+        frozen.advance(timedelta(minutes=1))
+        r = await client.patch(f"/patients/{world.patient.id}", json={"given_name": "Lucía María"})
+        assert r.status_code == 200
+        await jobs.run_due(session, names=ALL)
+    runs = list(await session.scalars(select(SyncRun).order_by(SyncRun.created_at)))
+    assert runs[-1].status == "succeeded" and runs[-1].attempts == 1
+    assert len(fhir_peer.token_requests) == 2
+    [patient] = fhir_peer.of_type("Patient")
+    assert patient["name"][0]["given"] == ["Lucía", "María"]
+
+
+async def test_a_merged_patient_is_sent_inactive_pointing_at_the_survivor(
+        world: Any, client: Any, session: Any, fhir_peer: FhirPeer, org: Any) -> None:
+    from tests.fixtures.factories import make_patient
+
+    duplicate = await make_patient(session, org, given_name="Lucia", family_name="Fernandez")
+    connection = await connect(client, fhir_peer)
+    with clock.frozen(NOW) as frozen:
+        for pid in (world.patient.id, duplicate.id):
+            await sync_now(client, connection, pid)
+        await jobs.run_due(session, names=SYNC)
+        frozen.advance(timedelta(minutes=1))
+        r = await client.post(f"/patients/{world.patient.id}/merge", json={"duplicate_id": str(duplicate.id)})
+        assert r.status_code == 200, r.text
+        await jobs.run_due(session, names=ALL)
+    [survivor] = fhir_peer.with_identifier("Patient", "urn:prm:patient", str(world.patient.id))
+    [merged] = fhir_peer.with_identifier("Patient", "urn:prm:patient", str(duplicate.id))
+    assert merged["active"] is False
+    assert merged["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
+    assert len(fhir_peer.of_type("Patient")) == 2

@@ -138,3 +138,19 @@ def test_transaction_conditional_create_then_put_then_nothing() -> None:
     assert entry["resource"]["participant"][0]["actor"]["reference"] == "Patient/17"
     known[("Appointment", aid)] = Known("18", digest(appointment))
     assert transaction(entries, known) == (None, [])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["male", "female", "other", "unknown"]), text, text,
+       st.one_of(st.none(), st.dates(min_value=datetime(1900, 1, 1).date(), max_value=datetime(2030, 1, 1).date())),
+       st.sampled_from(["active", "inactive", "deceased"]), st.sampled_from(["en", "es", "pt-BR"]),
+       st.one_of(st.none(), st.fixed_dictionaries({"line": st.lists(text, max_size=2), "city": text,
+                                                   "postal_code": text, "country": st.sampled_from(["ES", "GB"])})))
+def test_patient(gender: str, given_name: str, family_name: str, birth_date: Any, status: str, language: str,
+                 address: dict[str, Any] | None) -> None:
+    from prm.patients.service import Patient, to_fhir
+
+    patient = Patient(id=uuid.uuid4(), org_id=uuid.uuid4(), gender=gender, given_name=given_name,
+                      family_name=family_name, birth_date=birth_date, status=status, preferred_language=language,
+                      address=address, primary_phone="+34600111222", primary_email="a@example.org")
+    roundtrip(mapping.patient(to_fhir(patient)))
