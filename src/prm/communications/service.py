@@ -55,6 +55,8 @@ from prm.communications.messages import (
     record_inbound,
     record_outbound_reply,
     send,
+    status_counts,
+    statuses,
 )
 from prm.communications.models import Communication, SandboxMessage
 from prm.media import service as media
@@ -122,6 +124,8 @@ __all__ = [
     "record_outbound_reply",
     "require_consent",
     "send",
+    "status_counts",
+    "statuses",
     "webhook_secret",
     "whatsapp_window_open",
 ]
