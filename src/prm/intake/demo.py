@@ -1,5 +1,5 @@
-"""Demo data: the demo clinic's first-visit questionnaire and one submitted intake (its summary is
-written by the worker like any other)."""
+"""Demo data: the demo clinic's first-visit questionnaire and one intake in progress (answered and
+linked, for staff to review and submit; not submitted, so seeding sends nothing anywhere)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.auth import Principal
-from prm.intake import questionnaires, records, sessions, submission
+from prm.intake import questionnaires, records, sessions
 from prm.intake.models import Questionnaire
 from prm.intake.schemas import QUESTIONNAIRE_EXAMPLE, QuestionnairePublish, RecordItem, SessionCreate
 from prm.patients import service as patients
@@ -41,4 +41,3 @@ async def seed(session: AsyncSession, org: Any, context: dict[str, Any]) -> None
     items = [RecordItem(client_item_id=f"answer-{link_id}", type="answer", data={"link_id": link_id, "value": value})
              for link_id, value in ANSWERS] + RECORDS
     await records.upsert(session, who, row.id, items, None)
-    await submission.submit(session, who, row.id, None)

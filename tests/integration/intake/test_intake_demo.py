@@ -1,4 +1,4 @@
-"""The demo clinic seeds intake: its questionnaire and one submitted intake whose summary the worker writes."""
+"""The demo clinic seeds intake: its questionnaire and one intake in progress, complete and linked."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import demo
-from prm.core import jobs
 from prm.identity.models import Organisation
-from prm.intake.models import IntakeSession, IntakeSummary, Questionnaire
+from prm.intake import service as intake
+from prm.intake.models import IntakeSession, Questionnaire
 
 
 async def test_demo_clinic_has_a_questionnaire_and_a_submitted_intake(session: AsyncSession) -> None:
@@ -18,7 +18,5 @@ async def test_demo_clinic_has_a_questionnaire_and_a_submitted_intake(session: A
     assert await session.scalar(select(Questionnaire.key).where(Questionnaire.org_id == org_id)) == "first-visit"
     row = await session.scalar(select(IntakeSession).where(IntakeSession.org_id == org_id,
                                                           IntakeSession.external_ref == "demo-intake-1"))
-    assert (row.status, row.link_status, row.questionnaire_version) == ("submitted", "linked", 1)
-    await jobs.run_due(session, names=["intake.summarise"])
-    written = await session.get(IntakeSummary, row.id)
-    assert written is not None and written.content["allergies"] == ["Penicillin (rash, moderate)"]
+    assert (row.status, row.link_status, row.questionnaire_version) == ("open", "linked", 1)
+    assert await intake.missing(session, row) == []  # staff can submit it as it is
