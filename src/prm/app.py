@@ -17,11 +17,12 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
 from prm.core import auth, idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
+from prm.core.asgi import HttpMiddleware
 from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
@@ -108,16 +109,10 @@ def install_error_handlers(app: FastAPI) -> None:
     # outage), which, unlike an `Exception` handler, keeps the keep-alive connection usable.
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HttpMiddleware):
     """Gives each request an id (honouring `X-Request-ID`), binds it to logs, echoes it back."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -430,3 +430,18 @@ async def of_conversation(
         .order_by(Communication.created_at.desc(), Communication.id.desc())
     )
     return await paginate(session, stmt, paging)
+
+
+async def statuses(session: AsyncSession, org_id: uuid.UUID, ids: Any) -> dict[uuid.UUID, str]:
+    """The status of each of the organisation's messages among `ids` (a list, or a select of ids)."""
+    rows = await session.execute(select(Communication.id, Communication.status)
+                                 .where(Communication.org_id == org_id, Communication.id.in_(ids)))
+    return {row[0]: str(row[1]) for row in rows.all()}
+
+
+async def status_counts(session: AsyncSession, org_id: uuid.UUID, ids: Any) -> dict[str, int]:
+    """How many of the organisation's messages among `ids` (a select of ids, any size) are in each status."""
+    rows = await session.execute(select(Communication.status, func.count())
+                                 .where(Communication.org_id == org_id, Communication.id.in_(ids))
+                                 .group_by(Communication.status))
+    return {str(status): int(n) for status, n in rows.all()}

@@ -37,7 +37,7 @@ from prm.media.links import link_target as link_target
 from prm.media.models import Media, MediaBlob
 from prm.media.schemas import MediaCreate
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import on_merge, reassign_patient, rows_on_timeline
 from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -418,17 +418,22 @@ async def urls_for_messages(session: AsyncSession, who: Principal, message_ids: 
     return result
 
 
+async def _available(session: AsyncSession, org_id: uuid.UUID, media_id: uuid.UUID, field: str) -> Media:
+    """An available, undeleted file of the organisation (422 naming `field` otherwise)."""
+    media = await session.scalar(select(Media).where(
+        Media.org_id == org_id, Media.id == media_id, Media.deleted_at.is_(None)))
+    if media is None or media.status != "available":
+        raise ValidationFailed.field(field, "no such available media in this organisation", code="unknown_media")
+    return media
+
+
 async def provider_urls(session: AsyncSession, who: Principal, media_ids: Iterable[uuid.UUID], store: MediaStore,
                         *, field: str = "media_ids") -> list[dict[str, Any]]:
     """Signed URLs a messaging provider fetches an outbound attachment from (422 naming the field when an
     id is not an available file of the organisation)."""
     found: list[dict[str, Any]] = []
     for index, media_id in enumerate(media_ids):
-        media = await session.scalar(select(Media).where(
-            Media.org_id == who.org_id, Media.id == media_id, Media.deleted_at.is_(None)))
-        if media is None or media.status != "available":
-            raise ValidationFailed.field(f"{field}.{index}", "no such available media in this organisation",
-                                         code="unknown_media")
+        media = await _available(session, who.org_id, media_id, f"{field}.{index}")
         target = await _download_target(session, who, media, store, purpose="provider")
         found.append({"url": target.url, "content_type": media.content_type, "media_id": str(media.id)})
     return found
@@ -491,11 +496,7 @@ async def attachable(session: AsyncSession, who: Principal, media_ids: Sequence[
     patient's file)."""
     found: list[Media] = []
     for index, media_id in enumerate(media_ids):
-        media = await session.scalar(select(Media).where(
-            Media.org_id == who.org_id, Media.id == media_id, Media.deleted_at.is_(None)))
-        if media is None or media.status != "available":
-            raise ValidationFailed.field(f"{field}.{index}", "no such available media in this organisation",
-                                         code="unknown_media")
+        media = await _available(session, who.org_id, media_id, f"{field}.{index}")
         if media.patient_id is not None and media.patient_id != patient_id:
             raise ValidationFailed.field(f"{field}.{index}", "belongs to another patient",
                                          code="media_of_another_patient")
@@ -569,20 +570,11 @@ async def move_to_survivor(session: AsyncSession, org_id: uuid.UUID, duplicate_i
     return await reassign_patient(session, Media, org_id, duplicate_id, survivor_id)
 
 
-@timeline_source("media")
-async def timeline(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None,
-                   limit: int) -> list[TimelineEntry]:
-    stmt = select(Media).where(Media.org_id == org_id, Media.patient_id == patient_id, Media.deleted_at.is_(None),
-                               Media.status == "available")
-    if before is not None:
-        stmt = stmt.where(Media.created_at < before)
-    rows = (await session.scalars(stmt.order_by(Media.created_at.desc()).limit(limit))).all()
-    return [
-        TimelineEntry(at=m.created_at, kind="media.added", source="media", resource_id=str(m.id),
-                      summary=f"{_label(m.content_type)} added ({m.source})",
-                      data={"content_type": m.content_type, "size_bytes": m.size_bytes})
-        for m in rows
-    ]
+timeline = rows_on_timeline(
+    "media", Media, kind="media.added", summary=lambda m: f"{_label(m.content_type)} added ({m.source})",
+    data=lambda m: {"content_type": m.content_type, "size_bytes": m.size_bytes},
+    where=(Media.deleted_at.is_(None), Media.status == "available"),
+)
 
 
 def _label(content_type: str) -> str:
