@@ -189,6 +189,7 @@ def server(url: str, args: argparse.Namespace, token: str) -> Iterator[tuple[str
         "PRM_DATA_DIR": tempfile.mkdtemp(prefix="prm-bench-serve-"),
         "DB_POOL_SIZE": str(args.pool),
         "DB_MAX_OVERFLOW": "10",
+        "WEBHOOK_INGEST": args.webhook_ingest,
     }
     command = [sys.executable, "-m", "prm", "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
     if args.workers is not None:
@@ -490,7 +491,8 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
     lines = [
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
         f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
-        f"{''.join(' ' + s for s in args.serve_arg)}`, {os.cpu_count()} cores)",
+        f"{''.join(' ' + s for s in args.serve_arg)}`, WEBHOOK_INGEST={args.webhook_ingest}, "
+        f"{os.cpu_count()} cores)",
         "",
         "Median (min–max over rounds). Each ratio is service ÷ raw SQL measured in the same round.",
         "",
@@ -568,6 +570,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-client", type=int, default=10)
+    parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
+                        help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first

@@ -17,11 +17,12 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from prm import __version__, context, modules
-from prm.core import idempotency, integrity, jobs, metrics, openapi, startup
+from prm.core import auth, idempotency, integrity, jobs, metrics, openapi, startup
 from prm.core import logging as prm_logging
+from prm.core.asgi import HttpMiddleware
 from prm.core.body_limit import BodyLimitMiddleware
 from prm.core.db import Database, resolve_database_url
 from prm.core.errors import PROBLEM_BASE, DomainError, Unavailable
@@ -29,6 +30,7 @@ from prm.core.idempotency import IdempotencyMiddleware
 from prm.core.nul_guard import NulGuardMiddleware
 from prm.core.proxy import ForwardedHeadersMiddleware
 from prm.core.ratelimit import RateLimiter
+from prm.core.retry import RetryTransactionMiddleware
 from prm.core.unhandled import UnhandledErrorMiddleware
 from prm.identity import service as identity_service
 from prm.settings import Settings, get_settings
@@ -107,16 +109,10 @@ def install_error_handlers(app: FastAPI) -> None:
     # outage), which, unlike an `Exception` handler, keeps the keep-alive connection usable.
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HttpMiddleware):
     """Gives each request an id (honouring `X-Request-ID`), binds it to logs, echoes it back."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
@@ -201,12 +197,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.context = ctx
     app.state.authenticate = identity_service.authenticate  # core.auth.Requires checks credentials with it
+    app.state.credential_cache = auth.CredentialCache(settings.auth_cache_seconds)
     app.state.db = db
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.alembic_head = alembic_head()
 
     install_error_handlers(app)
-    app.add_middleware(UnhandledErrorMiddleware)  # innermost: route errors still pass the others
+    app.add_middleware(RetryTransactionMiddleware)  # innermost: a deadlock victim's request runs again
+    app.add_middleware(UnhandledErrorMiddleware)  # route errors still pass the others
     app.add_middleware(IdempotencyMiddleware, ttl=timedelta(hours=settings.idempotency_ttl_hours),
                        max_body_bytes=settings.idempotency_max_body_bytes)
     app.add_middleware(NulGuardMiddleware)

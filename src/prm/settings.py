@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # --- serving (issue 19) ------------------------------------------------------------------------
     # API processes of `prm serve` (its --workers): unset = the cores in production, 1 in development
     web_concurrency: int | None = Field(default=None, ge=1)
+    # how long a checked credential (API key, staff user) is trusted without asking the database
+    # again: the most a revocation or deactivation takes to reach another process (0: never cached)
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    # signed Twilio messages: "deferred" stores the event and queues one job to process it (the
+    # fast path), "inline" processes it in the request; unset = deferred in production only
+    webhook_ingest: Literal["inline", "deferred"] | None = None
 
     # --- jobs ------------------------------------------------------------------------------------
     run_worker: bool = True
@@ -273,6 +279,11 @@ class Settings(BaseSettings):
         if self._public_base_url_derived:
             update["public_base_url"] = derived_public_base_url(host, port)
         return self.model_copy(update=update)
+
+    @property
+    def webhooks_deferred(self) -> bool:
+        """Whether inbound messages are processed by a job rather than in the webhook's request."""
+        return (self.webhook_ingest or ("deferred" if self.environment == "production" else "inline")) == "deferred"
 
     @property
     def data_dir(self) -> Path:

@@ -101,8 +101,9 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
     url, root = own_postgres.url, own_postgres.root
     clinic = await _clinic(url, settings)
     port, log = free_port(), root / "serve.log"
-    env = prm_env(root, DATABASE_URL=url, LOG_LEVEL="INFO", DB_POOL_SIZE="20", DB_MAX_OVERFLOW="15",
-                  DB_POOL_TIMEOUT_SECONDS="60", JOB_HEARTBEAT_SECONDS="1")
+    # uvicorn's "Application startup complete" (below) is an INFO line of a library: ask for it
+    env = prm_env(root, DATABASE_URL=url, LOG_LEVEL="INFO", LOG_LEVEL_LIBRARIES="INFO", DB_POOL_SIZE="20",
+                  DB_MAX_OVERFLOW="15", DB_POOL_TIMEOUT_SECONDS="60", JOB_HEARTBEAT_SECONDS="1")
     serve = start_prm(["serve", "--workers", "2", "--no-migrate", "--port", str(port)], env, log, root)
     base = f"http://127.0.0.1:{port}"
 

@@ -30,6 +30,7 @@ from prm.media.models import Media
 from prm.patients import service as patients
 from prm.patients.models import Patient
 from prm.tickets.models import Ticket
+from prm.vector.models import SearchChunk
 from tests.fixtures import media_samples as samples
 from tests.fixtures.messaging import CLINIC_NUMBER, configure_channel, new_phone
 from tests.fixtures.voice_agent import VoiceAgentPeer
@@ -157,6 +158,10 @@ async def test_voice_call_intake_flow(session, org, client: httpx.AsyncClient, a
     assert (media_row.status, media_row.sha256, media_row.content_type) == ("available", samples.sha256(recording),
                                                                             "audio/wav")
     assert [s for _, s in voice_agent.downloads] == [503, 200]
+    # the transcript went to search (the call's communication, chunked and embedded)
+    chunks = (await session.scalars(select(SearchChunk).where(SearchChunk.org_id == org.id,
+                                                              SearchChunk.source_id == row.communication_id))).all()
+    assert chunks and any("dry cough" in c.text for c in chunks)
     # the summary, and the hand-over event for the EHR sync
     summary = await session.get(IntakeSummary, row.id)
     assert summary.machine_generated and summary.generator == "offline"
@@ -278,3 +283,16 @@ async def test_the_same_call_delivered_five_times_at_once_makes_one_session_and_
         sessions = (await s.scalars(select(IntakeSession).where(IntakeSession.org_id == org.id))).all()
         booked = await s.scalar(select(func.count()).select_from(Appointment).where(Appointment.org_id == org.id))
     assert len(sessions) == 1 and booked == 1 and sessions[0].appointment_id is not None
+
+
+async def test_a_call_with_nothing_clinical_makes_no_intake(session, org, anon_client: httpx.AsyncClient,
+                                                            voice_agent: VoiceAgentPeer) -> None:
+    await configure_channel(session, org, "voice", webhook_secret=KEY)
+    with clock.frozen(NOW):
+        body, headers = voice_agent.retell(KEY, "call_analyzed", call_payload(
+            "call-hours", new_phone(), {"intent": "opening_hours"}), int(NOW.timestamp() * 1000))
+        r = await anon_client.post(f"/webhooks/voice-agent/{org.id}/retell", content=body, headers=headers)
+        assert r.json()["status"] == "processed"
+        await drain(session)
+    assert await session.scalar(select(func.count()).select_from(IntakeSession)
+                                .where(IntakeSession.org_id == org.id)) == 0

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +30,7 @@ from prm.appointments.reminders import _schedule_reminders, _void_reminders
 from prm.appointments.schemas import (
     AppointmentCreate,
 )
-from prm.appointments.setup import _apply, _get, _ref, describe, get_service
+from prm.appointments.setup import _apply, _get, _holding, _ref, describe, get_service
 from prm.core import audit, clock, events
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, ValidationFailed
@@ -59,8 +60,11 @@ def event_payload(appointment: Appointment, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _publish(session: AsyncSession, action: str, appointment: Appointment, **extra: Any) -> None:
-    payload = event_payload(appointment, **await describe(session, appointment), **extra)
+async def _publish(session: AsyncSession, action: str, appointment: Appointment, *,
+                   described: dict[str, Any] | None = None, **extra: Any) -> None:
+    if described is None:
+        described = await describe(session, appointment)
+    payload = event_payload(appointment, **described, **extra)
     await events.publish(session, Event(type=sm.EVENTS[action], org_id=appointment.org_id, payload=payload))
 
 
@@ -155,8 +159,34 @@ async def _serialize(
     transaction (commit or rollback).
     """
     keys = {lock_key("practitioner", p) for p in practitioner_ids} | {lock_key("patient", p) for p in patient_ids}
-    for key in sorted(keys):
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    # one round trip: unnest yields the keys in the array's (ascending) order, and each lock is
+    # taken in turn as the rows are produced
+    await session.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+                          {"keys": sorted(keys)})
+
+
+async def _insert_guarded(session: AsyncSession, values: dict[str, Any]) -> Appointment:
+    """Insert an appointment; one that the exclusion constraints refuse is a 409, in one statement.
+
+    `ON CONFLICT DO NOTHING` makes the constraints arbiters: a refused row is simply not inserted,
+    so the caller's transaction stays usable (the booking assistant offers other times in it)
+    without the savepoint a caught IntegrityError would need (two more round trips per booking).
+    Under `_serialize` a refusal only happens when a writer that does not take the locks got there
+    first, or when the patient already has an overlapping appointment with someone else.
+    """
+    stmt = pg_insert(Appointment).values(**values).on_conflict_do_nothing().returning(Appointment)
+    appointment = (await session.scalars(stmt)).one_or_none()
+    if appointment is not None:
+        return appointment  # type: ignore[no-any-return]
+    taken = await session.scalar(
+        select(Appointment.id).where(
+            Appointment.practitioner_id == values["practitioner_id"], _holding,
+            Appointment.blocked_from < values["blocked_until"], Appointment.blocked_until > values["blocked_from"],
+        ).limit(1)
+    )
+    if taken is not None:
+        raise Conflict("That time is already taken for this practitioner", code="slot_taken")
+    raise Conflict("The patient already has an appointment at an overlapping time", code="patient_overlap")
 
 
 async def _write_guarded(session: AsyncSession, change: Callable[[], None]) -> None:
@@ -221,26 +251,30 @@ async def book(
     location_id = await _check_start(session, org_id, service, practitioner.id, data.location_id, start_at)
     times = service_times(service)
     blocked = times.blocked(start_at)
-    appointment = Appointment(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        patient_id=data.patient_id,
-        practitioner_id=practitioner.id,
-        service_id=service.id,
-        location_id=location_id,
-        start_at=start_at,
-        end_at=start_at + times.duration,
-        blocked_from=blocked[0],
-        blocked_until=blocked[1],
-        status="booked",
-        mode=service.mode,
-        notes=data.notes,
-        source=data.source,
-        booked_by=who.credential,
-    )
-    await _write_guarded(session, lambda: session.add(appointment))
-    session.add(_history(appointment, "book", who, from_status=None))
+    appointment = await _insert_guarded(session, {
+        "id": uuid.uuid4(),
+        "org_id": org_id,
+        "patient_id": data.patient_id,
+        "practitioner_id": practitioner.id,
+        "service_id": service.id,
+        "location_id": location_id,
+        "start_at": start_at,
+        "end_at": start_at + times.duration,
+        "blocked_from": blocked[0],
+        "blocked_until": blocked[1],
+        "status": "booked",
+        "mode": service.mode,
+        "notes": data.notes,
+        "source": data.source,
+        "booked_by": who.credential,
+    })
+    # reads first (names for the event, the reminder clock and offsets), then everything written
+    # in the one flush of `_publish`: history, reminders, audit, event and all their jobs. The
+    # location is held here: the identity map only keeps what is referenced, and both need it.
+    _location = await session.get(Location, location_id)
+    described = await describe(session, appointment)
     await _schedule_reminders(session, appointment)
+    session.add(_history(appointment, "book", who, from_status=None))
     await audit.record(
         session,
         who,
@@ -250,7 +284,8 @@ async def book(
         patient_id=appointment.patient_id,
         details={"source": data.source},
     )
-    await _publish(session, "book", appointment, **({} if notify_patient else {"notify_patient": False}))
+    await _publish(session, "book", appointment, described=described,
+                   **({} if notify_patient else {"notify_patient": False}))
     return appointment
 
 
@@ -340,7 +375,7 @@ async def transition(
         patient_id=appointment.patient_id,
         details={"from": before, "to": appointment.status},
     )
-    extra = {"reason": reason, "notify_patient": notify_patient} if action == "cancel" else {}
+    extra: dict[str, Any] = {"reason": reason, "notify_patient": notify_patient} if action == "cancel" else {}
     await _publish(session, action, appointment, **extra)
     return appointment
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -37,15 +38,17 @@ async def reminder_offsets(session: AsyncSession, org_id: uuid.UUID) -> list[Rem
 async def _zone_of(session: AsyncSession, appointment: Appointment) -> ZoneInfo:
     """The appointment's clock: its location's time zone, else its practitioner's."""
     zone = None
-    if appointment.location_id is not None:
-        zone = await session.scalar(select(Location.timezone).where(Location.id == appointment.location_id))
+    if appointment.location_id is not None:  # usually loaded already (the identity map answers)
+        location = await session.get(Location, appointment.location_id)
+        zone = location.timezone if location is not None else None
     if zone is None:
         zone = await session.scalar(select(Practitioner.timezone).where(Practitioner.id == appointment.practitioner_id))
     return ZoneInfo(zone or "UTC")
 
 
 async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -> list[AppointmentReminder]:
-    """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar)."""
+    """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar),
+    written with the session's next flush."""
     now = clock.now()
     zone = await _zone_of(session, appointment)
     offsets = await reminder_offsets(session, appointment.org_id)
@@ -55,10 +58,6 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
         if due_at <= now:
             continue
         reminder_id = uuid.uuid4()
-        # the job goes first (the reminder row only carries its id), in the same transaction
-        job_id = await jobs.defer(
-            session, REMINDER_JOB, schedule_at=due_at, org_id=str(appointment.org_id), reminder_id=str(reminder_id)
-        )
         reminder = AppointmentReminder(
             id=reminder_id,
             org_id=appointment.org_id,
@@ -67,12 +66,18 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -
             offset=str(offset),
             due_at=due_at,
             status="scheduled",
-            job_id=job_id,
         )
+        # the job is queued with the next flush, in one statement with the request's other jobs, and
+        # its id set on the row before the row is written (same transaction)
+        jobs.defer_with_flush(session, REMINDER_JOB, schedule_at=due_at, on_id=partial(_set_job_id, reminder),
+                              org_id=str(appointment.org_id), reminder_id=str(reminder_id))
         session.add(reminder)
         created.append(reminder)
-    await session.flush()
     return created
+
+
+def _set_job_id(reminder: AppointmentReminder, job_id: int) -> None:
+    reminder.job_id = job_id
 
 
 async def _void_reminders(session: AsyncSession, appointment: Appointment) -> int:

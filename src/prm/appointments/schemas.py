@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from prm.core import clock
 from prm.core.fields import MAX_INT32, LocalTime, Name, reject_null
@@ -181,13 +181,21 @@ class RuleCreate(BaseModel):
     valid_from: date | None = None
     valid_until: date | None = None
 
-    @model_validator(mode="after")
-    def _order(self) -> RuleCreate:
-        if self.start_time >= self.end_time:
+    @field_validator("end_time")
+    @classmethod
+    def _ends_after_start(cls, value: Any, info: ValidationInfo) -> Any:
+        start = info.data.get("start_time")
+        if start is not None and start >= value:
             raise ValueError("end_time must be after start_time")
-        if self.valid_from and self.valid_until and self.valid_from > self.valid_until:
+        return value
+
+    @field_validator("valid_until")
+    @classmethod
+    def _valid_in_order(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("valid_from")
+        if value is not None and start is not None and start > value:
             raise ValueError("valid_until must not be before valid_from")
-        return self
+        return value
 
 
 class RuleRead(_Read):

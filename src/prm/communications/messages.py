@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -363,10 +363,12 @@ async def attach_conversation(
 
 
 async def claim_inbound_event(
-    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, org_id: uuid.UUID | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> InboundEvent | None:
-    """Store the event; None when it was already stored (a retried delivery)."""
-    event_id = await session.scalar(
+    """Store the event (with its raw `payload` when it is processed later); None when it was already
+    stored (a retried delivery). One statement."""
+    event = await session.scalar(
         insert(InboundEvent)
         .values(
             id=uuid.uuid4(),
@@ -376,20 +378,31 @@ async def claim_inbound_event(
             org_id=org_id,
             outcome="received",
             received_at=clock.now(),
+            payload=payload,
         )
         .on_conflict_do_nothing(constraint="uq_inbound_events_provider_external_id")
-        .returning(InboundEvent.id)
+        .returning(InboundEvent)
     )
-    if event_id is None:
+    if event is None:
         log.info("webhook.duplicate", provider=provider, kind=kind)
         return None
-    return await session.get(InboundEvent, event_id)
+    return event  # type: ignore[no-any-return]
+
+
+async def pending_inbound_event(session: AsyncSession, event_id: uuid.UUID) -> InboundEvent | None:
+    """A stored event still waiting for its processing (locked for this transaction); None when it
+    was processed already or is unknown."""
+    return await session.scalar(  # type: ignore[no-any-return]
+        select(InboundEvent).where(InboundEvent.id == event_id, InboundEvent.outcome == "received",
+                                   InboundEvent.payload.is_not(None)).with_for_update()
+    )
 
 
 def finish_inbound_event(event: InboundEvent, outcome: str, communication_id: uuid.UUID | None = None) -> None:
     event.outcome = outcome
     event.processed_at = clock.now()
     event.communication_id = communication_id
+    event.payload = None
 
 
 # --- lookups for the domains above (conversations, notifications) --------------------------------
@@ -417,3 +430,18 @@ async def of_conversation(
         .order_by(Communication.created_at.desc(), Communication.id.desc())
     )
     return await paginate(session, stmt, paging)
+
+
+async def statuses(session: AsyncSession, org_id: uuid.UUID, ids: Any) -> dict[uuid.UUID, str]:
+    """The status of each of the organisation's messages among `ids` (a list, or a select of ids)."""
+    rows = await session.execute(select(Communication.id, Communication.status)
+                                 .where(Communication.org_id == org_id, Communication.id.in_(ids)))
+    return {row[0]: str(row[1]) for row in rows.all()}
+
+
+async def status_counts(session: AsyncSession, org_id: uuid.UUID, ids: Any) -> dict[str, int]:
+    """How many of the organisation's messages among `ids` (a select of ids, any size) are in each status."""
+    rows = await session.execute(select(Communication.status, func.count())
+                                 .where(Communication.org_id == org_id, Communication.id.in_(ids))
+                                 .group_by(Communication.status))
+    return {str(status): int(n) for status, n in rows.all()}

@@ -113,6 +113,9 @@ class InboundEvent(IdMixin, Base):
     communication_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("communications.id", ondelete="SET NULL"))
     received_at: Mapped[datetime] = mapped_column(default=clock.now)
     processed_at: Mapped[datetime | None]
+    # the provider's raw fields while the event waits for its processing job (webhook fast path);
+    # cleared once processed, so the message is not kept twice
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class ChannelConfig(IdMixin, TimestampMixin, OrgMixin, Base):

@@ -51,9 +51,12 @@ from prm.communications.messages import (
     get,
     list_communications,
     of_conversation,
+    pending_inbound_event,
     record_inbound,
     record_outbound_reply,
     send,
+    status_counts,
+    statuses,
 )
 from prm.communications.models import Communication, SandboxMessage
 from prm.media import service as media
@@ -115,11 +118,14 @@ __all__ = [
     "list_communications",
     "of_conversation",
     "org_for_number",
+    "pending_inbound_event",
     "put_channel_config",
     "record_inbound",
     "record_outbound_reply",
     "require_consent",
     "send",
+    "status_counts",
+    "statuses",
     "webhook_secret",
     "whatsapp_window_open",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dateparser
+from rapidfuzz import fuzz, process
 
 from prm.conversations import texts
 
@@ -630,24 +631,38 @@ def parse_yes_no(text: str, locale: str | None = None) -> bool | None:
     return None
 
 
+SAID = 85  # how similar (0–100, rapidfuzz) a phrase and a part of the text must be: a typo or two in a word
+
+
+def _said(phrase: str, text: str) -> float:
+    """How surely `phrase` is said in `text`: its similarity with the best-matching part of the text
+    (the whole text when the phrase is the longer: "check" is not "general check-up")."""
+    if len(phrase) > len(text):
+        return float(fuzz.ratio(phrase, text))
+    return float(fuzz.partial_ratio(phrase, text))
+
+
 def match_services(text: str, services: tuple[Service, ...] | list[Service]) -> list[Service]:
-    """The services a free-text reason points to: by name or keyword, best matches only."""
+    """The services a free-text reason points to, best matches only: the service's name said (100), else
+    its longest keyword said (50 + its length), else the long words of its name said (10 each) — each
+    allowing for a typo."""
     norm = normalize(text)
     if not norm:
         return []
-    tokens = set(norm.split())
+    words = norm.split()
     scored: list[tuple[int, Service]] = []
     for service in services:
         name = normalize(service.name)
         score = 0
-        if name and f" {name} " in f" {norm} ":
+        if name and _said(name, norm) >= SAID:
             score = 100
         for keyword in service.keywords:
             kw = normalize(keyword)
-            if kw and f" {kw} " in f" {norm} ":
+            if kw and _said(kw, norm) >= SAID:
                 score = max(score, 50 + len(kw))
-        overlap = {t for t in name.split() if len(t) > 3} & tokens
-        score = max(score, 10 * len(overlap))
+        named = [w for w in name.split() if len(w) > 3
+                 and process.extractOne(w, words, scorer=fuzz.ratio, score_cutoff=SAID) is not None]
+        score = max(score, 10 * len(named))
         if score:
             scored.append((score, service))
     if not scored:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from string import Formatter
 
+from babel.dates import get_day_names, get_month_names
+
 DEFAULT_LOCALE = "en"
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -102,16 +104,6 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
-WEEKDAYS: dict[str, tuple[str, ...]] = {
-    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-    "es": ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
-}
-MONTHS: dict[str, tuple[str, ...]] = {
-    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
-    "es": ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"),
-}
-
-
 @dataclass(frozen=True)
 class Vocabulary:
     yes: frozenset[str]
@@ -194,9 +186,9 @@ def vocabulary(locale: str | None) -> Vocabulary:
 
 
 def format_when(at_local: datetime, locale: str | None = None) -> str:
-    """A local datetime as patients read it: `Thu 26 Nov, 10:30`."""
+    """A local datetime as patients read it: `Thu 26 Nov, 10:30` (day and month names from babel's CLDR data)."""
     loc = locale_of(locale)
     return render(
-        "when", loc, weekday=WEEKDAYS[loc][at_local.weekday()], day=at_local.day,
-        month=MONTHS[loc][at_local.month - 1], time=at_local.strftime("%H:%M"),
+        "when", loc, weekday=get_day_names("abbreviated", locale=loc)[at_local.weekday()], day=at_local.day,
+        month=get_month_names("abbreviated", locale=loc)[at_local.month], time=at_local.strftime("%H:%M"),
     )

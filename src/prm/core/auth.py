@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import jwt
@@ -20,6 +24,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy import event
+from sqlalchemy.orm import Session as OrmSession
 
 from prm.core import clock, idempotency
 from prm.core.db import Session
@@ -43,6 +49,9 @@ class Principal:
     role: str
     scopes: frozenset[str] = field(default_factory=frozenset)
     ip: str | None = None
+    # when the credential itself stops being valid (a token's `exp`, a key's `expires_at`), by the
+    # service clock; the credential cache never serves it past that
+    valid_until: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def credential(self) -> str:
@@ -146,15 +155,111 @@ def split_api_key(key: str) -> tuple[str, str] | None:
 Authenticator = Callable[[Any, Settings, str, "str | None"], Awaitable[Principal]]
 
 
+class CredentialCache:
+    """Principals of recently checked credentials, per process, for `seconds` (AUTH_CACHE_SECONDS).
+
+    A hit skips the database: the most a revocation, deactivation or role change made in another
+    process takes to be honoured here is `seconds`; in this process `forget()` (called by identity
+    whenever it changes a credential) makes it immediate. Entries are keyed by a hash of the
+    credential (the secret itself is not kept), never outlive the credential's own validity
+    (`Principal.valid_until`, judged by the service clock) and are bounded in number.
+    """
+
+    def __init__(self, seconds: float, *, max_entries: int = 10_000,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self.monotonic = monotonic  # real elapsed time (never the service clock, which tests move)
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+        _caches.add(self)
+
+    @staticmethod
+    def _key(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, raw: str) -> Principal | None:
+        if self.seconds <= 0:
+            return None
+        key = self._key(raw)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            until, principal = entry
+            if self.monotonic() >= until or (
+                    principal.valid_until is not None and principal.valid_until <= clock.now()):
+                del self._entries[key]
+                return None
+            return principal
+
+    def put(self, raw: str, principal: Principal) -> None:
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            self._entries[self._key(raw)] = (self.monotonic() + self.seconds, principal)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_caches: weakref.WeakSet[CredentialCache] = weakref.WeakSet()  # every live cache of this process
+
+
+def forget_credentials() -> None:
+    """Drop every cached credential of this process (a key revoked, a user deactivated or changed)."""
+    for cache in _caches:
+        cache.clear()
+
+
+# The tables a credential is checked against (identity's; core knows them by name only). Any change
+# to one of their rows written by this process forgets the cached credentials, when it is flushed
+# and again when it commits (so a request that re-checked in between is forgotten too).
+CREDENTIAL_TABLES = frozenset({"users", "api_keys", "organisations"})
+_CHANGED = "prm.auth.credentials_changed"
+
+
+@event.listens_for(OrmSession, "after_flush")
+def _credentials_flushed(session: OrmSession, _context: Any) -> None:
+    for row in (*session.dirty, *session.deleted):
+        if getattr(row, "__tablename__", None) in CREDENTIAL_TABLES:
+            session.info[_CHANGED] = True
+            forget_credentials()
+            return
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _credentials_committed(session: OrmSession) -> None:
+    if session.info.pop(_CHANGED, False):
+        forget_credentials()
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _credentials_rolled_back(session: OrmSession) -> None:
+    session.info.pop(_CHANGED, None)
+
+
 async def authenticate(session: Any, request: Request, bearer: str | None, api_key: str | None) -> Principal:
     """Check the credential with the authenticator the app was given (`identity.service.authenticate`:
-    credentials are identity's tables, and core never imports a domain)."""
+    credentials are identity's tables, and core never imports a domain), through the app's
+    `CredentialCache` (see there for how fast a revocation is honoured)."""
     raw = api_key or bearer
     if not raw:
         raise Unauthenticated()
-    authenticator: Authenticator = request.app.state.authenticate
     ip = request.client.host if request.client else None
-    return await authenticator(session, request.app.state.settings, raw, ip)
+    cache: CredentialCache | None = getattr(request.app.state, "credential_cache", None)
+    if cache is not None:
+        known = cache.get(raw)
+        if known is not None:
+            return known if known.ip == ip else replace(known, ip=ip)
+    authenticator: Authenticator = request.app.state.authenticate
+    principal = await authenticator(session, request.app.state.settings, raw, ip)
+    if cache is not None:
+        cache.put(raw, principal)
+    return principal
 
 
 def Requires(*scopes: str) -> Any:

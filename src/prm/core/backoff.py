@@ -1,5 +1,7 @@
-"""Exponential backoff: the one formula for job retries (`core.jobs.BackoffRetry`, with jitter) and
-message resends (`communications.rules.retry_delay`, without)."""
+"""Exponential backoff: the one formula for job retries (`core.jobs.BackoffRetry`, with jitter),
+message resends (`communications.rules.retry_delay`, without) and inbound media downloads
+(`media.inbound`). Outbound webhooks and n8n follow a fixed published schedule instead
+(`integrations.payloads.next_delay`, the Standard Webhooks convention)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ import asyncio
 import json
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from prm.core.asgi import HttpMiddleware
 from prm.core.errors import PayloadTooLarge, RequestTimeout
 
 DISCONNECT: Message = {"type": "http.disconnect"}
@@ -48,16 +49,10 @@ async def _send_problem(send: Send, error: PayloadTooLarge | RequestTimeout, ins
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Reads `max_request_body_bytes` and `request_body_timeout_seconds` from `app.state.settings`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings: Any = scope["app"].state.settings
         limit: int = settings.max_request_body_bytes
         timeout: float = settings.request_body_timeout_seconds

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from prm.core import embedded
@@ -48,7 +51,8 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
-                pool_timeout: float = 30, connect_timeout: int | None = None, name: str = "prm") -> Database:
+                pool_timeout: float = 30, connect_timeout: int | None = None, name: str = "prm",
+                idle_ping_seconds: float | None = None) -> Database:
         """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
         `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one.
 
@@ -63,14 +67,42 @@ class Database:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
-            pool_pre_ping=True,
             echo=echo,
             connect_args=connect_args,
         )
+        ping_when_idle(engine, IDLE_PING_SECONDS if idle_ping_seconds is None else idle_ping_seconds)
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+IDLE_PING_SECONDS = 10.0
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Check a pooled connection before use only when it has been idle for `idle_seconds` (0: always).
+
+    A ping on every checkout (`pool_pre_ping`) is one more round trip per request; a connection
+    that was in use a moment ago is almost surely alive. One that has sat idle (the database may
+    have restarted meanwhile) is pinged, and a dead one is replaced transparently. Should a
+    recently used connection be dead after all, its request fails (503 `database_unavailable`),
+    SQLAlchemy invalidates the whole pool, and the next requests get fresh connections.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["prm.idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("prm.idle_since", None)
+        if since is None or (idle_seconds > 0 and time.monotonic() - since < idle_seconds):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool retries the checkout with a fresh connection
+            raise DisconnectionError() from exc
 
 
 def make_sessionmaker(bind: object) -> async_sessionmaker[AsyncSession]:

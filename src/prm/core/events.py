@@ -1,8 +1,8 @@
 """Domain events: stored in the publisher's transaction, delivered at least once to subscribers.
 
 `publish(session, Event(...))` inserts the event and defers one `events.deliver` job per
-subscriber registered for its type (or for `"*"`), all in the caller's transaction: a request
-that rolls back leaves neither event nor job. A module subscribes with
+subscriber registered for its type (or for `"*"`) whose `only_if` condition holds, all in the
+caller's transaction and in one flush: a request that rolls back leaves neither event nor job. A module subscribes with
 `@subscriber("appointment.booked", name="journeys.advance_on_booking")` in its own package; the
 publisher never imports it. Delivery is at least once, so every handler must be idempotent; a
 successful delivery is recorded and a repeated one is skipped as a second line of defence.
@@ -62,10 +62,19 @@ class Event:
 
 
 _subscribers: dict[str, dict[str, Handler]] = {}
+_conditions: dict[str, str] = {}
 
 
-def subscriber(event_type: str, *, name: str) -> Callable[[Handler], Handler]:
-    """Register `handler(session, event)` for `event_type` (`"*"` for every event)."""
+def subscriber(event_type: str, *, name: str, only_if: str | None = None) -> Callable[[Handler], Handler]:
+    """Register `handler(session, event)` for `event_type` (`"*"` for every event).
+
+    `only_if`: an SQL condition on `:org_id` (the event's organisation), checked when the event is
+    published, in its transaction and in the same statement that queues the deliveries. The
+    subscriber gets no job for an event of an organisation where it does not hold (integrations:
+    no enabled endpoint or workflow). It must hold whenever the handler could have work to do.
+    """
+    if only_if is not None:
+        _conditions[name] = only_if
 
     def decorate(handler: Handler) -> Handler:
         existing = _subscribers.setdefault(event_type, {}).get(name)
@@ -87,9 +96,12 @@ async def publish(session: AsyncSession, event: Event) -> Event:
         EventRecord(id=event.id, org_id=event.org_id, type=event.type, payload=event.payload,
                     occurred_at=event.occurred_at)
     )
-    await session.flush()
     for name in subscribers_for(event.type):
-        await jobs.defer(session, "events.deliver", org_id=str(event.org_id), event_id=str(event.id), subscriber=name)
+        jobs.defer_with_flush(session, "events.deliver", only_if=_conditions.get(name), org_id=str(event.org_id),
+                              event_id=str(event.id), subscriber=name)
+    # one flush: the event row, what the caller added before (history, audit ...) and every job
+    # queued with it (these deliveries, a booking's reminders) in one statement
+    await session.flush()
     log.debug("event.published", event_type=event.type, event_id=str(event.id))
     return event
 

@@ -33,9 +33,10 @@ from procrastinate.jobs import Job as QueuedJob
 from procrastinate.jobs import Status
 from procrastinate.manager import JobManager
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session as OrmSession
 
 from prm.core import clock
 from prm.core.backoff import backoff_seconds
@@ -129,6 +130,22 @@ def registered() -> dict[str, JobSpec]:
     return dict(_registry)
 
 
+_DEFER = (
+    "SELECT unnest(procrastinate_defer_jobs_v1({rows}))"
+)
+_ROW = ("ROW(:queue{i}, :task{i}, :priority{i}, :lock{i}, :qlock{i}, CAST(:args{i} AS jsonb), "
+        "CAST(:at{i} AS timestamptz))::procrastinate_job_to_defer_v1")
+
+
+def _params(name: str, kwargs: dict[str, Any], *, schedule_at: datetime | None, queueing_lock: str | None,
+            lock: str | None, priority: int, i: int | str = "") -> dict[str, Any]:
+    spec = _registry.get(name)
+    if spec is None:
+        raise KeyError(f"unknown job {name!r}")
+    return {f"queue{i}": spec.queue, f"task{i}": name, f"priority{i}": priority, f"lock{i}": lock,
+            f"qlock{i}": queueing_lock, f"args{i}": json.dumps(kwargs, default=str), f"at{i}": schedule_at}
+
+
 async def defer(
     session: AsyncSession,
     name: str,
@@ -144,22 +161,9 @@ async def defer(
     With `queueing_lock`, a second defer while one with the same lock is still waiting is a no-op
     and returns None (in a savepoint, so the caller's transaction stays usable).
     """
-    spec = _registry.get(name)
-    if spec is None:
-        raise KeyError(f"unknown job {name!r}")
-    params = {
-        "queue": spec.queue,
-        "task": name,
-        "priority": priority,
-        "lock": lock,
-        "qlock": queueing_lock,
-        "args": json.dumps(kwargs, default=str),
-        "at": schedule_at,
-    }
-    stmt = text(
-        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock, :qlock, "
-        "CAST(:args AS jsonb), CAST(:at AS timestamptz))::procrastinate_job_to_defer_v1]))"
-    )
+    params = _params(name, kwargs, schedule_at=schedule_at, queueing_lock=queueing_lock, lock=lock,
+                     priority=priority)
+    stmt = text(_DEFER.format(rows=f"ARRAY[{_ROW.format(i='')}]"))
     if queueing_lock is None:
         return int((await session.execute(stmt, params)).scalar_one())
     try:
@@ -167,6 +171,97 @@ async def defer(
             return int((await session.execute(stmt, params)).scalar_one())
     except IntegrityError:
         return None
+
+
+# --- deferred with the next flush: all the jobs of a unit of work in one statement ---------------
+
+_PENDING = "prm.jobs.pending"
+
+
+@dataclass
+class _Pending:
+    name: str
+    kwargs: dict[str, Any]
+    schedule_at: datetime | None
+    on_id: Callable[[int], None] | None
+    only_if: str | None
+
+
+def defer_with_flush(
+    session: AsyncSession | OrmSession,
+    name: str,
+    *,
+    schedule_at: datetime | None = None,
+    on_id: Callable[[int], None] | None = None,
+    only_if: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Queue job `name` with the session's next flush (or commit), in the caller's transaction.
+
+    Every job queued this way before a flush goes to the database in ONE statement with that flush
+    (a booking's reminders and event deliveries: one round trip instead of one each). `on_id(id)`
+    is called with the job's id before the flush writes the rows (a reminder row carries its job's
+    id). `only_if` is an SQL condition on the `:org_id` parameter (`kwargs["org_id"]`), evaluated in
+    the same statement: the job is queued only when it holds (no job for a subscriber with nothing
+    configured for the organisation). Use `defer` for a job that needs a queueing lock.
+    """
+    if name not in _registry:
+        raise KeyError(f"unknown job {name!r}")
+    if only_if is not None and (on_id is not None or "org_id" not in kwargs):
+        raise ValueError("only_if needs kwargs['org_id'] and cannot report an id")
+    target = session.sync_session if isinstance(session, AsyncSession) else session
+    target.info.setdefault(_PENDING, []).append(_Pending(name, kwargs, schedule_at, on_id, only_if))
+
+
+def _defer_pending(session: OrmSession) -> None:
+    pending: list[_Pending] = session.info.pop(_PENDING, None) or []
+    if not pending:
+        return
+    plain = [p for p in pending if p.only_if is None]
+    conditional = [p for p in pending if p.only_if is not None]
+    params: dict[str, Any] = {}
+    parts = []
+    if plain:  # first, so that the ids returned map onto them in order
+        rows = []
+        for i, p in enumerate(plain):
+            params.update(_params(p.name, p.kwargs, schedule_at=p.schedule_at, queueing_lock=None, lock=None,
+                                  priority=0, i=i))
+            rows.append(_ROW.format(i=i))
+        parts.append(f"ARRAY[{', '.join(rows)}]")
+    for k, p in enumerate(conditional, start=len(plain)):
+        params.update(_params(p.name, p.kwargs, schedule_at=p.schedule_at, queueing_lock=None, lock=None,
+                              priority=0, i=k))
+        params[f"org{k}"] = str(p.kwargs["org_id"])
+        condition = (p.only_if or "").replace(":org_id", f"CAST(:org{k} AS uuid)")
+        parts.append(f"ARRAY(SELECT {_ROW.format(i=k)} WHERE {condition})")
+    ids = [int(row[0]) for row in session.connection().execute(text(_DEFER.format(rows=" || ".join(parts))),
+                                                                  params)]
+    for p, job_id in zip(plain, ids, strict=False):
+        if p.on_id is not None:
+            p.on_id(job_id)
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _defer_before_flush(session: OrmSession, _context: Any, _instances: Any) -> None:
+    _defer_pending(session)
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _defer_before_commit(session: OrmSession) -> None:
+    _defer_pending(session)  # jobs queued with nothing else left to flush
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _forget_pending(session: OrmSession, previous_transaction: Any) -> None:
+    # The transaction is gone: so are the jobs it queued. (A rolled-back savepoint keeps them: a job
+    # whose rows were rolled back finds nothing to do, whereas one dropped could never run.)
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
+
+
+async def flush_deferred(session: AsyncSession) -> None:
+    """Write the jobs queued with `defer_with_flush` now (before reading the job table directly)."""
+    await session.run_sync(_defer_pending)
 
 
 async def cancel_pending(session: AsyncSession, job_id: int) -> bool:
@@ -384,6 +479,7 @@ async def run_due(
     """
     token = _inside_run_due.set(True)
     try:
+        await flush_deferred(session)
         return await _run_due(session, names=names, limit=limit)
     finally:
         _inside_run_due.reset(token)

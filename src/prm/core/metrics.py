@@ -7,7 +7,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import text
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from prm.core.asgi import HttpMiddleware
 
 registry = CollectorRegistry()
 REQUESTS = Counter(
@@ -23,16 +25,10 @@ LATENCY = Histogram(
 JOBS = Gauge("prm_jobs", "Background jobs by queue, task and state", ["queue", "task", "state"], registry=registry)
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HttpMiddleware):
     """Pure ASGI middleware; labels by the matched route template, never the raw path."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = {"code": 500}
 

@@ -13,8 +13,9 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from prm.core.asgi import HttpMiddleware
 from prm.core.errors import ValidationFailed
 
 MESSAGE = "must not contain the NUL character (U+0000)"
@@ -74,14 +75,8 @@ def _problem(field: str, location: str, instance: str, message: str = MESSAGE) -
     return error.status, json.dumps(body).encode()
 
 
-class NulGuardMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class NulGuardMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = scope.get("query_string", b"")
         if b"%00" in query or b"\x00" in query:
             field = _form_field(query)

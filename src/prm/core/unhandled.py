@@ -8,9 +8,10 @@ does not re-raise, so the connection stays usable. Only when the response had al
 
 A database that cannot be reached (connection refused or lost, server shutting down, no pooled
 connection free in time) is not a bug but an outage: 503 `database_unavailable` with `Retry-After`,
-and the API recovers by itself when the database is back (the pool pre-pings and reconnects).
-Other operational errors of the database (deadlock, serialization failure, lock or statement
-timeout) are transient too: 503 `database_busy` with `Retry-After`.
+and the API recovers by itself when the database is back (the pool pings idle connections and
+replaces dead ones). Other operational errors of the database (deadlock, serialization failure
+once `RetryTransactionMiddleware` has given up, lock or statement timeout) are transient too: 503
+`database_busy` with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 import psycopg
 import structlog
 from sqlalchemy import exc as sa_exc
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from prm.core import logging as prm_logging
+from prm.core.asgi import HttpMiddleware
 from prm.core.errors import PROBLEM_BASE
 
 log = structlog.get_logger(__name__)
@@ -67,16 +69,10 @@ def problem_for(exc: BaseException, path: str, request_id: str | None) -> tuple[
     return 500, body, headers
 
 
-class UnhandledErrorMiddleware:
+class UnhandledErrorMiddleware(HttpMiddleware):
     """Pure ASGI: turns an escaped exception into problem+json without closing the connection."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_wrapper(message: Message) -> None:

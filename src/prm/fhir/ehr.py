@@ -4,8 +4,9 @@
   `transaction` Bundle, all or nothing; conditional creates (`ifNoneExist`) and updates by id.
 * `per_resource` (OpenEMR and others that write only some types, without transactions): each entry
   as its own request, in order (`If-None-Exist` header for a conditional create), references to
-  earlier entries rewritten to the ids the server gave them; types the server does not write are
-  skipped and reported.
+  earlier entries rewritten to the ids the server gave them; types the server does not create or
+  update (read from its CapabilityStatement) are skipped and reported, and references to them become
+  display-only.
 
 Both return one `EntryResult` per entry of the bundle, in order. Failures raise `EhrError`;
 `transient` says whether a retry may help (timeouts, 408, 429, 5xx), `retry_after` honours the
@@ -146,16 +147,46 @@ def _rewrite(node: Any, resolved: dict[str, str]) -> Any:
     return node
 
 
+def _drop_unresolved(node: Any) -> Any:
+    """A reference to an entry the server did not take (a type it does not write) cannot be sent:
+    it becomes a display-only Reference, which FHIR allows."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref.startswith("urn:uuid:"):
+            return {"display": node.get("display") or "not recorded on this server"}
+        return {k: _drop_unresolved(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_drop_unresolved(v) for v in node]
+    return node
+
+
+async def writable_types(http: httpx.AsyncClient, base_url: str, headers: dict[str, str]) -> frozenset[str]:
+    """The types the server says it creates or updates (its CapabilityStatement); the usual set when it
+    does not say."""
+    try:
+        response = await http.get(f"{base_url.rstrip('/')}/metadata", headers={**headers, "Accept": FHIR_JSON})
+        rest = response.json()["rest"] if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        rest = None
+    if not rest:
+        return PER_RESOURCE_WRITABLE
+    found = {r.get("type") for block in rest if isinstance(block, dict) for r in block.get("resource") or []
+             if isinstance(r, dict) and {i.get("code") for i in r.get("interaction") or [] if isinstance(i, dict)}
+             & {"create", "update"}}
+    return frozenset(t for t in found if isinstance(t, str))
+
+
 async def send_per_resource(http: httpx.AsyncClient, base_url: str, bundle: dict[str, Any],
                             headers: dict[str, str]) -> list[EntryResult]:
     base = base_url.rstrip("/")
+    writable = await writable_types(http, base, headers)
     resolved: dict[str, str] = {}  # urn:uuid:... -> Type/ehr-id
     results: list[EntryResult] = []
     for entry in bundle["entry"]:
-        resource = _rewrite(copy.deepcopy(entry["resource"]), resolved)
+        resource = _drop_unresolved(_rewrite(copy.deepcopy(entry["resource"]), resolved))
         rtype = resource["resourceType"]
         request = entry["request"]
-        if rtype not in PER_RESOURCE_WRITABLE:
+        if rtype not in writable:
             results.append(EntryResult(0, None, None, skipped=f"{rtype} is not writable on this server"))
             continue
         extra = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}

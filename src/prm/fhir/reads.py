@@ -41,7 +41,7 @@ from prm.identity import service as identity
 from prm.patients import service as patients
 from prm.patients.service import Patient, PatientEmail, PatientIdentifier, PatientPhone
 
-PATIENT_DATA = ("Patient", "Appointment", "Communication")
+PATIENT_DATA: tuple[str, ...] = ("Patient", "Appointment", "Communication")
 MAX_SLOT_DAYS = 31
 
 
@@ -478,7 +478,7 @@ SEARCHES: dict[str, Searcher] = {
 def _patient_of(resource: dict[str, Any]) -> str | None:
     if resource["resourceType"] == "Patient":
         return str(resource["id"])
-    ref = (resource.get("subject") or {}).get("reference") or next(
+    ref = (resource.get("subject") or resource.get("patient") or {}).get("reference") or next(
         (p["actor"]["reference"] for p in resource.get("participant") or []
          if p.get("actor", {}).get("reference", "").startswith("Patient/")), None)
     return ref.split("/", 1)[1] if ref else None

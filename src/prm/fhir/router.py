@@ -22,7 +22,18 @@ from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.errors import BadRequest, NotFound
 from prm.core.pagination import Page, Paging
-from prm.fhir import bulk, bundles, capability, connections, mapping, outcomes, reads, search_params, sync
+from prm.fhir import (
+    bulk,
+    bundles,
+    capability,
+    connections,
+    intake_fhir,  # noqa: F401  (intake's resources: chart, read API, export)
+    mapping,
+    outcomes,
+    reads,
+    search_params,
+    sync,
+)
 from prm.fhir.outcomes import FHIR_JSON, outcome_response
 from prm.fhir.schemas import ConnectionCreate, ConnectionRead, ConnectionUpdate, LinkRead, SyncRequest, SyncRunRead
 from prm.settings import Settings

@@ -1,5 +1,5 @@
 """What sends a patient's chart to the EHR: booked or changed appointments, an updated or merged
-patient (and, with intake, a submitted intake). Each queues a sync run per enabled connection
+patient, a submitted (then summarised) intake. Each queues a sync run per enabled connection
 (coalescing with one already waiting); nothing is queued for an organisation without one."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ PATIENT_TRIGGERS = (
     "appointment.cancelled",
     "appointment.no_show",
     "patient.updated",
+    "intake.submitted",  # the patient's answers, records ...
+    "intake.summarised",  # ... and, once written, the summary
 )
 
 

@@ -7,7 +7,11 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import jobs
-from prm.fhir import bulk, sync
+from prm.fhir import (
+    bulk,
+    intake_fhir,  # noqa: F401  (intake's resources: chart, read API, export)
+    sync,
+)
 
 
 @jobs.job(sync.SYNC_JOB)

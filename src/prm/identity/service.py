@@ -6,7 +6,7 @@ import hmac
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
@@ -317,7 +317,8 @@ async def authenticate(session: Any, settings: Settings, raw: str, ip: str | Non
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         return Principal(org_id=row.org_id, kind="api_key", subject_id=row.id, role=row.role,
-                         scopes=scopes_for(row.role, platform_admin=row.is_platform_admin), ip=ip)
+                         scopes=scopes_for(row.role, platform_admin=row.is_platform_admin), ip=ip,
+                         valid_until=row.expires_at)
 
     claims = decode_token(settings, raw)
     if claims["exp"] <= int(now.timestamp()):
@@ -338,4 +339,5 @@ async def authenticate(session: Any, settings: Settings, raw: str, ip: str | Non
     if user is None:
         raise Unauthenticated("Invalid access token")
     return Principal(org_id=user.org_id, kind="user", subject_id=user.id, role=user.role,
-                     scopes=scopes_for(user.role, platform_admin=user.is_platform_admin), ip=ip)
+                     scopes=scopes_for(user.role, platform_admin=user.is_platform_admin), ip=ip,
+                     valid_until=datetime.fromtimestamp(claims["exp"], UTC))

@@ -98,6 +98,6 @@ OPERATIONS = {
                     "The questionnaire has no such version")]),
     "POST /intake/questionnaires/{questionnaire_id}/retire": Op(
         errors=[Err(409, "questionnaire_retired", "The questionnaire is already retired", "Retired before")]),
-    "GET /intake/statistics": Op(query={"from_date": "2026-03-01", "to_date": "2026-03-23"},
+    "GET /intake/statistics": Op(query={"from_date": "2026-03-01", "to_date": "2026-03-23", "interval": "week"},
                                  given=["summarised_session"]),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
@@ -315,10 +315,12 @@ async def retire_questionnaire(questionnaire_id: uuid.UUID, session: Session,
     "/statistics", response_model=Statistics, summary="Intake statistics for a period",
     description="Sessions started in the period (UTC days, default the last 30): by status and source, "
     "completion rate (submitted / not cancelled), median minutes to submit, and the same per "
-    "questionnaire. Scope `intake:read`.",
+    "questionnaire and per day, week or month (`interval`). Scope `intake:read`.",
 )
 async def get_statistics(session: Session, from_date: date | None = None, to_date: date | None = None,
                          questionnaire_id: uuid.UUID | None = None, source: Source | None = None,
+                         interval: Annotated[Literal["day", "week", "month"], Query(
+                             description="The periods of `by_period`")] = "week",
                          who: Principal = Requires("intake:read")) -> dict[str, Any]:
     return await service.statistics(session, who, from_date=from_date, to_date=to_date,
-                                    questionnaire_id=questionnaire_id, source=source)
+                                    questionnaire_id=questionnaire_id, source=source, interval=interval)

@@ -407,6 +407,9 @@ class Statistics(BaseModel):
         "completion_rate": 0.775, "median_minutes_to_submit": 11.5,
         "by_questionnaire": [{"questionnaire_id": None, "key": "new-patient", "total": 22, "submitted": 18,
                               "completion_rate": 0.818, "median_minutes_to_submit": 9.0}],
+        "interval": "week",
+        "by_period": [{"period_start": "2026-11-23", "total": 12, "submitted": 10, "completion_rate": 0.909,
+                       "median_minutes_to_submit": 10.5}],
     }]})
 
     from_date: date
@@ -417,3 +420,6 @@ class Statistics(BaseModel):
     completion_rate: float | None = Field(description="submitted / (all but cancelled); null with none")
     median_minutes_to_submit: float | None
     by_questionnaire: list[dict[str, Any]]
+    interval: Literal["day", "week", "month"]
+    by_period: list[dict[str, Any]] = Field(description="The same per day, week (from Monday) or month (UTC), "
+                                            "periods with sessions only")

@@ -16,7 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.intake.linking import CONSENT_PURPOSE, LinkOutcome, candidates_for, link, link_to
-from prm.intake.models import IntakeSession
+from prm.intake.models import (  # read-only queries of the FHIR view (fhir)
+    IntakeRecord,
+    IntakeSession,
+    IntakeSummary,
+    Questionnaire,
+    QuestionnaireVersion,
+)
 from prm.intake.questionnaires import QuestionnaireView, list_questionnaires, publish, retire
 from prm.intake.questionnaires import get as get_questionnaire
 from prm.intake.records import delete as delete_record
@@ -31,7 +37,12 @@ from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, re
 __all__ = [
     "CONSENT_PURPOSE",
     "SUMMARY_JOB",
+    "IntakeRecord",
+    "IntakeSession",
+    "IntakeSummary",
     "LinkOutcome",
+    "Questionnaire",
+    "QuestionnaireVersion",
     "QuestionnaireView",
     "SessionFilters",
     "Submitted",

@@ -30,7 +30,8 @@ def _median_minutes() -> ColumnElement[Any]:
 
 
 async def statistics(session: AsyncSession, who: Principal, *, from_date: date | None, to_date: date | None,
-                     questionnaire_id: uuid.UUID | None = None, source: str | None = None) -> dict[str, Any]:
+                     questionnaire_id: uuid.UUID | None = None, source: str | None = None,
+                     interval: str = "week") -> dict[str, Any]:
     today = clock.now().astimezone(UTC).date()
     to_date = to_date or today
     from_date = from_date or to_date - timedelta(days=29)
@@ -63,6 +64,11 @@ async def statistics(session: AsyncSession, who: Principal, *, from_date: date |
         .outerjoin(Questionnaire, Questionnaire.id == IntakeSession.questionnaire_id)
         .where(*where).group_by(IntakeSession.questionnaire_id, Questionnaire.key)
         .order_by(Questionnaire.key.nulls_last()))).all()
+    bucket = func.date_trunc(interval, func.timezone("UTC", IntakeSession.created_at))
+    per_period = (await session.execute(
+        select(bucket, func.count(), func.count().filter(IntakeSession.status == "submitted"),
+               func.count().filter(IntakeSession.status == "cancelled"), _median_minutes())
+        .where(*where).group_by(bucket).order_by(bucket))).all()
     await audit.record(session, who, "read", "intake_statistics", None,
                        details={"from": from_date.isoformat(), "to": to_date.isoformat()})
     return {
@@ -74,5 +80,12 @@ async def statistics(session: AsyncSession, who: Principal, *, from_date: date |
              "completion_rate": _rate(sub, n, cancelled),
              "median_minutes_to_submit": round(float(med) / 60, 2) if med is not None else None}
             for qid, key, n, sub, cancelled, med in per_q
+        ],
+        "interval": interval,
+        "by_period": [
+            {"period_start": start.date().isoformat(), "total": n, "submitted": sub,
+             "completion_rate": _rate(sub, n, cancelled),
+             "median_minutes_to_submit": round(float(med) / 60, 2) if med is not None else None}
+            for start, n, sub, cancelled, med in per_period
         ],
     }

@@ -4,7 +4,8 @@
 subscriber's job, so the provider got its answer at once) carries the agent's extracted fields
 (`VoiceExtraction`). The handler, idempotent end to end (a redelivered event, a retried job):
 
-1. creates the session `voice:<provider>:<call id>` (unique per organisation: one session per call);
+1. creates the session `voice:<provider>:<call id>` (unique per organisation: one session per call),
+   unless the agent extracted nothing for an intake (no record, booking or name);
 2. upserts the extracted records with deterministic item ids (`voice-<type>-<n>`): a retry
    rewrites the same rows; an item the agent got wrong is left out and counted, never fatal;
 3. links the caller when they consented on the call: the duplicate finder on the contact they gave
@@ -228,8 +229,9 @@ async def _confirm(session: AsyncSession, who: Principal, row: IntakeSession) ->
                      code=exc.code)
 
 
-async def from_call(session: AsyncSession, event: events.Event) -> IntakeSession:
-    """Handle one `voice_call.completed` (see the module docs). Idempotent."""
+async def from_call(session: AsyncSession, event: events.Event) -> IntakeSession | None:
+    """Handle one `voice_call.completed` (see the module docs). Idempotent. A call from which the
+    agent extracted nothing for an intake (no record, no booking, no name) makes no session."""
     org_id = event.org_id
     who = Principal.system(org_id)
     payload = event.payload
@@ -243,6 +245,11 @@ async def from_call(session: AsyncSession, event: events.Event) -> IntakeSession
         log.info("intake.voice_extraction_partial", errors=len(exc.errors()))
         extraction = VoiceExtraction.model_validate(
             {k: v for k, v in raw.items() if k not in {str(e["loc"][0]) for e in exc.errors() if e["loc"]}})
+    items, skipped = _items(raw, extraction)
+    if not (items or extraction.booking or extraction.appointment_id or extraction.given_name
+            or extraction.family_name):
+        log.info("intake.voice_nothing_extracted", call_ref=call_ref, skipped=skipped)
+        return None  # a call about nothing clinical (opening hours ...): no intake
     communication_id = uuid.UUID(str(payload["communication_id"])) if payload.get("communication_id") else None
     comm = await communications.find(session, org_id, communication_id) if communication_id else None
     caller_patient_id = uuid.UUID(str(payload["patient_id"])) if payload.get("patient_id") else None
@@ -252,7 +259,6 @@ async def from_call(session: AsyncSession, event: events.Event) -> IntakeSession
     row = await sessions.for_write(session, who, row.id, None, allow_frozen=True)
     if row.status != "open":
         return row  # handled before: a redelivery
-    items, skipped = _items(raw, extraction)
     if items:
         await records.upsert(session, who, row.id, items, None)
     await _link(session, who, row, extraction, caller_patient_id, call_ref)

@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import clock, jobs, rowlock
+from prm.core.backoff import backoff_seconds
 from prm.core.errors import Unavailable
 from prm.media import links, verification
 from prm.media.models import Media
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 MAX_FETCH_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = RETRY_BASE_SECONDS * 2 ** (MAX_FETCH_ATTEMPTS - 2)  # the last wait
 SPOOL_BYTES = 1024 * 1024
 
 
@@ -94,7 +96,7 @@ async def _retry_later(session: AsyncSession, media: Media, reason: str) -> str:
         _reject(media, "download_failed", f"gave up after {media.fetch_attempts} attempts ({reason})")
         log.warning("media.inbound_failed", media_id=str(media.id), attempts=media.fetch_attempts)
         return media.status
-    wait = RETRY_BASE_SECONDS * 2 ** (media.fetch_attempts - 1)
+    wait = backoff_seconds(media.fetch_attempts - 1, base_seconds=RETRY_BASE_SECONDS, max_seconds=RETRY_MAX_SECONDS)
     await jobs.defer(session, FETCH_JOB, org_id=str(media.org_id), media_id=str(media.id),
                      schedule_at=clock.now() + timedelta(seconds=wait))
     log.info("media.inbound_retry", media_id=str(media.id), attempts=media.fetch_attempts, wait_seconds=wait)

@@ -418,17 +418,22 @@ async def urls_for_messages(session: AsyncSession, who: Principal, message_ids: 
     return result
 
 
+async def _available(session: AsyncSession, org_id: uuid.UUID, media_id: uuid.UUID, field: str) -> Media:
+    """An available, undeleted file of the organisation (422 naming `field` otherwise)."""
+    media = await session.scalar(select(Media).where(
+        Media.org_id == org_id, Media.id == media_id, Media.deleted_at.is_(None)))
+    if media is None or media.status != "available":
+        raise ValidationFailed.field(field, "no such available media in this organisation", code="unknown_media")
+    return media
+
+
 async def provider_urls(session: AsyncSession, who: Principal, media_ids: Iterable[uuid.UUID], store: MediaStore,
                         *, field: str = "media_ids") -> list[dict[str, Any]]:
     """Signed URLs a messaging provider fetches an outbound attachment from (422 naming the field when an
     id is not an available file of the organisation)."""
     found: list[dict[str, Any]] = []
     for index, media_id in enumerate(media_ids):
-        media = await session.scalar(select(Media).where(
-            Media.org_id == who.org_id, Media.id == media_id, Media.deleted_at.is_(None)))
-        if media is None or media.status != "available":
-            raise ValidationFailed.field(f"{field}.{index}", "no such available media in this organisation",
-                                         code="unknown_media")
+        media = await _available(session, who.org_id, media_id, f"{field}.{index}")
         target = await _download_target(session, who, media, store, purpose="provider")
         found.append({"url": target.url, "content_type": media.content_type, "media_id": str(media.id)})
     return found
@@ -491,11 +496,7 @@ async def attachable(session: AsyncSession, who: Principal, media_ids: Sequence[
     patient's file)."""
     found: list[Media] = []
     for index, media_id in enumerate(media_ids):
-        media = await session.scalar(select(Media).where(
-            Media.org_id == who.org_id, Media.id == media_id, Media.deleted_at.is_(None)))
-        if media is None or media.status != "available":
-            raise ValidationFailed.field(f"{field}.{index}", "no such available media in this organisation",
-                                         code="unknown_media")
+        media = await _available(session, who.org_id, media_id, f"{field}.{index}")
         if media.patient_id is not None and media.patient_id != patient_id:
             raise ValidationFailed.field(f"{field}.{index}", "belongs to another patient",
                                          code="media_of_another_patient")

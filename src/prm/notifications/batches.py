@@ -6,12 +6,10 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import Text, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import array as pg_array
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.communications.models import Communication
+from prm.communications import service as communications
 from prm.core import audit, clock, jobs, rowlock
 from prm.core.auth import Principal
 from prm.core.errors import DomainError, NotFound, ValidationFailed
@@ -27,7 +25,7 @@ from prm.notifications.schemas import (
     BatchCreate,
 )
 from prm.patients import registry as patient_registry
-from prm.patients.models import Patient
+from prm.patients import service as patients
 
 log = structlog.get_logger(__name__)
 BATCH_ITEM_JOB = "notifications.send_batch_item"
@@ -37,12 +35,9 @@ BATCH_ITEM_JOB = "notifications.send_batch_item"
 
 
 async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: BatchCreate) -> list[uuid.UUID]:
-    stmt = select(Patient.id).where(
-        Patient.org_id == org_id, Patient.deleted_at.is_(None), Patient.status == "active"
-    )
     if data.patient_ids is not None:
         wanted = list(dict.fromkeys(data.patient_ids))
-        found = set(await session.scalars(stmt.where(Patient.id.in_(wanted))))
+        found = set(await patients.active_ids(session, org_id, ids=wanted))
         missing = [str(p) for p in wanted if p not in found]
         if missing:
             raise ValidationFailed.field(
@@ -51,13 +46,8 @@ async def _select_patients(session: AsyncSession, org_id: uuid.UUID, data: Batch
         return wanted
     f = data.filter
     assert f is not None
-    if f.preferred_language:
-        stmt = stmt.where(Patient.preferred_language == f.preferred_language)
-    if f.preferred_channel:
-        stmt = stmt.where(Patient.preferred_channel == f.preferred_channel)
-    if f.tags:
-        stmt = stmt.where(Patient.tags.op("&&")(cast(pg_array(f.tags), ARRAY(Text))))
-    return list(await session.scalars(stmt.order_by(Patient.created_at, Patient.id).limit(10_000)))
+    return await patients.active_ids(session, org_id, preferred_language=f.preferred_language,
+                                     preferred_channel=f.preferred_channel, tags=f.tags or ())
 
 
 async def create_batch(
@@ -165,15 +155,18 @@ async def get_batch(session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUI
 async def batch_report(session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUID) -> dict[str, Any]:
     """Progress and result: recipients per state (the message's status once one exists)."""
     batch = await get_batch(session, org_id, batch_id)
-    state = func.coalesce(Communication.status, NotificationBatchItem.status)
+    of_batch = NotificationBatchItem.batch_id == batch.id
+    # an item is counted by its message's status once it has one, by its own before (pending, refused)
     rows = await session.execute(
-        select(state, func.count())
-        .select_from(NotificationBatchItem)
-        .outerjoin(Communication, Communication.id == NotificationBatchItem.communication_id)
-        .where(NotificationBatchItem.batch_id == batch.id)
-        .group_by(state)
+        select(NotificationBatchItem.status, func.count())
+        .where(of_batch, NotificationBatchItem.communication_id.is_(None))
+        .group_by(NotificationBatchItem.status)
     )
     counts = {str(s): int(n) for s, n in rows.all()}
+    sent = select(NotificationBatchItem.communication_id).where(
+        of_batch, NotificationBatchItem.communication_id.is_not(None))
+    for status, n in (await communications.status_counts(session, org_id, sent)).items():
+        counts[status] = counts.get(status, 0) + n
     in_flight = sum(counts.get(s, 0) for s in ("pending", "queued", "sending"))
     return {
         "id": batch.id,
@@ -192,27 +185,24 @@ async def batch_items(
     session: AsyncSession, org_id: uuid.UUID, batch_id: uuid.UUID, paging: PageParams
 ) -> tuple[list[dict[str, Any]], int]:
     batch = await get_batch(session, org_id, batch_id)
-    stmt = (
-        select(NotificationBatchItem, Communication.status)
-        .outerjoin(Communication, Communication.id == NotificationBatchItem.communication_id)
-        .where(NotificationBatchItem.batch_id == batch.id)
-        .order_by(NotificationBatchItem.id)
-    )
+    stmt = select(NotificationBatchItem).where(NotificationBatchItem.batch_id == batch.id).order_by(
+        NotificationBatchItem.id)
     total = await session.scalar(
         select(func.count())
         .select_from(NotificationBatchItem)
         .where(NotificationBatchItem.batch_id == batch.id)
     )
-    rows = (await session.execute(stmt.limit(paging.limit).offset(paging.offset))).all()
+    items = list(await session.scalars(stmt.limit(paging.limit).offset(paging.offset)))
+    sent = await communications.statuses(session, org_id, [i.communication_id for i in items if i.communication_id])
     return [
         {
             "patient_id": i.patient_id,
             "status": i.status,
             "communication_id": i.communication_id,
-            "communication_status": s,
+            "communication_status": sent.get(i.communication_id) if i.communication_id else None,
             "reason": i.reason,
         }
-        for i, s in rows
+        for i in items
     ], int(total or 0)
 
 

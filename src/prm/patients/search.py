@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy import Select, Text, case, cast, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from prm.core import audit
 from prm.core.auth import Principal
 from prm.core.errors import ValidationFailed
-from prm.core.pagination import PageParams
+from prm.core.pagination import PageParams, matching
 from prm.patients import names
 from prm.patients.models import (
     Patient,
@@ -190,3 +193,19 @@ async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, matche
 async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:
     await audit.record(session, who, "search", "patient", None,
                        details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
+
+
+async def active_ids(
+    session: AsyncSession, org_id: uuid.UUID, *, ids: Sequence[uuid.UUID] | None = None,
+    preferred_language: str | None = None, preferred_channel: str | None = None, tags: Sequence[str] = (),
+    limit: int = 10_000,
+) -> list[uuid.UUID]:
+    """Active, live patients of the organisation (recipients of a batch): those among `ids`, or those
+    matching every filter given (`tags`: any of them), oldest first; one query, at most `limit`."""
+    stmt = select(Patient.id).where(Patient.org_id == org_id, Patient.deleted_at.is_(None), Patient.status == "active")
+    if ids is not None:
+        stmt = stmt.where(Patient.id.in_(list(ids)))
+    stmt = matching(stmt, Patient, preferred_language=preferred_language, preferred_channel=preferred_channel)
+    if tags:
+        stmt = stmt.where(Patient.tags.op("&&")(cast(pg_array(list(tags)), ARRAY(Text))))
+    return list(await session.scalars(stmt.order_by(Patient.created_at, Patient.id).limit(limit)))

@@ -61,6 +61,7 @@ from prm.patients.records import (
 )
 from prm.patients.search import (
     Filters,
+    active_ids,
     search,
 )
 from prm.patients.validation import (
@@ -87,6 +88,7 @@ __all__ = [
     "PatientMoved",
     "PatientPhone",
     "_facts",
+    "active_ids",
     "bookable",
     "change_consent",
     "consent_allows",

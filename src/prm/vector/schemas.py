@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 SourceType = Literal["conversation", "voice_call", "message", "ticket", "ticket_comment", "document"]
 Channel = Literal["whatsapp", "sms", "email", "voice"]
@@ -20,15 +20,16 @@ class SearchFilterFields(BaseModel):
     occurred_to: datetime | None = Field(default=None, description="Said or written before (with zone)")
     limit: int = Field(default=10, ge=1, le=50)
 
-    @model_validator(mode="after")
-    def _window(self) -> SearchFilterFields:
-        for name in ("occurred_from", "occurred_to"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} needs a time zone offset, e.g. 2026-11-30T09:00:00Z")
-        if self.occurred_from and self.occurred_to and self.occurred_to <= self.occurred_from:
+    @field_validator("occurred_from", "occurred_to")
+    @classmethod
+    def _zoned(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        """Each bound has a zone, and the window is not empty (the error names the field)."""
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"{info.field_name} needs a time zone offset, e.g. 2026-11-30T09:00:00Z")
+        start = info.data.get("occurred_from")
+        if info.field_name == "occurred_to" and value is not None and start is not None and value <= start:
             raise ValueError("occurred_to must be after occurred_from")
-        return self
+        return value
 
 
 class PatientSearchRequest(SearchFilterFields):

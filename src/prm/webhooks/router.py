@@ -52,7 +52,10 @@ def _twiml(reply: str | None = None) -> Response:
 )
 async def twilio_messaging(request: Request, session: Session) -> Response:
     params = await _signed_form(request)
-    outcome = await service.receive_twilio_message(session, params)
+    if get_context(request).settings.webhooks_deferred:  # store, queue one job, answer (WEBHOOK_INGEST)
+        outcome = await service.accept_twilio_message(session, params)
+    else:
+        outcome = await service.receive_twilio_message(session, params)
     return _twiml(outcome.reply)
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.core import clock, events
+from prm.core import clock, events, jobs
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
@@ -56,17 +56,58 @@ async def _patient_for(session: AsyncSession, org_id: uuid.UUID, phone: str, sou
     return patient
 
 
-async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
-    """An inbound SMS or WhatsApp message (already signature-checked)."""
+PROCESS_MESSAGE_JOB = "webhooks.process_twilio_message"
+
+
+def _parse_message(params: dict[str, str]) -> twilio_inbound.InboundMessage:
     try:
-        msg = twilio_inbound.parse_message(params)
+        return twilio_inbound.parse_message(params)
     except twilio_inbound.MalformedPayload as exc:
         raise BadRequest(
             f"Malformed Twilio message: {exc.field} {exc.message}", code="malformed_webhook", field=exc.field
         ) from None
+
+
+async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
+    """An inbound SMS or WhatsApp message (already signature-checked), processed in this request."""
+    msg = _parse_message(params)
     event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message")
     if event is None:
         return Outcome("duplicate")
+    return await _process_message(session, event, msg)
+
+
+async def accept_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
+    """The fast path (WEBHOOK_INGEST=deferred): check the payload, store the raw event and queue one
+    job that processes it (patient, communication, media, consent, event), then answer at once.
+
+    A retried delivery is recognised as before (the event's unique provider id) and queues nothing.
+    A STOP/START keyword is still processed here: its acknowledgement is this answer's TwiML.
+    """
+    msg = _parse_message(params)
+    if rules.keyword(msg.body) is not None:
+        return await receive_twilio_message(session, params)
+    event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message", payload=params)
+    if event is None:
+        return Outcome("duplicate")
+    await jobs.defer(session, PROCESS_MESSAGE_JOB, event_id=str(event.id))
+    return Outcome("received")
+
+
+async def process_stored_twilio_message(session: AsyncSession, event_id: uuid.UUID) -> Outcome | None:
+    """Process an event stored by `accept_twilio_message` (the job); None when it was already done.
+
+    Idempotent: the event is locked and must still be waiting, so a job run twice processes once.
+    """
+    event = await communications.pending_inbound_event(session, event_id)
+    if event is None:
+        return None
+    assert event.payload is not None
+    return await _process_message(session, event, twilio_inbound.parse_message(event.payload))
+
+
+async def _process_message(session: AsyncSession, event: InboundEvent, msg: twilio_inbound.InboundMessage
+                           ) -> Outcome:
     config = await communications.org_for_number(session, msg.channel, msg.to_number)
     if config is None:
         log.warning("webhook.unroutable", channel=msg.channel)

@@ -126,6 +126,16 @@ class _BoomIn(BaseModel):
     subject: str
 
 
+def _registered(name: str, fn: Any) -> Iterator[str]:
+    """A test-only tool in the registry for the duration of one test."""
+    registry.tool(name, scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
+                  description="test only")(fn)
+    try:
+        yield name
+    finally:
+        registry._tools.pop(name, None)
+
+
 @pytest.fixture
 def half_writing_tool() -> Iterator[str]:
     """A tool that writes a ticket and then fails: what a failing step must not leave behind."""
@@ -134,12 +144,7 @@ def half_writing_tool() -> Iterator[str]:
         await tickets.create(session, who, TicketCreate(subject=data.subject), source="agent")
         raise DomainError("the second half of the write failed", code="half_written")
 
-    registry.tool("test_half_write", scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
-                  description="test only")(boom)
-    try:
-        yield "test_half_write"
-    finally:
-        registry._tools.pop("test_half_write", None)
+    yield from _registered("test_half_write", boom)
 
 
 async def test_a_failing_step_records_its_failure_and_leaves_no_half_written_data(
@@ -169,12 +174,7 @@ def constraint_breaking_tool() -> Iterator[str]:
         await session.flush()
         return data
 
-    registry.tool("test_constraint", scope="tickets:write", input=_BoomIn, output=_BoomIn, writes=True,
-                  description="test only")(breaks)
-    try:
-        yield "test_constraint"
-    finally:
-        registry._tools.pop("test_constraint", None)
+    yield from _registered("test_constraint", breaks)
 
 
 async def test_a_broken_constraint_in_a_tool_is_the_apis_4xx_not_a_500(

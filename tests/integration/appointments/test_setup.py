@@ -58,7 +58,7 @@ async def test_provider_availability(
             f"{base}/rules",
             json={"location_id": str(loc.id), "weekday": 5, "start_time": "12:00", "end_time": "09:00"},
         )
-        assert r.status_code == 422
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["end_time"]
         r = await client.post("/locations", json={"name": "Moon", "timezone": "Moon/Crater"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "timezone"
 

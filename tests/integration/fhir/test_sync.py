@@ -149,10 +149,24 @@ async def test_per_resource_server_gets_one_request_per_resource(world: Any, cli
         await jobs.run_due(session, names=SYNC)
     done = await run_status(session, run["id"])
     assert done.status == "succeeded", done.error
-    assert [r["method"] for r in fhir_peer.requests] == ["POST"] * 5
+    assert [r["method"] for r in fhir_peer.requests] == ["GET"] + ["POST"] * 5  # metadata, then one each
     [appointment] = fhir_peer.of_type("Appointment")
     [patient] = fhir_peer.of_type("Patient")
     assert {"actor": {"reference": f"Patient/{patient['id']}"}} .items() <= appointment["participant"][0].items()
+
+
+async def test_per_resource_server_that_does_not_write_some_types(world: Any, client: Any, session: Any,
+                                                                  fhir_peer: FhirPeer) -> None:
+    fhir_peer.writable = frozenset({"Patient", "Practitioner", "Appointment"})  # no Organization, no Location
+    connection = await connect(client, fhir_peer, family="per_resource")
+    run = await sync_now(client, connection, world.patient.id)
+    with clock.frozen(NOW):
+        await jobs.run_due(session, names=SYNC)
+    done = await run_status(session, run["id"])
+    assert done.status == "succeeded", done.error
+    assert done.summary["skipped"] == 2 and fhir_peer.rejected == []
+    [appointment] = fhir_peer.of_type("Appointment")
+    assert {"display": "not recorded on this server"} in [p["actor"] for p in appointment["participant"]]
 
 
 async def test_bearer_connection_and_secrets_never_returned(world: Any, client: Any, session: Any,

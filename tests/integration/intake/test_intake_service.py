@@ -275,7 +275,10 @@ async def test_get_intake_statistics(session, org, client: httpx.AsyncClient) ->
     [per_q, none_q] = stats["by_questionnaire"]
     assert (per_q["key"], per_q["total"], per_q["submitted"], per_q["completion_rate"]) == ("new-patient", 4, 3, 0.75)
     assert (none_q["key"], none_q["total"], none_q["completion_rate"]) == (None, 1, None)
-    assert outside["total"] == 0 and outside["completion_rate"] is None
+    assert stats["interval"] == "week" and stats["by_period"] == [
+        {"period_start": "2026-11-30", "total": 5, "submitted": 3, "completion_rate": 0.75,
+         "median_minutes_to_submit": 20.0}]
+    assert outside["total"] == 0 and outside["completion_rate"] is None and outside["by_period"] == []
     assert inverted.status_code == 422 and inverted.json()["errors"][0]["field"] == "from_date"
 
 

@@ -406,6 +406,10 @@ def test_match_services() -> None:
     assert a.match_services("whitening", services) == [WHITENING]
     assert a.match_services("my tooth hurts", services) == []
     assert a.match_services("", services) == []
+    # a typo is still understood (rapidfuzz); a short word that is part of a longer name is not a match
+    assert a.match_services("I need a cleanign", services) == [CLEANING]
+    assert a.match_services("chek-up please", services) == [CHECKUP]
+    assert a.match_services("yes", services) == []
 
 
 def test_texts_render_fallback_and_missing_values() -> None:
@@ -423,3 +427,12 @@ def _fields(template: str) -> list[str]:
     from string import Formatter
 
     return [name for _, name, _, _ in Formatter().parse(template) if name]
+
+
+def test_dates_are_written_with_the_locales_day_and_month_names() -> None:
+    """Day and month names come from babel's CLDR data (no hand-made tables)."""
+
+    at = datetime(2026, 9, 3, 10, 30)
+    assert texts.format_when(at, "en") == "Thu 3 Sep, 10:30"
+    assert texts.format_when(at, "es-ES") == "jue 3 de sept, 10:30"
+    assert texts.format_when(at, "xx") == "Thu 3 Sep, 10:30"  # unsupported: English

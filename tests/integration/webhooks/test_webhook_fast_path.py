@@ -1,0 +1,108 @@
+"""The signed-webhook fast path (issue 19, WEBHOOK_INGEST=deferred): the request verifies the
+signature, stores the raw event and queues one job, and answers; the job then does what the inline
+path does (patient, communication, event), once, and clears the stored payload."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prm.communications.models import Communication, InboundEvent
+from prm.core import jobs
+from prm.core.events import EventRecord
+from prm.identity.models import Organisation
+from prm.patients import service as patients
+from prm.settings import Settings
+from prm.webhooks.service import PROCESS_MESSAGE_JOB
+from prm.webhooks.tasks import process_twilio_message
+from tests.fixtures.messaging import inbound, new_phone, patient_with_contacts, post_twilio
+from tests.fixtures.settings_switch import use_settings
+
+
+@pytest.fixture
+def deferred(messaging_settings: Settings) -> Iterator[Settings]:
+    configured = messaging_settings.model_copy(update={"webhook_ingest": "deferred"})
+    with use_settings(configured):
+        yield configured
+
+
+async def _jobs(session: AsyncSession) -> int:
+    return int(await session.scalar(
+        text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t AND status = 'todo'"),
+        {"t": PROCESS_MESSAGE_JOB}) or 0)
+
+
+async def _comms(session: AsyncSession, org: Organisation) -> list[Communication]:
+    return list(await session.scalars(select(Communication).where(Communication.org_id == org.id)))
+
+
+def test_the_fast_path_is_the_production_default(settings: Settings) -> None:
+    assert settings.model_copy(update={"environment": "production"}).webhooks_deferred
+    assert not settings.model_copy(update={"environment": "development"}).webhooks_deferred
+    assert settings.model_copy(update={"webhook_ingest": "deferred"}).webhooks_deferred
+
+
+async def test_a_message_is_stored_and_queued_then_processed_once_by_its_job(
+    session: AsyncSession, anon_client: httpx.AsyncClient, twilio_org: Organisation, deferred: Settings,
+) -> None:
+    patient = await patient_with_contacts(session, twilio_org)
+    r = await inbound(anon_client, deferred, from_=patient.primary_phone, body="Can I come earlier?", sid="SMfast1")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
+    assert "<Message>" not in r.text
+    stored = await session.scalar(select(InboundEvent).where(InboundEvent.external_id == "SMfast1"))
+    assert stored is not None and stored.outcome == "received" and stored.payload["Body"] == "Can I come earlier?"
+    assert await _comms(session, twilio_org) == [] and await _jobs(session) == 1
+
+    again = await inbound(anon_client, deferred, from_=patient.primary_phone, body="Can I come earlier?",
+                          sid="SMfast1")  # Twilio retrying: acknowledged, nothing more queued
+    assert again.status_code == 200 and await _jobs(session) == 1
+
+    report = await jobs.run_due(session, names=[PROCESS_MESSAGE_JOB])
+    assert len(report.succeeded) == 1
+    [comm] = await _comms(session, twilio_org)
+    assert (comm.direction, comm.channel, comm.patient_id, comm.body) == (
+        "inbound", "whatsapp", patient.id, "Can I come earlier?")
+    [event] = await session.scalars(select(EventRecord).where(EventRecord.org_id == twilio_org.id,
+                                                               EventRecord.type == "message.received"))
+    assert event.payload["communication_id"] == str(comm.id)
+    await session.refresh(stored)
+    assert stored.outcome == "processed" and stored.communication_id == comm.id and stored.payload is None
+
+    # the job run again (a retry after a lost commit) finds nothing left to do
+    assert await process_twilio_message(session, event_id=str(stored.id)) is None
+    assert len(await _comms(session, twilio_org)) == 1
+
+
+async def test_an_unknown_sender_gets_a_provisional_patient_from_the_job(
+    session: AsyncSession, anon_client: httpx.AsyncClient, twilio_org: Organisation, deferred: Settings,
+) -> None:
+    number = new_phone()
+    assert (await inbound(anon_client, deferred, from_=number, body="Hello?", channel="sms")).status_code == 200
+    assert await patients.find_by_phone(session, twilio_org.id, number) is None
+    await jobs.run_due(session, names=[PROCESS_MESSAGE_JOB])
+    patient = await patients.find_by_phone(session, twilio_org.id, number)
+    assert patient is not None and patient.is_provisional and patient.source == "sms"
+
+
+async def test_stop_is_still_answered_in_the_request_and_bad_input_still_refused(
+    session: AsyncSession, anon_client: httpx.AsyncClient, twilio_org: Organisation, deferred: Settings,
+) -> None:
+    patient = await patient_with_contacts(session, twilio_org)
+    r = await inbound(anon_client, deferred, from_=patient.primary_phone, body="STOP", channel="sms")
+    assert r.status_code == 200 and "<Message>" in r.text  # the acknowledgement is the TwiML reply
+    assert await _jobs(session) == 0
+    assert await session.scalar(select(func.count()).select_from(Communication).where(
+        Communication.org_id == twilio_org.id, Communication.direction == "inbound")) == 1
+
+    params = {"MessageSid": "SMbad", "AccountSid": "AC", "From": "whatsapp:+34600000000", "To": "whatsapp:nope",
+              "Body": "hi", "NumMedia": "0"}
+    bad = await post_twilio(anon_client, deferred, "/webhooks/twilio/messaging", params)
+    assert bad.status_code == 400 and bad.json()["code"] == "malformed_webhook"
+    forged = await post_twilio(anon_client, deferred, "/webhooks/twilio/messaging",
+                               {**params, "To": "whatsapp:+34910000001"}, signature="forged")
+    assert forged.status_code == 403
+    assert await _jobs(session) == 0
