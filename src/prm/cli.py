@@ -763,28 +763,24 @@ _URL = typer.Option(help="The service's base URL (default PUBLIC_BASE_URL)")
 _TIMEOUT = typer.Option(help="Seconds to wait for the reply")
 
 
-@simulate_cli.command("whatsapp")
-def simulate_whatsapp(
-    text: Annotated[str, typer.Argument(help="What the patient writes")],
-    from_phone: Annotated[str, _FROM],
-    to: Annotated[str | None, _TO] = None,
-    url: Annotated[str | None, _URL] = None,
-    timeout: Annotated[float, _TIMEOUT] = 30.0,
-) -> None:
-    """Send a WhatsApp message as a patient (a correctly signed Twilio webhook) and print the reply."""
-    _simulate("whatsapp", from_phone, text, to, url, timeout)
+def _simulate_command(channel: str, what: str) -> None:
+    """`prm simulate <channel>`: one command per messaging channel, the same options."""
+
+    def command(
+        text: Annotated[str, typer.Argument(help="What the patient writes")],
+        from_phone: Annotated[str, _FROM],
+        to: Annotated[str | None, _TO] = None,
+        url: Annotated[str | None, _URL] = None,
+        timeout: Annotated[float, _TIMEOUT] = 30.0,
+    ) -> None:
+        _simulate(channel, from_phone, text, to, url, timeout)
+
+    command.__doc__ = f"Send {what} as a patient (a correctly signed Twilio webhook) and print the reply."
+    simulate_cli.command(channel)(command)
 
 
-@simulate_cli.command("sms")
-def simulate_sms(
-    text: Annotated[str, typer.Argument(help="What the patient writes")],
-    from_phone: Annotated[str, _FROM],
-    to: Annotated[str | None, _TO] = None,
-    url: Annotated[str | None, _URL] = None,
-    timeout: Annotated[float, _TIMEOUT] = 30.0,
-) -> None:
-    """Send an SMS as a patient (a correctly signed Twilio webhook) and print the reply."""
-    _simulate("sms", from_phone, text, to, url, timeout)
+_simulate_command("whatsapp", "a WhatsApp message")
+_simulate_command("sms", "an SMS")
 
 
 def main() -> None:

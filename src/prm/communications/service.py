@@ -18,7 +18,6 @@ rules, channel configuration, routing), `messages` (create, read, record inbound
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,22 +70,11 @@ patient_registry.on_merge("communications")(patient_registry.reassigning(Communi
 _DIRECTION_WORD = {"inbound": "from", "outbound": "to"}
 
 
-@patient_registry.timeline_source("communications")
-async def _timeline(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
-) -> list[patient_registry.TimelineEntry]:
-    rows = await patient_registry.newest_of_patient(session, Communication, org_id, patient_id, before, limit)
-    return [
-        patient_registry.TimelineEntry(
-            at=c.created_at,
-            kind=f"message.{c.direction}",
-            source="communications",
-            resource_id=str(c.id),
-            summary=f"{c.channel} message {_DIRECTION_WORD[c.direction]} the patient ({c.status})",
-            data={"channel": c.channel, "direction": c.direction, "status": c.status, "purpose": c.purpose},
-        )
-        for c in rows
-    ]
+patient_registry.rows_on_timeline(
+    "communications", Communication, kind=lambda c: f"message.{c.direction}",
+    summary=lambda c: f"{c.channel} message {_DIRECTION_WORD[c.direction]} the patient ({c.status})",
+    data=lambda c: {"channel": c.channel, "direction": c.direction, "status": c.status, "purpose": c.purpose},
+)
 
 
 @media.link_target("message")

@@ -11,7 +11,6 @@ listing conversations; staff actions) and `flows` (inbound routing and the assis
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy import update as sql_update
@@ -46,7 +45,11 @@ from prm.conversations.inbox import (
 from prm.conversations.models import Conversation
 from prm.core import clock
 from prm.media import service as media
-from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import (
+    on_merge,
+    reassign_patient,
+    rows_on_timeline,
+)
 from prm.tickets import service as tickets
 
 # --- the patient record's extension points ---------------------------------------------------------
@@ -90,22 +93,10 @@ async def move_to_survivor(
     return await reassign_patient(session, Conversation, org_id, duplicate_id, survivor_id)
 
 
-@timeline_source("conversations")
-async def timeline(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
-) -> list[TimelineEntry]:
-    rows = await newest_of_patient(session, Conversation, org_id, patient_id, before, limit)
-    return [
-        TimelineEntry(
-            at=c.created_at,
-            kind="conversation.opened",
-            source="conversations",
-            resource_id=str(c.id),
-            summary=f"Conversation on {c.channel}",
-            data={"status": c.status, "channel": c.channel, "bot_active": c.bot_active},
-        )
-        for c in rows
-    ]
+timeline = rows_on_timeline(
+    "conversations", Conversation, kind="conversation.opened", summary=lambda c: f"Conversation on {c.channel}",
+    data=lambda c: {"status": c.status, "channel": c.channel, "bot_active": c.bot_active},
+)
 
 
 @media.link_target("conversation")

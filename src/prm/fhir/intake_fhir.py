@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.auth import Principal
@@ -169,7 +169,9 @@ async def _search_questionnaires(session: AsyncSession, who: Principal, query: Q
         keys = [v.rsplit("/", 1)[-1].split("|")[0] for v in values if v.startswith(clinical.QUESTIONNAIRE_URL_BASE)]
         stmt = stmt.where(Questionnaire.key.in_(keys))
     for _, values in query.values("name"):
-        stmt = stmt.where(Questionnaire.key.ilike(f"%{values[0]}%") | Questionnaire.title.ilike(f"%{values[0]}%"))
+        patterns = ["%" + v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for v in values]
+        stmt = stmt.where(or_(*[Questionnaire.key.ilike(p, escape="\\") | Questionnaire.title.ilike(p, escape="\\")
+                                for p in patterns]))
     for _, values in query.values("status"):
         codes_ = {parse_token("status", v).code for v in values}
         if not codes_ <= {"active", "retired"}:

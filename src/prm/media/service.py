@@ -37,7 +37,7 @@ from prm.media.links import link_target as link_target
 from prm.media.models import Media, MediaBlob
 from prm.media.schemas import MediaCreate
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, on_merge, reassign_patient, timeline_source
+from prm.patients.registry import on_merge, reassign_patient, rows_on_timeline
 from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -570,20 +570,11 @@ async def move_to_survivor(session: AsyncSession, org_id: uuid.UUID, duplicate_i
     return await reassign_patient(session, Media, org_id, duplicate_id, survivor_id)
 
 
-@timeline_source("media")
-async def timeline(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None,
-                   limit: int) -> list[TimelineEntry]:
-    stmt = select(Media).where(Media.org_id == org_id, Media.patient_id == patient_id, Media.deleted_at.is_(None),
-                               Media.status == "available")
-    if before is not None:
-        stmt = stmt.where(Media.created_at < before)
-    rows = (await session.scalars(stmt.order_by(Media.created_at.desc()).limit(limit))).all()
-    return [
-        TimelineEntry(at=m.created_at, kind="media.added", source="media", resource_id=str(m.id),
-                      summary=f"{_label(m.content_type)} added ({m.source})",
-                      data={"content_type": m.content_type, "size_bytes": m.size_bytes})
-        for m in rows
-    ]
+timeline = rows_on_timeline(
+    "media", Media, kind="media.added", summary=lambda m: f"{_label(m.content_type)} added ({m.source})",
+    data=lambda m: {"content_type": m.content_type, "size_bytes": m.size_bytes},
+    where=(Media.deleted_at.is_(None), Media.status == "available"),
+)
 
 
 def _label(content_type: str) -> str:

@@ -80,13 +80,31 @@ def reassigning(*models: Any) -> MergeHandler:
 
 
 async def newest_of_patient(
-    session: AsyncSession, model: Any, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
+    session: AsyncSession, model: Any, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int,
+    *where: Any,
 ) -> list[Any]:
-    """The usual timeline read: the patient's `model` rows created before `before`, newest first."""
-    stmt = select(model).where(model.org_id == org_id, model.patient_id == patient_id)
+    """The usual timeline read: the patient's `model` rows created before `before` (and meeting every
+    condition in `where`), newest first."""
+    stmt = select(model).where(model.org_id == org_id, model.patient_id == patient_id, *where)
     if before is not None:
         stmt = stmt.where(model.created_at < before)
     return list(await session.scalars(stmt.order_by(model.created_at.desc()).limit(limit)))
+
+
+def rows_on_timeline(
+    module: str, model: Any, *, kind: str | Callable[[Any], str], summary: Callable[[Any], str],
+    data: Callable[[Any], dict[str, Any]], where: tuple[Any, ...] = (),
+) -> TimelineSource:
+    """Register the usual timeline source of `module`: one entry per `model` row of the patient (that
+    meets `where`), at its `created_at`, newest first; `kind`, `summary` and `data` describe a row."""
+
+    async def source(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None,
+                     limit: int) -> list[TimelineEntry]:
+        rows = await newest_of_patient(session, model, org_id, patient_id, before, limit, *where)
+        return [TimelineEntry(at=r.created_at, kind=kind(r) if callable(kind) else kind, source=module,
+                              resource_id=str(r.id), summary=summary(r), data=data(r)) for r in rows]
+
+    return timeline_source(module)(source)
 
 
 def merge_handlers() -> dict[str, MergeHandler]:

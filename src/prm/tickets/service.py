@@ -28,7 +28,11 @@ from prm.core.pagination import PageParams, paginate
 from prm.identity import service as identity
 from prm.media import service as media
 from prm.patients import service as patients
-from prm.patients.registry import TimelineEntry, newest_of_patient, on_merge, reassigning, timeline_source
+from prm.patients.registry import (
+    on_merge,
+    reassigning,
+    rows_on_timeline,
+)
 from prm.settings import Settings
 from prm.tickets import rules
 from prm.tickets.models import Ticket, TicketComment
@@ -565,22 +569,10 @@ async def flag_overdue(session: AsyncSession, *, now: datetime | None = None, li
 move_to_survivor = on_merge("tickets")(reassigning(Ticket))
 
 
-@timeline_source("tickets")
-async def timeline(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, before: datetime | None, limit: int
-) -> list[TimelineEntry]:
-    rows = await newest_of_patient(session, Ticket, org_id, patient_id, before, limit)
-    return [
-        TimelineEntry(
-            at=t.created_at,
-            kind="ticket.opened",
-            source="tickets",
-            resource_id=str(t.id),
-            summary=f"Ticket opened ({t.category}, {t.priority} priority)",
-            data={"status": t.status, "priority": t.priority, "category": t.category},
-        )
-        for t in rows
-    ]
+timeline = rows_on_timeline(
+    "tickets", Ticket, kind="ticket.opened", summary=lambda t: f"Ticket opened ({t.category}, {t.priority} priority)",
+    data=lambda t: {"status": t.status, "priority": t.priority, "category": t.category},
+)
 
 
 @media.link_target("ticket")
