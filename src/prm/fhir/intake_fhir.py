@@ -101,7 +101,8 @@ async def entries_of(session: AsyncSession, org_id: uuid.UUID, rows: Sequence[In
                     "DocumentReference", str(row.id), clinical.summary_document(
                         session_id=row.id, patient_id=row.patient_id, text=summary.text,
                         generated_at=summary.generated_at, machine_generated=summary.machine_generated,
-                        edited=summary.edited, generator=summary.generator, updated_at=summary.updated_at), pid)
+                        edited=summary.edited, generator=summary.generator, updated_at=summary.updated_at,
+                        has_response=form is not None or bool(answers)), pid)
     order = {t: i for i, t in enumerate(("Questionnaire", *RECORD_TYPES, "QuestionnaireResponse", "DocumentReference"))}
     return sorted(entries.values(), key=lambda e: order[e.resource_type])
 
