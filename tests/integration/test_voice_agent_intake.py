@@ -25,6 +25,7 @@ from prm.appointments.models import Appointment
 from prm.communications.models import InboundEvent, SandboxMessage
 from prm.core import clock, jobs
 from prm.core.audit import AuditEntry
+from prm.fhir.models import SyncRun
 from prm.intake.models import IntakeRecord, IntakeSession, IntakeSummary
 from prm.media.models import Media
 from prm.patients import service as patients
@@ -32,8 +33,10 @@ from prm.patients.models import Patient
 from prm.tickets.models import Ticket
 from prm.vector.models import SearchChunk
 from tests.fixtures import media_samples as samples
+from tests.fixtures.fhir_peer import FhirPeer
 from tests.fixtures.messaging import CLINIC_NUMBER, configure_channel, new_phone
 from tests.fixtures.voice_agent import VoiceAgentPeer
+from tests.integration.fhir.test_sync import connect
 from tests.integration.intake.support import events_of
 
 # Monday 2026-03-23 08:00 UTC (09:00 in Madrid).
@@ -96,8 +99,9 @@ async def drain(session: Any) -> None:
 
 
 async def test_voice_call_intake_flow(session, org, client: httpx.AsyncClient, anon_client: httpx.AsyncClient,
-                                      smtp_sink, voice_agent: VoiceAgentPeer) -> None:
+                                      smtp_sink, voice_agent: VoiceAgentPeer, fhir_peer: FhirPeer) -> None:
     await configure_channel(session, org, "voice", webhook_secret=KEY)
+    await connect(client, fhir_peer)  # the clinic's EHR (a FHIR server on 127.0.0.1)
     caller = new_phone()
     with clock.frozen(NOW):
         ids = await clinic(client)
@@ -172,6 +176,13 @@ async def test_voice_call_intake_flow(session, org, client: httpx.AsyncClient, a
     assert submitted.payload["appointment_id"] == str(appointment.id)
     assert submitted.payload["record_counts"] == {"chief_complaint": 1, "symptom": 2, "medication": 1, "allergy": 1,
                                                   "vital": 1}
+    # the clinical record reached the EHR (the FHIR peer validated every resource)
+    assert fhir_peer.rejected == []
+    [medication] = fhir_peer.of_type("MedicationStatement")
+    assert medication["medicationCodeableConcept"]["text"] == "Paracetamol"
+    assert len(fhir_peer.of_type("AllergyIntolerance")) == 1 and fhir_peer.of_type("Observation")
+    runs = list(await session.scalars(select(SyncRun).where(SyncRun.org_id == org.id)))
+    assert "intake.submitted" in {t for r in runs for t in r.triggers} and all(r.status == "succeeded" for r in runs)
     # the audit trail shows every step
     actions = {(a.resource_type, a.action) for a in await session.scalars(
         select(AuditEntry).where(AuditEntry.org_id == org.id, AuditEntry.patient_id == patient.id))}

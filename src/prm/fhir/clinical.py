@@ -304,7 +304,9 @@ def _observation(base: dict[str, Any], record_type: str, data: dict[str, Any], s
 
 def summary_document(*, session_id: uuid.UUID, patient_id: uuid.UUID, text: str, generated_at: datetime,
                      machine_generated: bool, edited: bool, generator: str,
-                     updated_at: datetime | None = None) -> dict[str, Any]:
+                     updated_at: datetime | None = None, has_response: bool = True) -> dict[str, Any]:
+    """`has_response`: the session has a QuestionnaireResponse to relate to (not a voice or staff
+    intake without a questionnaire and answers: a reference to it would point nowhere)."""
     return mapping.validated(_drop({
         **_base("DocumentReference", session_id, updated_at),
         "status": "current",
@@ -317,5 +319,5 @@ def summary_document(*, session_id: uuid.UUID, patient_id: uuid.UUID, text: str,
         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                     "data": base64.b64encode(text.encode()).decode(),
                                     "title": "Intake summary", "creation": generated_at.isoformat()}}],
-        "context": {"related": [{"reference": f"QuestionnaireResponse/{session_id}"}]},
+        "context": {"related": [{"reference": f"QuestionnaireResponse/{session_id}"}]} if has_response else None,
     }))

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core.auth import Principal
@@ -101,7 +101,8 @@ async def entries_of(session: AsyncSession, org_id: uuid.UUID, rows: Sequence[In
                     "DocumentReference", str(row.id), clinical.summary_document(
                         session_id=row.id, patient_id=row.patient_id, text=summary.text,
                         generated_at=summary.generated_at, machine_generated=summary.machine_generated,
-                        edited=summary.edited, generator=summary.generator, updated_at=summary.updated_at), pid)
+                        edited=summary.edited, generator=summary.generator, updated_at=summary.updated_at,
+                        has_response=form is not None or bool(answers)), pid)
     order = {t: i for i, t in enumerate(("Questionnaire", *RECORD_TYPES, "QuestionnaireResponse", "DocumentReference"))}
     return sorted(entries.values(), key=lambda e: order[e.resource_type])
 
@@ -169,7 +170,9 @@ async def _search_questionnaires(session: AsyncSession, who: Principal, query: Q
         keys = [v.rsplit("/", 1)[-1].split("|")[0] for v in values if v.startswith(clinical.QUESTIONNAIRE_URL_BASE)]
         stmt = stmt.where(Questionnaire.key.in_(keys))
     for _, values in query.values("name"):
-        stmt = stmt.where(Questionnaire.key.ilike(f"%{values[0]}%") | Questionnaire.title.ilike(f"%{values[0]}%"))
+        patterns = ["%" + v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for v in values]
+        stmt = stmt.where(or_(*[Questionnaire.key.ilike(p, escape="\\") | Questionnaire.title.ilike(p, escape="\\")
+                                for p in patterns]))
     for _, values in query.values("status"):
         codes_ = {parse_token("status", v).code for v in values}
         if not codes_ <= {"active", "retired"}:

@@ -97,10 +97,16 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def patient(resource: Any) -> dict[str, Any]:
-    """A patient already mapped by `patients.service.to_fhir` (US Core must-support elements)."""
-    data = resource if isinstance(resource, dict) else resource.model_dump(mode="json", by_alias=True,
-                                                                              exclude_none=True)
-    return validated(data)
+    """A patient already mapped by `patients.service.to_fhir` (US Core must-support elements): that
+    model is validated already, so only our code check runs on it here (a dict goes through both)."""
+    if isinstance(resource, dict):
+        return validated(resource)
+    data: dict[str, Any] = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+    try:
+        codes.check(data)
+    except codes.InvalidCode as exc:
+        raise MappingError(str(exc)) from None
+    return data
 
 
 class PractitionerRow(Protocol):

@@ -92,6 +92,8 @@ async def test_intake_resources_in_the_read_api_and_the_export(world: Any, clien
     assert r.json()["total"] == 1
     r = await client.get("/fhir/R4/Condition")
     assert r.status_code == 400  # clinical searches name the patient
+    assert (await client.get("/fhir/R4/Questionnaire", params={"name": "new-pat"})).json()["total"] == 1
+    assert (await client.get("/fhir/R4/Questionnaire", params={"name": "new_pat"})).json()["total"] == 0
     r = await client.get("/fhir/R4/Patient/$export", headers={"Prefer": "respond-async"})
     assert r.status_code == 202
     with clock.frozen(NOW):

@@ -154,3 +154,17 @@ def test_patient(gender: str, given_name: str, family_name: str, birth_date: Any
                       family_name=family_name, birth_date=birth_date, status=status, preferred_language=language,
                       address=address, primary_phone="+34600111222", primary_email="a@example.org")
     roundtrip(mapping.patient(to_fhir(patient)))
+
+
+def test_a_summary_without_a_questionnaire_response_relates_to_nothing() -> None:
+    """A voice or staff intake has no questionnaire and no answers, so no QuestionnaireResponse: its
+    summary must not point at one (an EHR refuses the dangling reference)."""
+    from prm.fhir import clinical
+
+    common: dict[str, Any] = {"session_id": uuid.uuid4(), "patient_id": uuid.uuid4(), "text": "Reason: cough",
+                              "generated_at": datetime(2026, 11, 30, 9, tzinfo=UTC), "machine_generated": True,
+                              "edited": False, "generator": "offline"}
+    with_form = clinical.summary_document(**common)
+    voice = clinical.summary_document(**common, has_response=False)
+    assert with_form["context"]["related"] == [{"reference": f"QuestionnaireResponse/{common['session_id']}"}]
+    assert "context" not in voice
