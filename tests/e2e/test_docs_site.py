@@ -32,6 +32,8 @@ def test_the_documentation_site_builds_strictly_with_the_api_reference(tmp_path:
     patients = (site / "reference" / "patients" / "index.html").read_text()
     assert "POST /patients" in patients and "patients:write" in patients and "García López" in patients
     assert (site / "quickstart" / "index.html").exists()
+    home = (site / "index.html").read_text()
+    assert "fonts.googleapis.com" not in home and 'src="https://' not in home  # readable offline too
     assert json.loads((site / "reference" / "openapi.json").read_text())["paths"]
 
 

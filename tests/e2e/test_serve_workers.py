@@ -1,12 +1,15 @@
 """`prm serve --workers 2` (issue 19): two API processes on one port and the job worker as its own
 process, all on one database. The 200-way race for one slot still gives exactly one booking, both
-API processes serve it, a killed API process or worker is replaced, and SIGTERM stops them all."""
+API processes serve it, a killed API process or worker is replaced, and SIGTERM stops them all.
+With a second `prm worker` beside it (two API processes, two workers), a 1,000-recipient batch is
+sent exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -15,11 +18,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import insert
 
 from prm import context
 from prm.appointments import service
 from prm.appointments.schemas import LocationCreate, PractitionerCreate, RuleCreate, ServiceCreate
 from prm.core.db import Database
+from prm.patients.models import Patient, PatientPhone
 from prm.settings import Settings
 from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_until
 from tests.fixtures.factories import make_api_key, make_org, make_patient
@@ -27,6 +32,7 @@ from tests.fixtures.messaging import new_phone
 
 pytestmark = pytest.mark.slow
 RACERS = 200
+RECIPIENTS = 1000
 
 
 async def _clinic(url: str, settings: Settings) -> dict[str, Any]:
@@ -46,8 +52,16 @@ async def _clinic(url: str, settings: Settings) -> dict[str, Any]:
             patients = [str((await make_patient(s, org, phone=new_phone() if i == 0 else None)).id)  # type: ignore[attr-defined]
                         for i in range(RACERS)]
             _, key = await make_api_key(s, org)
+            recipients = [uuid.uuid4() for _ in range(RECIPIENTS)]
+            await s.execute(insert(Patient), [
+                {"id": pid, "org_id": org.id, "given_name": f"R{n}", "family_name": "Batch",
+                 "primary_phone": f"+3462{n:07d}", "preferred_channel": "sms"} for n, pid in enumerate(recipients)])
+            await s.execute(insert(PatientPhone), [
+                {"id": uuid.uuid4(), "org_id": org.id, "patient_id": pid, "number": f"+3462{n:07d}",
+                 "is_primary": True} for n, pid in enumerate(recipients)])
             await s.commit()
-            return {"key": key, "practitioner": str(vega.id), "service": str(visit.id), "patients": patients}
+            return {"key": key, "practitioner": str(vega.id), "service": str(visit.id), "patients": patients,
+                    "org": str(org.id), "recipients": [str(r) for r in recipients]}
     finally:
         await db.dispose()
 
@@ -89,6 +103,13 @@ def _complete(pid: int) -> tuple[list[int], list[int]] | None:
     return (api, workers) if len(api) == 2 and len(workers) == 1 else None
 
 
+def _row(url: str, sql: str, *params: Any) -> tuple[Any, ...]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
 def _scalar(url: str, sql: str, *params: Any) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(sql, params).fetchone()
@@ -106,6 +127,7 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
                   DB_MAX_OVERFLOW="15", DB_POOL_TIMEOUT_SECONDS="60", JOB_HEARTBEAT_SECONDS="1")
     serve = start_prm(["serve", "--workers", "2", "--no-migrate", "--port", str(port)], env, log, root)
     base = f"http://127.0.0.1:{port}"
+    extra: subprocess.Popen[bytes] | None = None
 
     def ready() -> bool:
         assert serve.poll() is None, log.read_text()[-3000:]
@@ -157,7 +179,39 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
         wait_until(lambda: _scalar(url, "SELECT status FROM communications WHERE id = %s", second) == "sent",
                    timeout=120, what="the replacement worker to send a message", logs=[log])
         assert uuid.UUID(second)
+
+        # a second worker process beside serve's: a 1,000-recipient batch is sent exactly once
+        extra_log = root / "worker.log"
+        extra = start_prm(["worker"], env, extra_log, root)
+        wait_until(lambda: _scalar(url, "SELECT count(*) FROM procrastinate_workers") == 2, timeout=120,
+                   what="two workers registered", logs=[log, extra_log])
+        async with httpx.AsyncClient(base_url=base, timeout=120,
+                                     headers={"Authorization": f"Bearer {clinic['key']}"}) as c:
+            r = await c.post("/notifications/batches", json={
+                "template_key": "appointment_reminder", "channel": "sms", "purpose": "reminders",
+                "patient_ids": clinic["recipients"],
+                "variables": {"service_name": "Check-up", "practitioner_name": "Dr Vega", "location_name": "Main",
+                              "when": "Monday 7 December 2026, 09:00"}})
+            assert r.status_code == 202, r.text
+            batch = r.json()["id"]
+
+            async def report() -> dict[str, Any]:
+                got = await c.get(f"/notifications/batches/{batch}")
+                assert got.status_code == 200, got.text
+                return got.json()  # type: ignore[no-any-return]
+
+            deadline = asyncio.get_running_loop().time() + 600
+            while not (done := await report())["done"]:
+                assert asyncio.get_running_loop().time() < deadline, f"batch not done: {done['counts']}"
+                await asyncio.sleep(2)
+        assert done["counts"] == {"sent": RECIPIENTS}, done["counts"]
+        sent, distinct = _row(url, "SELECT count(*), count(DISTINCT to_address) FROM sandbox_outbox "
+                                   "WHERE org_id = %s AND channel = 'sms' AND to_address LIKE '+3462%%'", clinic["org"])
+        assert (sent, distinct) == (RECIPIENTS, RECIPIENTS), "every recipient exactly once"
+        assert stop_process(extra) == 0, extra_log.read_text()[-3000:]
     finally:
+        if extra is not None and extra.poll() is None:
+            extra.kill()
         survivors = list(_children(serve.pid))
         code = stop_process(serve, timeout=120)
     assert code == 0, log.read_text()[-3000:]

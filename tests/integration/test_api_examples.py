@@ -18,6 +18,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import uuid
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -31,7 +33,7 @@ from twilio.request_validator import RequestValidator
 from prm import modules
 from prm.core import clock
 from prm.core.apidocs import demo_id, kind_of, main_status
-from tests.fixtures.api_world import NOW, VOICE_AGENT_SECRET, World
+from tests.fixtures.api_world import KINDS, NOW, VOICE_AGENT_SECRET, World
 from tests.fixtures.settings_switch import use_settings
 
 REGISTRY = modules.examples()
@@ -88,12 +90,35 @@ def _same_shape(recorded: Any, live: Any, where: str = "") -> list[str]:
     return []
 
 
+# Values that differ on every run (recorded as one fixed value, so re-recording changes nothing).
+VOLATILE = {"request_id": "4bf92f3577b34da6a3ce929d0e0e4736", "duration_ms": 42}
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (SECRET_KEYS[k] if k in SECRET_KEYS and isinstance(v, str) else _scrub(v)) for k, v in value.items()}
+        return {k: (SECRET_KEYS[k] if k in SECRET_KEYS and isinstance(v, str) else
+                    VOLATILE[k] if k in VOLATILE and v is not None else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stable_ids(key: str, value: Any) -> Any:
+    """Ids of rows the call itself made (not demo rows) become stable ones, so re-recording an unchanged
+    answer changes nothing in examples.json (and two branches re-recording do not conflict)."""
+    demo = {demo_id(name) for name in KINDS}
+    seen: dict[str, str] = {}
+
+    def stable(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found in demo:
+            return found
+        return seen.setdefault(found, str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}#{len(seen)}")))
+
+    return json.loads(UUID.sub(stable, json.dumps(value, ensure_ascii=False)))
 
 
 def _record(key: str, value: Any) -> None:
@@ -333,7 +358,7 @@ async def test_documented_example(key: str, app: Any, settings: Any, openapi: di
         assert failures == [], f"{key}: the answer does not match the documented schema:\n" + "\n".join(failures)
         example = content["application/json"].get("example")
         if RECORD and op.response is None:
-            _record(key, _scrub(world.to_demo(live)))
+            _record(key, _stable_ids(key, _scrub(world.to_demo(live))))
         elif example is not None:
             stale = _errors(openapi, schema, example)
             assert stale == [], f"{key}: the response example is stale (`make examples`):\n" + "\n".join(stale)

@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from prm.appointments import slots
 from prm.appointments import state_machine as sm
@@ -237,7 +238,13 @@ async def book(
             ]
             raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
     await _patient(session, org_id, data.patient_id)
-    service = await _ref(session, Service, org_id, data.service_id, "service_id", "service")
+    # the service with its practitioners in one statement (the relationship's own loading is a second)
+    service = (await session.scalars(
+        select(Service).options(joinedload(Service.practitioners))
+        .where(Service.id == data.service_id, Service.org_id == org_id)
+    )).unique().one_or_none()
+    if service is None or not service.is_active:
+        raise ValidationFailed.field("service_id", f"no active service {data.service_id}", code="unknown_service")
     practitioner = next((p for p in service.practitioners if p.id == data.practitioner_id and p.is_active), None)
     if practitioner is None:
         await _ref(session, Practitioner, org_id, data.practitioner_id, "practitioner_id", "practitioner")

@@ -47,7 +47,7 @@ OPERATIONS = {
     "POST /practitioners": Op(
         "Adds a practitioner; give them availability rules next, and link them to services.",
         body={
-            "name": "Dr Ana Ruiz",
+            "name": "Dr Elena Vega",
             "title": "Dentist",
             "email": "ana.ruiz@demo-clinic.example",
             "timezone": "Europe/Madrid",
@@ -114,7 +114,7 @@ OPERATIONS = {
     ),
     "POST /locations": Op(
         "Adds a location; its time zone is where its availability is read.",
-        body={"name": "Centro", "address": "Calle Mayor 12, 28013 Madrid", "timezone": "Europe/Madrid"},
+        body={"name": "Clínica Centro", "address": "Calle Mayor 1, 28013 Madrid", "timezone": "Europe/Madrid"},
     ),
     "GET /locations/{location_id}": Op("One location: name, address, time zone, virtual or not, active or not."),
     "PATCH /locations/{location_id}": Op(
@@ -238,7 +238,7 @@ OPERATIONS = {
         "The appointment as an iCalendar invitation (`text/calendar`) to attach or download.",
         response="BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//PRM//Appointments//EN\r\nMETHOD:REQUEST\r\n"
         "BEGIN:VEVENT\r\nSUMMARY:Dental cleaning\r\nDTSTART:20260324T090000Z\r\n"
-        "DTEND:20260324T093000Z\r\nLOCATION:Centro\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        "DTEND:20260324T093000Z\r\nLOCATION:Clínica Centro\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
     ),
     "GET /patients/{patient_id}/appointments": Op("A patient's appointments, upcoming first.", given=["appointment"]),
     "GET /practitioners/{practitioner_id}/agenda": Op(

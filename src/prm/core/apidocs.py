@@ -34,6 +34,13 @@ TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "No
           429: "Too many requests", 503: "Service unavailable"}
 
 
+HEADER_SCHEMAS = {
+    "idempotency-key": {"type": "string", "minLength": 1, "maxLength": 255,
+                        "description": "Retrying with the same key (same credential, same input) answers the first "
+                                       "result instead of acting twice"},
+}
+
+
 def demo_id(kind: str) -> str:
     """The stable id of the example row of `kind` (e.g. `patient`), the same in every document."""
     return str(uuid.uuid5(_NAMESPACE, kind))
@@ -173,10 +180,15 @@ def _set_parameter_examples(operation: dict[str, Any], values: Mapping[str, Any]
             parameter["example"] = names[fold(parameter["name"])]
             parameter.pop("examples", None)
             declared.add(fold(parameter["name"]))
-    if where == "query":  # read from the raw query by the route (a signed URL's fields): document them
-        operation.setdefault("parameters", []).extend(
-            {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "example": value}
-            for name, value in names.items() if name not in declared)
+    # Read by the route from the raw request (a signed URL's fields, Idempotency-Key, a signature): document
+    # them too. OpenAPI ignores header parameters named Authorization, Accept or Content-Type.
+    original = {fold(k): k for k in values}
+    operation.setdefault("parameters", []).extend(
+        {"name": original[name], "in": where, "required": where == "query",
+         "schema": HEADER_SCHEMAS.get(name, {"type": "string"}) if where == "header" else {"type": "string"},
+         "example": value}
+        for name, value in names.items()
+        if name not in declared and name not in ("authorization", "accept", "content-type"))
 
 
 def _set_body_example(operation: dict[str, Any], op: Op) -> None:

@@ -11,8 +11,8 @@ NOT_FOUND = {
 }
 APPT = {
     "service_name": "Dental cleaning",
-    "practitioner_name": "Dr Ana Ruiz",
-    "location_name": "Centro",
+    "practitioner_name": "Dr Elena Vega",
+    "location_name": "Clínica Centro",
     "when": "martes 24 de marzo, 10:00",
 }
 NO_TEMPLATE = Err(
