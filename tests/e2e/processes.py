@@ -6,6 +6,7 @@ Every wait has a deadline and fails with the process log; nothing asserts a dura
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -98,3 +99,14 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
         proc.kill()
         proc.wait(timeout=10)
         raise AssertionError(f"process {proc.args} did not stop within {timeout} s of signal {sig}") from None
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = 120) -> Any:
+    """Poll an async check until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

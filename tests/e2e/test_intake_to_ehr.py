@@ -12,15 +12,13 @@ synced to the EHR, the provider notified, and the "chart" on the peer holds the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +28,7 @@ import httpx
 import pytest
 
 from prm.core import embedded
-from tests.e2e.processes import free_port
+from tests.e2e.processes import free_port, until
 from tests.fixtures.fhir_peer import FhirPeer
 
 pytestmark = pytest.mark.slow
@@ -103,15 +101,6 @@ def running() -> Iterator[Running]:
     assert code == 0, output[-3000:]
 
 
-async def _until(check: Callable[[], Awaitable[Any]], what: str, within: float = 120) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 async def test_intake_to_ehr(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.base, timeout=20) as anon:
@@ -122,7 +111,7 @@ async def test_intake_to_ehr(running: Running) -> None:
             except httpx.HTTPError:
                 return False
 
-        await _until(ready, "the service to be ready", within=180)
+        await until(ready, "the service to be ready", within=180)
         login = await anon.post("/auth/token", data={"username": "admin@demo-clinic.example",
                                                      "password": "demo-password-123"})
         assert login.status_code == 200, login.text
@@ -178,7 +167,7 @@ async def _flow(admin: httpx.AsyncClient, running: Running) -> None:
         found = await runs()
         return bool(found) and all(r["status"] in ("succeeded", "failed", "skipped") for r in found)
 
-    await _until(all_done, "the booking's sync")
+    await until(all_done, "the booking's sync")
     assert {r["status"] for r in await runs()} == {"succeeded"}, await runs()
     [ehr_patient] = peer.with_identifier("Patient", "urn:prm:patient", patient["id"])
     mine = f"Patient/{ehr_patient['id']}"
@@ -202,12 +191,12 @@ async def _flow(admin: httpx.AsyncClient, running: Running) -> None:
     async def summarised() -> bool:
         return bool((await ok(admin.get(f"/intake/sessions/{intake['id']}")))["summary_status"] == "ready")
 
-    await _until(summarised, "the intake summary")
+    await until(summarised, "the intake summary")
 
     async def charted() -> bool:
         return await all_done() and chart_of(peer, mine)["DocumentReference"] == 1
 
-    await _until(charted, "the intake in the EHR chart")
+    await until(charted, "the intake in the EHR chart")
     found = await runs()
     assert {r["status"] for r in found} == {"succeeded"}, found
     assert any(r["attempts"] >= 2 for r in found), found  # the 503 was retried
@@ -223,13 +212,13 @@ async def _flow(admin: httpx.AsyncClient, running: Running) -> None:
         tickets = (await ok(admin.get("/tickets", params={"tag": "ehr"})))["items"]
         return tickets[0] if tickets else None
 
-    ticket = await _until(told, "the practitioner's ticket")
+    ticket = await until(told, "the practitioner's ticket")
     assert ticket["assignee_id"] == user["id"] and ticket["patient_id"] == patient["id"]
 
     # the sync run again: nothing new on the EHR
     before = {"Patient": len(peer.with_identifier("Patient", "urn:prm:patient", patient["id"])), **chart_of(peer, mine)}
     await ok(admin.post(f"/fhir/connections/{connection['id']}/sync", json={"patient_id": patient["id"]}), 202)
-    await _until(all_done, "the manual sync")
+    await until(all_done, "the manual sync")
     after = {"Patient": len(peer.with_identifier("Patient", "urn:prm:patient", patient["id"])), **chart_of(peer, mine)}
     assert after == before == {"Patient": 1, **CHART}
     # what we read back through our own FHIR API matches
