@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--out benchmarks/out]
+        [--per-client 10] [--out benchmarks/out] [--only webhook]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -13,7 +13,11 @@ round runs, one after the other on the same database and the same loaded machine
 3. HTTP `GET /auth/me` (authenticated, no writes: the framework floor);
 4. raw SQL: the rows a signed inbound webhook must write synchronously (its inbound event row and
    one queued job, in one transaction);
-5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures).
+5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures); then the
+   benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
+   queued), so the next phase does not pay for them, and reports that CPU separately.
+
+`--only webhook` runs phases 3-5 only (no booking phases, race or in-process booking profile).
 
 Every figure is service ÷ raw measured in the same round; the report gives the median and the
 min–max over rounds, so the noise of a shared machine shows instead of hiding. It also reports the
@@ -53,6 +57,8 @@ from twilio.request_validator import RequestValidator
 
 PRACTITIONERS = 20
 RACE = 200
+PHASES = {"all": ("raw_booking", "booking", "me", "raw_webhook", "webhook"),
+          "webhook": ("me", "raw_webhook", "webhook")}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -69,6 +75,8 @@ class Phase:
     seconds: float
     latencies: list[float]
     cpu_seconds: float | None = None
+    queued_after: int | None = None  # webhook: its jobs still waiting when the phase ended
+    drain_cpu_seconds: float | None = None  # webhook: server CPU while those jobs were worked off
 
     @property
     def rate(self) -> float:
@@ -380,6 +388,28 @@ class Bench:
 
         return await run_clients(self.args.clients, self.args.per_client, one)
 
+    async def drain_webhook_jobs(self, phase: Phase) -> None:
+        """Wait until the server's worker has processed the jobs the webhook phase queued (and those
+        they queued in turn), so the next phase does not pay for them; records how many of the
+        webhook's own were left and the CPU the drain took."""
+        sql = ("SELECT count(*) FILTER (WHERE task_name = %s), count(*) FROM procrastinate_jobs "
+               "WHERE status IN ('todo', 'doing') AND (scheduled_at IS NULL OR scheduled_at <= now())")
+        cpu0 = tree_cpu_seconds(self.pid)
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            deadline, stalled_since, before = time.monotonic() + 300, time.monotonic(), -1
+            while True:
+                row = await (await conn.execute(sql, ("webhooks.process_twilio_message",))).fetchone()
+                own, left = row if row else (0, 0)
+                if phase.queued_after is None:
+                    phase.queued_after = own
+                if left != before:
+                    stalled_since, before = time.monotonic(), left
+                # done, or no worker making progress (`--serve-arg=--no-worker`): leave the rest queued
+                if left == 0 or time.monotonic() > deadline or time.monotonic() - stalled_since > 10:
+                    break
+                await asyncio.sleep(0.2)
+        phase.drain_cpu_seconds = tree_cpu_seconds(self.pid) - cpu0
+
     async def race(self, http: httpx.AsyncClient) -> str:
         (practitioner, start), = self.next_slots(1)
         racers = [next(self.patients) for _ in range(RACE)]
@@ -421,6 +451,7 @@ class Bench:
             order = ["raw_booking", "booking", "me", "raw_webhook", "webhook"]
             if r % 2:  # alternate which side goes first, so a trend in load does not favour one
                 order = ["booking", "raw_booking", "me", "webhook", "raw_webhook"]
+            order = [name for name in order if name in PHASES[a.only]]
             for name in order:
                 phase = await {
                     "raw_booking": self.raw_bookings, "raw_webhook": self.raw_webhooks,
@@ -428,11 +459,13 @@ class Bench:
                     "me": lambda: self.over_http(self.http_me),
                     "webhook": lambda: self.over_http(self.http_webhooks),
                 }[name]()
+                if name == "webhook":
+                    await self.drain_webhook_jobs(phase)
                 self.results.add(name, phase)
-            print(f"  round {r + 1}/{a.rounds}: booking {self.results.phases['booking'][-1].rate:.0f}/s vs raw "
-                  f"{self.results.phases['raw_booking'][-1].rate:.0f}/s; webhook "
-                  f"{self.results.phases['webhook'][-1].rate:.0f}/s vs raw "
-                  f"{self.results.phases['raw_webhook'][-1].rate:.0f}/s", flush=True)
+            print(f"  round {r + 1}/{a.rounds}: " + "; ".join(
+                f"{name} {self.results.phases[name][-1].rate:.0f}/s" for name in order), flush=True)
+        if "booking" not in PHASES[a.only]:
+            return "race for one slot: not run (--only webhook)"
         async with self.client() as http:
             return await self.race(http)
 
@@ -492,14 +525,26 @@ def spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float]) -> str:
-    p = results.phases
-    booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
-    me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
-    webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
-    def cpu(name: str) -> str:
-        return spread([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None], "{:.1f}")
+def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float] | None) -> str:
+    p = {name: results.phases.get(name, []) for name in PHASES["all"]}
 
+    def ratio(service: str, raw: str) -> str:
+        if not (p[service] and p[raw]):
+            return "—"
+        return spread([s.rate / r.rate for s, r in zip(p[service], p[raw], strict=True)])
+
+    def rate(name: str) -> str:
+        return spread([x.rate for x in p[name]], "{:.0f}") if p[name] else "—"
+
+    def p95(name: str) -> str:
+        return spread([x.p95_ms for x in p[name]], "{:.0f}") if p[name] else "—"
+
+    def cpu(name: str) -> str:
+        values = [ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None]
+        return spread(values, "{:.1f}") if values else "—"
+
+    webhook_total = [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p["webhook"]
+                     if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
     lines = [
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
         f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
@@ -510,20 +555,23 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         "| figure | service | raw database | ratio |",
         "|---|---|---|---|",
-        f"| booking | {spread([x.rate for x in p['booking']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['booking']], '{:.0f}')} ms | "
-        f"{spread([x.rate for x in p['raw_booking']], '{:.0f}')} inserts/s | {spread(booking_ratio)} |",
-        f"| `GET /auth/me` (no writes) | {spread([x.rate for x in p['me']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['me']], '{:.0f}')} ms | (raw booking insert) | {spread(me_ratio)} |",
-        f"| signed WhatsApp webhook ingest | {spread([x.rate for x in p['webhook']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['webhook']], '{:.0f}')} ms | "
-        f"{spread([x.rate for x in p['raw_webhook']], '{:.0f}')}/s (event row + job) | {spread(webhook_ratio)} |",
+        f"| booking | {rate('booking')}/s, p95 {p95('booking')} ms | "
+        f"{rate('raw_booking')} inserts/s | {ratio('booking', 'raw_booking')} |",
+        f"| `GET /auth/me` (no writes) | {rate('me')}/s, p95 {p95('me')} ms | (raw booking insert) | "
+        f"{ratio('me', 'raw_booking')} |",
+        f"| signed WhatsApp webhook ingest | {rate('webhook')}/s, p95 {p95('webhook')} ms | "
+        f"{rate('raw_webhook')}/s (event row + job) | {ratio('webhook', 'raw_webhook')} |",
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
-        f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
-        f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
-        f"`GET /auth/me`: {profile['me_statements']:.0f} statements",
+        f"- webhook jobs still queued when the phase ended: "
+        f"{spread([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}') if p['webhook'] else '—'} "
+        f"of {args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + drain): "
+        f"{spread(webhook_total, '{:.1f}') if webhook_total else '—'} ms",
+        (f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
+         f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
+         f"`GET /auth/me`: {profile['me_statements']:.0f} statements" if profile is not None
+         else "- in-process booking profile: not run (--only webhook)"),
         f"- {race}",
         f"- requests sent again after the server closed an idle keep-alive connection: {RECONNECTS['count']}",
         "",
@@ -541,6 +589,8 @@ def charts(out: Path, results: Results) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("booking", "raw_booking", "webhook", "raw_webhook", "me"):
+        if name not in results.phases:
+            continue
         values = sorted(x * 1000 for ph in results.phases[name] for x in ph.latencies)
         ax.plot(values, [i / len(values) for i in range(len(values))], label=name)
     ax.set_xscale("log")
@@ -568,8 +618,10 @@ async def main(args: argparse.Namespace, url: str) -> None:
     with server(url, args, token) as (base, pid):
         bench = Bench(args, url, ctx, base, pid, token, clinic_number)
         race = await bench.run()
-    profile_slots = bench.next_slots(210)
-    profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
+    profile = None
+    if "booking" in PHASES[args.only]:
+        profile_slots = bench.next_slots(210)
+        profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
     text = report(args, bench.results, race, profile)
     print(text)
     write_report(Path(args.out), text, bench.results)
@@ -586,6 +638,8 @@ if __name__ == "__main__":
     parser.add_argument("--per-client", type=int, default=10)
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
+    parser.add_argument("--only", default="all", choices=sorted(PHASES),
+                        help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first
