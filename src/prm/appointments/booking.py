@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable
@@ -11,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import BigInteger, ColumnElement, bindparam, cast, func, select
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, Select, Uuid, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -182,10 +183,12 @@ def _lock_keys(practitioner_ids: Iterable[uuid.UUID], patient_ids: Iterable[uuid
     return sorted(keys)
 
 
-def _locking(keys: list[int]) -> ColumnElement[Any]:
-    """A scalar subquery taking the advisory locks `keys` one after the other (unnest yields them in
-    the array's order and each lock is taken as its row is produced); its value is their number."""
-    array = cast(bindparam("lock_keys", keys, type_=ARRAY(BigInteger)), ARRAY(BigInteger))
+def _locking(keys: Any) -> ColumnElement[Any]:
+    """A scalar subquery taking the advisory locks `keys` (a list, or a bind parameter for one) one
+    after the other (unnest yields them in the array's order and each lock is taken as its row is
+    produced); its value is their number."""
+    array = cast(keys if isinstance(keys, BindParameter) else bindparam("lock_keys", keys, type_=ARRAY(BigInteger)),
+                 ARRAY(BigInteger))
     keyed = func.unnest(array).table_valued("k").render_derived(name="keyed")
     taken = select(func.pg_advisory_xact_lock(keyed.c.k).label("taken")).select_from(keyed).subquery()
     return select(func.count()).select_from(taken).scalar_subquery()
@@ -198,17 +201,26 @@ class _Opened(NamedTuple):
     patient_ok: bool
 
 
+@functools.cache
+def _opening() -> Select[Any]:
+    """The first statement of every booking, built once (its values are bound at execution)."""
+    org_id, patient_id = bindparam("org_id", type_=Uuid()), bindparam("patient_id", type_=Uuid())
+    return select(
+        _locking(bindparam("lock_keys", type_=ARRAY(BigInteger))).label("locks"),
+        reference.version_of(org_id).label("version"),
+        reference.clean().label("clean"),
+        patients_service.bookable_exists(org_id, patient_id).label("patient_ok"),
+    )
+
+
 async def _open_booking(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID,
                         patient_id: uuid.UUID) -> _Opened:
     """A booking's first statement: its calendars' locks (`_serialize`), the organisation's reference
     version (the cache check, `reference.py`), whether the transaction is still clean, and whether
     the patient can be booked: one round trip for what used to take four."""
-    row = (await session.execute(select(
-        _locking(_lock_keys([practitioner_id], [patient_id])).label("locks"),
-        reference.version_of(org_id).label("version"),
-        reference.clean().label("clean"),
-        patients_service.bookable_exists(org_id, patient_id).label("patient_ok"),
-    ))).one()
+    row = (await session.execute(_opening(), {
+        "lock_keys": _lock_keys([practitioner_id], [patient_id]), "org_id": org_id, "patient_id": patient_id,
+    })).one()
     return _Opened(row.locks, row.version, row.clean, row.patient_ok)
 
 

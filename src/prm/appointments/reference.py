@@ -109,7 +109,7 @@ class Reference:
 _cache: OrderedDict[uuid.UUID, Reference] = OrderedDict()
 
 
-def version_of(org_id: uuid.UUID) -> ColumnElement[Any]:
+def version_of(org_id: Any) -> ColumnElement[Any]:
     """The organisation's reference version as a scalar subquery (0 when nothing changed since the
     migration), for the caller to read inside a statement it sends anyway."""
     return func.coalesce(

@@ -4,12 +4,14 @@ A booking writes the appointment, its history entry, its reminders (each with a 
 audit entry, the domain event and a job per subscriber. Through the ORM that is one round trip per
 table plus one for the jobs; here it is ONE statement:
 
-    WITH gate AS (INSERT INTO appointments ... ON CONFLICT DO NOTHING RETURNING *),
+    WITH gate AS (INSERT INTO appointments (...) SELECT r.... FROM jsonb_populate_record(NULL::appointments,
+                    :gate) AS r ON CONFLICT DO NOTHING RETURNING *),
          jobs AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM unnest(
-                    CASE WHEN EXISTS (SELECT FROM gate) THEN procrastinate_defer_jobs_v1(ARRAY[...]) END) AS id),
-         w1 AS (INSERT INTO appointment_changes (...) SELECT ... WHERE EXISTS (SELECT FROM gate)),
-         w2 AS (INSERT INTO appointment_reminders (..., job_id) SELECT ..., (SELECT id FROM jobs WHERE ord = 1)
+                    CASE WHEN EXISTS (SELECT FROM gate) THEN procrastinate_defer_jobs_v1(ARRAY(...)) END) AS id),
+         w0 AS (INSERT INTO appointment_changes (...) SELECT r.... FROM jsonb_populate_record(..., :w0) AS r
                 WHERE EXISTS (SELECT FROM gate)),
+         w1 AS (INSERT INTO appointment_reminders (..., job_id) SELECT r...., (SELECT id FROM jobs WHERE ord = 1)
+                FROM jsonb_populate_record(..., :w1) AS r WHERE EXISTS (SELECT FROM gate)),
          ...
     SELECT gate.* FROM gate
 
@@ -17,9 +19,13 @@ When the gate writes nothing (an exclusion constraint refused the appointment), 
 written and no job is queued: the statement returns no row and the caller answers 409. Foreign keys
 between the rows hold: PostgreSQL checks them at the end of the statement.
 
-Values are cast to their column's type in the SQL (JSON serialised with orjson); Python-side column
-defaults (`default=clock.now`, `default=uuid.uuid4`, ...) are applied here as the ORM would. The SQL
-text of each shape (tables, columns, number of jobs) is built once per process.
+Each row travels as one JSON parameter (serialised by orjson) that `jsonb_populate_record` turns into
+the table's row type, each value through its column type's input (a string too long for its column is
+refused, never cut); the jobs likewise (`jobs.jobs_array`). So the statement has a handful of
+parameters and a short text, whose parsed form psycopg keeps (it re-parses statements of more than 50
+parameters or 4 kB on every execution). Python-side column defaults (`default=clock.now`,
+`default=uuid.uuid4`, ...) are applied here as the ORM would. The SQL text of each shape (tables,
+columns, number of jobs) is built once per process.
 """
 
 from __future__ import annotations
@@ -28,10 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import String, Table, TextClause, select, text
+from sqlalchemy import Table, TextClause, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import JSON
 
 from prm.core import jobs
 
@@ -92,18 +97,7 @@ def _table(target: Any) -> Table:
     return table
 
 
-_TYPES: dict[tuple[str, str], str] = {}
 _STATEMENTS: dict[tuple[Any, ...], TextClause] = {}
-
-
-def _sql_type(table: Table, column: str) -> str:
-    """The type to cast a parameter to: the column's, with strings left unbounded (a cast to
-    VARCHAR(n) would silently cut a long value; the insert then refuses it as the ORM's would)."""
-    key = (table.name, column)
-    if key not in _TYPES:
-        kind = table.c[column].type
-        _TYPES[key] = "TEXT" if isinstance(kind, String) else kind.compile(dialect=_DIALECT)
-    return _TYPES[key]
 
 
 def _complete(row: _Row) -> dict[str, Any]:
@@ -120,29 +114,25 @@ def _complete(row: _Row) -> dict[str, Any]:
     return values
 
 
-def _param(table: Table, column: str, value: Any) -> Any:
-    if value is not None and isinstance(table.c[column].type, JSON):
-        return orjson.dumps(value, default=str).decode()
-    return value
+def _json(values: dict[str, Any]) -> str:
+    return orjson.dumps(values, default=str).decode()
 
 
 def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob]) -> tuple[TextClause, dict[str, Any]]:
-    params: dict[str, Any] = {}
+    """The statement (built once per shape) and its parameters: one JSON document per row, the jobs
+    as `jobs.jobs_array` gives them. Few parameters and a short text: psycopg keeps its parsed form."""
     completed = [_complete(row) for row in rows]
     gate_values = _complete(gate) if gate is not None else None
-    array, job_params, _ = jobs.jobs_array(pending, prefix="j") if pending else ("", {}, 0)
-    params.update(job_params)
+    array, params, _ = jobs.jobs_array(pending, prefix="_b") if pending else ("", {}, 0)
+    params.update({f"w{n}": _json(values) for n, values in enumerate(completed)})
+    if gate_values is not None:
+        params["gate"] = _json(gate_values)
     shape = (
         (gate.table.name, tuple(gate_values)) if gate is not None and gate_values is not None else None,
         tuple((row.table.name, tuple(values), row.job.index if row.job else None, row.job_column)
               for row, values in zip(rows, completed, strict=True)),
         array,
     )
-    for n, values in enumerate(completed):
-        table = rows[n].table
-        params.update({f"w{n}_{i}": _param(table, key, value) for i, (key, value) in enumerate(values.items())})
-    if gate is not None and gate_values is not None:
-        params.update({f"g_{i}": _param(gate.table, key, value) for i, (key, value) in enumerate(gate_values.items())})
     statement = _STATEMENTS.get(shape)
     if statement is None:
         statement = _STATEMENTS[shape] = text(_sql(gate, gate_values, rows, completed, array))
@@ -155,19 +145,23 @@ def _columns(table: Table, keys: Any) -> list[str]:
     return [_DIALECT.identifier_preparer.quote(table.c[key].name) for key in keys]
 
 
-def _select_list(table: Table, prefix: str, values: dict[str, Any]) -> str:
-    return ", ".join(f"CAST(:{prefix}{i} AS {_sql_type(table, key)})" for i, key in enumerate(values))
+def _from_json(table: Table, parameter: str) -> str:
+    """A row of `table` read from a JSON parameter: each value goes through its column type's input,
+    so a string too long for its column is refused, never cut."""
+    return f"jsonb_populate_record(CAST(NULL AS {table.name}), CAST(:{parameter} AS jsonb)) AS r"
 
 
 # The SQL below is assembled from the metadata's table and column names, the jobs' rendered array
-# (parameters only) and integers; every value travels as a bound parameter.
+# (placeholders only) and integers; every value travels as a bound parameter.
 def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row],
          completed: list[dict[str, Any]], array: str) -> str:
     ctes = []
     only = ""
     if gate is not None and gate_values is not None:
-        ctes.append(f"gate AS (INSERT INTO {gate.table.name} ({', '.join(_columns(gate.table, gate_values))}) "
-                    f"SELECT {_select_list(gate.table, 'g_', gate_values)} ON CONFLICT DO NOTHING RETURNING *)")
+        columns = _columns(gate.table, gate_values)
+        source = f"SELECT {', '.join('r.' + c for c in columns)} FROM {_from_json(gate.table, 'gate')}"  # noqa: S608
+        ctes.append(f"gate AS (INSERT INTO {gate.table.name} ({', '.join(columns)}) {source} "
+                    "ON CONFLICT DO NOTHING RETURNING *)")
         only = " WHERE EXISTS (SELECT FROM gate)"
     if array:
         deferred = f"procrastinate_defer_jobs_v1({array})"
@@ -176,11 +170,12 @@ def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row]
         ctes.append(f"jobs AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM unnest({deferred}) AS id)")  # noqa: S608
     for n, (row, values) in enumerate(zip(rows, completed, strict=True)):
         columns = _columns(row.table, values)
-        select_list = _select_list(row.table, f"w{n}_", values)
+        select_list = ", ".join("r." + c for c in columns)
         if row.job is not None:
             columns += _columns(row.table, [row.job_column])
             select_list += f", (SELECT id FROM jobs WHERE ord = {int(row.job.index) + 1})"  # noqa: S608
-        ctes.append(f"w{n} AS (INSERT INTO {row.table.name} ({', '.join(columns)}) SELECT {select_list}{only})")
+        source = f"SELECT {select_list} FROM {_from_json(row.table, f'w{n}')}{only}"  # noqa: S608
+        ctes.append(f"w{n} AS (INSERT INTO {row.table.name} ({', '.join(columns)}) {source})")
     counted = ", (SELECT count(*) FROM jobs) AS queued_jobs" if array else ""
     tail = f"SELECT gate.*{counted} FROM gate" if gate is not None else f"SELECT 1{counted}"  # noqa: S608
     return "WITH " + ",\n".join(ctes) + "\n" + tail

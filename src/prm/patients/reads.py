@@ -62,7 +62,7 @@ async def resolve(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUI
     raise Conflict(f"Merge chain of patient {patient_id} is too long", code="merge_chain_too_long")
 
 
-def _bookable(org_id: uuid.UUID, patient_id: uuid.UUID) -> list[ColumnElement[bool]]:
+def _bookable(org_id: Any, patient_id: Any) -> list[ColumnElement[bool]]:
     """Can take part in new activity (appointments): this organisation's, not deleted, not merged
     into another record. The rule lives here only."""
     return [Patient.id == patient_id, Patient.org_id == org_id, Patient.deleted_at.is_(None),
@@ -74,9 +74,9 @@ async def bookable(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UU
     return (await session.execute(select(Patient).where(*_bookable(org_id, patient_id)))).scalar_one_or_none()
 
 
-def bookable_exists(org_id: uuid.UUID, patient_id: uuid.UUID) -> ColumnElement[bool]:
+def bookable_exists(org_id: Any, patient_id: Any) -> ColumnElement[bool]:
     """`EXISTS` the patient and it is bookable, for a caller to read inside a statement it sends anyway
-    (the booking's first statement: one round trip instead of two)."""
+    (the booking's first statement: one round trip instead of two). The ids may be bind parameters."""
     return exists().where(*_bookable(org_id, patient_id))
 
 
