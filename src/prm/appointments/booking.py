@@ -100,18 +100,9 @@ def _history_values(
     }
 
 
-def _history(
-    appointment: Appointment,
-    action: str,
-    who: Principal,
-    *,
-    from_status: str | None,
-    old: tuple[datetime, datetime] | None = None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> AppointmentChange:
-    return AppointmentChange(**_history_values(appointment, action, who, from_status=from_status, old=old,
-                                               reason=reason, details=details))
+def _history(appointment: Appointment, action: str, who: Principal, **fields: Any) -> AppointmentChange:
+    """The history row (`_history_values`) to add to the session."""
+    return AppointmentChange(**_history_values(appointment, action, who, **fields))
 
 
 def _check_window(service: Timed, times: slots.ServiceTimes, start_at: datetime) -> None:
