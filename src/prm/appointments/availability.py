@@ -134,7 +134,7 @@ def _day_bounds(start_date: date, end_date: date) -> tuple[datetime, datetime]:
     )
 
 
-async def available_slots(
+async def slot_query(
     session: AsyncSession,
     org_id: uuid.UUID,
     *,
@@ -143,9 +143,8 @@ async def available_slots(
     end_date: date,
     practitioner_id: uuid.UUID | None = None,
     location_id: uuid.UUID | None = None,
-    limit: int | None = None,
-) -> list[slots.Slot]:
-    """Bookable slots of a service between two local dates (inclusive), earliest first."""
+) -> tuple[list[slots.Schedule], slots.ServiceTimes, slots.Query]:
+    """What the slot arithmetic needs (schedules, the service's times, busy time), checked and read."""
     if end_date < start_date:
         raise ValidationFailed.field("end_date", "must not be before start_date")
     if (end_date - start_date).days >= MAX_RANGE_DAYS:
@@ -160,4 +159,42 @@ async def available_slots(
     schedules = await _schedules(session, org_id, offering, location_id, frm, until)
     busy = await _busy(session, offering, frm, until)
     query = slots.Query(start_date=start_date, end_date=end_date, now=clock.now(), busy=busy)
-    return slots.compute_slots(schedules, service_times(service), query, limit=limit)
+    return schedules, service_times(service), query
+
+
+async def available_slots(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    service_id: uuid.UUID,
+    start_date: date,
+    end_date: date,
+    practitioner_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> list[slots.Slot]:
+    """Bookable slots of a service between two local dates (inclusive), earliest first."""
+    schedules, times, query = await slot_query(
+        session, org_id, service_id=service_id, start_date=start_date, end_date=end_date,
+        practitioner_id=practitioner_id, location_id=location_id,
+    )
+    return slots.compute_slots(schedules, times, query, limit=limit)
+
+
+async def available_start_times(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    service_id: uuid.UUID,
+    start_date: date,
+    end_date: date,
+    practitioner_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> tuple[timedelta, list[slots.StartTimes]]:
+    """`available_slots` in the compact form: the slot duration, and per schedule the starts by local day."""
+    schedules, times, query = await slot_query(
+        session, org_id, service_id=service_id, start_date=start_date, end_date=end_date,
+        practitioner_id=practitioner_id, location_id=location_id,
+    )
+    return times.duration, slots.start_times(schedules, times, query, limit=limit)
