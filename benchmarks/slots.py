@@ -50,20 +50,15 @@ ZONE = "Europe/Madrid"
 
 
 def prepare() -> str:
-    """The database URL, migrated to head (alembic runs its own event loop, so before ours)."""
-    from alembic import command
-    from alembic.config import Config
-
-    from prm.app import migrations_dir
+    """The database URL (a throwaway embedded server unless DATABASE_URL), migrated to head."""
+    from prm.cli import migrate_database
     from prm.core import embedded
+    from prm.settings import Settings
 
     url = os.environ.get("DATABASE_URL") or embedded.start(
         Path(tempfile.mkdtemp(prefix="prm-bench-slots-")) / "pg", throwaway=True
     )
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    migrate_database(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
     return url
 
 
@@ -101,9 +96,9 @@ async def seed(url: str, practitioners: int, first: date, days: int) -> dict[str
                 p = await service.create_practitioner(s, org.id, PractitionerCreate(name=f"Dr {i}", timezone=ZONE))
                 ids.append(p.id)
                 for weekday in range(5):
-                    for start, end in ((wall(9), wall(13)), (wall(14), wall(18))):
+                    for opens, closes in ((wall(9), wall(13)), (wall(14), wall(18))):
                         await service.add_rule(s, org.id, p.id, RuleCreate(
-                            location_id=location.id, weekday=weekday, start_time=start, end_time=end))
+                            location_id=location.id, weekday=weekday, start_time=opens, end_time=closes))
             svc = await service.create_service(s, org.id, ServiceCreate(
                 name="Cleaning", duration_minutes=30, buffer_after_minutes=10, min_notice_minutes=0,
                 horizon_days=730, practitioner_ids=ids))
@@ -146,32 +141,27 @@ def prm_serve(url: str) -> Iterator[tuple[str, int]]:
     command = [sys.executable, "-m", "prm", "serve", "--no-migrate", "--no-demo", "--no-worker",
                "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        for _ in range(300):  # 90 s
             if proc.poll() is not None:
                 raise SystemExit(f"prm serve exited with {proc.returncode}")
-            with _quiet():
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("prm serve did not become ready in 90 s")
+            if ready(base):
+                break
             time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}", proc.pid
+        else:
+            raise SystemExit("prm serve did not become ready in 90 s")
+        yield base, proc.pid
     finally:
         proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.wait(timeout=60)
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
+def ready(base: str) -> bool:
     try:
-        yield
+        return httpx.get(f"{base}/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
-        pass
+        return False
 
 
 def cpu_seconds(pid: int) -> float:
