@@ -41,6 +41,7 @@ from prm.appointments.schemas import (
     SlotsCompactRead,
     Status,
 )
+from prm.appointments.slots import Slot
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
 from prm.core.pagination import Page, Paging
@@ -297,7 +298,11 @@ async def get_slots(
                 "schedules": [s._asdict() for s in schedules],
             }
         )
-    found = await service.available_slots(session, who.org_id, **scope)
+    return full_answer(await service.available_slots(session, who.org_id, **scope), service_id)
+
+
+def full_answer(found: list[Slot], service_id: uuid.UUID) -> Response:
+    """`shape=full`: `list[SlotRead]` as pydantic would write it, encoded by orjson straight from the slots."""
     return _json(
         [
             {
