@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, Required, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -192,23 +192,28 @@ def _day_bounds(start_date: date, end_date: date) -> tuple[datetime, datetime]:
     )
 
 
-async def available_slots(
-    session: AsyncSession,
-    org_id: uuid.UUID,
-    *,
-    service_id: uuid.UUID,
-    start_date: date,
-    end_date: date,
-    practitioner_id: uuid.UUID | None = None,
-    location_id: uuid.UUID | None = None,
-    limit: int | None = None,
-) -> list[slots.Slot]:
-    """Bookable slots of a service between two local dates (inclusive), earliest first."""
+class SlotRange(TypedDict, total=False):
+    """Which slots: those of a service between two local dates (inclusive), of one practitioner and/or at
+    one location if given."""
+
+    service_id: Required[uuid.UUID]
+    start_date: Required[date]
+    end_date: Required[date]
+    practitioner_id: uuid.UUID | None
+    location_id: uuid.UUID | None
+
+
+async def slot_query(
+    session: AsyncSession, org_id: uuid.UUID, **where: Unpack[SlotRange]
+) -> tuple[list[slots.Schedule], slots.ServiceTimes, slots.Query]:
+    """What the slot arithmetic needs (schedules, the service's times, busy time), checked and read."""
+    start_date, end_date = where["start_date"], where["end_date"]
+    practitioner_id, location_id = where.get("practitioner_id"), where.get("location_id")
     if end_date < start_date:
         raise ValidationFailed.field("end_date", "must not be before start_date")
     if (end_date - start_date).days >= MAX_RANGE_DAYS:
         raise ValidationFailed.field("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
-    service = await _ref(session, Service, org_id, service_id, "service_id", "service")
+    service = await _ref(session, Service, org_id, where["service_id"], "service_id", "service")
     await references.require(session, org_id, "practitioner", practitioner_id, field="practitioner_id")
     await references.require(session, org_id, "location", location_id, field="location_id")
     offering = [p.id for p in service.practitioners if p.is_active]
@@ -218,4 +223,19 @@ async def available_slots(
     schedules = await _schedules(session, org_id, offering, location_id, frm, until)
     busy = await _busy(session, offering, frm, until)
     query = slots.Query(start_date=start_date, end_date=end_date, now=clock.now(), busy=busy)
-    return slots.compute_slots(schedules, service_times(service), query, limit=limit)
+    return schedules, service_times(service), query
+
+
+async def available_slots(
+    session: AsyncSession, org_id: uuid.UUID, *, limit: int | None = None, **where: Unpack[SlotRange]
+) -> list[slots.Slot]:
+    """Bookable slots of a service between two local dates (inclusive), earliest first; at most `limit`."""
+    return slots.compute_slots(*await slot_query(session, org_id, **where), limit=limit)
+
+
+async def available_start_times(
+    session: AsyncSession, org_id: uuid.UUID, *, limit: int | None = None, **where: Unpack[SlotRange]
+) -> tuple[timedelta, list[slots.StartTimes]]:
+    """`available_slots` in the compact form: the slot duration, and per schedule the starts by local day."""
+    schedules, times, query = await slot_query(session, org_id, **where)
+    return times.duration, slots.start_times(schedules, times, query, limit=limit)
