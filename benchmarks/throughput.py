@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--out benchmarks/out] [--only webhook]
+        [--per-client 10] [--sweep 1,4,16,32,64] [--out benchmarks/out] [--only webhook]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -17,15 +17,18 @@ round runs, one after the other on the same database and the same loaded machine
    benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
    queued), so the next phase does not pay for them, and reports that CPU separately.
 
-`--only webhook` runs phases 3-5 only (no booking phases, race or in-process booking profile).
+`--only webhook` runs phases 3-5 only (no booking phases, sweep, race or in-process booking profile).
 
 Every figure is service ÷ raw measured in the same round; the report gives the median and the
 min–max over rounds, so the noise of a shared machine shows instead of hiding. It also reports the
 CPU the server processes used per booking (all of `prm serve`: HTTP, framework, service, the
-in-process job worker if any) read from /proc, the statements one booking sends (counted by
-SQLAlchemy in an in-process run of the same app), and checks a 200-way race for one slot.
+job worker; with `--workers 2` or more the worker is its own process and the API's share is given
+apart) read from /proc, the statements one booking sends (counted by SQLAlchemy in an in-process
+run of the same app), and checks a 200-way race for one slot. After the rounds, bookings are run at
+each client count of `--sweep` against the raw insert at the same count (throughput vs clients).
 
-A markdown report is written to `<out>/throughput.md` (PNG charts too when matplotlib is present).
+A markdown report is written to `<out>/throughput.md` with PNG charts (latency distribution,
+`throughput-latency.png`; throughput vs clients, `throughput-clients.png`).
 Nothing here is asserted as a timing: it prints figures.
 """
 
@@ -57,6 +60,7 @@ from twilio.request_validator import RequestValidator
 
 PRACTITIONERS = 20
 RACE = 200
+SWEEP_REQUESTS = 256  # bookings per point of the clients sweep
 PHASES = {"all": ("raw_booking", "booking", "me", "raw_webhook", "webhook"),
           "webhook": ("me", "raw_webhook", "webhook")}
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -74,7 +78,8 @@ class Phase:
     count: int
     seconds: float
     latencies: list[float]
-    cpu_seconds: float | None = None
+    cpu_seconds: float | None = None  # all server processes
+    worker_cpu_seconds: float | None = None  # of which the job worker process (when it is one)
     queued_after: int | None = None  # webhook: its jobs still waiting when the phase ended
     drain_cpu_seconds: float | None = None  # webhook: server CPU while those jobs were worked off
 
@@ -226,8 +231,9 @@ def server(url: str, args: argparse.Namespace, token: str) -> Iterator[tuple[str
             proc.kill()
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """user+system CPU of `root` and all its live descendants (Linux /proc)."""
+def tree_cpu_seconds(root: int) -> dict[str, float]:
+    """user+system CPU of `root` and all its live descendants (Linux /proc), by role: the job worker
+    process (`prm worker`, when it is one) and the API (everything else)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -239,7 +245,7 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total = 0.0
+    total = {"api": 0.0, "worker": 0.0}
     todo = [root]
     while todo:
         pid = todo.pop()
@@ -247,10 +253,13 @@ def tree_cpu_seconds(root: int) -> float:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read()
         except OSError:
             continue
         rest = fields[fields.rindex(")") + 2:].split()
-        total += (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
+        role = "worker" if b"prm\x00worker" in command else "api"
+        total[role] += (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
     return total
 
 
@@ -294,6 +303,7 @@ class Bench:
         self.slot = 0
         self.day0 = datetime.combine(datetime.now(UTC).date() + timedelta(days=2), wall(0), tzinfo=UTC)
         self.results = Results()
+        self.sweep: list[tuple[int, Phase, Phase]] = []
 
     def next_slots(self, n: int) -> list[tuple[uuid.UUID, datetime]]:
         """`n` distinct free (practitioner, start) pairs."""
@@ -306,8 +316,8 @@ class Bench:
                         self.day0 + timedelta(days=q // 95, minutes=15 * (q % 95))))
         return out
 
-    async def raw_bookings(self) -> Phase:
-        a = self.args
+    async def raw_bookings(self, clients: int | None = None, per_client: int | None = None) -> Phase:
+        a = argparse.Namespace(clients=clients or self.args.clients, per_client=per_client or self.args.per_client)
         plan = self.next_slots(a.clients * a.per_client)
         patients = [next(self.patients) for _ in plan]
         sql = ("INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, location_id, "
@@ -328,8 +338,9 @@ class Bench:
             for conn in conns:
                 await conn.close()
 
-    async def http_bookings(self, http: httpx.AsyncClient) -> Phase:
-        a = self.args
+    async def http_bookings(self, http: httpx.AsyncClient, clients: int | None = None,
+                            per_client: int | None = None) -> Phase:
+        a = argparse.Namespace(clients=clients or self.args.clients, per_client=per_client or self.args.per_client)
         plan = self.next_slots(a.clients * a.per_client)
         patients = [next(self.patients) for _ in plan]
 
@@ -394,7 +405,7 @@ class Bench:
         webhook's own were left and the CPU the drain took."""
         sql = ("SELECT count(*) FILTER (WHERE task_name = %s), count(*) FROM procrastinate_jobs "
                "WHERE status IN ('todo', 'doing') AND (scheduled_at IS NULL OR scheduled_at <= now())")
-        cpu0 = tree_cpu_seconds(self.pid)
+        cpu0 = sum(tree_cpu_seconds(self.pid).values())
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             deadline, stalled_since, before = time.monotonic() + 300, time.monotonic(), -1
             while True:
@@ -408,7 +419,7 @@ class Bench:
                 if left == 0 or time.monotonic() > deadline or time.monotonic() - stalled_since > 10:
                     break
                 await asyncio.sleep(0.2)
-        phase.drain_cpu_seconds = tree_cpu_seconds(self.pid) - cpu0
+        phase.drain_cpu_seconds = sum(tree_cpu_seconds(self.pid).values()) - cpu0
 
     async def race(self, http: httpx.AsyncClient) -> str:
         (practitioner, start), = self.next_slots(1)
@@ -430,18 +441,21 @@ class Bench:
         ok = held == 1 and summary.get(201) == 1
         return f"{RACE}-way race for one slot: responses {summary}, bookings held {held} [{'OK' if ok else 'FAILED'}]"
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, clients: int | None = None) -> httpx.AsyncClient:
         """A fresh client per phase: an idle keep-alive connection may be closed by the server meanwhile."""
-        limits = httpx.Limits(max_connections=self.args.clients, max_keepalive_connections=self.args.clients)
+        clients = clients or self.args.clients
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         return httpx.AsyncClient(base_url=self.base, limits=limits, timeout=60,
                                  headers={"Authorization": f"Bearer {self.ctx['key']}"})
 
-    async def over_http(self, phase: Any) -> Phase:
+    async def over_http(self, phase: Any, clients: int | None = None) -> Phase:
         """One HTTP phase, with the CPU the server processes used meanwhile (their whole tree)."""
-        async with self.client() as http:
+        async with self.client(clients) as http:
             cpu0 = tree_cpu_seconds(self.pid)
             result: Phase = await phase(http)
-            result.cpu_seconds = tree_cpu_seconds(self.pid) - cpu0
+            cpu1 = tree_cpu_seconds(self.pid)
+            result.cpu_seconds = sum(cpu1.values()) - sum(cpu0.values())
+            result.worker_cpu_seconds = cpu1["worker"] - cpu0["worker"]
             return result
 
     async def run(self) -> str:
@@ -466,6 +480,13 @@ class Bench:
                 f"{name} {self.results.phases[name][-1].rate:.0f}/s" for name in order), flush=True)
         if "booking" not in PHASES[a.only]:
             return "race for one slot: not run (--only webhook)"
+        for clients in self.args.sweep:  # throughput against the number of clients (the chart)
+            per_client = max(1, SWEEP_REQUESTS // clients)
+            raw = await self.raw_bookings(clients, per_client)
+            served = await self.over_http(lambda http, c=clients, k=per_client: self.http_bookings(http, c, k),
+                                          clients)
+            self.sweep.append((clients, raw, served))
+            print(f"  {clients} clients: booking {served.rate:.0f}/s vs raw {raw.rate:.0f}/s", flush=True)
         async with self.client() as http:
             return await self.race(http)
 
@@ -525,26 +546,32 @@ def spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float] | None) -> str:
-    p = {name: results.phases.get(name, []) for name in PHASES["all"]}
+def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float] | None,
+           sweep: list[tuple[int, Phase, Phase]]) -> str:
+    p = {name: results.phases.get(name, []) for name in PHASES["all"]}  # `--only` leaves some empty
 
-    def ratio(service: str, raw: str) -> str:
-        if not (p[service] and p[raw]):
-            return "—"
-        return spread([s.rate / r.rate for s, r in zip(p[service], p[raw], strict=True)])
+    def spread_of(values: list[float], fmt: str = "{:.3f}") -> str:
+        return spread(values, fmt) if values else "—"
 
-    def rate(name: str) -> str:
-        return spread([x.rate for x in p[name]], "{:.0f}") if p[name] else "—"
-
-    def p95(name: str) -> str:
-        return spread([x.p95_ms for x in p[name]], "{:.0f}") if p[name] else "—"
-
+    booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
+    me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
+    webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
     def cpu(name: str) -> str:
-        values = [ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None]
-        return spread(values, "{:.1f}") if values else "—"
+        return spread_of([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None],
+                         "{:.1f}")
+
+    def api_cpu(name: str) -> str:
+        return spread_of([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
+                          if ph.cpu_seconds is not None], "{:.1f}")
 
     webhook_total = [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p["webhook"]
                      if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
+    separate = any(ph.worker_cpu_seconds for ph in p["booking"] + p["webhook"])
+    sweep_lines = ["", "Booking throughput against concurrent clients (one run each, after the rounds):", "",
+                   "| clients | service | p95 | raw inserts | ratio |", "|---|---|---|---|---|"] + [
+        f"| {clients} | {served.rate:.0f}/s | {served.p95_ms:.0f} ms | {raw.rate:.0f}/s | "
+        f"{served.rate / raw.rate:.3f} |" for clients, raw, served in sweep] if sweep else []
+
     lines = [
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
         f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
@@ -555,31 +582,39 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         "| figure | service | raw database | ratio |",
         "|---|---|---|---|",
-        f"| booking | {rate('booking')}/s, p95 {p95('booking')} ms | "
-        f"{rate('raw_booking')} inserts/s | {ratio('booking', 'raw_booking')} |",
-        f"| `GET /auth/me` (no writes) | {rate('me')}/s, p95 {p95('me')} ms | (raw booking insert) | "
-        f"{ratio('me', 'raw_booking')} |",
-        f"| signed WhatsApp webhook ingest | {rate('webhook')}/s, p95 {p95('webhook')} ms | "
-        f"{rate('raw_webhook')}/s (event row + job) | {ratio('webhook', 'raw_webhook')} |",
+        f"| booking | {spread_of([x.rate for x in p['booking']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['booking']], '{:.0f}')} ms | "
+        f"{spread_of([x.rate for x in p['raw_booking']], '{:.0f}')} inserts/s | {spread_of(booking_ratio)} |",
+        f"| `GET /auth/me` (no writes) | {spread_of([x.rate for x in p['me']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['me']], '{:.0f}')} ms | (raw booking insert) | {spread_of(me_ratio)} |",
+        f"| signed WhatsApp webhook ingest | {spread_of([x.rate for x in p['webhook']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['webhook']], '{:.0f}')} ms | "
+        f"{spread_of([x.rate for x in p['raw_webhook']], '{:.0f}')}/s (event row + job) | "
+        f"{spread_of(webhook_ratio)} |",
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
+        (f"- of which the API processes (the job worker is its own process): booking {api_cpu('booking')} ms, "
+         f"webhook {api_cpu('webhook')} ms, `GET /auth/me` {api_cpu('me')} ms" if separate else
+         "- (the job worker runs inside the API process here: its work for a phase's jobs is counted in it, "
+         "and what it does late in the next phase)"),
         f"- webhook jobs still queued when the phase ended: "
-        f"{spread([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}') if p['webhook'] else '—'} "
-        f"of {args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + drain): "
-        f"{spread(webhook_total, '{:.1f}') if webhook_total else '—'} ms",
+        f"{spread_of([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}')} of "
+        f"{args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + "
+        f"drain): {spread_of(webhook_total, '{:.1f}')} ms",
         (f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
          f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
          f"`GET /auth/me`: {profile['me_statements']:.0f} statements" if profile is not None
          else "- in-process booking profile: not run (--only webhook)"),
         f"- {race}",
         f"- requests sent again after the server closed an idle keep-alive connection: {RECONNECTS['count']}",
+        *sweep_lines,
         "",
     ]
     return "\n".join(lines)
 
 
-def charts(out: Path, results: Results) -> None:
+def charts(out: Path, results: Results, sweep: list[tuple[int, Phase, Phase]]) -> None:
     try:
         import matplotlib
 
@@ -599,12 +634,27 @@ def charts(out: Path, results: Results) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "throughput-latency.png")
+    plt.close(fig)
+    if not sweep:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    clients = [c for c, _, _ in sweep]
+    ax.plot(clients, [served.rate for _, _, served in sweep], marker="o", label="POST /appointments")
+    ax.plot(clients, [raw.rate for _, raw, _ in sweep], marker="o", label="raw INSERT (ceiling)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("bookings per second")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput-clients.png")
+    plt.close(fig)
 
 
-def write_report(out: Path, text: str, results: Results) -> None:
+def write_report(out: Path, text: str, results: Results, sweep: list[tuple[int, Phase, Phase]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text(text)
-    charts(out, results)
+    charts(out, results, sweep)
 
 
 async def main(args: argparse.Namespace, url: str) -> None:
@@ -614,7 +664,8 @@ async def main(args: argparse.Namespace, url: str) -> None:
     clinic_number = "+34910000777"
     token = secrets.token_hex(16)
     per_round = args.clients * args.per_client
-    ctx = await seed(url, patients=2 * args.rounds * per_round + RACE + 400, clinic_number=clinic_number)
+    ctx = await seed(url, patients=2 * args.rounds * per_round + 2 * SWEEP_REQUESTS * len(args.sweep) + RACE + 400,
+                     clinic_number=clinic_number)
     with server(url, args, token) as (base, pid):
         bench = Bench(args, url, ctx, base, pid, token, clinic_number)
         race = await bench.run()
@@ -622,9 +673,9 @@ async def main(args: argparse.Namespace, url: str) -> None:
     if "booking" in PHASES[args.only]:
         profile_slots = bench.next_slots(210)
         profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
-    text = report(args, bench.results, race, profile)
+    text = report(args, bench.results, race, profile, bench.sweep)
     print(text)
-    write_report(Path(args.out), text, bench.results)
+    write_report(Path(args.out), text, bench.results, bench.sweep)
     if "FAILED" in race:
         sys.exit(1)
 
@@ -641,5 +692,7 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="all", choices=sorted(PHASES),
                         help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
+    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32, 64],
+                        help="client counts for the booking throughput-vs-clients chart (empty: none)")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first
