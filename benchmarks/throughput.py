@@ -553,9 +553,14 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
     def spread_of(values: list[float], fmt: str = "{:.3f}") -> str:
         return spread(values, fmt) if values else "—"
 
-    booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
-    me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
-    webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
+    def ratios(service: str, raw: str) -> list[float]:
+        if not (p[service] and p[raw]):
+            return []
+        return [s.rate / r.rate for s, r in zip(p[service], p[raw], strict=True)]
+
+    booking_ratio, me_ratio, webhook_ratio = ratios("booking", "raw_booking"), ratios("me", "raw_booking"), \
+        ratios("webhook", "raw_webhook")
+
     def cpu(name: str) -> str:
         return spread_of([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None],
                          "{:.1f}")
