@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, Text, case, cast, func, or_, select
+from sqlalchemy import Float, Integer, Select, Text, and_, case, cast, func, literal, or_, select, true, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from prm.core import audit
@@ -32,6 +33,17 @@ from prm.patients.reads import _live, _with_contacts
 from prm.patients.validation import _phone_region, _settings, normalise_phone
 
 # --- search ------------------------------------------------------------------------------------------
+
+# The deepest page end (offset + limit) of a name search ranked from the top candidates only (see
+# name_ranking); deeper pages rank the whole match set (same order, more work).
+TOP_RANKED = 1_000
+# A one-word name search counts its matches up to this many; beyond, the total says "more than".
+TOTAL_COUNTED = 1_000
+# The most dictionary words a search of several words looks up in the GIN index of name words (each
+# is one lookup); with more (short prefixes), the postings of the words are scanned instead.
+NAME_INDEX_TERMS = 200
+# How a folded name splits into words: the same in the trigger, the index and the search.
+NAME_WORD_SEPARATORS = "[^[:alnum:]]+"
 
 
 @dataclass
@@ -65,13 +77,10 @@ def _query_words(query: str) -> list[str]:
     return [w for w in words if len(w) >= 3] or words
 
 
-def _name_matches(org_id: uuid.UUID, words: list[str]) -> Any:
-    """Live patients whose name has, for every query word, a word equal to it (score 1), starting
-    with it (0.9) or similar to it (trigram similarity); the score is the sum over query words.
-
-    Query words are matched against the organisation's dictionary of name words (small, trigram
-    indexed), then patients are found by exact word through the btree of `patient_name_words`.
-    """
+def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> Select[Any]:
+    """The organisation's dictionary words that match each query word `i`, with their score: equal to
+    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
+    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
     parts = []
     for i, word in enumerate(words):
         starts = PatientNameTerm.word.startswith(word, autoescape=True)
@@ -80,23 +89,155 @@ def _name_matches(org_id: uuid.UUID, words: list[str]) -> Any:
             matches.append(PatientNameTerm.word.op("%")(word))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
-        terms = (select(PatientNameTerm.word.label("word"), score.label("score"))
-                 .where(PatientNameTerm.org_id == org_id, or_(*matches)).cte(f"name_terms_{i}"))
-        parts.append(
-            select(PatientNameWord.patient_id, func.max(terms.c.score).label("score"),
-                   func.min(PatientNameWord.sort_key).label("sort_key"))
-            .join(terms, PatientNameWord.word == terms.c.word)
+        parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
+                     .where(PatientNameTerm.org_id == org_id, or_(*matches)))
+    return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class NameTerms:
+    """The dictionary words matching each query word: `rows` are (query word index, word, score)."""
+
+    words: list[str]
+    rows: list[tuple[int, str, float]]
+
+    def of(self, i: int) -> list[str]:
+        return [word for j, word, _ in self.rows if j == i]
+
+    def table(self) -> Any:
+        """The rows as a table (i, word, score) inside a statement."""
+        i, word, score = (list(column) for column in zip(*self.rows, strict=True))
+        rows = func.unnest(literal(i, ARRAY(Integer)), literal(word, ARRAY(Text)),
+                           literal(score, ARRAY(Float(53)))).table_valued("i", "word", "score").render_derived()
+        return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
+
+
+async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str]) -> NameTerms:
+    result = await session.execute(_name_terms_query(org_id, words))
+    return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
+
+
+def _score(terms: Any, words: list[str]) -> ColumnElement[Any]:
+    """The sum over query words (in query order) of the best score of the joined words for each;
+    NULL unless every query word matched."""
+    per_word = [func.max(terms.c.score).filter(terms.c.i == i) for i in range(len(words))]
+    score: ColumnElement[Any] = per_word[0]
+    for best in per_word[1:]:
+        score = score + best
+    return score
+
+
+def _name_matches(org_id: uuid.UUID, terms: NameTerms) -> Any:
+    """Live patients whose name has, for every query word, a word equal to it (score 1), starting
+    with it (0.9) or similar to it (trigram similarity); the score is the sum over query words (in
+    query order) of the best score of the patient's words for it.
+
+    Found from the postings of the matching dictionary words (`patient_name_words`, read index-only
+    on its primary key), one row per patient: (patient_id, score).
+    """
+    table = terms.table()
+    score = _score(table, terms.words)
+    return (select(PatientNameWord.patient_id, score.label("score"))
+            .join(table, PatientNameWord.word == table.c.word)
             .where(PatientNameWord.org_id == org_id)
             .group_by(PatientNameWord.patient_id)
-            .cte(f"name_matches_{i}"))
-    first = parts[0]
-    joined: Any = first
-    total_score: ColumnElement[Any] = first.c.score
-    for part in parts[1:]:
-        joined = joined.join(part, part.c.patient_id == first.c.patient_id)
-        total_score = total_score + part.c.score
-    return (select(first.c.patient_id, total_score.label("score"), first.c.sort_key)
-            .select_from(joined).cte("name_matches"))
+            .having(score.is_not(None))
+            .cte("name_matches"))
+
+
+def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
+    """One page of the name search ranking as rows (patient_id, total): best score first, then the
+    shorter name, the name, the id. `total` counts the matches, exactly, except for one query word
+    where it stops at TOTAL_COUNTED + 1.
+
+    Only the top of the ranking is ordered, never the whole match set (10,000 patients share a common
+    surname at 1M), while the page ends within TOP_RANKED:
+    * one query word: each matching dictionary word gives its first `offset + limit` patients in
+      (name length, name, id) order straight from an index; the page is ranked among these
+      candidates, scored over all their words. The global top `offset + limit` are all candidates: a
+      patient whose best word is `t` and who is not among `t`'s first ones is preceded by as many
+      patients scoring at least as much with a smaller name key.
+    * several query words, at most NAME_INDEX_TERMS dictionary words in all: the patients having a
+      word of each are found by the GIN index of their name's words (bitmaps intersected), then
+      scored from their name.
+    Otherwise (a deep page, or many dictionary words, e.g. two short prefixes) every match is scored
+    from the postings, index-only, and only those scoring at least the `offset + limit`-th best are
+    ordered by name.
+    """
+    end = paging.offset + paging.limit
+    if _stops_counting(terms, paging):
+        return _single_word_page(org_id, terms, paging)
+    if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
+        return _name_index_page(org_id, terms, paging)
+    matches = _name_matches(org_id, terms)
+    cut = select(matches.c.score).order_by(matches.c.score.desc()).offset(end - 1).limit(1).scalar_subquery()
+    sort_key = (select(PatientNameWord.sort_key)
+                .where(PatientNameWord.org_id == org_id, PatientNameWord.patient_id == matches.c.patient_id)
+                .limit(1).scalar_subquery())
+    top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
+           .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
+    total = select(func.count()).select_from(matches).scalar_subquery()
+    return (select(top.c.patient_id, total.label("total"))
+            .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
+            .limit(paging.limit).offset(paging.offset))
+
+
+def _stops_counting(terms: NameTerms, paging: PageParams) -> bool:
+    """Whether the ranking counts the matches only up to TOTAL_COUNTED + 1 (one query word, a page
+    within TOP_RANKED)."""
+    return len(terms.words) == 1 and paging.offset + paging.limit <= TOP_RANKED
+
+
+def _single_word_page(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
+    table = terms.table()
+    word = aliased(PatientNameWord)
+    first = (select(word.patient_id)
+             .where(word.org_id == org_id, word.word == table.c.word)
+             .order_by(func.length(word.sort_key), word.sort_key, word.patient_id)
+             .limit(paging.offset + paging.limit).lateral("first_postings"))
+    candidates = select(first.c.patient_id).select_from(table).join(first, true()).distinct().subquery("candidates")
+    best = (select(func.max(table.c.score).label("score"), func.min(PatientNameWord.sort_key).label("sort_key"))
+            .join(table, PatientNameWord.word == table.c.word)
+            .where(PatientNameWord.org_id == org_id, PatientNameWord.patient_id == candidates.c.patient_id)
+            .lateral("best"))  # a candidate's score over all its words, through the patient_id index
+    scored = select(candidates.c.patient_id, best.c.score, best.c.sort_key).join(best, true()).subquery("scored")
+    # Each patient counted once, at its first matching word (with several: a probe of the primary
+    # key per posting), and no further than TOTAL_COUNTED + 1.
+    postings = (select(literal(1).label("one")).select_from(table)
+                .join(PatientNameWord, and_(PatientNameWord.org_id == org_id, PatientNameWord.word == table.c.word)))
+    if len(terms.rows) > 1:
+        other = aliased(PatientNameWord)
+        postings = postings.where(PatientNameWord.word == (
+            select(func.min(other.word))
+            .where(other.org_id == org_id, other.patient_id == PatientNameWord.patient_id,
+                   other.word == func.any(literal(terms.of(0), ARRAY(Text(collation="C")))))
+            .scalar_subquery()))
+    counted = postings.limit(TOTAL_COUNTED + 1).subquery("counted")
+    total = select(func.count()).select_from(counted).scalar_subquery()
+    return (select(scored.c.patient_id, total.label("total"))
+            .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
+                      scored.c.patient_id)
+            .limit(paging.limit).offset(paging.offset))
+
+
+def _name_index_page(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
+    name_keys = func.prm_name_keys(Patient.org_id, Patient.search_name)  # "<org id>:<word>", GIN indexed
+    matched = (select(Patient.id, Patient.search_name)
+               .where(Patient.org_id == org_id, Patient.deleted_at.is_(None), Patient.status != "merged",
+                      *[name_keys.op("&&")(literal([f"{org_id}:{word}" for word in terms.of(i)], ARRAY(Text)))
+                        for i in range(len(terms.words))])
+               .cte("matched"))
+    table = terms.table()
+    word = (func.unnest(func.regexp_split_to_array(matched.c.search_name, NAME_WORD_SEPARATORS))
+            .table_valued("word").render_derived().lateral("name_word"))
+    score = _score(table, terms.words)
+    scored = (select(matched.c.id, matched.c.search_name, score.label("score"))
+              .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
+              .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
+    total = select(func.count()).select_from(matched).scalar_subquery()
+    return (select(scored.c.id, total.label("total"))
+            .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
+            .limit(paging.limit).offset(paging.offset))
 
 
 def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
@@ -109,8 +250,24 @@ def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
     return stmt
 
 
+@dataclass(frozen=True)
+class Found:
+    """A page of patients and how many match: exactly, or, when `total_exact` is false, more than
+    `total` (a one-word name search stops counting after TOTAL_COUNTED)."""
+
+    rows: list[Patient]
+    total: int
+    total_exact: bool = True
+
+
 async def search(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams
                  ) -> tuple[list[Patient], int]:
+    """`search_page` as (rows, total); see there for a total that stops counting."""
+    found = await search_page(session, who, filters, paging)
+    return found.rows, found.total
+
+
+async def search_page(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams) -> Found:
     """Filtered, paginated list. With `q`, best name matches first; otherwise by family, given name."""
     org_id = who.org_id
     stmt = _live(org_id)
@@ -145,11 +302,15 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
 
     if query and not filters.include_merged:
         await _set_similarity(session, _settings(session).patient_search_similarity)
-        matches = _name_matches(org_id, _query_words(query))
+        terms = await name_terms(session, org_id, _query_words(query))
+        if not {i for i, _, _ in terms.rows} >= set(range(len(terms.words))):  # a word matches no name
+            await _audit_search(session, who, filters, [])
+            return Found([], 0)
         if not narrowed:
-            rows, total = await _page_of_name_matches(session, org_id, matches, paging)
-            await _audit_search(session, who, filters, rows)
-            return rows, total
+            found = await _page_of_name_matches(session, org_id, terms, paging)
+            await _audit_search(session, who, filters, found.rows)
+            return found
+        matches = _name_matches(org_id, terms)
         stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
                                 Patient.given_name, Patient.id)
@@ -170,24 +331,23 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     else:
         total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
     await _audit_search(session, who, filters, rows)
-    return rows, total
+    return Found(rows, total)
 
 
-async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, matches: Any, paging: PageParams
-                                ) -> tuple[list[Patient], int]:
-    """Rank, count and page from the word index alone; load only the page's patients."""
-    ranked = (await session.execute(
-        select(matches.c.patient_id, func.count().over())
-        .order_by(matches.c.score.desc(), func.length(matches.c.sort_key), matches.c.sort_key,
-                  matches.c.patient_id)
-        .limit(paging.limit).offset(paging.offset))).all()
+async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms: NameTerms, paging: PageParams
+                                ) -> Found:
+    """Rank, count and page from the name indexes alone; load only the page's patients."""
+    ranked = (await session.execute(name_ranking(org_id, terms, paging))).all()
     if not ranked:
-        total = await session.scalar(select(func.count()).select_from(matches))
-        return [], int(total or 0)
+        matches = _name_matches(org_id, terms)
+        return Found([], int(await session.scalar(select(func.count()).select_from(matches)) or 0))
     ids = [row[0] for row in ranked]
     loaded = {p.id: p for p in (await session.execute(
         _with_contacts(_live(org_id).where(Patient.id.in_(ids))))).scalars()}
-    return [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    rows, total = [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    if _stops_counting(terms, paging) and total > TOTAL_COUNTED:
+        return Found(rows, TOTAL_COUNTED, total_exact=False)
+    return Found(rows, total)
 
 
 async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:
