@@ -285,8 +285,8 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
                 start = time.perf_counter()
                 terms = await _plain_terms(plain, who.org_id, words, dialect)
                 if {i for i, _, _ in terms.rows} >= set(range(len(words))):  # else nothing can match
-                    compiled = search.name_ranking(who.org_id, terms, page).compile(dialect=dialect)
-                    await (await plain.execute(str(compiled), compiled.params)).fetchall()
+                    sql, params = _plain_sql(*search.name_ranking(who.org_id, terms, page), dialect)
+                    await (await plain.execute(sql, params)).fetchall()
                 samples["ranking"].append((time.perf_counter() - start) * 1000)
                 start = time.perf_counter()
                 await (await naive.execute(SEQ_SCAN_ILIKE, (who.org_id, [f"%{w}%" for w in words]))).fetchall()
@@ -317,11 +317,20 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
           + ", ".join(f"{kind} {_percentiles(samples)[1]:.1f}" for kind, samples in by_kind.items()))
 
 
+_COMPILED: dict[int, Any] = {}
+
+
+def _plain_sql(stmt: Any, params: dict[str, Any], dialect: Any) -> tuple[str, dict[str, Any]]:
+    """A search statement (built once per shape, see patients.search) as SQL for a plain connection;
+    compiled once, like SQLAlchemy's own cache does for the service."""
+    compiled = _COMPILED.get(id(stmt)) or _COMPILED.setdefault(id(stmt), stmt.compile(dialect=dialect))
+    return str(compiled), compiled.construct_params(params)
+
+
 async def _plain_terms(conn: psycopg.AsyncConnection[Any], org_id: uuid.UUID, words: list[str], dialect: Any
                        ) -> search.NameTerms:
     """`search.name_terms` on a plain connection."""
-    compiled = search._name_terms_query(org_id, words).compile(dialect=dialect)
-    rows = await (await conn.execute(str(compiled), compiled.params)).fetchall()
+    rows = await (await conn.execute(*_plain_sql(*search._name_terms_query(org_id, words), dialect))).fetchall()
     return search.NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in rows])
 
 
@@ -331,9 +340,9 @@ async def _explain(url: str, db: Database, org_id: uuid.UUID, qs: list[str]) -> 
         await conn.execute("SELECT set_config('pg_trgm.similarity_threshold', '0.35', false)")
         for q in qs:
             terms = await _plain_terms(conn, org_id, search._query_words(names.fold(q)), db.engine.dialect)
-            stmt = search.name_ranking(org_id, terms, PageParams(limit=20, offset=0))
-            compiled = stmt.compile(dialect=db.engine.dialect)
-            result = await conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {compiled}", compiled.params)
+            sql, params = _plain_sql(*search.name_ranking(org_id, terms, PageParams(limit=20, offset=0)),
+                                     db.engine.dialect)
+            result = await conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
             print(f"--- EXPLAIN ANALYZE of the ranking statement, q={q!r} ({len(terms.rows)} dictionary words)")
             print("\n".join(row[0] for row in await result.fetchall()))
 

@@ -7,10 +7,27 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Float, Integer, Select, Text, and_, case, cast, func, literal, or_, select, true, union_all
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -77,21 +94,39 @@ def _query_words(query: str) -> list[str]:
     return [w for w in words if len(w) >= 3] or words
 
 
-def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> Select[Any]:
-    """The organisation's dictionary words that match each query word `i`, with their score: equal to
-    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
-    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
+# The statements of a name search are built once per shape (number of query words, path) with bound
+# parameters, and cached: building them is most of the Python cost of a search.
+_ORG = bindparam("org_id", type_=PG_UUID(as_uuid=True))
+
+
+def _escaped(word: str) -> str:
+    return word.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+@cache
+def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
     parts = []
-    for i, word in enumerate(words):
-        starts = PatientNameTerm.word.startswith(word, autoescape=True)
+    for i, fuzzy in enumerate(trigram):
+        word, pattern = bindparam(f"w{i}", type_=Text), bindparam(f"p{i}", type_=Text)
+        starts = PatientNameTerm.word.like(pattern, escape="/")
         matches = [PatientNameTerm.word == word, starts]
-        if len(word) >= 3:
+        if fuzzy:
             matches.append(PatientNameTerm.word.op("%")(word))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
         parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
-                     .where(PatientNameTerm.org_id == org_id, or_(*matches)))
+                     .where(PatientNameTerm.org_id == _ORG, or_(*matches)))
     return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+
+def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> tuple[Select[Any], dict[str, Any]]:
+    """The organisation's dictionary words that match each query word `i`, with their score: equal to
+    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
+    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
+    params: dict[str, Any] = {"org_id": org_id}
+    for i, word in enumerate(words):
+        params |= {f"w{i}": word, f"p{i}": _escaped(word) + "%"}
+    return _name_terms_template(tuple(len(w) >= 3 for w in words)), params
 
 
 @dataclass(frozen=True)
@@ -104,51 +139,56 @@ class NameTerms:
     def of(self, i: int) -> list[str]:
         return [word for j, word, _ in self.rows if j == i]
 
-    def table(self) -> Any:
-        """The rows as a table (i, word, score) inside a statement."""
+    def params(self) -> dict[str, Any]:
         i, word, score = (list(column) for column in zip(*self.rows, strict=True))
-        rows = func.unnest(literal(i, ARRAY(Integer)), literal(word, ARRAY(Text)),
-                           literal(score, ARRAY(Float(53)))).table_valued("i", "word", "score").render_derived()
-        return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
+        return {"term_i": i, "term_word": word, "term_score": score}
+
+
+def _terms_table() -> Any:
+    """The matching dictionary words (NameTerms.params) as a table (i, word, score) in a statement."""
+    rows = func.unnest(bindparam("term_i", type_=ARRAY(Integer)), bindparam("term_word", type_=ARRAY(Text)),
+                       bindparam("term_score", type_=ARRAY(Float(53)))).table_valued("i", "word", "score")
+    rows = rows.render_derived()
+    return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
 
 
 async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str]) -> NameTerms:
-    result = await session.execute(_name_terms_query(org_id, words))
+    result = await session.execute(*_name_terms_query(org_id, words))
     return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
 
 
-def _score(terms: Any, words: list[str]) -> ColumnElement[Any]:
-    """The sum over query words (in query order) of the best score of the joined words for each;
-    NULL unless every query word matched."""
-    per_word = [func.max(terms.c.score).filter(terms.c.i == i) for i in range(len(words))]
+def _score(terms: Any, count: int) -> ColumnElement[Any]:
+    """The sum over the `count` query words (in query order) of the best score of the joined words
+    for each; NULL unless every query word matched."""
+    per_word = [func.max(terms.c.score).filter(terms.c.i == i) for i in range(count)]
     score: ColumnElement[Any] = per_word[0]
     for best in per_word[1:]:
         score = score + best
     return score
 
 
-def _name_matches(org_id: uuid.UUID, terms: NameTerms) -> Any:
-    """Live patients whose name has, for every query word, a word equal to it (score 1), starting
-    with it (0.9) or similar to it (trigram similarity); the score is the sum over query words (in
-    query order) of the best score of the patient's words for it.
+def _name_matches(count: int) -> Any:
+    """Live patients whose name has, for each of the `count` query words, a word equal to it (score
+    1), starting with it (0.9) or similar to it (trigram similarity); the score is the sum over query
+    words (in query order) of the best score of the patient's words for it.
 
     Found from the postings of the matching dictionary words (`patient_name_words`, read index-only
-    on its primary key), one row per patient: (patient_id, score).
+    on its primary key), one row per patient: (patient_id, score). Parameters: org_id, NameTerms.params.
     """
-    table = terms.table()
-    score = _score(table, terms.words)
+    table = _terms_table()
+    score = _score(table, count)
     return (select(PatientNameWord.patient_id, score.label("score"))
             .join(table, PatientNameWord.word == table.c.word)
-            .where(PatientNameWord.org_id == org_id)
+            .where(PatientNameWord.org_id == _ORG)
             .group_by(PatientNameWord.patient_id)
             .having(score.is_not(None))
             .cte("name_matches"))
 
 
-def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
-    """One page of the name search ranking as rows (patient_id, total): best score first, then the
-    shorter name, the name, the id. `total` counts the matches, exactly, except for one query word
-    where it stops at TOTAL_COUNTED + 1.
+def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tuple[Select[Any], dict[str, Any]]:
+    """One page of the name search ranking, a statement and its parameters giving rows (patient_id,
+    total): best score first, then the shorter name, the name, the id. `total` counts the matches,
+    exactly, except for one query word where it stops at TOTAL_COUNTED + 1.
 
     Only the top of the ranking is ordered, never the whole match set (10,000 patients share a common
     surname at 1M), while the page ends within TOP_RANKED:
@@ -165,21 +205,35 @@ def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Sel
     ordered by name.
     """
     end = paging.offset + paging.limit
+    params = {"org_id": org_id, "page_limit": paging.limit, "page_offset": paging.offset, "page_end": end,
+              **terms.params()}
     if _stops_counting(terms, paging):
-        return _single_word_page(org_id, terms, paging)
+        params |= {"count_limit": TOTAL_COUNTED + 1, "first_terms": terms.of(0)}
+        return _single_word_page(len(terms.rows) > 1), params
     if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
-        return _name_index_page(org_id, terms, paging)
-    matches = _name_matches(org_id, terms)
-    cut = select(matches.c.score).order_by(matches.c.score.desc()).offset(end - 1).limit(1).scalar_subquery()
+        for i in range(len(terms.words)):
+            params[f"keys_{i}"] = [f"{org_id}:{word}" for word in terms.of(i)]
+        return _name_index_page(len(terms.words)), params
+    return _whole_match_set_page(len(terms.words)), params | {"cut_offset": end - 1}
+
+
+_LIMIT, _OFFSET = bindparam("page_limit", type_=Integer), bindparam("page_offset", type_=Integer)
+
+
+@cache
+def _whole_match_set_page(count: int) -> Select[Any]:
+    matches = _name_matches(count)
+    cut = (select(matches.c.score).order_by(matches.c.score.desc())
+           .offset(bindparam("cut_offset", type_=Integer)).limit(1).scalar_subquery())
     sort_key = (select(PatientNameWord.sort_key)
-                .where(PatientNameWord.org_id == org_id, PatientNameWord.patient_id == matches.c.patient_id)
+                .where(PatientNameWord.org_id == _ORG, PatientNameWord.patient_id == matches.c.patient_id)
                 .limit(1).scalar_subquery())
     top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
            .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
     total = select(func.count()).select_from(matches).scalar_subquery()
     return (select(top.c.patient_id, total.label("total"))
             .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
-            .limit(paging.limit).offset(paging.offset))
+            .limit(_LIMIT).offset(_OFFSET))
 
 
 def _stops_counting(terms: NameTerms, paging: PageParams) -> bool:
@@ -188,56 +242,57 @@ def _stops_counting(terms: NameTerms, paging: PageParams) -> bool:
     return len(terms.words) == 1 and paging.offset + paging.limit <= TOP_RANKED
 
 
-def _single_word_page(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
-    table = terms.table()
+@cache
+def _single_word_page(several_terms: bool) -> Select[Any]:
+    table = _terms_table()
     word = aliased(PatientNameWord)
     first = (select(word.patient_id)
-             .where(word.org_id == org_id, word.word == table.c.word)
+             .where(word.org_id == _ORG, word.word == table.c.word)
              .order_by(func.length(word.sort_key), word.sort_key, word.patient_id)
-             .limit(paging.offset + paging.limit).lateral("first_postings"))
+             .limit(bindparam("page_end", type_=Integer)).lateral("first_postings"))
     candidates = select(first.c.patient_id).select_from(table).join(first, true()).distinct().subquery("candidates")
     best = (select(func.max(table.c.score).label("score"), func.min(PatientNameWord.sort_key).label("sort_key"))
             .join(table, PatientNameWord.word == table.c.word)
-            .where(PatientNameWord.org_id == org_id, PatientNameWord.patient_id == candidates.c.patient_id)
+            .where(PatientNameWord.org_id == _ORG, PatientNameWord.patient_id == candidates.c.patient_id)
             .lateral("best"))  # a candidate's score over all its words, through the patient_id index
     scored = select(candidates.c.patient_id, best.c.score, best.c.sort_key).join(best, true()).subquery("scored")
     # Each patient counted once, at its first matching word (with several: a probe of the primary
     # key per posting), and no further than TOTAL_COUNTED + 1.
     postings = (select(literal(1).label("one")).select_from(table)
-                .join(PatientNameWord, and_(PatientNameWord.org_id == org_id, PatientNameWord.word == table.c.word)))
-    if len(terms.rows) > 1:
+                .join(PatientNameWord, and_(PatientNameWord.org_id == _ORG, PatientNameWord.word == table.c.word)))
+    if several_terms:
         other = aliased(PatientNameWord)
         postings = postings.where(PatientNameWord.word == (
             select(func.min(other.word))
-            .where(other.org_id == org_id, other.patient_id == PatientNameWord.patient_id,
-                   other.word == func.any(literal(terms.of(0), ARRAY(Text(collation="C")))))
+            .where(other.org_id == _ORG, other.patient_id == PatientNameWord.patient_id,
+                   other.word == func.any(bindparam("first_terms", type_=ARRAY(Text(collation="C")))))
             .scalar_subquery()))
-    counted = postings.limit(TOTAL_COUNTED + 1).subquery("counted")
+    counted = postings.limit(bindparam("count_limit", type_=Integer)).subquery("counted")
     total = select(func.count()).select_from(counted).scalar_subquery()
     return (select(scored.c.patient_id, total.label("total"))
             .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
                       scored.c.patient_id)
-            .limit(paging.limit).offset(paging.offset))
+            .limit(_LIMIT).offset(_OFFSET))
 
 
-def _name_index_page(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> Select[Any]:
+@cache
+def _name_index_page(count: int) -> Select[Any]:
     name_keys = func.prm_name_keys(Patient.org_id, Patient.search_name)  # "<org id>:<word>", GIN indexed
     matched = (select(Patient.id, Patient.search_name)
-               .where(Patient.org_id == org_id, Patient.deleted_at.is_(None), Patient.status != "merged",
-                      *[name_keys.op("&&")(literal([f"{org_id}:{word}" for word in terms.of(i)], ARRAY(Text)))
-                        for i in range(len(terms.words))])
+               .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None), Patient.status != "merged",
+                      *[name_keys.op("&&")(bindparam(f"keys_{i}", type_=ARRAY(Text))) for i in range(count)])
                .cte("matched"))
-    table = terms.table()
+    table = _terms_table()
     word = (func.unnest(func.regexp_split_to_array(matched.c.search_name, NAME_WORD_SEPARATORS))
             .table_valued("word").render_derived().lateral("name_word"))
-    score = _score(table, terms.words)
+    score = _score(table, count)
     scored = (select(matched.c.id, matched.c.search_name, score.label("score"))
               .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
               .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
     total = select(func.count()).select_from(matched).scalar_subquery()
     return (select(scored.c.id, total.label("total"))
             .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
-            .limit(paging.limit).offset(paging.offset))
+            .limit(_LIMIT).offset(_OFFSET))
 
 
 def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
@@ -273,7 +328,7 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
     stmt = _live(org_id)
     if not filters.include_merged:
         stmt = stmt.where(Patient.status != "merged")
-    narrowed = False
+    narrowed, params = False, {}
     if filters.status:
         stmt, narrowed = stmt.where(Patient.status == filters.status), True
     if filters.tag:
@@ -310,7 +365,7 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
             found = await _page_of_name_matches(session, org_id, terms, paging)
             await _audit_search(session, who, filters, found.rows)
             return found
-        matches = _name_matches(org_id, terms)
+        matches, params = _name_matches(len(terms.words)), {"org_id": org_id, **terms.params()}
         stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
                                 Patient.given_name, Patient.id)
@@ -324,12 +379,13 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
     # One pass: the page and the total (a window count) together; a page past the end counts apart.
     result = (await session.execute(
         _with_contacts(ordered.add_columns(func.count().over().label("total")))
-        .limit(paging.limit).offset(paging.offset))).all()
+        .limit(paging.limit).offset(paging.offset), params)).all()
     rows = [row[0] for row in result]
     if result:
         total = int(result[0][1])
     else:
-        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()), params)
+                    or 0)
     await _audit_search(session, who, filters, rows)
     return Found(rows, total)
 
@@ -337,10 +393,11 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
 async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms: NameTerms, paging: PageParams
                                 ) -> Found:
     """Rank, count and page from the name indexes alone; load only the page's patients."""
-    ranked = (await session.execute(name_ranking(org_id, terms, paging))).all()
+    ranked = (await session.execute(*name_ranking(org_id, terms, paging))).all()
     if not ranked:
-        matches = _name_matches(org_id, terms)
-        return Found([], int(await session.scalar(select(func.count()).select_from(matches)) or 0))
+        matches = _name_matches(len(terms.words))
+        params = {"org_id": org_id, **terms.params()}
+        return Found([], int(await session.scalar(select(func.count()).select_from(matches), params) or 0))
     ids = [row[0] for row in ranked]
     loaded = {p.id: p for p in (await session.execute(
         _with_contacts(_live(org_id).where(Patient.id.in_(ids))))).scalars()}
