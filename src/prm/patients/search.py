@@ -56,6 +56,9 @@ from prm.patients.validation import _phone_region, _settings, normalise_phone
 TOP_RANKED = 1_000
 # A one-word name search counts its matches up to this many; beyond, the total says "more than".
 TOTAL_COUNTED = 1_000
+# ... from at most this many postings per match counted (a patient is in a word's postings once per
+# matching word of its name); in the rare case that is not enough, all are counted.
+COUNTED_POSTINGS = 4
 # The most dictionary words a search of several words looks up in the GIN index of name words (each
 # is one lookup); with more (short prefixes), the postings of the words are scanned instead.
 NAME_INDEX_TERMS = 200
@@ -187,16 +190,18 @@ def _name_matches(count: int) -> Any:
 
 def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tuple[Select[Any], dict[str, Any]]:
     """One page of the name search ranking, a statement and its parameters giving rows (patient_id,
-    total): best score first, then the shorter name, the name, the id. `total` counts the matches,
-    exactly, except for one query word where it stops at TOTAL_COUNTED + 1.
+    total, complete): best score first, then the shorter name, the name, the id. `total` counts the
+    matches, exactly, except for one query word: the distinct patients of its first postings (see
+    `_single_word_page`), with `complete` false when the postings did not run out.
 
     Only the top of the ranking is ordered, never the whole match set (10,000 patients share a common
     surname at 1M), while the page ends within TOP_RANKED:
     * one query word: each matching dictionary word gives its first `offset + limit` patients in
       (name length, name, id) order straight from an index; the page is ranked among these
-      candidates, scored over all their words. The global top `offset + limit` are all candidates: a
-      patient whose best word is `t` and who is not among `t`'s first ones is preceded by as many
-      patients scoring at least as much with a smaller name key.
+      candidates, each scored by the best of the words it was found by. The global top
+      `offset + limit` are all candidates, with their true score: a patient whose best word is `t`
+      and who is not among `t`'s first ones is preceded by as many patients scoring at least as
+      much with a smaller name key (in the true ranking and among the candidates alike).
     * several query words, at most NAME_INDEX_TERMS dictionary words in all: the patients having a
       word of each are found by the GIN index of their name's words (bitmaps intersected), then
       scored from their name.
@@ -208,8 +213,8 @@ def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tup
     params = {"org_id": org_id, "page_limit": paging.limit, "page_offset": paging.offset, "page_end": end,
               **terms.params()}
     if _stops_counting(terms, paging):
-        params |= {"count_limit": TOTAL_COUNTED + 1, "first_terms": terms.of(0)}
-        return _single_word_page(len(terms.rows) > 1), params
+        params["count_limit"] = int(COUNTED_POSTINGS * (TOTAL_COUNTED + 1))
+        return _single_word_page(), params
     if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
         for i in range(len(terms.words)):
             params[f"keys_{i}"] = [f"{org_id}:{word}" for word in terms.of(i)]
@@ -231,7 +236,7 @@ def _whole_match_set_page(count: int) -> Select[Any]:
     top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
            .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
     total = select(func.count()).select_from(matches).scalar_subquery()
-    return (select(top.c.patient_id, total.label("total"))
+    return (select(top.c.patient_id, total.label("total"), true().label("complete"))
             .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -243,33 +248,26 @@ def _stops_counting(terms: NameTerms, paging: PageParams) -> bool:
 
 
 @cache
-def _single_word_page(several_terms: bool) -> Select[Any]:
+def _single_word_page() -> Select[Any]:
     table = _terms_table()
     word = aliased(PatientNameWord)
-    first = (select(word.patient_id)
+    first = (select(word.patient_id, word.sort_key)
              .where(word.org_id == _ORG, word.word == table.c.word)
              .order_by(func.length(word.sort_key), word.sort_key, word.patient_id)
              .limit(bindparam("page_end", type_=Integer)).lateral("first_postings"))
-    candidates = select(first.c.patient_id).select_from(table).join(first, true()).distinct().subquery("candidates")
-    best = (select(func.max(table.c.score).label("score"), func.min(PatientNameWord.sort_key).label("sort_key"))
-            .join(table, PatientNameWord.word == table.c.word)
-            .where(PatientNameWord.org_id == _ORG, PatientNameWord.patient_id == candidates.c.patient_id)
-            .lateral("best"))  # a candidate's score over all its words, through the patient_id index
-    scored = select(candidates.c.patient_id, best.c.score, best.c.sort_key).join(best, true()).subquery("scored")
-    # Each patient counted once, at its first matching word (with several: a probe of the primary
-    # key per posting), and no further than TOTAL_COUNTED + 1.
-    postings = (select(literal(1).label("one")).select_from(table)
-                .join(PatientNameWord, and_(PatientNameWord.org_id == _ORG, PatientNameWord.word == table.c.word)))
-    if several_terms:
-        other = aliased(PatientNameWord)
-        postings = postings.where(PatientNameWord.word == (
-            select(func.min(other.word))
-            .where(other.org_id == _ORG, other.patient_id == PatientNameWord.patient_id,
-                   other.word == func.any(bindparam("first_terms", type_=ARRAY(Text(collation="C")))))
-            .scalar_subquery()))
-    counted = postings.limit(bindparam("count_limit", type_=Integer)).subquery("counted")
-    total = select(func.count()).select_from(counted).scalar_subquery()
-    return (select(scored.c.patient_id, total.label("total"))
+    # A candidate's best score among the words it was found by is its true score whenever it makes
+    # the page (its best word's first ones would precede it otherwise).
+    scored = (select(first.c.patient_id, func.max(table.c.score).label("score"),
+                     func.min(first.c.sort_key).label("sort_key"))
+              .select_from(table).join(first, true()).group_by(first.c.patient_id).subquery("scored"))
+    # Distinct patients among the first `count_limit` postings (index-only): TOTAL_COUNTED + 1 of
+    # them say "more than TOTAL_COUNTED"; fewer are the exact count when the postings ran out first.
+    postings = (select(PatientNameWord.patient_id).select_from(table)
+                .join(PatientNameWord, and_(PatientNameWord.org_id == _ORG, PatientNameWord.word == table.c.word))
+                .limit(bindparam("count_limit", type_=Integer)).cte("counted"))
+    total = select(func.count(postings.c.patient_id.distinct())).scalar_subquery()
+    complete = select(func.count() < bindparam("count_limit", type_=Integer)).select_from(postings).scalar_subquery()
+    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"))
             .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
                       scored.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
@@ -290,7 +288,7 @@ def _name_index_page(count: int) -> Select[Any]:
               .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
               .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
     total = select(func.count()).select_from(matched).scalar_subquery()
-    return (select(scored.c.id, total.label("total"))
+    return (select(scored.c.id, total.label("total"), true().label("complete"))
             .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -402,8 +400,13 @@ async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms:
     loaded = {p.id: p for p in (await session.execute(
         _with_contacts(_live(org_id).where(Patient.id.in_(ids))))).scalars()}
     rows, total = [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
-    if _stops_counting(terms, paging) and total > TOTAL_COUNTED:
+    if not _stops_counting(terms, paging):
+        return Found(rows, total)
+    if total > TOTAL_COUNTED:
         return Found(rows, TOTAL_COUNTED, total_exact=False)
+    if not ranked[0][2]:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
+        params = {"org_id": org_id, **terms.params()}
+        total = int(await session.scalar(select(func.count()).select_from(_name_matches(1)), params) or 0)
     return Found(rows, total)
 
 

@@ -131,6 +131,10 @@ async def test_one_word_total_stops_counting(session, org, fixture_patients, mon
     more = await search._page_of_name_matches(session, org.id, terms, PageParams(limit=20))
     assert (more.total, more.total_exact) == (everyone - 1, False)  # "more than everyone - 1"
     assert [p.id for p in more.rows] == [p.id for p in exact.rows]
+    monkeypatch.setattr(search, "TOTAL_COUNTED", everyone)
+    monkeypatch.setattr(search, "COUNTED_POSTINGS", 0.5)  # too few postings read: every match counted
+    counted_apart = await search._page_of_name_matches(session, org.id, terms, PageParams(limit=20))
+    assert (counted_apart.total, counted_apart.total_exact) == (everyone, True)
     two_words = await search.name_terms(session, org.id, ["maria", "garcia"])
     _, both = await _original(session, org.id, ["maria", "garcia"], 20, 0)
     monkeypatch.setattr(search, "TOTAL_COUNTED", 1)
