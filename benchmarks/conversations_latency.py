@@ -114,7 +114,6 @@ async def setup_clinic(sessionmaker, clinic_number: str) -> uuid.UUID:  # type: 
 
 
 async def main(args: argparse.Namespace, url: str) -> None:
-    from prm.adapters import registry
     from prm.app import create_app
     from prm.communications.models import Communication
     from prm.core import jobs
@@ -136,7 +135,6 @@ async def main(args: argparse.Namespace, url: str) -> None:
         rate_limit_webhooks="1000000/minute",
         seed_demo=False,
     )
-    registry.configure(settings)
     db = Database.connect(url, pool_size=args.patients + args.worker_concurrency + 4, max_overflow=8)
     app = create_app(settings, database=db)
     jobs.bind(db.sessionmaker)

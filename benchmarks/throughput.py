@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--out benchmarks/out]
+        [--per-client 10] [--sweep 1,4,16,32,64] [--out benchmarks/out]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -18,10 +18,13 @@ round runs, one after the other on the same database and the same loaded machine
 Every figure is service ÷ raw measured in the same round; the report gives the median and the
 min–max over rounds, so the noise of a shared machine shows instead of hiding. It also reports the
 CPU the server processes used per booking (all of `prm serve`: HTTP, framework, service, the
-in-process job worker if any) read from /proc, the statements one booking sends (counted by
-SQLAlchemy in an in-process run of the same app), and checks a 200-way race for one slot.
+job worker; with `--workers 2` or more the worker is its own process and the API's share is given
+apart) read from /proc, the statements one booking sends (counted by SQLAlchemy in an in-process
+run of the same app), and checks a 200-way race for one slot. After the rounds, bookings are run at
+each client count of `--sweep` against the raw insert at the same count (throughput vs clients).
 
-A markdown report is written to `<out>/throughput.md` (PNG charts too when matplotlib is present).
+A markdown report is written to `<out>/throughput.md` with PNG charts (latency distribution,
+`throughput-latency.png`; throughput vs clients, `throughput-clients.png`).
 Nothing here is asserted as a timing: it prints figures.
 """
 
@@ -53,6 +56,7 @@ from twilio.request_validator import RequestValidator
 
 PRACTITIONERS = 20
 RACE = 200
+SWEEP_REQUESTS = 256  # bookings per point of the clients sweep
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,7 +72,8 @@ class Phase:
     count: int
     seconds: float
     latencies: list[float]
-    cpu_seconds: float | None = None
+    cpu_seconds: float | None = None  # all server processes
+    worker_cpu_seconds: float | None = None  # of which the job worker process (when it is one)
 
     @property
     def rate(self) -> float:
@@ -218,8 +223,9 @@ def server(url: str, args: argparse.Namespace, token: str) -> Iterator[tuple[str
             proc.kill()
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """user+system CPU of `root` and all its live descendants (Linux /proc)."""
+def tree_cpu_seconds(root: int) -> dict[str, float]:
+    """user+system CPU of `root` and all its live descendants (Linux /proc), by role: the job worker
+    process (`prm worker`, when it is one) and the API (everything else)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -231,7 +237,7 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total = 0.0
+    total = {"api": 0.0, "worker": 0.0}
     todo = [root]
     while todo:
         pid = todo.pop()
@@ -239,10 +245,13 @@ def tree_cpu_seconds(root: int) -> float:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read()
         except OSError:
             continue
         rest = fields[fields.rindex(")") + 2:].split()
-        total += (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
+        role = "worker" if b"prm\x00worker" in command else "api"
+        total[role] += (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
     return total
 
 
@@ -286,6 +295,7 @@ class Bench:
         self.slot = 0
         self.day0 = datetime.combine(datetime.now(UTC).date() + timedelta(days=2), wall(0), tzinfo=UTC)
         self.results = Results()
+        self.sweep: list[tuple[int, Phase, Phase]] = []
 
     def next_slots(self, n: int) -> list[tuple[uuid.UUID, datetime]]:
         """`n` distinct free (practitioner, start) pairs."""
@@ -298,8 +308,8 @@ class Bench:
                         self.day0 + timedelta(days=q // 95, minutes=15 * (q % 95))))
         return out
 
-    async def raw_bookings(self) -> Phase:
-        a = self.args
+    async def raw_bookings(self, clients: int | None = None, per_client: int | None = None) -> Phase:
+        a = argparse.Namespace(clients=clients or self.args.clients, per_client=per_client or self.args.per_client)
         plan = self.next_slots(a.clients * a.per_client)
         patients = [next(self.patients) for _ in plan]
         sql = ("INSERT INTO appointments (id, org_id, patient_id, practitioner_id, service_id, location_id, "
@@ -320,8 +330,9 @@ class Bench:
             for conn in conns:
                 await conn.close()
 
-    async def http_bookings(self, http: httpx.AsyncClient) -> Phase:
-        a = self.args
+    async def http_bookings(self, http: httpx.AsyncClient, clients: int | None = None,
+                            per_client: int | None = None) -> Phase:
+        a = argparse.Namespace(clients=clients or self.args.clients, per_client=per_client or self.args.per_client)
         plan = self.next_slots(a.clients * a.per_client)
         patients = [next(self.patients) for _ in plan]
 
@@ -400,18 +411,21 @@ class Bench:
         ok = held == 1 and summary.get(201) == 1
         return f"{RACE}-way race for one slot: responses {summary}, bookings held {held} [{'OK' if ok else 'FAILED'}]"
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, clients: int | None = None) -> httpx.AsyncClient:
         """A fresh client per phase: an idle keep-alive connection may be closed by the server meanwhile."""
-        limits = httpx.Limits(max_connections=self.args.clients, max_keepalive_connections=self.args.clients)
+        clients = clients or self.args.clients
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         return httpx.AsyncClient(base_url=self.base, limits=limits, timeout=60,
                                  headers={"Authorization": f"Bearer {self.ctx['key']}"})
 
-    async def over_http(self, phase: Any) -> Phase:
+    async def over_http(self, phase: Any, clients: int | None = None) -> Phase:
         """One HTTP phase, with the CPU the server processes used meanwhile (their whole tree)."""
-        async with self.client() as http:
+        async with self.client(clients) as http:
             cpu0 = tree_cpu_seconds(self.pid)
             result: Phase = await phase(http)
-            result.cpu_seconds = tree_cpu_seconds(self.pid) - cpu0
+            cpu1 = tree_cpu_seconds(self.pid)
+            result.cpu_seconds = sum(cpu1.values()) - sum(cpu0.values())
+            result.worker_cpu_seconds = cpu1["worker"] - cpu0["worker"]
             return result
 
     async def run(self) -> str:
@@ -433,6 +447,13 @@ class Bench:
                   f"{self.results.phases['raw_booking'][-1].rate:.0f}/s; webhook "
                   f"{self.results.phases['webhook'][-1].rate:.0f}/s vs raw "
                   f"{self.results.phases['raw_webhook'][-1].rate:.0f}/s", flush=True)
+        for clients in self.args.sweep:  # throughput against the number of clients (the chart)
+            per_client = max(1, SWEEP_REQUESTS // clients)
+            raw = await self.raw_bookings(clients, per_client)
+            served = await self.over_http(lambda http, c=clients, k=per_client: self.http_bookings(http, c, k),
+                                          clients)
+            self.sweep.append((clients, raw, served))
+            print(f"  {clients} clients: booking {served.rate:.0f}/s vs raw {raw.rate:.0f}/s", flush=True)
         async with self.client() as http:
             return await self.race(http)
 
@@ -492,13 +513,24 @@ def spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float]) -> str:
+def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float],
+           sweep: list[tuple[int, Phase, Phase]]) -> str:
     p = results.phases
     booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
     me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
     webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
     def cpu(name: str) -> str:
         return spread([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None], "{:.1f}")
+
+    def api_cpu(name: str) -> str:
+        return spread([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
+                       if ph.cpu_seconds is not None], "{:.1f}")
+
+    separate = any(ph.worker_cpu_seconds for ph in p["booking"])
+    sweep_lines = ["", "Booking throughput against concurrent clients (one run each, after the rounds):", "",
+                   "| clients | service | p95 | raw inserts | ratio |", "|---|---|---|---|---|"] + [
+        f"| {clients} | {served.rate:.0f}/s | {served.p95_ms:.0f} ms | {raw.rate:.0f}/s | "
+        f"{served.rate / raw.rate:.3f} |" for clients, raw, served in sweep] if sweep else []
 
     lines = [
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
@@ -521,17 +553,22 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
+        (f"- of which the API processes (the job worker is its own process): booking {api_cpu('booking')} ms, "
+         f"webhook {api_cpu('webhook')} ms, `GET /auth/me` {api_cpu('me')} ms" if separate else
+         "- (the job worker runs inside the API process here: its work for a phase's jobs is counted in it, "
+         "and what it does late in the next phase)"),
         f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
         f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
         f"`GET /auth/me`: {profile['me_statements']:.0f} statements",
         f"- {race}",
         f"- requests sent again after the server closed an idle keep-alive connection: {RECONNECTS['count']}",
+        *sweep_lines,
         "",
     ]
     return "\n".join(lines)
 
 
-def charts(out: Path, results: Results) -> None:
+def charts(out: Path, results: Results, sweep: list[tuple[int, Phase, Phase]]) -> None:
     try:
         import matplotlib
 
@@ -549,12 +586,27 @@ def charts(out: Path, results: Results) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "throughput-latency.png")
+    plt.close(fig)
+    if not sweep:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    clients = [c for c, _, _ in sweep]
+    ax.plot(clients, [served.rate for _, _, served in sweep], marker="o", label="POST /appointments")
+    ax.plot(clients, [raw.rate for _, raw, _ in sweep], marker="o", label="raw INSERT (ceiling)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("bookings per second")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput-clients.png")
+    plt.close(fig)
 
 
-def write_report(out: Path, text: str, results: Results) -> None:
+def write_report(out: Path, text: str, results: Results, sweep: list[tuple[int, Phase, Phase]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text(text)
-    charts(out, results)
+    charts(out, results, sweep)
 
 
 async def main(args: argparse.Namespace, url: str) -> None:
@@ -564,15 +616,16 @@ async def main(args: argparse.Namespace, url: str) -> None:
     clinic_number = "+34910000777"
     token = secrets.token_hex(16)
     per_round = args.clients * args.per_client
-    ctx = await seed(url, patients=2 * args.rounds * per_round + RACE + 400, clinic_number=clinic_number)
+    ctx = await seed(url, patients=2 * args.rounds * per_round + 2 * SWEEP_REQUESTS * len(args.sweep) + RACE + 400,
+                     clinic_number=clinic_number)
     with server(url, args, token) as (base, pid):
         bench = Bench(args, url, ctx, base, pid, token, clinic_number)
         race = await bench.run()
     profile_slots = bench.next_slots(210)
     profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
-    text = report(args, bench.results, race, profile)
+    text = report(args, bench.results, race, profile, bench.sweep)
     print(text)
-    write_report(Path(args.out), text, bench.results)
+    write_report(Path(args.out), text, bench.results, bench.sweep)
     if "FAILED" in race:
         sys.exit(1)
 
@@ -587,5 +640,7 @@ if __name__ == "__main__":
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
+    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32, 64],
+                        help="client counts for the booking throughput-vs-clients chart (empty: none)")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple, Protocol, Required, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,24 @@ from prm.core.errors import ValidationFailed
 # --- slots --------------------------------------------------------------------------------------
 
 
-def service_times(service: Service) -> slots.ServiceTimes:
+class Timed(Protocol):
+    """A service's times: the `Service` row or its cached copy (`reference.ServiceInfo`)."""
+
+    @property
+    def duration_minutes(self) -> int: ...
+    @property
+    def buffer_before_minutes(self) -> int: ...
+    @property
+    def buffer_after_minutes(self) -> int: ...
+    @property
+    def min_notice_minutes(self) -> int: ...
+    @property
+    def horizon_days(self) -> int: ...
+    @property
+    def slot_step_minutes(self) -> int: ...
+
+
+def service_times(service: Timed) -> slots.ServiceTimes:
     return slots.ServiceTimes(
         duration=timedelta(minutes=service.duration_minutes),
         buffer_before=timedelta(minutes=service.buffer_before_minutes),
@@ -34,6 +52,77 @@ def service_times(service: Service) -> slots.ServiceTimes:
         horizon=timedelta(days=service.horizon_days),
         step=timedelta(minutes=service.slot_step_minutes),
     )
+
+
+class RuleRow(NamedTuple):
+    """A weekly rule with the time zone of its (active) location."""
+
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID
+    timezone: str
+    rule: slots.Rule
+
+
+class ExceptionRow(NamedTuple):
+    """Time off or extra hours; `timezone` is its location's (None: time off everywhere)."""
+
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID | None
+    kind: str
+    span: slots.Interval
+    timezone: str | None
+
+
+def assemble_schedules(
+    rules: Iterable[RuleRow], exceptions: Iterable[ExceptionRow], location_id: uuid.UUID | None
+) -> list[slots.Schedule]:
+    """One Schedule per (practitioner, location) with rules or extra hours, sorted; `exceptions` are
+    those touching the range of interest. Pure: the database read and the cached read share it."""
+    zones: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    by_key: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Rule]] = defaultdict(list)
+    for row in rules:
+        if location_id is not None and row.location_id != location_id:
+            continue
+        key = (row.practitioner_id, row.location_id)
+        zones[key] = row.timezone
+        by_key[key].append(row.rule)
+    off_everywhere: dict[uuid.UUID, list[slots.Interval]] = defaultdict(list)
+    off: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
+    extra: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
+    for exc in exceptions:
+        if exc.kind == "time_off" and exc.location_id is None:
+            off_everywhere[exc.practitioner_id].append(exc.span)
+            continue
+        assert exc.location_id is not None  # the check constraint: only time off may omit it
+        key = (exc.practitioner_id, exc.location_id)
+        if location_id is not None and exc.location_id != location_id:
+            continue
+        if exc.kind == "time_off":
+            off[key].append(exc.span)
+        else:
+            extra[key].append(exc.span)
+            if exc.timezone is not None:
+                zones.setdefault(key, exc.timezone)
+    return [
+        slots.Schedule(
+            practitioner_id=key[0],
+            location_id=key[1],
+            timezone=zone,
+            rules=by_key.get(key, []),
+            extra=extra.get(key, []),
+            off=[*off.get(key, []), *off_everywhere.get(key[0], [])],
+        )
+        for key, zone in sorted(zones.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
+    ]
+
+
+def rule_row(rule: AvailabilityRule, timezone: str) -> RuleRow:
+    return RuleRow(rule.practitioner_id, rule.location_id, timezone,
+                   slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
+
+
+def exception_row(exc: AvailabilityException, timezone: str | None) -> ExceptionRow:
+    return ExceptionRow(exc.practitioner_id, exc.location_id, exc.kind, (exc.start_at, exc.end_at), timezone)
 
 
 async def _schedules(
@@ -58,12 +147,7 @@ async def _schedules(
     )
     if location_id is not None:
         rule_stmt = rule_stmt.where(AvailabilityRule.location_id == location_id)
-    zones: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
-    rules: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Rule]] = defaultdict(list)
-    for rule, zone in (await session.execute(rule_stmt)).all():
-        key = (rule.practitioner_id, rule.location_id)
-        zones[key] = zone
-        rules[key].append(slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
+    rules = [rule_row(rule, zone) for rule, zone in (await session.execute(rule_stmt)).all()]
     exc_stmt = (
         select(AvailabilityException, Location.timezone)
         .outerjoin(Location, Location.id == AvailabilityException.location_id)
@@ -74,34 +158,8 @@ async def _schedules(
             AvailabilityException.end_at > frm,
         )
     )
-    off_everywhere: dict[uuid.UUID, list[slots.Interval]] = defaultdict(list)
-    off: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
-    extra: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
-    for exc, zone in (await session.execute(exc_stmt)).all():
-        span = (exc.start_at, exc.end_at)
-        if exc.kind == "time_off" and exc.location_id is None:
-            off_everywhere[exc.practitioner_id].append(span)
-            continue
-        assert exc.location_id is not None  # the check constraint: only time off may omit it
-        key = (exc.practitioner_id, exc.location_id)
-        if location_id is not None and exc.location_id != location_id:
-            continue
-        if exc.kind == "time_off":
-            off[key].append(span)
-        else:
-            extra[key].append(span)
-            zones.setdefault(key, zone)
-    return [
-        slots.Schedule(
-            practitioner_id=key[0],
-            location_id=key[1],
-            timezone=zone,
-            rules=rules.get(key, []),
-            extra=extra.get(key, []),
-            off=[*off.get(key, []), *off_everywhere.get(key[0], [])],
-        )
-        for key, zone in sorted(zones.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
-    ]
+    exceptions = [exception_row(exc, zone) for exc, zone in (await session.execute(exc_stmt)).all()]
+    return assemble_schedules(rules, exceptions, location_id)
 
 
 async def _busy(
@@ -134,23 +192,28 @@ def _day_bounds(start_date: date, end_date: date) -> tuple[datetime, datetime]:
     )
 
 
-async def available_slots(
-    session: AsyncSession,
-    org_id: uuid.UUID,
-    *,
-    service_id: uuid.UUID,
-    start_date: date,
-    end_date: date,
-    practitioner_id: uuid.UUID | None = None,
-    location_id: uuid.UUID | None = None,
-    limit: int | None = None,
-) -> list[slots.Slot]:
-    """Bookable slots of a service between two local dates (inclusive), earliest first."""
+class SlotRange(TypedDict, total=False):
+    """Which slots: those of a service between two local dates (inclusive), of one practitioner and/or at
+    one location if given."""
+
+    service_id: Required[uuid.UUID]
+    start_date: Required[date]
+    end_date: Required[date]
+    practitioner_id: uuid.UUID | None
+    location_id: uuid.UUID | None
+
+
+async def slot_query(
+    session: AsyncSession, org_id: uuid.UUID, **where: Unpack[SlotRange]
+) -> tuple[list[slots.Schedule], slots.ServiceTimes, slots.Query]:
+    """What the slot arithmetic needs (schedules, the service's times, busy time), checked and read."""
+    start_date, end_date = where["start_date"], where["end_date"]
+    practitioner_id, location_id = where.get("practitioner_id"), where.get("location_id")
     if end_date < start_date:
         raise ValidationFailed.field("end_date", "must not be before start_date")
     if (end_date - start_date).days >= MAX_RANGE_DAYS:
         raise ValidationFailed.field("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
-    service = await _ref(session, Service, org_id, service_id, "service_id", "service")
+    service = await _ref(session, Service, org_id, where["service_id"], "service_id", "service")
     await references.require(session, org_id, "practitioner", practitioner_id, field="practitioner_id")
     await references.require(session, org_id, "location", location_id, field="location_id")
     offering = [p.id for p in service.practitioners if p.is_active]
@@ -160,4 +223,19 @@ async def available_slots(
     schedules = await _schedules(session, org_id, offering, location_id, frm, until)
     busy = await _busy(session, offering, frm, until)
     query = slots.Query(start_date=start_date, end_date=end_date, now=clock.now(), busy=busy)
-    return slots.compute_slots(schedules, service_times(service), query, limit=limit)
+    return schedules, service_times(service), query
+
+
+async def available_slots(
+    session: AsyncSession, org_id: uuid.UUID, *, limit: int | None = None, **where: Unpack[SlotRange]
+) -> list[slots.Slot]:
+    """Bookable slots of a service between two local dates (inclusive), earliest first; at most `limit`."""
+    return slots.compute_slots(*await slot_query(session, org_id, **where), limit=limit)
+
+
+async def available_start_times(
+    session: AsyncSession, org_id: uuid.UUID, *, limit: int | None = None, **where: Unpack[SlotRange]
+) -> tuple[timedelta, list[slots.StartTimes]]:
+    """`available_slots` in the compact form: the slot duration, and per schedule the starts by local day."""
+    schedules, times, query = await slot_query(session, org_id, **where)
+    return times.duration, slots.start_times(schedules, times, query, limit=limit)

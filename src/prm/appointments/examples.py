@@ -155,8 +155,11 @@ OPERATIONS = {
     ),
     "GET /slots": Op(
         "Free start times for a service between two dates (inclusive, in the location's time zone), from "
-        "the practitioners' rules minus exceptions, bookings, notice and buffers.",
-        query={"service_id": ids.service, "start_date": "2026-03-24", "end_date": "2026-03-25", "limit": 5},
+        "the practitioners' rules minus exceptions, bookings, notice and buffers. The example asks for the "
+        "compact shape (starts by practitioner and local day); without `shape` the answer is the full list "
+        "of slot objects.",
+        query={"service_id": ids.service, "start_date": "2026-03-24", "end_date": "2026-03-25", "limit": 5,
+               "shape": "compact"},
     ),
     "POST /appointments": Op(
         "Books an appointment. Double booking is impossible (a database exclusion constraint): a taken time "

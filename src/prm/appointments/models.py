@@ -51,6 +51,17 @@ service_practitioners = Table(
 )
 
 
+class ReferenceVersion(Base):
+    """Bumped by database triggers whenever an organisation's scheduling reference data changes
+    (services, who offers them, practitioners, locations, availability rules and exceptions, the
+    organisation's settings): the check that a process's cached copy is current (`reference.py`)."""
+
+    __tablename__ = "reference_versions"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class Practitioner(IdMixin, TimestampMixin, OrgMixin, Base):
     __tablename__ = "practitioners"
 

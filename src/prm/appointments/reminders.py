@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -46,34 +48,43 @@ async def _zone_of(session: AsyncSession, appointment: Appointment) -> ZoneInfo:
     return ZoneInfo(zone or "UTC")
 
 
-async def _schedule_reminders(session: AsyncSession, appointment: Appointment) -> list[AppointmentReminder]:
+async def _schedule_reminders(session: AsyncSession, appointment: Appointment, *, zone: ZoneInfo | None = None,
+                              offsets: Sequence[ReminderOffset] | None = None) -> list[AppointmentReminder]:
     """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar),
-    written with the session's next flush."""
+    written with the session's next flush. `zone` and `offsets` are read when not given."""
     now = clock.now()
-    zone = await _zone_of(session, appointment)
-    offsets = await reminder_offsets(session, appointment.org_id)
+    if zone is None:
+        zone = await _zone_of(session, appointment)
+    if offsets is None:
+        offsets = await reminder_offsets(session, appointment.org_id)
     created = []
+    for values in reminder_rows(appointment, zone, offsets, now):
+        reminder = AppointmentReminder(**values)
+        # the job is queued with the next flush, in one statement with the request's other jobs, and
+        # its id set on the row before the row is written (same transaction)
+        jobs.defer_with_flush(session, REMINDER_JOB, schedule_at=values["due_at"],
+                              on_id=partial(_set_job_id, reminder), **reminder_job_args(values))
+        session.add(reminder)
+        created.append(reminder)
+    return created
+
+
+def reminder_rows(appointment: Appointment, zone: ZoneInfo, offsets: Sequence[ReminderOffset],
+                  now: datetime) -> list[dict[str, Any]]:
+    """The reminder rows of a new or moved appointment: one per offset whose moment is still ahead."""
+    rows = []
     for offset in offsets:
         due_at = reminder_times.due_at(appointment.start_at, offset, zone)
         if due_at <= now:
             continue
-        reminder_id = uuid.uuid4()
-        reminder = AppointmentReminder(
-            id=reminder_id,
-            org_id=appointment.org_id,
-            appointment_id=appointment.id,
-            offset_minutes=offset.nominal_minutes,
-            offset=str(offset),
-            due_at=due_at,
-            status="scheduled",
-        )
-        # the job is queued with the next flush, in one statement with the request's other jobs, and
-        # its id set on the row before the row is written (same transaction)
-        jobs.defer_with_flush(session, REMINDER_JOB, schedule_at=due_at, on_id=partial(_set_job_id, reminder),
-                              org_id=str(appointment.org_id), reminder_id=str(reminder_id))
-        session.add(reminder)
-        created.append(reminder)
-    return created
+        rows.append({"id": uuid.uuid4(), "org_id": appointment.org_id, "appointment_id": appointment.id,
+                     "offset_minutes": offset.nominal_minutes, "offset": str(offset), "due_at": due_at,
+                     "status": "scheduled"})
+    return rows
+
+
+def reminder_job_args(row: dict[str, Any]) -> dict[str, str]:
+    return {"org_id": str(row["org_id"]), "reminder_id": str(row["id"])}
 
 
 def _set_job_id(reminder: AppointmentReminder, job_id: int) -> None:

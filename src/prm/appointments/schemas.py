@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -241,6 +241,30 @@ class SlotRead(BaseModel):
     practitioner_id: uuid.UUID
     location_id: uuid.UUID
     service_id: uuid.UUID
+
+
+class ScheduleStartsRead(BaseModel):
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID
+    timezone: str = Field(description="The location's IANA time zone: the days and times below are local there")
+    days: dict[date, list[time]] = Field(
+        description="Per local day, the start times in order, each the local wall-clock time with its UTC offset "
+        '(`"09:00:00+01:00"`): `day + "T" + time` is the ISO 8601 instant, and a time repeated on the day '
+        "clocks go back is told apart by its offset. Days without a start are left out.",
+        examples=[{"2026-03-24": ["09:00:00+01:00", "09:15:00+01:00"]}],
+    )
+
+
+class SlotsCompactRead(BaseModel):
+    """`GET /slots?shape=compact`: the same slots as the full list, by practitioner, location and local day."""
+
+    service_id: uuid.UUID
+    duration_minutes: int = Field(description="Every slot ends this long (in real time) after its start")
+    start_date: date
+    end_date: date
+    schedules: list[ScheduleStartsRead] = Field(
+        description="One entry per practitioner and location offering the service (by ids), even without starts"
+    )
 
 
 class AppointmentCreate(BaseModel):

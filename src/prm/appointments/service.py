@@ -6,7 +6,8 @@ reschedule, the guarded write), `reminders` and `views` (agenda, history, `.ics`
 re-exports their public functions and keeps the patient record's extension points.
 
 Public functions other modules call (a chat bot, journeys, agents): `list_services`,
-`find_services`, `available_slots`, `book`, `cancel`, `reschedule`, `upcoming_for_patient`.
+`find_services`, `available_slots` (`available_start_times`: compact), `book`, `cancel`, `reschedule`,
+`upcoming_for_patient`.
 All take the session first and the organisation second, flush and never commit.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm.appointments import state_machine as sm
 from prm.appointments.availability import (
     available_slots,
+    available_start_times,
     service_times,
 )
 from prm.appointments.booking import (
@@ -169,6 +171,7 @@ __all__ = [
     "add_rule",
     "agenda",
     "available_slots",
+    "available_start_times",
     "book",
     "cancel",
     "create_location",

@@ -321,10 +321,17 @@ async def describe(session: AsyncSession, appointment: Appointment) -> dict[str,
     practitioner = await session.get(Practitioner, appointment.practitioner_id)
     location = await session.get(Location, appointment.location_id)
     assert service and practitioner and location
+    return describe_with(appointment, service_name=service.name, practitioner_name=practitioner.name,
+                         location_name=location.name, timezone=location.timezone)
+
+
+def describe_with(appointment: Appointment, *, service_name: str, practitioner_name: str, location_name: str,
+                  timezone: str) -> dict[str, Any]:
+    """`describe` from names already at hand (the booking has them in its reference data)."""
     return {
-        "service_name": service.name,
-        "practitioner_name": practitioner.name,
-        "location_name": location.name,
-        "timezone": location.timezone,
-        "local_start": appointment.start_at.astimezone(ZoneInfo(location.timezone)).isoformat(),
+        "service_name": service_name,
+        "practitioner_name": practitioner_name,
+        "location_name": location_name,
+        "timezone": timezone,
+        "local_start": appointment.start_at.astimezone(ZoneInfo(timezone)).isoformat(),
     }

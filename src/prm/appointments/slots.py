@@ -38,6 +38,8 @@ hours in that day's offset.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -194,53 +196,65 @@ def _forbidden_starts(busy: Iterable[Interval], times: ServiceTimes) -> list[Int
     return merge(((b0 - head, b1 + times.buffer_before) for b0, b1 in busy), join_touching=False)
 
 
-def _strictly_inside(open_intervals: Sequence[Interval], lows: list[datetime], point: datetime) -> bool:
-    i = bisect.bisect_left(lows, point) - 1  # the last interval whose low end is < point
-    return i >= 0 and point < open_intervals[i][1]
+def _on_grid(origin: datetime, at_least: datetime, step: timedelta) -> datetime:
+    """The first point of the grid `origin + k·step` (k ≥ 0) at or after `at_least`."""
+    offset = at_least - origin
+    return origin + -(-offset // step) * step if offset > timedelta(0) else origin
+
+
+def _starts(schedule: Schedule, times: ServiceTimes, query: Query) -> list[datetime]:
+    """Every bookable start (UTC, ascending) of one schedule on local days around the query's range.
+
+    The caller keeps the starts whose local date lies in the range. One sweep: free intervals and
+    forbidden ranges are both sorted, so a pointer into the forbidden ranges only moves forward, and a
+    start inside one jumps straight to the first grid point after it.
+    """
+    # local days may straddle UTC days: compute a day either side, the caller filters by local date
+    grid = windows(schedule, query.start_date - timedelta(days=1), query.end_date + timedelta(days=1))
+    free = subtract(grid, merge((a.astimezone(UTC), b.astimezone(UTC)) for a, b in schedule.off))
+    forbidden = _forbidden_starts(query.busy.get(schedule.practitioner_id, ()), times)
+    origin_starts = [w[0] for w in grid]
+    earliest = query.now + times.min_notice
+    latest = query.now + times.horizon if times.horizon is not None else None
+    step, duration = times.step, times.duration
+    out: list[datetime] = []
+    j, n_forbidden = 0, len(forbidden)
+    for f0, f1 in free:
+        last_start = f1 - duration
+        if latest is not None and latest < last_start:
+            last_start = latest
+        lower = f0 if f0 > earliest else earliest
+        if last_start < lower:
+            continue
+        # the grid runs from the start of the window this free interval belongs to
+        origin = grid[bisect.bisect_right(origin_starts, f0) - 1][0]
+        start = _on_grid(origin, lower, step)
+        while start <= last_start:
+            while j < n_forbidden and forbidden[j][1] <= start:
+                j += 1
+            if j < n_forbidden and forbidden[j][0] < start:  # strictly inside an open forbidden range
+                start = _on_grid(origin, forbidden[j][1], step)
+                continue
+            out.append(start)
+            start += step
+    return out
 
 
 def slots_for(schedule: Schedule, times: ServiceTimes, query: Query) -> list[Slot]:
     """Every bookable slot of one schedule (see the module docstring for the rules)."""
     tz = ZoneInfo(schedule.timezone)
-    # local days may straddle UTC days: compute a day either side, filter by local date below
-    free = availability(schedule, query.start_date - timedelta(days=1), query.end_date + timedelta(days=1))
-    forbidden = _forbidden_starts(query.busy.get(schedule.practitioner_id, ()), times)
-    forbidden_starts = [f[0] for f in forbidden]
-    earliest = query.now + times.min_notice
-    latest = query.now + times.horizon if times.horizon is not None else None
-    grid_origins = windows(schedule, query.start_date - timedelta(days=1), query.end_date + timedelta(days=1))
-    origin_starts = [w[0] for w in grid_origins]
+    first, last, duration = query.start_date, query.end_date, times.duration
     out: list[Slot] = []
-    for f0, f1 in free:
-        last_start = f1 - times.duration
-        if last_start < f0:
-            continue
-        # the grid runs from the start of the window this free interval belongs to
-        w = bisect.bisect_right(origin_starts, f0) - 1
-        origin = grid_origins[w][0] if w >= 0 else f0
-        lower = max(f0, earliest)
-        offset = lower - origin
-        steps = -(-offset // times.step) if offset > timedelta(0) else 0
-        start = origin + steps * times.step
-        while start <= last_start:
-            if latest is not None and start > latest:
-                break
-            if not _strictly_inside(forbidden, forbidden_starts, start):
-                local = start.astimezone(tz)
-                if query.start_date <= local.date() <= query.end_date:
-                    end = start + times.duration
-                    out.append(
-                        Slot(
-                            start_at=start,
-                            end_at=end,
-                            local_start=local,
-                            local_end=end.astimezone(tz),
-                            timezone=schedule.timezone,
-                            practitioner_id=schedule.practitioner_id,
-                            location_id=schedule.location_id,
-                        )
-                    )
-            start += times.step
+    for start in _starts(schedule, times, query):
+        local = start.astimezone(tz)
+        if first <= local.date() <= last:
+            end = start + duration
+            out.append(
+                Slot(
+                    start, end, local, end.astimezone(tz), schedule.timezone, schedule.practitioner_id,
+                    schedule.location_id,
+                )
+            )
     return out
 
 
@@ -253,6 +267,70 @@ def compute_slots(
         found.extend(slots_for(schedule, times, query))
     found.sort(key=attrgetter("start_at"))  # stable: ties keep the order of `schedules`
     return found[:limit] if limit is not None else found
+
+
+# --- the compact form: per schedule and local day, the start times ------------------------------
+
+
+class StartTimes(NamedTuple):
+    """The bookable starts of one schedule, by local day: `{"2026-03-24": ["09:00:00+01:00", ...]}`.
+
+    A start is the local wall-clock time with its UTC offset (RFC 3339 `full-time`), so a repeated
+    hour on the autumn change stays unambiguous: `day + "T" + time` is the ISO instant. Days without a
+    start are left out; days and times ascend (times in real-time order).
+    """
+
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID
+    timezone: str
+    days: dict[str, list[str]]
+
+
+def _local_starts(schedule: Schedule, times: ServiceTimes, query: Query) -> list[datetime]:
+    """The starts of one schedule as local times in its zone, those on local days of the range."""
+    tz = ZoneInfo(schedule.timezone)
+    first, last = query.start_date, query.end_date
+    out = []
+    for start in _starts(schedule, times, query):
+        local = start.astimezone(tz)
+        if first <= local.date() <= last:
+            out.append(local)
+    return out
+
+
+def _earliest_counts(found: Sequence[Sequence[datetime]], limit: int) -> list[int]:
+    """How many of each schedule's starts are among the `limit` earliest of all (ties: schedule order)."""
+    merged = heapq.merge(*([(local.astimezone(UTC), i) for local in starts] for i, starts in enumerate(found)))
+    counts = [0] * len(found)
+    for _, i in itertools.islice(merged, limit):
+        counts[i] += 1
+    return counts
+
+
+def start_times(
+    schedules: Sequence[Schedule], times: ServiceTimes, query: Query, *, limit: int | None = None
+) -> list[StartTimes]:
+    """`compute_slots` in the compact form: the same starts (the same `limit` earliest), one entry per schedule."""
+    found = [_local_starts(schedule, times, query) for schedule in schedules]
+    if limit is not None:
+        found = [starts[:n] for starts, n in zip(found, _earliest_counts(found, limit), strict=True)]
+    text: dict[tuple[int, int, int, int, timedelta | None], str] = {}
+    out = []
+    for schedule, starts in zip(schedules, found, strict=True):
+        days: dict[str, list[str]] = {}
+        day: date | None = None
+        current: list[str] = []
+        for local in starts:
+            if local.date() != day:
+                day = local.date()
+                current = days.setdefault(day.isoformat(), [])
+            key = (local.hour, local.minute, local.second, local.microsecond, local.utcoffset())
+            wall = text.get(key)
+            if wall is None:
+                wall = text[key] = local.isoformat()[11:]
+            current.append(wall)
+        out.append(StartTimes(schedule.practitioner_id, schedule.location_id, schedule.timezone, days))
+    return out
 
 
 # --- checking one start (booking) ---------------------------------------------------------------

@@ -45,6 +45,32 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
 
 
+def entry(
+    who: Principal,
+    action: str,
+    resource_type: str,
+    resource_id: object | None = None,
+    *,
+    patient_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values of one audit row (see `record`), for a one-statement write (`prm.core.batch`)."""
+    return {
+        "org_id": who.org_id,
+        "at": clock.now(),
+        "actor_kind": who.kind,
+        "actor_id": who.subject_id,
+        "actor_role": who.role,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": str(resource_id) if resource_id is not None else None,
+        "patient_id": patient_id,
+        "ip": who.ip,
+        "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        "details": details or {},
+    }
+
+
 async def record(
     session: AsyncSession,
     who: Principal,
@@ -56,20 +82,4 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one audit row. `details` must not hold PHI values, only field names and ids."""
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    session.add(
-        AuditEntry(
-            org_id=who.org_id,
-            at=clock.now(),
-            actor_kind=who.kind,
-            actor_id=who.subject_id,
-            actor_role=who.role,
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id) if resource_id is not None else None,
-            patient_id=patient_id,
-            ip=who.ip,
-            request_id=request_id,
-            details=details or {},
-        )
-    )
+    session.add(AuditEntry(**entry(who, action, resource_type, resource_id, patient_id=patient_id, details=details)))

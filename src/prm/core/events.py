@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prm.core import clock, jobs
+from prm.core.batch import Batch
 from prm.core.models import Base
 
 log = structlog.get_logger(__name__)
@@ -90,15 +91,30 @@ def subscribers_for(event_type: str) -> dict[str, Handler]:
     return {**_subscribers.get("*", {}), **_subscribers.get(event_type, {})}
 
 
+def _row(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "org_id": event.org_id, "type": event.type, "payload": event.payload,
+            "occurred_at": event.occurred_at}
+
+
+def _deliveries(event: Event) -> list[dict[str, Any]]:
+    return [{"only_if": _conditions.get(name), "org_id": str(event.org_id), "event_id": str(event.id),
+             "subscriber": name} for name in subscribers_for(event.type)]
+
+
+def publish_in(batch: Batch, event: Event) -> Event:
+    """`publish` as part of a one-statement write (`prm.core.batch`): the event row and its deliveries."""
+    batch.insert(EventRecord, _row(event))
+    for delivery in _deliveries(event):
+        batch.defer("events.deliver", **delivery)
+    log.debug("event.published", event_type=event.type, event_id=str(event.id))
+    return event
+
+
 async def publish(session: AsyncSession, event: Event) -> Event:
     """Store `event` and queue its delivery to every subscriber, in the caller's transaction."""
-    session.add(
-        EventRecord(id=event.id, org_id=event.org_id, type=event.type, payload=event.payload,
-                    occurred_at=event.occurred_at)
-    )
-    for name in subscribers_for(event.type):
-        jobs.defer_with_flush(session, "events.deliver", only_if=_conditions.get(name), org_id=str(event.org_id),
-                              event_id=str(event.id), subscriber=name)
+    session.add(EventRecord(**_row(event)))
+    for delivery in _deliveries(event):
+        jobs.defer_with_flush(session, "events.deliver", **delivery)
     # one flush: the event row, what the caller added before (history, audit ...) and every job
     # queued with it (these deliveries, a booking's reminders) in one statement
     await session.flush()

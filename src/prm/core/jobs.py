@@ -21,11 +21,12 @@ import contextlib
 import contextvars
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import procrastinate
 import structlog
 from procrastinate import exceptions as procrastinate_errors
@@ -179,7 +180,7 @@ _PENDING = "prm.jobs.pending"
 
 
 @dataclass
-class _Pending:
+class PendingJob:
     name: str
     kwargs: dict[str, Any]
     schedule_at: datetime | None
@@ -210,33 +211,67 @@ def defer_with_flush(
     if only_if is not None and (on_id is not None or "org_id" not in kwargs):
         raise ValueError("only_if needs kwargs['org_id'] and cannot report an id")
     target = session.sync_session if isinstance(session, AsyncSession) else session
-    target.info.setdefault(_PENDING, []).append(_Pending(name, kwargs, schedule_at, on_id, only_if))
+    target.info.setdefault(_PENDING, []).append(PendingJob(name, kwargs, schedule_at, on_id, only_if))
 
 
-def _defer_pending(session: OrmSession) -> None:
-    pending: list[_Pending] = session.info.pop(_PENDING, None) or []
-    if not pending:
-        return
+_TO_DEFER = "procrastinate_job_to_defer_v1"
+
+
+def _as_record(p: PendingJob) -> dict[str, Any]:
+    spec = _registry.get(p.name)
+    if spec is None:
+        raise KeyError(f"unknown job {p.name!r}")
+    return {"queue_name": spec.queue, "task_name": p.name, "priority": 0, "lock": None, "queueing_lock": None,
+            "args": p.kwargs, "scheduled_at": p.schedule_at}
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def jobs_array(pending: Sequence[PendingJob], prefix: str = "") -> tuple[str, dict[str, Any], int]:
+    """The SQL array of `procrastinate_job_to_defer_v1` rows for `pending` and its parameters (names
+    start with `prefix`): the plain jobs first, in order, so that the ids `procrastinate_defer_jobs_v1`
+    returns (ascending, in array order) map onto them; each conditional one only where its `only_if`
+    holds. The jobs travel as JSON (one parameter for all plain jobs, one per conditional job), so the
+    statement's text and its parameter count do not grow with the number of jobs. Also returns how
+    many plain jobs lead the array."""
     plain = [p for p in pending if p.only_if is None]
     conditional = [p for p in pending if p.only_if is not None]
     params: dict[str, Any] = {}
     parts = []
-    if plain:  # first, so that the ids returned map onto them in order
-        rows = []
-        for i, p in enumerate(plain):
-            params.update(_params(p.name, p.kwargs, schedule_at=p.schedule_at, queueing_lock=None, lock=None,
-                                  priority=0, i=i))
-            rows.append(_ROW.format(i=i))
-        parts.append(f"ARRAY[{', '.join(rows)}]")
-    for k, p in enumerate(conditional, start=len(plain)):
-        params.update(_params(p.name, p.kwargs, schedule_at=p.schedule_at, queueing_lock=None, lock=None,
-                              priority=0, i=k))
-        params[f"org{k}"] = str(p.kwargs["org_id"])
-        condition = (p.only_if or "").replace(":org_id", f"CAST(:org{k} AS uuid)")
-        parts.append(f"ARRAY(SELECT {_ROW.format(i=k)} WHERE {condition})")
-    ids = [int(row[0]) for row in session.connection().execute(text(_DEFER.format(rows=" || ".join(parts))),
-                                                                  params)]
-    for p, job_id in zip(plain, ids, strict=False):
+    if plain:
+        params[f"jobs{prefix}"] = _json([_as_record(p) for p in plain])
+        elements = f"jsonb_array_elements(CAST(:jobs{prefix} AS jsonb))"
+        parts.append(f"ARRAY(SELECT jsonb_populate_record(CAST(NULL AS {_TO_DEFER}), e.value) "  # noqa: S608
+                     f"FROM {elements} WITH ORDINALITY AS e(value, n) ORDER BY e.n)")
+    for k, p in enumerate(conditional):
+        params[f"job{prefix}{k}"] = _json(_as_record(p))
+        params[f"org{prefix}{k}"] = str(p.kwargs["org_id"])
+        condition = (p.only_if or "").replace(":org_id", f"CAST(:org{prefix}{k} AS uuid)")
+        parts.append(f"ARRAY(SELECT jsonb_populate_record(CAST(NULL AS {_TO_DEFER}), CAST(:job{prefix}{k} AS jsonb)) "
+                     f"WHERE {condition})")
+    return " || ".join(parts), params, len(plain)
+
+
+def pending_job(name: str, *, schedule_at: datetime | None = None, only_if: str | None = None,
+                **kwargs: Any) -> PendingJob:
+    """A job to queue in a statement of the caller's (`prm.core.batch`), checked like `defer_with_flush`."""
+    if name not in _registry:
+        raise KeyError(f"unknown job {name!r}")
+    if only_if is not None and "org_id" not in kwargs:
+        raise ValueError("only_if needs kwargs['org_id']")
+    return PendingJob(name, kwargs, schedule_at, None, only_if)
+
+
+def _defer_pending(session: OrmSession) -> None:
+    pending: list[PendingJob] = session.info.pop(_PENDING, None) or []
+    if not pending:
+        return
+    array, params, _ = jobs_array(pending)
+    ids = [int(row[0]) for row in session.connection().execute(text(_DEFER.format(rows=array)), params)]
+    plain = [p for p in pending if p.only_if is None]
+    for p, job_id in zip(plain, sorted(ids), strict=False):  # ids ascend in array order; plain ones lead
         if p.on_id is not None:
             p.on_id(job_id)
 

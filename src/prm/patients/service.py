@@ -49,6 +49,7 @@ from prm.patients.models import Patient, PatientEmail, PatientIdentifier, Patien
 from prm.patients.phones import try_normalise
 from prm.patients.reads import (
     bookable,
+    bookable_exists,
     create_provisional,
     find_by_phone,
     get,
@@ -95,6 +96,7 @@ __all__ = [
     "_facts",
     "active_ids",
     "bookable",
+    "bookable_exists",
     "change_consent",
     "consent_allows",
     "consent_overview",

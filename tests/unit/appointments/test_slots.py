@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -14,14 +15,18 @@ from prm.appointments.slots import (
     Rule,
     Schedule,
     ServiceTimes,
+    Slot,
+    StartTimes,
     availability,
     compute_slots,
     exists,
     is_ambiguous,
     merge,
     overlaps_busy,
+    start_times,
     subtract,
     to_instant,
+    windows,
     within_availability,
 )
 
@@ -281,3 +286,136 @@ def test_property_slots_never_overlap_bookings_and_stay_inside_availability(
         assert within_availability(schedule, times, slot.start_at)
         assert not overlaps_busy(times, slot.start_at, query.busy[P1])
     assert len({s.start_at for s in slots}) == len(slots)
+
+
+# --- the sweep gives exactly what the previous per-start search gave -----------------------------
+
+
+def reference_slots(schedule: Schedule, times: ServiceTimes, query: Query) -> list[Slot]:
+    """The previous implementation of `slots_for` (a bisect per candidate start), kept as the oracle."""
+    tz = ZoneInfo(schedule.timezone)
+    first, last = query.start_date - timedelta(days=1), query.end_date + timedelta(days=1)
+    free = availability(schedule, first, last)
+    head = times.duration + times.buffer_after
+    forbidden = merge(
+        ((b0 - head, b1 + times.buffer_before) for b0, b1 in query.busy.get(schedule.practitioner_id, ())),
+        join_touching=False,
+    )
+    lows = [f[0] for f in forbidden]
+    earliest = query.now + times.min_notice
+    latest = query.now + times.horizon if times.horizon is not None else None
+    grid_origins = windows(schedule, first, last)
+    origin_starts = [w[0] for w in grid_origins]
+    out = []
+    for f0, f1 in free:
+        last_start = f1 - times.duration
+        if last_start < f0:
+            continue
+        w = bisect.bisect_right(origin_starts, f0) - 1
+        origin = grid_origins[w][0] if w >= 0 else f0
+        offset = max(f0, earliest) - origin
+        start = origin + (-(-offset // times.step) if offset > timedelta(0) else 0) * times.step
+        while start <= last_start:
+            if latest is not None and start > latest:
+                break
+            i = bisect.bisect_left(lows, start) - 1
+            if not (i >= 0 and start < forbidden[i][1]):
+                local = start.astimezone(tz)
+                if query.start_date <= local.date() <= query.end_date:
+                    end = start + times.duration
+                    out.append(
+                        Slot(start, end, local, end.astimezone(tz), schedule.timezone, schedule.practitioner_id,
+                             schedule.location_id)
+                    )
+            start += times.step
+    return out
+
+
+Row = tuple[uuid.UUID, uuid.UUID, str, datetime, datetime]
+
+
+def expand(compact: list[StartTimes], duration: timedelta) -> list[Row]:
+    """The compact form read back as (practitioner, location, zone, start UTC, end UTC), as a client would."""
+    out = []
+    for entry in compact:
+        for day, walls in entry.days.items():
+            for wall in walls:
+                start = datetime.fromisoformat(f"{day}T{wall}").astimezone(UTC)
+                out.append((entry.practitioner_id, entry.location_id, entry.timezone, start, start + duration))
+    return sorted(out, key=lambda row: row[3])
+
+
+def as_rows(found: list[Slot]) -> list[Row]:
+    return sorted(((s.practitioner_id, s.location_id, s.timezone, s.start_at, s.end_at) for s in found),
+                  key=lambda row: row[3])
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(), st.integers(1, 40) | st.none())
+def test_property_sweep_matches_reference_and_compact_form_describes_the_same_slots(
+    scenario: tuple[Schedule, ServiceTimes, Query], limit: int | None
+) -> None:
+    schedule, times, query = scenario
+    times = ServiceTimes(times.duration, times.buffer_before, times.buffer_after, times.min_notice,
+                         horizon=timedelta(days=3), step=times.step)
+    other = Schedule(P2, LOC, NEW_YORK, rules=schedule.rules, extra=schedule.extra)
+    query.busy[P2] = query.busy[P1][::2]
+    full = compute_slots([schedule, other], times, query, limit=limit)
+    expected = sorted(reference_slots(schedule, times, query) + reference_slots(other, times, query),
+                      key=lambda s: s.start_at)
+    assert full == expected[:limit]
+    compact = start_times([schedule, other], times, query, limit=limit)
+    assert [(c.practitioner_id, c.timezone) for c in compact] == [(P1, schedule.timezone), (P2, NEW_YORK)]
+    assert expand(compact, times.duration) == as_rows(full)
+    for entry in compact:
+        assert all(walls for walls in entry.days.values()), "a day without starts is left out"
+        assert list(entry.days) == sorted(entry.days)
+
+
+# --- the compact form across DST changes and month ends -------------------------------------------
+
+
+def _night(zone: str, weekday: int, day: date) -> dict[str, list[str]]:
+    schedule = Schedule(P1, LOC, zone, rules=[Rule(weekday, time(0), time(4))])
+    times = ServiceTimes(duration=minutes(30), step=minutes(30))
+    (entry,) = start_times([schedule], times, Query(day, day, now=EPOCH))
+    return entry.days
+
+
+def test_compact_form_on_the_madrid_spring_change_skips_the_missing_hour() -> None:
+    # clocks go 02:00 -> 03:00 on Sunday 2026-03-29: a 00:00-04:00 window lasts three real hours
+    assert _night(MADRID, 6, date(2026, 3, 29)) == {
+        "2026-03-29": ["00:00:00+01:00", "00:30:00+01:00", "01:00:00+01:00", "01:30:00+01:00",
+                       "03:00:00+02:00", "03:30:00+02:00"]
+    }
+
+
+def test_compact_form_on_the_madrid_autumn_change_lists_the_repeated_hour_twice() -> None:
+    # clocks go 03:00 -> 02:00 on Sunday 2026-10-25: 02:00 and 02:30 happen twice, told apart by the offset
+    days = _night(MADRID, 6, date(2026, 10, 25))
+    assert days == {
+        "2026-10-25": ["00:00:00+02:00", "00:30:00+02:00", "01:00:00+02:00", "01:30:00+02:00",
+                       "02:00:00+02:00", "02:30:00+02:00", "02:00:00+01:00", "02:30:00+01:00",
+                       "03:00:00+01:00", "03:30:00+01:00"]
+    }
+    instants = [datetime.fromisoformat(f"2026-10-25T{wall}") for wall in days["2026-10-25"]]
+    assert instants == sorted(instants) and len(set(instants)) == 10
+    assert instants[-1] - instants[0] == timedelta(hours=4, minutes=30)  # five real hours of window
+
+
+def test_compact_form_days_are_local_days() -> None:
+    # 23:00-01:00 New York time spans two UTC days; each start is filed under its local day
+    schedule = Schedule(P1, LOC, NEW_YORK, rules=[Rule(d, time(22), time(23, 59)) for d in range(7)])
+    times = ServiceTimes(duration=minutes(60), step=minutes(60))
+    (entry,) = start_times([schedule], times, Query(date(2026, 3, 7), date(2026, 3, 8), now=EPOCH))
+    # Saturday EST (-05:00), Sunday after the spring change EDT (-04:00)
+    assert entry.days == {"2026-03-07": ["22:00:00-05:00"], "2026-03-08": ["22:00:00-04:00"]}
+
+
+def test_compact_form_keeps_months_apart() -> None:
+    rules = [Rule(1, time(9), time(10), valid_until=date(2026, 3, 24)),
+             Rule(4, time(9), time(10), valid_from=date(2026, 4, 24))]  # Tue 24 March, then Fri 24 April
+    schedule = Schedule(P1, LOC, "UTC", rules=rules)
+    times = ServiceTimes(duration=minutes(60), step=minutes(60))
+    (entry,) = start_times([schedule], times, Query(date(2026, 3, 23), date(2026, 4, 24), now=EPOCH))
+    assert entry.days == {"2026-03-24": ["09:00:00+00:00"], "2026-04-24": ["09:00:00+00:00"]}
