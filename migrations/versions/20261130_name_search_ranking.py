@@ -12,7 +12,7 @@ patients: ~5 s for the GIN index, ~20 s for the other, with the machine loaded).
 leaves an INVALID index behind: the upgrade drops it first and builds again when run anew.
 
 Revision ID: 20261130_name_search_ranking
-Revises: 20261130_throughput
+Revises: 20261130_reference_versions
 Create Date: 2026-11-30 11:30:00
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "20261130_name_search_ranking"
-down_revision = "20261130_throughput"
+down_revision = "20261130_reference_versions"
 branch_labels = None
 depends_on = None
 
