@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--sweep 1,4,16,32,64] [--out benchmarks/out]
+        [--per-client 10] [--sweep 1,4,16,32] [--out benchmarks/out]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -640,7 +640,7 @@ if __name__ == "__main__":
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
-    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32, 64],
+    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32],
                         help="client counts for the booking throughput-vs-clients chart (empty: none)")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first

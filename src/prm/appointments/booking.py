@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import BigInteger, BindParameter, ColumnElement, Select, Uuid, bindparam, cast, func, select
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, TextClause, Uuid, bindparam, cast, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -193,15 +195,26 @@ class _Opened(NamedTuple):
 
 
 @functools.cache
-def _opening() -> Select[Any]:
-    """The first statement of every booking, built once (its values are bound at execution)."""
+def _opening() -> TextClause:
+    """The first statement of every booking, built and compiled once (its values are bound at
+    execution): as SQL text, SQLAlchemy need not walk the statement's tree on every execution."""
     org_id, patient_id = bindparam("org_id", type_=Uuid()), bindparam("patient_id", type_=Uuid())
-    return select(
+    statement = select(
         _locking(bindparam("lock_keys", type_=ARRAY(BigInteger))).label("locks"),
         reference.version_of(org_id).label("version"),
         reference.clean().label("clean"),
         patients_service.bookable_exists(org_id, patient_id).label("patient_ok"),
     )
+    compiled = statement.compile(dialect=postgresql.dialect())
+    given = ("lock_keys", "org_id", "patient_id")
+    # the compiled form names its parameters pyformat-style; text() wants them as :name, and the
+    # constants the statement carries (0, 'merged') keep their values
+    sql = re.sub(r"%\((\w+)\)s", r":\1 ", str(compiled))  # (a space before a `::` cast that follows)
+    return text(sql).bindparams(*{
+        name: bindparam(name, type_=bound.type) if name in given else bindparam(name, value=bound.value,
+                                                                                type_=bound.type)
+        for bound, name in compiled.bind_names.items()
+    }.values())
 
 
 async def _open_booking(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID,
