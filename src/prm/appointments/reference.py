@@ -131,6 +131,15 @@ def clean() -> ColumnElement[Any]:
     return func.pg_current_xact_id_if_assigned().is_(None)
 
 
+def cached(org_id: uuid.UUID, *, since: datetime | None = None) -> Reference | None:
+    """The copy in memory as it is, unchecked (reaching back to `since`): for an optimistic write that
+    checks the version itself (the booking's one statement), never to answer from."""
+    copy = _cache.get(org_id)
+    if copy is None or (since is not None and since < copy.exceptions_since):
+        return None
+    return copy
+
+
 async def current(session: AsyncSession, org_id: uuid.UUID, version: int, *, clean: bool,
                   since: datetime | None = None) -> Reference:
     """The organisation's reference data at `version` (read by the caller in this transaction):
