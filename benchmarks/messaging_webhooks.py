@@ -51,7 +51,6 @@ def database() -> str:
 
 
 async def main(args: argparse.Namespace, url: str) -> None:
-    from prm.adapters import registry
     from prm.app import create_app
     from prm.core import jobs
     from prm.core.auth import Principal
@@ -77,7 +76,6 @@ async def main(args: argparse.Namespace, url: str) -> None:
         rate_limit_webhooks="1000000/minute",
         seed_demo=False,
     )
-    registry.configure(settings)
     db = Database.connect(url, pool_size=args.concurrency + 2, max_overflow=4)
     app = create_app(settings, database=db)
     clinic_number = "+34910000777"

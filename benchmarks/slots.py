@@ -73,7 +73,7 @@ async def seed(url: str, practitioners: int, first: date, days: int) -> dict[str
     """The clinic (see the module docstring), an API key, and the inputs of the pure function."""
     from sqlalchemy import insert
 
-    from prm import modules
+    from prm import context, modules
     from prm.appointments import availability, service
     from prm.appointments.models import Appointment
     from prm.appointments.schemas import LocationCreate, PractitionerCreate, RuleCreate, ServiceCreate
@@ -81,9 +81,11 @@ async def seed(url: str, practitioners: int, first: date, days: int) -> dict[str
     from prm.identity import service as identity
     from prm.identity.schemas import ApiKeyCreate, OrganisationCreate
     from prm.patients.models import Patient
+    from prm.settings import Settings
 
     modules.load()
     db = Database.connect(url, pool_size=2)
+    context.bind(db.sessionmaker, context.Context.build(Settings(_env_file=None, database_url=url)))  # type: ignore[call-arg]
     try:
         async with db.sessionmaker() as s:
             org = await identity.create_organisation(

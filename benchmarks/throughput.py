@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--sweep 1,4,16,32,64] [--out benchmarks/out] [--only webhook]
+        [--per-client 10] [--sweep 1,4,16,32] [--out benchmarks/out] [--only webhook]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -494,10 +494,40 @@ class Bench:
 # --- statements and CPU of one booking, in process ----------------------------------------------
 
 
+async def asgi_call(app: Any, method: str, path: str, key: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request handed to the ASGI app directly (no HTTP client, no server): what the app itself costs."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()), (b"authorization", f"Bearer {key}".encode())],
+             "client": ("127.0.0.1", 40000), "server": ("bench", 80), "state": {}}
+    sent = False
+    status, chunks = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)  # no disconnect while the answer is written
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
 async def profile_in_process(url: str, ctx: dict[str, Any], bookings: int, slots: list[tuple[uuid.UUID, datetime]],
                              patients: list[uuid.UUID]) -> dict[str, float]:
-    """Statements sent and CPU used per booking through the whole app in this process (one client,
-    no concurrency), counted by SQLAlchemy (statements inside PL/pgSQL functions are not seen)."""
+    """Statements sent and CPU used per booking by the app in this process, each request handed to the
+    ASGI app directly (no HTTP client or server, no job worker; one at a time), counted by SQLAlchemy
+    (statements inside PL/pgSQL functions are not seen)."""
     from sqlalchemy import event
 
     from prm.app import create_app
@@ -512,15 +542,13 @@ async def profile_in_process(url: str, ctx: dict[str, Any], bookings: int, slots
         counter["n"] += 1
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://bench", headers={"Authorization": f"Bearer {ctx['key']}"}) as http:
+    async with app.router.lifespan_context(app):
         async def book(i: int) -> None:
             practitioner, start = slots[i]
-            r = await http.post("/appointments", json={
+            status, answer = await asgi_call(app, "POST", "/appointments", ctx["key"], json.dumps({
                 "patient_id": str(patients[i]), "service_id": str(ctx["service"]),
-                "practitioner_id": str(practitioner), "start_at": start.isoformat()})
-            assert r.status_code == 201, r.text
+                "practitioner_id": str(practitioner), "start_at": start.isoformat()}).encode())
+            assert status == 201, answer
 
         for i in range(10):  # warm-up
             await book(i)
@@ -531,12 +559,15 @@ async def profile_in_process(url: str, ctx: dict[str, Any], bookings: int, slots
         cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - wall0
         statements = counter["n"] / bookings
         counter["n"] = 0
-        r = await http.get("/auth/me")
-        assert r.status_code == 200
-        me_statements = counter["n"]
+        cpu0 = time.process_time()
+        for _ in range(bookings):
+            status, answer = await asgi_call(app, "GET", "/auth/me", ctx["key"])
+            assert status == 200, answer
+        me_cpu = time.process_time() - cpu0
+        me_statements = counter["n"] / bookings
     await db.dispose()
     return {"statements": statements, "cpu_ms": cpu / bookings * 1000, "wall_ms": elapsed / bookings * 1000,
-            "me_statements": me_statements}
+            "me_statements": me_statements, "me_cpu_ms": me_cpu / bookings * 1000}
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -607,9 +638,10 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         f"{spread_of([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}')} of "
         f"{args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + "
         f"drain): {spread_of(webhook_total, '{:.1f}')} ms",
-        (f"- in-process, one client: {profile['statements']:.1f} statements per booking, "
-         f"{profile['cpu_ms']:.1f} ms CPU per booking (client + app), {profile['wall_ms']:.1f} ms wall; "
-         f"`GET /auth/me`: {profile['me_statements']:.0f} statements" if profile is not None
+        (f"- the app alone (requests handed to it in process, one at a time, no HTTP client, server or job "
+         f"worker): {profile['statements']:.1f} statements and {profile['cpu_ms']:.2f} ms CPU per booking, "
+         f"{profile['wall_ms']:.1f} ms wall; `GET /auth/me`: {profile['me_statements']:.0f} statements, "
+         f"{profile['me_cpu_ms']:.2f} ms CPU" if profile is not None
          else "- in-process booking profile: not run (--only webhook)"),
         f"- {race}",
         f"- requests sent again after the server closed an idle keep-alive connection: {RECONNECTS['count']}",
@@ -697,7 +729,7 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="all", choices=sorted(PHASES),
                         help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
-    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32, 64],
+    parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32],
                         help="client counts for the booking throughput-vs-clients chart (empty: none)")
     parser.add_argument("--out", default="benchmarks/out")
     asyncio.run(main(parser.parse_args(), prepare()))  # alembic runs its own loop first

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NamedTuple, Protocol, Required, TypedDict, Unpack
+from typing import Protocol, Required, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prm.appointments import slots
+from prm.appointments import reference, slots
 from prm.appointments.models import (
     Appointment,
     AvailabilityException,
     AvailabilityRule,
     Location,
-    Service,
 )
-from prm.appointments.setup import MAX_RANGE_DAYS, _holding, _ref
+from prm.appointments.setup import MAX_RANGE_DAYS, _holding
 from prm.core import clock, references
 from prm.core.errors import ValidationFailed
 
@@ -54,77 +53,6 @@ def service_times(service: Timed) -> slots.ServiceTimes:
     )
 
 
-class RuleRow(NamedTuple):
-    """A weekly rule with the time zone of its (active) location."""
-
-    practitioner_id: uuid.UUID
-    location_id: uuid.UUID
-    timezone: str
-    rule: slots.Rule
-
-
-class ExceptionRow(NamedTuple):
-    """Time off or extra hours; `timezone` is its location's (None: time off everywhere)."""
-
-    practitioner_id: uuid.UUID
-    location_id: uuid.UUID | None
-    kind: str
-    span: slots.Interval
-    timezone: str | None
-
-
-def assemble_schedules(
-    rules: Iterable[RuleRow], exceptions: Iterable[ExceptionRow], location_id: uuid.UUID | None
-) -> list[slots.Schedule]:
-    """One Schedule per (practitioner, location) with rules or extra hours, sorted; `exceptions` are
-    those touching the range of interest. Pure: the database read and the cached read share it."""
-    zones: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
-    by_key: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Rule]] = defaultdict(list)
-    for row in rules:
-        if location_id is not None and row.location_id != location_id:
-            continue
-        key = (row.practitioner_id, row.location_id)
-        zones[key] = row.timezone
-        by_key[key].append(row.rule)
-    off_everywhere: dict[uuid.UUID, list[slots.Interval]] = defaultdict(list)
-    off: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
-    extra: dict[tuple[uuid.UUID, uuid.UUID], list[slots.Interval]] = defaultdict(list)
-    for exc in exceptions:
-        if exc.kind == "time_off" and exc.location_id is None:
-            off_everywhere[exc.practitioner_id].append(exc.span)
-            continue
-        assert exc.location_id is not None  # the check constraint: only time off may omit it
-        key = (exc.practitioner_id, exc.location_id)
-        if location_id is not None and exc.location_id != location_id:
-            continue
-        if exc.kind == "time_off":
-            off[key].append(exc.span)
-        else:
-            extra[key].append(exc.span)
-            if exc.timezone is not None:
-                zones.setdefault(key, exc.timezone)
-    return [
-        slots.Schedule(
-            practitioner_id=key[0],
-            location_id=key[1],
-            timezone=zone,
-            rules=by_key.get(key, []),
-            extra=extra.get(key, []),
-            off=[*off.get(key, []), *off_everywhere.get(key[0], [])],
-        )
-        for key, zone in sorted(zones.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
-    ]
-
-
-def rule_row(rule: AvailabilityRule, timezone: str) -> RuleRow:
-    return RuleRow(rule.practitioner_id, rule.location_id, timezone,
-                   slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
-
-
-def exception_row(exc: AvailabilityException, timezone: str | None) -> ExceptionRow:
-    return ExceptionRow(exc.practitioner_id, exc.location_id, exc.kind, (exc.start_at, exc.end_at), timezone)
-
-
 async def _schedules(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -147,7 +75,7 @@ async def _schedules(
     )
     if location_id is not None:
         rule_stmt = rule_stmt.where(AvailabilityRule.location_id == location_id)
-    rules = [rule_row(rule, zone) for rule, zone in (await session.execute(rule_stmt)).all()]
+    rules = [reference.rule_row(rule, zone) for rule, zone in (await session.execute(rule_stmt)).all()]
     exc_stmt = (
         select(AvailabilityException, Location.timezone)
         .outerjoin(Location, Location.id == AvailabilityException.location_id)
@@ -158,8 +86,8 @@ async def _schedules(
             AvailabilityException.end_at > frm,
         )
     )
-    exceptions = [exception_row(exc, zone) for exc, zone in (await session.execute(exc_stmt)).all()]
-    return assemble_schedules(rules, exceptions, location_id)
+    exceptions = [reference.exception_row(exc, zone) for exc, zone in (await session.execute(exc_stmt)).all()]
+    return slots.assemble_schedules(rules, exceptions, location_id)
 
 
 async def _busy(
@@ -213,14 +141,20 @@ async def slot_query(
         raise ValidationFailed.field("end_date", "must not be before start_date")
     if (end_date - start_date).days >= MAX_RANGE_DAYS:
         raise ValidationFailed.field("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
-    service = await _ref(session, Service, org_id, where["service_id"], "service_id", "service")
-    await references.require(session, org_id, "practitioner", practitioner_id, field="practitioner_id")
-    await references.require(session, org_id, "location", location_id, field="location_id")
-    offering = [p.id for p in service.practitioners if p.is_active]
+    frm, until = _day_bounds(start_date, end_date)
+    # the service, practitioners, locations, rules and exceptions from the checked per-process copy
+    ref = await reference.read(session, org_id, since=frm)
+    service = ref.services.get(where["service_id"])
+    if service is None or not service.is_active:
+        raise ValidationFailed.field("service_id", f"no active service {where['service_id']}", code="unknown_service")
+    if practitioner_id is not None and practitioner_id not in ref.practitioners:
+        raise references.unknown("practitioner_id", "practitioner")
+    if location_id is not None and location_id not in ref.locations:
+        raise references.unknown("location_id", "location")
+    offering = sorted((p for p in service.practitioner_ids if ref.practitioners[p].is_active), key=str)
     if practitioner_id is not None:
         offering = [p for p in offering if p == practitioner_id]
-    frm, until = _day_bounds(start_date, end_date)
-    schedules = await _schedules(session, org_id, offering, location_id, frm, until)
+    schedules = ref.schedules(offering, location_id, frm, until)
     busy = await _busy(session, offering, frm, until)
     query = slots.Query(start_date=start_date, end_date=end_date, now=clock.now(), busy=busy)
     return schedules, service_times(service), query

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import BigInteger, BindParameter, ColumnElement, Select, Uuid, bindparam, cast, func, select
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, TextClause, Uuid, bindparam, cast, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -37,8 +39,8 @@ from prm.appointments.setup import REMINDER_JOB, _apply, _get, _holding, _ref, d
 from prm.core import audit, clock, events
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
-from prm.core.batch import Batch
-from prm.core.errors import Conflict, ValidationFailed
+from prm.core.batch import Batch, Guard
+from prm.core.errors import Conflict, DomainError, ValidationFailed
 from prm.core.events import Event
 from prm.patients import service as patients_service
 
@@ -193,15 +195,38 @@ class _Opened(NamedTuple):
 
 
 @functools.cache
-def _opening() -> Select[Any]:
-    """The first statement of every booking, built once (its values are bound at execution)."""
+def _opening() -> TextClause:
+    """The first statement of every booking, built and compiled once (its values are bound at
+    execution): as SQL text, SQLAlchemy need not walk the statement's tree on every execution."""
     org_id, patient_id = bindparam("org_id", type_=Uuid()), bindparam("patient_id", type_=Uuid())
-    return select(
+    statement = select(
         _locking(bindparam("lock_keys", type_=ARRAY(BigInteger))).label("locks"),
         reference.version_of(org_id).label("version"),
         reference.clean().label("clean"),
         patients_service.bookable_exists(org_id, patient_id).label("patient_ok"),
     )
+    compiled = statement.compile(dialect=postgresql.dialect())
+    given = ("lock_keys", "org_id", "patient_id")
+    # the compiled form names its parameters pyformat-style; text() wants them as :name, and the
+    # constants the statement carries (0, 'merged') keep their values
+    sql = re.sub(r"%\((\w+)\)s", r":\1 ", str(compiled))  # (a space before a `::` cast that follows)
+    return text(sql).bindparams(*{
+        name: bindparam(name, type_=bound.type) if name in given else bindparam(name, value=bound.value,
+                                                                                type_=bound.type)
+        for bound, name in compiled.bind_names.items()
+    }.values())
+
+
+def _guard(org_id: uuid.UUID, practitioner_id: uuid.UUID, patient_id: uuid.UUID, version: int) -> Guard:
+    """The first statement as the guard of the optimistic one-statement booking: the row is written
+    only when the reference version is still `version` and the patient can be booked."""
+    opening = _opening()
+    constants = {name: bound.value for name, bound in opening._bindparams.items()
+                 if name not in ("lock_keys", "org_id", "patient_id")}
+    return Guard(sql=str(opening), params={
+        **constants, "lock_keys": _lock_keys([practitioner_id], [patient_id]), "org_id": org_id,
+        "patient_id": patient_id, "expected_version": version,
+    }, condition="guard.version = :expected_version AND guard.patient_ok", columns=_Opened._fields)
 
 
 async def _open_booking(session: AsyncSession, org_id: uuid.UUID, practitioner_id: uuid.UUID,
@@ -301,11 +326,45 @@ async def book(
             ]
             raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
     start_at = data.start_at.astimezone(UTC)
-    opened = await _open_booking(session, org_id, data.practitioner_id, data.patient_id)
+    frm = start_at - CHECK_MARGIN
+    opened: _Opened | None = None
+    cached = reference.cached(org_id, since=frm)
+    if cached is not None:
+        # Optimistic: plan with the copy in memory and send ONE statement that takes the locks, checks
+        # the version and the patient, and writes only if both hold. A plan the copy refuses is not
+        # trusted (the copy may be stale): it is decided below with checked data.
+        try:
+            values, batch = _plan(cached, who, data, start_at, notify_patient)
+        except DomainError:
+            pass
+        else:
+            written, guard = await batch.execute_guarded(
+                session, (Appointment, values), _guard(org_id, data.practitioner_id, data.patient_id, cached.version),
+                returning=Appointment)
+            if written is not None:
+                return written  # type: ignore[no-any-return]
+            opened = _Opened(*guard)
+            if opened.version == cached.version and opened.patient_ok:
+                await _refused(session, values)  # the time is held: 409
+    if opened is None:
+        opened = await _open_booking(session, org_id, data.practitioner_id, data.patient_id)
     if not opened.patient_ok:
         raise ValidationFailed.field("patient_id", f"no patient {data.patient_id}", code="unknown_patient")
-    frm, until = start_at - CHECK_MARGIN, start_at + CHECK_MARGIN
     ref = await reference.current(session, org_id, opened.version, clean=opened.clean, since=frm)
+    values, batch = _plan(ref, who, data, start_at, notify_patient)
+    appointment: Appointment | None = await batch.execute(session, (Appointment, values), returning=Appointment)
+    if appointment is None:
+        await _refused(session, values)
+    assert appointment is not None
+    return appointment
+
+
+def _plan(ref: reference.Reference, who: Principal, data: AppointmentCreate, start_at: datetime,
+          notify_patient: bool) -> tuple[dict[str, Any], Batch]:
+    """Check the booking against the reference data (422s) and plan its one-statement write: the
+    appointment's values (the gate) and the batch of everything written with it."""
+    org_id = who.org_id
+    frm, until = start_at - CHECK_MARGIN, start_at + CHECK_MARGIN
     service = ref.services.get(data.service_id)
     if service is None or not service.is_active:
         raise ValidationFailed.field("service_id", f"no active service {data.service_id}", code="unknown_service")
@@ -361,11 +420,7 @@ async def book(
     extra = {} if notify_patient else {"notify_patient": False}
     events.publish_in(batch, Event(type=sm.EVENTS["book"], org_id=org_id,
                                    payload=event_payload(draft, **described, **extra)))
-    appointment: Appointment | None = await batch.execute(session, (Appointment, values), returning=Appointment)
-    if appointment is None:
-        await _refused(session, values)
-    assert appointment is not None
-    return appointment
+    return values, batch
 
 
 async def get_appointment(

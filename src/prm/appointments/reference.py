@@ -32,7 +32,6 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import slots
-from prm.appointments.availability import ExceptionRow, RuleRow, assemble_schedules, exception_row, rule_row
 from prm.appointments.models import (
     AvailabilityException,
     AvailabilityRule,
@@ -42,6 +41,7 @@ from prm.appointments.models import (
     Service,
     service_practitioners,
 )
+from prm.appointments.slots import ExceptionRow, RuleRow, assemble_schedules
 from prm.core import clock
 from prm.identity import service as identity
 
@@ -109,6 +109,15 @@ class Reference:
 _cache: OrderedDict[uuid.UUID, Reference] = OrderedDict()
 
 
+def rule_row(rule: AvailabilityRule, timezone: str) -> RuleRow:
+    return RuleRow(rule.practitioner_id, rule.location_id, timezone,
+                   slots.Rule(rule.weekday, rule.start_time, rule.end_time, rule.valid_from, rule.valid_until))
+
+
+def exception_row(exc: AvailabilityException, timezone: str | None) -> ExceptionRow:
+    return ExceptionRow(exc.practitioner_id, exc.location_id, exc.kind, (exc.start_at, exc.end_at), timezone)
+
+
 def version_of(org_id: Any) -> ColumnElement[Any]:
     """The organisation's reference version as a scalar subquery (0 when nothing changed since the
     migration), for the caller to read inside a statement it sends anyway."""
@@ -120,6 +129,15 @@ def version_of(org_id: Any) -> ColumnElement[Any]:
 def clean() -> ColumnElement[Any]:
     """True while the transaction has written nothing (then everything it reads is committed data)."""
     return func.pg_current_xact_id_if_assigned().is_(None)
+
+
+def cached(org_id: uuid.UUID, *, since: datetime | None = None) -> Reference | None:
+    """The copy in memory as it is, unchecked (reaching back to `since`): for an optimistic write that
+    checks the version itself (the booking's one statement), never to answer from."""
+    copy = _cache.get(org_id)
+    if copy is None or (since is not None and since < copy.exceptions_since):
+        return None
+    return copy
 
 
 async def current(session: AsyncSession, org_id: uuid.UUID, version: int, *, clean: bool,
@@ -141,6 +159,12 @@ def _store(copy: Reference) -> None:
     _cache.move_to_end(copy.org_id)
     while len(_cache) > MAX_ORGANISATIONS:
         _cache.popitem(last=False)
+
+
+async def read(session: AsyncSession, org_id: uuid.UUID, *, since: datetime | None = None) -> Reference:
+    """`current` for a request with no statement of its own to carry the version (one small read)."""
+    version, is_clean = (await session.execute(select(version_of(org_id), clean()))).one()
+    return await current(session, org_id, version, clean=is_clean, since=since)
 
 
 def forget(org_id: uuid.UUID | None = None) -> None:

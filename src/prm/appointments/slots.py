@@ -41,6 +41,7 @@ import bisect
 import heapq
 import itertools
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -75,6 +76,68 @@ class Schedule:
     rules: Sequence[Rule] = ()
     extra: Sequence[Interval] = ()
     off: Sequence[Interval] = ()
+
+
+class RuleRow(NamedTuple):
+    """A weekly rule with the time zone of its (active) location."""
+
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID
+    timezone: str
+    rule: Rule
+
+
+class ExceptionRow(NamedTuple):
+    """Time off or extra hours; `timezone` is its location's (None: time off everywhere)."""
+
+    practitioner_id: uuid.UUID
+    location_id: uuid.UUID | None
+    kind: str
+    span: Interval
+    timezone: str | None
+
+
+def assemble_schedules(
+    rules: Iterable[RuleRow], exceptions: Iterable[ExceptionRow], location_id: uuid.UUID | None
+) -> list[Schedule]:
+    """One Schedule per (practitioner, location) with rules or extra hours, sorted; `exceptions` are
+    those touching the range of interest. Pure: the database read and the cached read share it."""
+    zones: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    by_key: dict[tuple[uuid.UUID, uuid.UUID], list[Rule]] = defaultdict(list)
+    for row in rules:
+        if location_id is not None and row.location_id != location_id:
+            continue
+        key = (row.practitioner_id, row.location_id)
+        zones[key] = row.timezone
+        by_key[key].append(row.rule)
+    off_everywhere: dict[uuid.UUID, list[Interval]] = defaultdict(list)
+    off: dict[tuple[uuid.UUID, uuid.UUID], list[Interval]] = defaultdict(list)
+    extra: dict[tuple[uuid.UUID, uuid.UUID], list[Interval]] = defaultdict(list)
+    for exc in exceptions:
+        if exc.kind == "time_off" and exc.location_id is None:
+            off_everywhere[exc.practitioner_id].append(exc.span)
+            continue
+        assert exc.location_id is not None  # the check constraint: only time off may omit it
+        key = (exc.practitioner_id, exc.location_id)
+        if location_id is not None and exc.location_id != location_id:
+            continue
+        if exc.kind == "time_off":
+            off[key].append(exc.span)
+        else:
+            extra[key].append(exc.span)
+            if exc.timezone is not None:
+                zones.setdefault(key, exc.timezone)
+    return [
+        Schedule(
+            practitioner_id=key[0],
+            location_id=key[1],
+            timezone=zone,
+            rules=by_key.get(key, []),
+            extra=extra.get(key, []),
+            off=[*off.get(key, []), *off_everywhere.get(key[0], [])],
+        )
+        for key, zone in sorted(zones.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
+    ]
 
 
 class Slot(NamedTuple):

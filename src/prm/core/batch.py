@@ -34,13 +34,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, TextClause, select, text
+from sqlalchemy import Table, TextClause, column, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.core import jobs
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A one-row SELECT evaluated first in the statement (`sql`, with its own :parameters in `params`);
+    the gate's row is inserted only when `condition` (SQL over its columns, as `guard.<column>`)
+    holds. Its `columns` come back with the result, whether or not the gate wrote anything."""
+
+    sql: str
+    params: dict[str, Any]
+    condition: str
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,16 @@ class Batch:
         await session.execute(statement, params)
         return None
 
+    async def execute_guarded(self, session: AsyncSession, gate: tuple[Any, dict[str, Any]], guard: Guard, *,
+                              returning: Any) -> tuple[Any, Any]:
+        """`execute` with the gate's insert (and so everything) conditional on `guard`: returns the
+        gate's row as a `returning` instance (None when nothing was written) and the guard's row."""
+        statement, params = _render(_Row(_table(gate[0]), gate[1]), self.rows, self.pending, guard)
+        params.update(guard.params)
+        row = (await session.execute(
+            select(returning, *(column(name) for name in guard.columns)).from_statement(statement), params)).one()
+        return row[0], row[1:]
+
 
 def _table(target: Any) -> Table:
     table = target if isinstance(target, Table) else target.__table__
@@ -103,14 +125,14 @@ _STATEMENTS: dict[tuple[Any, ...], TextClause] = {}
 def _complete(row: _Row) -> dict[str, Any]:
     """The row's values with the Python-side column defaults the ORM would apply."""
     values = dict(row.values)
-    for column in row.table.columns:
-        if column.key in values or column.default is None or (row.job is not None and column.key == row.job_column):
+    for col in row.table.columns:
+        if col.key in values or col.default is None or (row.job is not None and col.key == row.job_column):
             continue
-        default = column.default
+        default = col.default
         if getattr(default, "is_sequence", False) or getattr(default, "is_clause_element", False):
             continue
         arg = default.arg  # type: ignore[attr-defined]
-        values[column.key] = arg(None) if getattr(default, "is_callable", False) else arg
+        values[col.key] = arg(None) if getattr(default, "is_callable", False) else arg
     return values
 
 
@@ -118,7 +140,8 @@ def _json(values: dict[str, Any]) -> str:
     return orjson.dumps(values, default=str).decode()
 
 
-def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob]) -> tuple[TextClause, dict[str, Any]]:
+def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob],
+            guard: Guard | None = None) -> tuple[TextClause, dict[str, Any]]:
     """The statement (built once per shape) and its parameters: one JSON document per row, the jobs
     as `jobs.jobs_array` gives them. Few parameters and a short text: psycopg keeps its parsed form."""
     completed = [_complete(row) for row in rows]
@@ -132,10 +155,11 @@ def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob])
         tuple((row.table.name, tuple(values), row.job.index if row.job else None, row.job_column)
               for row, values in zip(rows, completed, strict=True)),
         array,
+        (guard.sql, guard.condition, guard.columns) if guard is not None else None,
     )
     statement = _STATEMENTS.get(shape)
     if statement is None:
-        statement = _STATEMENTS[shape] = text(_sql(gate, gate_values, rows, completed, array))
+        statement = _STATEMENTS[shape] = text(_sql(gate, gate_values, rows, completed, array, guard))
     return statement, params
 
 
@@ -154,12 +178,16 @@ def _from_json(table: Table, parameter: str) -> str:
 # The SQL below is assembled from the metadata's table and column names, the jobs' rendered array
 # (placeholders only) and integers; every value travels as a bound parameter.
 def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row],
-         completed: list[dict[str, Any]], array: str) -> str:
+         completed: list[dict[str, Any]], array: str, guard: Guard | None = None) -> str:
     ctes = []
     only = ""
+    if guard is not None:
+        ctes.append(f"guard AS MATERIALIZED ({guard.sql})")
     if gate is not None and gate_values is not None:
         columns = _columns(gate.table, gate_values)
         source = f"SELECT {', '.join('r.' + c for c in columns)} FROM {_from_json(gate.table, 'gate')}"  # noqa: S608
+        if guard is not None:
+            source += f", guard WHERE {guard.condition}"
         ctes.append(f"gate AS (INSERT INTO {gate.table.name} ({', '.join(columns)}) {source} "
                     "ON CONFLICT DO NOTHING RETURNING *)")
         only = " WHERE EXISTS (SELECT FROM gate)"
@@ -177,5 +205,8 @@ def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row]
         source = f"SELECT {select_list} FROM {_from_json(row.table, f'w{n}')}{only}"  # noqa: S608
         ctes.append(f"w{n} AS (INSERT INTO {row.table.name} ({', '.join(columns)}) {source})")
     counted = ", (SELECT count(*) FROM jobs) AS queued_jobs" if array else ""
-    tail = f"SELECT gate.*{counted} FROM gate" if gate is not None else f"SELECT 1{counted}"  # noqa: S608
+    if guard is not None:  # the guard's row always, the gate's when it was written
+        tail = f"SELECT gate.*, guard.*{counted} FROM guard LEFT JOIN gate ON true"  # noqa: S608
+    else:
+        tail = f"SELECT gate.*{counted} FROM gate" if gate is not None else f"SELECT 1{counted}"  # noqa: S608
     return "WITH " + ",\n".join(ctes) + "\n" + tail

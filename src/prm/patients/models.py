@@ -72,6 +72,10 @@ class Patient(IdMixin, TimestampMixin, OrgMixin, Base):
         Index("ix_patients_org_family_given", "org_id", "family_name", "given_name"),
         Index("ix_patients_merged_into_id", "merged_into_id"),
         Index("ix_patients_tags", "tags", postgresql_using="gin"),
+        # The words of the folded name as "<org id>:<word>" (function created by the migration), so a
+        # search of several words intersects their patients in the index (patients.search.name_ranking).
+        Index("ix_patients_name_words", func.prm_name_keys(text("org_id"), text("search_name")),
+              postgresql_using="gin"),
     )
 
     given_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
@@ -193,7 +197,13 @@ class PatientNameWord(Base):
     """One word of a live patient's folded name (maintained by a trigger; never written by the ORM)."""
 
     __tablename__ = "patient_name_words"
-    __table_args__ = (Index("ix_patient_name_words_patient_id", "patient_id"),)
+    __table_args__ = (
+        Index("ix_patient_name_words_patient_id", "patient_id"),
+        # A word's patients in ranking order (shorter name, name, id): a one-word search reads only
+        # the first page's worth of each matching word (patients.search.name_ranking).
+        Index("ix_patient_name_words_ranked", "org_id", "word", func.length(text("sort_key")), "sort_key",
+              "patient_id"),
+    )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"),
                                               primary_key=True)

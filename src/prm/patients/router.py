@@ -15,7 +15,7 @@ from prm.context import get_context
 from prm.core import audit
 from prm.core.auth import Principal, Requires
 from prm.core.db import Session
-from prm.core.pagination import Page, Paging
+from prm.core.pagination import Paging
 from prm.patients import service
 from prm.patients.schemas import (
     ConsentRead,
@@ -28,6 +28,7 @@ from prm.patients.schemas import (
     MergeResult,
     PatientCreate,
     PatientCreated,
+    PatientPage,
     PatientRead,
     PatientSummary,
     PatientUpdate,
@@ -89,11 +90,13 @@ async def create_patient(body: PatientCreate, request: Request, session: Session
     return PatientCreated(**read.model_dump(), possible_duplicates=_candidates(found))
 
 
-@router.get("", response_model=Page[PatientRead], summary="List and search patients",
+@router.get("", response_model=PatientPage, summary="List and search patients",
             description="All filters combine. `q` is a fuzzy, accent- and case-insensitive name search "
                         "(best matches first); `phone` accepts any format; `email` ignores case; "
                         "`identifier` is `value` or `system|value`. Merged and deleted patients are left "
-                        "out (`include_merged=true` shows merged ones).")
+                        "out (`include_merged=true` shows merged ones). A name search of one word counts "
+                        "its matches up to 1,000: past that, `total` is 1,000 and `total_exact` false "
+                        "(more than 1,000 match).")
 async def list_patients(
     session: Session,
     paging: Paging,
@@ -107,13 +110,13 @@ async def list_patients(
     tag: Annotated[str | None, Query(max_length=64)] = None,
     is_provisional: bool | None = None,
     include_merged: bool = False,
-) -> Page[PatientRead]:
+) -> PatientPage:
     filters = service.Filters(q=q, phone=phone, email=email, birth_date=birth_date, identifier=identifier,
                               status=status, tag=tag, is_provisional=is_provisional,
                               include_merged=include_merged or status == "merged")
-    rows, total = await service.search(session, who, filters, paging)
-    return Page[PatientRead](items=[PatientRead.model_validate(r) for r in rows], total=total,
-                             limit=paging.limit, offset=paging.offset)
+    found = await service.search_page(session, who, filters, paging)
+    return PatientPage(items=[PatientRead.model_validate(r) for r in found.rows], total=found.total,
+                       total_exact=found.total_exact, limit=paging.limit, offset=paging.offset)
 
 
 @router.get("/{patient_id}", response_model=PatientRead, summary="Read a patient",

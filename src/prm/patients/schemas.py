@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prm.core.fields import IdentifierSystem, Name
+from prm.core.pagination import Page
 
 Gender = Literal["male", "female", "other", "unknown"]
 Channel = Literal["sms", "whatsapp", "email", "voice"]
@@ -140,6 +141,12 @@ class PatientRead(PatientSummary):
     source: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class PatientPage(Page[PatientRead]):
+    total_exact: bool = Field(True, description="false when a one-word name search (`q`) matched more "
+                                                "patients than it counts (1,000): `total` is then that "
+                                                "limit, and more match")
 
 
 class DuplicateReason(BaseModel):

@@ -7,12 +7,30 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Text, case, cast, func, or_, select
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from prm.core import audit
@@ -32,6 +50,20 @@ from prm.patients.reads import _live, _with_contacts
 from prm.patients.validation import _phone_region, _settings, normalise_phone
 
 # --- search ------------------------------------------------------------------------------------------
+
+# The deepest page end (offset + limit) of a name search ranked from the top candidates only (see
+# name_ranking); deeper pages rank the whole match set (same order, more work).
+TOP_RANKED = 1_000
+# A one-word name search counts its matches up to this many; beyond, the total says "more than".
+TOTAL_COUNTED = 1_000
+# ... from at most this many postings per match counted (a patient is in a word's postings once per
+# matching word of its name); in the rare case that is not enough, all are counted.
+COUNTED_POSTINGS = 4
+# The most dictionary words a search of several words looks up in the GIN index of name words (each
+# is one lookup); with more (short prefixes), the postings of the words are scanned instead.
+NAME_INDEX_TERMS = 200
+# How a folded name splits into words: the same in the trigger, the index and the search.
+NAME_WORD_SEPARATORS = "[^[:alnum:]]+"
 
 
 @dataclass
@@ -65,38 +97,200 @@ def _query_words(query: str) -> list[str]:
     return [w for w in words if len(w) >= 3] or words
 
 
-def _name_matches(org_id: uuid.UUID, words: list[str]) -> Any:
-    """Live patients whose name has, for every query word, a word equal to it (score 1), starting
-    with it (0.9) or similar to it (trigram similarity); the score is the sum over query words.
+# The statements of a name search are built once per shape (number of query words, path) with bound
+# parameters, and cached: building them is most of the Python cost of a search.
+_ORG = bindparam("org_id", type_=PG_UUID(as_uuid=True))
 
-    Query words are matched against the organisation's dictionary of name words (small, trigram
-    indexed), then patients are found by exact word through the btree of `patient_name_words`.
-    """
+
+def _escaped(word: str) -> str:
+    return word.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+@cache
+def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
     parts = []
-    for i, word in enumerate(words):
-        starts = PatientNameTerm.word.startswith(word, autoescape=True)
+    for i, fuzzy in enumerate(trigram):
+        word, pattern = bindparam(f"w{i}", type_=Text), bindparam(f"p{i}", type_=Text)
+        starts = PatientNameTerm.word.like(pattern, escape="/")
         matches = [PatientNameTerm.word == word, starts]
-        if len(word) >= 3:
+        if fuzzy:
             matches.append(PatientNameTerm.word.op("%")(word))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
-        terms = (select(PatientNameTerm.word.label("word"), score.label("score"))
-                 .where(PatientNameTerm.org_id == org_id, or_(*matches)).cte(f"name_terms_{i}"))
-        parts.append(
-            select(PatientNameWord.patient_id, func.max(terms.c.score).label("score"),
-                   func.min(PatientNameWord.sort_key).label("sort_key"))
-            .join(terms, PatientNameWord.word == terms.c.word)
-            .where(PatientNameWord.org_id == org_id)
+        parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
+                     .where(PatientNameTerm.org_id == _ORG, or_(*matches)))
+    return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+
+def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> tuple[Select[Any], dict[str, Any]]:
+    """The organisation's dictionary words that match each query word `i`, with their score: equal to
+    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
+    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
+    params: dict[str, Any] = {"org_id": org_id}
+    for i, word in enumerate(words):
+        params |= {f"w{i}": word, f"p{i}": _escaped(word) + "%"}
+    return _name_terms_template(tuple(len(w) >= 3 for w in words)), params
+
+
+@dataclass(frozen=True)
+class NameTerms:
+    """The dictionary words matching each query word: `rows` are (query word index, word, score)."""
+
+    words: list[str]
+    rows: list[tuple[int, str, float]]
+
+    def of(self, i: int) -> list[str]:
+        return [word for j, word, _ in self.rows if j == i]
+
+    def params(self) -> dict[str, Any]:
+        i, word, score = (list(column) for column in zip(*self.rows, strict=True))
+        return {"term_i": i, "term_word": word, "term_score": score}
+
+
+def _terms_table() -> Any:
+    """The matching dictionary words (NameTerms.params) as a table (i, word, score) in a statement."""
+    rows = func.unnest(bindparam("term_i", type_=ARRAY(Integer)), bindparam("term_word", type_=ARRAY(Text)),
+                       bindparam("term_score", type_=ARRAY(Float(53)))).table_valued("i", "word", "score")
+    rows = rows.render_derived()
+    return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
+
+
+async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str]) -> NameTerms:
+    result = await session.execute(*_name_terms_query(org_id, words))
+    return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
+
+
+def _score(terms: Any, count: int) -> ColumnElement[Any]:
+    """The sum over the `count` query words (in query order) of the best score of the joined words
+    for each; NULL unless every query word matched."""
+    per_word = [func.max(terms.c.score).filter(terms.c.i == i) for i in range(count)]
+    score: ColumnElement[Any] = per_word[0]
+    for best in per_word[1:]:
+        score = score + best
+    return score
+
+
+def _name_matches(count: int) -> Any:
+    """Live patients whose name has, for each of the `count` query words, a word equal to it (score
+    1), starting with it (0.9) or similar to it (trigram similarity); the score is the sum over query
+    words (in query order) of the best score of the patient's words for it.
+
+    Found from the postings of the matching dictionary words (`patient_name_words`, read index-only
+    on its primary key), one row per patient: (patient_id, score). Parameters: org_id, NameTerms.params.
+    """
+    table = _terms_table()
+    score = _score(table, count)
+    return (select(PatientNameWord.patient_id, score.label("score"))
+            .join(table, PatientNameWord.word == table.c.word)
+            .where(PatientNameWord.org_id == _ORG)
             .group_by(PatientNameWord.patient_id)
-            .cte(f"name_matches_{i}"))
-    first = parts[0]
-    joined: Any = first
-    total_score: ColumnElement[Any] = first.c.score
-    for part in parts[1:]:
-        joined = joined.join(part, part.c.patient_id == first.c.patient_id)
-        total_score = total_score + part.c.score
-    return (select(first.c.patient_id, total_score.label("score"), first.c.sort_key)
-            .select_from(joined).cte("name_matches"))
+            .having(score.is_not(None))
+            .cte("name_matches"))
+
+
+def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tuple[Select[Any], dict[str, Any]]:
+    """One page of the name search ranking, a statement and its parameters giving rows (patient_id,
+    total, complete): best score first, then the shorter name, the name, the id. `total` counts the
+    matches, exactly, except for one query word: the distinct patients of its first postings (see
+    `_single_word_page`), with `complete` false when the postings did not run out.
+
+    Only the top of the ranking is ordered, never the whole match set (10,000 patients share a common
+    surname at 1M), while the page ends within TOP_RANKED:
+    * one query word: each matching dictionary word gives its first `offset + limit` patients in
+      (name length, name, id) order straight from an index; the page is ranked among these
+      candidates, each scored by the best of the words it was found by. The global top
+      `offset + limit` are all candidates, with their true score: a patient whose best word is `t`
+      and who is not among `t`'s first ones is preceded by as many patients scoring at least as
+      much with a smaller name key (in the true ranking and among the candidates alike).
+    * several query words, at most NAME_INDEX_TERMS dictionary words in all: the patients having a
+      word of each are found by the GIN index of their name's words (bitmaps intersected), then
+      scored from their name.
+    Otherwise (a deep page, or many dictionary words, e.g. two short prefixes) every match is scored
+    from the postings, index-only, and only those scoring at least the `offset + limit`-th best are
+    ordered by name.
+    """
+    end = paging.offset + paging.limit
+    params = {"org_id": org_id, "page_limit": paging.limit, "page_offset": paging.offset, "page_end": end,
+              **terms.params()}
+    if _stops_counting(terms, paging):
+        params["count_limit"] = int(COUNTED_POSTINGS * (TOTAL_COUNTED + 1))
+        return _single_word_page(), params
+    if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
+        for i in range(len(terms.words)):
+            params[f"keys_{i}"] = [f"{org_id}:{word}" for word in terms.of(i)]
+        return _name_index_page(len(terms.words)), params
+    return _whole_match_set_page(len(terms.words)), params | {"cut_offset": end - 1}
+
+
+_LIMIT, _OFFSET = bindparam("page_limit", type_=Integer), bindparam("page_offset", type_=Integer)
+
+
+@cache
+def _whole_match_set_page(count: int) -> Select[Any]:
+    matches = _name_matches(count)
+    cut = (select(matches.c.score).order_by(matches.c.score.desc())
+           .offset(bindparam("cut_offset", type_=Integer)).limit(1).scalar_subquery())
+    sort_key = (select(PatientNameWord.sort_key)
+                .where(PatientNameWord.org_id == _ORG, PatientNameWord.patient_id == matches.c.patient_id)
+                .limit(1).scalar_subquery())
+    top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
+           .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
+    total = select(func.count()).select_from(matches).scalar_subquery()
+    return (select(top.c.patient_id, total.label("total"), true().label("complete"))
+            .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
+            .limit(_LIMIT).offset(_OFFSET))
+
+
+def _stops_counting(terms: NameTerms, paging: PageParams) -> bool:
+    """Whether the ranking counts the matches only up to TOTAL_COUNTED + 1 (one query word, a page
+    within TOP_RANKED)."""
+    return len(terms.words) == 1 and paging.offset + paging.limit <= TOP_RANKED
+
+
+@cache
+def _single_word_page() -> Select[Any]:
+    table = _terms_table()
+    word = aliased(PatientNameWord)
+    first = (select(word.patient_id, word.sort_key)
+             .where(word.org_id == _ORG, word.word == table.c.word)
+             .order_by(func.length(word.sort_key), word.sort_key, word.patient_id)
+             .limit(bindparam("page_end", type_=Integer)).lateral("first_postings"))
+    # A candidate's best score among the words it was found by is its true score whenever it makes
+    # the page (its best word's first ones would precede it otherwise).
+    scored = (select(first.c.patient_id, func.max(table.c.score).label("score"),
+                     func.min(first.c.sort_key).label("sort_key"))
+              .select_from(table).join(first, true()).group_by(first.c.patient_id).subquery("scored"))
+    # Distinct patients among the first `count_limit` postings (index-only): TOTAL_COUNTED + 1 of
+    # them say "more than TOTAL_COUNTED"; fewer are the exact count when the postings ran out first.
+    postings = (select(PatientNameWord.patient_id).select_from(table)
+                .join(PatientNameWord, and_(PatientNameWord.org_id == _ORG, PatientNameWord.word == table.c.word))
+                .limit(bindparam("count_limit", type_=Integer)).cte("counted"))
+    total = select(func.count(postings.c.patient_id.distinct())).scalar_subquery()
+    complete = select(func.count() < bindparam("count_limit", type_=Integer)).select_from(postings).scalar_subquery()
+    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"))
+            .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
+                      scored.c.patient_id)
+            .limit(_LIMIT).offset(_OFFSET))
+
+
+@cache
+def _name_index_page(count: int) -> Select[Any]:
+    name_keys = func.prm_name_keys(Patient.org_id, Patient.search_name)  # "<org id>:<word>", GIN indexed
+    matched = (select(Patient.id, Patient.search_name)
+               .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None), Patient.status != "merged",
+                      *[name_keys.op("&&")(bindparam(f"keys_{i}", type_=ARRAY(Text))) for i in range(count)])
+               .cte("matched"))
+    table = _terms_table()
+    word = (func.unnest(func.regexp_split_to_array(matched.c.search_name, NAME_WORD_SEPARATORS))
+            .table_valued("word").render_derived().lateral("name_word"))
+    score = _score(table, count)
+    scored = (select(matched.c.id, matched.c.search_name, score.label("score"))
+              .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
+              .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
+    total = select(func.count()).select_from(matched).scalar_subquery()
+    return (select(scored.c.id, total.label("total"), true().label("complete"))
+            .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
+            .limit(_LIMIT).offset(_OFFSET))
 
 
 def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
@@ -109,14 +303,30 @@ def _trigram_name_filter(stmt: Select[Any], words: list[str]) -> Select[Any]:
     return stmt
 
 
+@dataclass(frozen=True)
+class Found:
+    """A page of patients and how many match: exactly, or, when `total_exact` is false, more than
+    `total` (a one-word name search stops counting after TOTAL_COUNTED)."""
+
+    rows: list[Patient]
+    total: int
+    total_exact: bool = True
+
+
 async def search(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams
                  ) -> tuple[list[Patient], int]:
+    """`search_page` as (rows, total); see there for a total that stops counting."""
+    found = await search_page(session, who, filters, paging)
+    return found.rows, found.total
+
+
+async def search_page(session: AsyncSession, who: Principal, filters: Filters, paging: PageParams) -> Found:
     """Filtered, paginated list. With `q`, best name matches first; otherwise by family, given name."""
     org_id = who.org_id
     stmt = _live(org_id)
     if not filters.include_merged:
         stmt = stmt.where(Patient.status != "merged")
-    narrowed = False
+    narrowed, params = False, {}
     if filters.status:
         stmt, narrowed = stmt.where(Patient.status == filters.status), True
     if filters.tag:
@@ -145,11 +355,15 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
 
     if query and not filters.include_merged:
         await _set_similarity(session, _settings(session).patient_search_similarity)
-        matches = _name_matches(org_id, _query_words(query))
+        terms = await name_terms(session, org_id, _query_words(query))
+        if not {i for i, _, _ in terms.rows} >= set(range(len(terms.words))):  # a word matches no name
+            await _audit_search(session, who, filters, [])
+            return Found([], 0)
         if not narrowed:
-            rows, total = await _page_of_name_matches(session, org_id, matches, paging)
-            await _audit_search(session, who, filters, rows)
-            return rows, total
+            found = await _page_of_name_matches(session, org_id, terms, paging)
+            await _audit_search(session, who, filters, found.rows)
+            return found
+        matches, params = _name_matches(len(terms.words)), {"org_id": org_id, **terms.params()}
         stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
                                 Patient.given_name, Patient.id)
@@ -163,31 +377,37 @@ async def search(session: AsyncSession, who: Principal, filters: Filters, paging
     # One pass: the page and the total (a window count) together; a page past the end counts apart.
     result = (await session.execute(
         _with_contacts(ordered.add_columns(func.count().over().label("total")))
-        .limit(paging.limit).offset(paging.offset))).all()
+        .limit(paging.limit).offset(paging.offset), params)).all()
     rows = [row[0] for row in result]
     if result:
         total = int(result[0][1])
     else:
-        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+        total = int(await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()), params)
+                    or 0)
     await _audit_search(session, who, filters, rows)
-    return rows, total
+    return Found(rows, total)
 
 
-async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, matches: Any, paging: PageParams
-                                ) -> tuple[list[Patient], int]:
-    """Rank, count and page from the word index alone; load only the page's patients."""
-    ranked = (await session.execute(
-        select(matches.c.patient_id, func.count().over())
-        .order_by(matches.c.score.desc(), func.length(matches.c.sort_key), matches.c.sort_key,
-                  matches.c.patient_id)
-        .limit(paging.limit).offset(paging.offset))).all()
+async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms: NameTerms, paging: PageParams
+                                ) -> Found:
+    """Rank, count and page from the name indexes alone; load only the page's patients."""
+    ranked = (await session.execute(*name_ranking(org_id, terms, paging))).all()
     if not ranked:
-        total = await session.scalar(select(func.count()).select_from(matches))
-        return [], int(total or 0)
+        matches = _name_matches(len(terms.words))
+        params = {"org_id": org_id, **terms.params()}
+        return Found([], int(await session.scalar(select(func.count()).select_from(matches), params) or 0))
     ids = [row[0] for row in ranked]
     loaded = {p.id: p for p in (await session.execute(
         _with_contacts(_live(org_id).where(Patient.id.in_(ids))))).scalars()}
-    return [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    rows, total = [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    if not _stops_counting(terms, paging):
+        return Found(rows, total)
+    if total > TOTAL_COUNTED:
+        return Found(rows, TOTAL_COUNTED, total_exact=False)
+    if not ranked[0][2]:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
+        params = {"org_id": org_id, **terms.params()}
+        total = int(await session.scalar(select(func.count()).select_from(_name_matches(1)), params) or 0)
+    return Found(rows, total)
 
 
 async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:

@@ -11,6 +11,8 @@ Functions other modules call (stable names and signatures):
   number (get-or-create: an existing live patient with that number is returned instead).
 * `consent_allows(...)`, `set_consent(...)`, `data_sharing_allows(...)`: consent (see `consent.py`).
 * `to_fhir(patient)`: a validated FHIR R4B `Patient`.
+* `search(session, who, filters, paging)`: (patients, total); `search_page` gives a `Found` that
+  also says whether the total is exact (a one-word name search stops counting at 1,000).
 
 Functions whose name the API uses take the acting `who: Principal` and write the audit log.
 Everything flushes and never commits: the caller's transaction decides.
@@ -62,8 +64,10 @@ from prm.patients.records import (
 )
 from prm.patients.search import (
     Filters,
+    Found,
     active_ids,
     search,
+    search_page,
 )
 from prm.patients.validation import (
     MAX_MERGE_CHAIN,
@@ -82,6 +86,7 @@ __all__ = [
     "ConsentOverview",
     "Facts",
     "Filters",
+    "Found",
     "MergeOutcome",
     "Patient",
     "PatientEmail",
@@ -109,6 +114,7 @@ __all__ = [
     "read",
     "resolve",
     "search",
+    "search_page",
     "set_consent",
     "timeline",
     "to_fhir",
