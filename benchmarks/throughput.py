@@ -80,6 +80,7 @@ class Phase:
     latencies: list[float]
     cpu_seconds: float | None = None  # all server processes
     worker_cpu_seconds: float | None = None  # of which the job worker process (when it is one)
+    client_cpu_seconds: float | None = None  # this benchmark process (the HTTP clients) meanwhile
     queued_after: int | None = None  # webhook: its jobs still waiting when the phase ended
     drain_cpu_seconds: float | None = None  # webhook: server CPU while those jobs were worked off
 
@@ -451,9 +452,9 @@ class Bench:
     async def over_http(self, phase: Any, clients: int | None = None) -> Phase:
         """One HTTP phase, with the CPU the server processes used meanwhile (their whole tree)."""
         async with self.client(clients) as http:
-            cpu0 = tree_cpu_seconds(self.pid)
+            cpu0, own0 = tree_cpu_seconds(self.pid), time.process_time()
             result: Phase = await phase(http)
-            cpu1 = tree_cpu_seconds(self.pid)
+            cpu1, result.client_cpu_seconds = tree_cpu_seconds(self.pid), time.process_time() - own0
             result.cpu_seconds = sum(cpu1.values()) - sum(cpu0.values())
             result.worker_cpu_seconds = cpu1["worker"] - cpu0["worker"]
             return result
@@ -596,6 +597,10 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         return spread_of([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None],
                          "{:.1f}")
 
+    def client_cpu(name: str) -> str:
+        return spread_of([ph.client_cpu_seconds / ph.count * 1000 for ph in p[name]
+                          if ph.client_cpu_seconds is not None], "{:.1f}")
+
     def api_cpu(name: str) -> str:
         return spread_of([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
                           if ph.cpu_seconds is not None], "{:.1f}")
@@ -630,6 +635,9 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
+        f"- the benchmark's own CPU per request (its HTTP clients, one Python process: when it nears a whole "
+        f"core, the clients are the limit, not the server): booking {client_cpu('booking')} ms, webhook "
+        f"{client_cpu('webhook')} ms, `GET /auth/me` {client_cpu('me')} ms",
         (f"- of which the API processes (the job worker is its own process): booking {api_cpu('booking')} ms, "
          f"webhook {api_cpu('webhook')} ms, `GET /auth/me` {api_cpu('me')} ms" if separate else
          "- (the job worker runs inside the API process here: its work for a phase's jobs is counted in it, "
