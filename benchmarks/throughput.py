@@ -1,7 +1,7 @@
 """Throughput of the hot paths as ratios against the database's own speed, measured interleaved.
 
     PYTHONPATH=src python benchmarks/throughput.py [--workers N] [--rounds 3] [--clients 32]
-        [--per-client 10] [--sweep 1,4,16,32] [--out benchmarks/out]
+        [--per-client 10] [--sweep 1,4,16,32] [--out benchmarks/out] [--only webhook]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
@@ -13,7 +13,11 @@ round runs, one after the other on the same database and the same loaded machine
 3. HTTP `GET /auth/me` (authenticated, no writes: the framework floor);
 4. raw SQL: the rows a signed inbound webhook must write synchronously (its inbound event row and
    one queued job, in one transaction);
-5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures).
+5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures); then the
+   benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
+   queued), so the next phase does not pay for them, and reports that CPU separately.
+
+`--only webhook` runs phases 3-5 only (no booking phases, sweep, race or in-process booking profile).
 
 Every figure is service ÷ raw measured in the same round; the report gives the median and the
 min–max over rounds, so the noise of a shared machine shows instead of hiding. It also reports the
@@ -57,6 +61,8 @@ from twilio.request_validator import RequestValidator
 PRACTITIONERS = 20
 RACE = 200
 SWEEP_REQUESTS = 256  # bookings per point of the clients sweep
+PHASES = {"all": ("raw_booking", "booking", "me", "raw_webhook", "webhook"),
+          "webhook": ("me", "raw_webhook", "webhook")}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -74,6 +80,8 @@ class Phase:
     latencies: list[float]
     cpu_seconds: float | None = None  # all server processes
     worker_cpu_seconds: float | None = None  # of which the job worker process (when it is one)
+    queued_after: int | None = None  # webhook: its jobs still waiting when the phase ended
+    drain_cpu_seconds: float | None = None  # webhook: server CPU while those jobs were worked off
 
     @property
     def rate(self) -> float:
@@ -391,6 +399,28 @@ class Bench:
 
         return await run_clients(self.args.clients, self.args.per_client, one)
 
+    async def drain_webhook_jobs(self, phase: Phase) -> None:
+        """Wait until the server's worker has processed the jobs the webhook phase queued (and those
+        they queued in turn), so the next phase does not pay for them; records how many of the
+        webhook's own were left and the CPU the drain took."""
+        sql = ("SELECT count(*) FILTER (WHERE task_name = %s), count(*) FROM procrastinate_jobs "
+               "WHERE status IN ('todo', 'doing') AND (scheduled_at IS NULL OR scheduled_at <= now())")
+        cpu0 = sum(tree_cpu_seconds(self.pid).values())
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            deadline, stalled_since, before = time.monotonic() + 300, time.monotonic(), -1
+            while True:
+                row = await (await conn.execute(sql, ("webhooks.process_twilio_message",))).fetchone()
+                own, left = row if row else (0, 0)
+                if phase.queued_after is None:
+                    phase.queued_after = own
+                if left != before:
+                    stalled_since, before = time.monotonic(), left
+                # done, or no worker making progress (`--serve-arg=--no-worker`): leave the rest queued
+                if left == 0 or time.monotonic() > deadline or time.monotonic() - stalled_since > 10:
+                    break
+                await asyncio.sleep(0.2)
+        phase.drain_cpu_seconds = sum(tree_cpu_seconds(self.pid).values()) - cpu0
+
     async def race(self, http: httpx.AsyncClient) -> str:
         (practitioner, start), = self.next_slots(1)
         racers = [next(self.patients) for _ in range(RACE)]
@@ -435,6 +465,7 @@ class Bench:
             order = ["raw_booking", "booking", "me", "raw_webhook", "webhook"]
             if r % 2:  # alternate which side goes first, so a trend in load does not favour one
                 order = ["booking", "raw_booking", "me", "webhook", "raw_webhook"]
+            order = [name for name in order if name in PHASES[a.only]]
             for name in order:
                 phase = await {
                     "raw_booking": self.raw_bookings, "raw_webhook": self.raw_webhooks,
@@ -442,11 +473,13 @@ class Bench:
                     "me": lambda: self.over_http(self.http_me),
                     "webhook": lambda: self.over_http(self.http_webhooks),
                 }[name]()
+                if name == "webhook":
+                    await self.drain_webhook_jobs(phase)
                 self.results.add(name, phase)
-            print(f"  round {r + 1}/{a.rounds}: booking {self.results.phases['booking'][-1].rate:.0f}/s vs raw "
-                  f"{self.results.phases['raw_booking'][-1].rate:.0f}/s; webhook "
-                  f"{self.results.phases['webhook'][-1].rate:.0f}/s vs raw "
-                  f"{self.results.phases['raw_webhook'][-1].rate:.0f}/s", flush=True)
+            print(f"  round {r + 1}/{a.rounds}: " + "; ".join(
+                f"{name} {self.results.phases[name][-1].rate:.0f}/s" for name in order), flush=True)
+        if "booking" not in PHASES[a.only]:
+            return "race for one slot: not run (--only webhook)"
         for clients in self.args.sweep:  # throughput against the number of clients (the chart)
             per_client = max(1, SWEEP_REQUESTS // clients)
             raw = await self.raw_bookings(clients, per_client)
@@ -544,20 +577,32 @@ def spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float],
+def report(args: argparse.Namespace, results: Results, race: str, profile: dict[str, float] | None,
            sweep: list[tuple[int, Phase, Phase]]) -> str:
-    p = results.phases
-    booking_ratio = [s.rate / r.rate for s, r in zip(p["booking"], p["raw_booking"], strict=True)]
-    me_ratio = [s.rate / r.rate for s, r in zip(p["me"], p["raw_booking"], strict=True)]
-    webhook_ratio = [s.rate / r.rate for s, r in zip(p["webhook"], p["raw_webhook"], strict=True)]
+    p = {name: results.phases.get(name, []) for name in PHASES["all"]}  # `--only` leaves some empty
+
+    def spread_of(values: list[float], fmt: str = "{:.3f}") -> str:
+        return spread(values, fmt) if values else "—"
+
+    def ratios(service: str, raw: str) -> list[float]:
+        if not (p[service] and p[raw]):
+            return []
+        return [s.rate / r.rate for s, r in zip(p[service], p[raw], strict=True)]
+
+    booking_ratio, me_ratio, webhook_ratio = ratios("booking", "raw_booking"), ratios("me", "raw_booking"), \
+        ratios("webhook", "raw_webhook")
+
     def cpu(name: str) -> str:
-        return spread([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None], "{:.1f}")
+        return spread_of([ph.cpu_seconds / ph.count * 1000 for ph in p[name] if ph.cpu_seconds is not None],
+                         "{:.1f}")
 
     def api_cpu(name: str) -> str:
-        return spread([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
-                       if ph.cpu_seconds is not None], "{:.1f}")
+        return spread_of([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
+                          if ph.cpu_seconds is not None], "{:.1f}")
 
-    separate = any(ph.worker_cpu_seconds for ph in p["booking"])
+    webhook_total = [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p["webhook"]
+                     if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
+    separate = any(ph.worker_cpu_seconds for ph in p["booking"] + p["webhook"])
     sweep_lines = ["", "Booking throughput against concurrent clients (one run each, after the rounds):", "",
                    "| clients | service | p95 | raw inserts | ratio |", "|---|---|---|---|---|"] + [
         f"| {clients} | {served.rate:.0f}/s | {served.p95_ms:.0f} ms | {raw.rate:.0f}/s | "
@@ -573,14 +618,15 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         "| figure | service | raw database | ratio |",
         "|---|---|---|---|",
-        f"| booking | {spread([x.rate for x in p['booking']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['booking']], '{:.0f}')} ms | "
-        f"{spread([x.rate for x in p['raw_booking']], '{:.0f}')} inserts/s | {spread(booking_ratio)} |",
-        f"| `GET /auth/me` (no writes) | {spread([x.rate for x in p['me']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['me']], '{:.0f}')} ms | (raw booking insert) | {spread(me_ratio)} |",
-        f"| signed WhatsApp webhook ingest | {spread([x.rate for x in p['webhook']], '{:.0f}')}/s, p95 "
-        f"{spread([x.p95_ms for x in p['webhook']], '{:.0f}')} ms | "
-        f"{spread([x.rate for x in p['raw_webhook']], '{:.0f}')}/s (event row + job) | {spread(webhook_ratio)} |",
+        f"| booking | {spread_of([x.rate for x in p['booking']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['booking']], '{:.0f}')} ms | "
+        f"{spread_of([x.rate for x in p['raw_booking']], '{:.0f}')} inserts/s | {spread_of(booking_ratio)} |",
+        f"| `GET /auth/me` (no writes) | {spread_of([x.rate for x in p['me']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['me']], '{:.0f}')} ms | (raw booking insert) | {spread_of(me_ratio)} |",
+        f"| signed WhatsApp webhook ingest | {spread_of([x.rate for x in p['webhook']], '{:.0f}')}/s, p95 "
+        f"{spread_of([x.p95_ms for x in p['webhook']], '{:.0f}')} ms | "
+        f"{spread_of([x.rate for x in p['raw_webhook']], '{:.0f}')}/s (event row + job) | "
+        f"{spread_of(webhook_ratio)} |",
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
@@ -588,10 +634,15 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
          f"webhook {api_cpu('webhook')} ms, `GET /auth/me` {api_cpu('me')} ms" if separate else
          "- (the job worker runs inside the API process here: its work for a phase's jobs is counted in it, "
          "and what it does late in the next phase)"),
-        f"- the app alone (requests handed to it in process, one at a time, no HTTP client, server or job "
-        f"worker): {profile['statements']:.1f} statements and {profile['cpu_ms']:.2f} ms CPU per booking, "
-        f"{profile['wall_ms']:.1f} ms wall; `GET /auth/me`: {profile['me_statements']:.0f} statements, "
-        f"{profile['me_cpu_ms']:.2f} ms CPU",
+        f"- webhook jobs still queued when the phase ended: "
+        f"{spread_of([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}')} of "
+        f"{args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + "
+        f"drain): {spread_of(webhook_total, '{:.1f}')} ms",
+        (f"- the app alone (requests handed to it in process, one at a time, no HTTP client, server or job "
+         f"worker): {profile['statements']:.1f} statements and {profile['cpu_ms']:.2f} ms CPU per booking, "
+         f"{profile['wall_ms']:.1f} ms wall; `GET /auth/me`: {profile['me_statements']:.0f} statements, "
+         f"{profile['me_cpu_ms']:.2f} ms CPU" if profile is not None
+         else "- in-process booking profile: not run (--only webhook)"),
         f"- {race}",
         f"- requests sent again after the server closed an idle keep-alive connection: {RECONNECTS['count']}",
         *sweep_lines,
@@ -610,6 +661,8 @@ def charts(out: Path, results: Results, sweep: list[tuple[int, Phase, Phase]]) -
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("booking", "raw_booking", "webhook", "raw_webhook", "me"):
+        if name not in results.phases:
+            continue
         values = sorted(x * 1000 for ph in results.phases[name] for x in ph.latencies)
         ax.plot(values, [i / len(values) for i in range(len(values))], label=name)
     ax.set_xscale("log")
@@ -653,8 +706,10 @@ async def main(args: argparse.Namespace, url: str) -> None:
     with server(url, args, token) as (base, pid):
         bench = Bench(args, url, ctx, base, pid, token, clinic_number)
         race = await bench.run()
-    profile_slots = bench.next_slots(210)
-    profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
+    profile = None
+    if "booking" in PHASES[args.only]:
+        profile_slots = bench.next_slots(210)
+        profile = await profile_in_process(url, ctx, 200, profile_slots, [next(bench.patients) for _ in range(210)])
     text = report(args, bench.results, race, profile, bench.sweep)
     print(text)
     write_report(Path(args.out), text, bench.results, bench.sweep)
@@ -671,6 +726,8 @@ if __name__ == "__main__":
     parser.add_argument("--per-client", type=int, default=10)
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
+    parser.add_argument("--only", default="all", choices=sorted(PHASES),
+                        help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
     parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32],
                         help="client counts for the booking throughput-vs-clients chart (empty: none)")

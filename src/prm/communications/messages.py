@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import structlog
+from psycopg.types.json import Jsonb
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -387,6 +388,36 @@ async def claim_inbound_event(
         log.info("webhook.duplicate", provider=provider, kind=kind)
         return None
     return event  # type: ignore[no-any-return]
+
+
+_STORE_AND_QUEUE = (
+    "WITH stored AS (INSERT INTO inbound_events (id, provider, external_id, kind, outcome, received_at, payload) "
+    "VALUES (%(id)s, %(provider)s, %(external_id)s, %(kind)s, 'received', %(received_at)s, %(payload)s) "
+    "ON CONFLICT ON CONSTRAINT uq_inbound_events_provider_external_id DO NOTHING RETURNING id) "
+    "SELECT {defer} FROM stored"
+)
+
+
+async def store_inbound_event(
+    session: AsyncSession, *, provider: str, external_id: str, kind: str, payload: dict[str, Any], then: str,
+) -> uuid.UUID | None:
+    """Store a raw inbound event and queue the job `then(event_id=<its id>)` that processes it, in one
+    statement of the caller's transaction; None when the event was stored already (a retried
+    delivery): then nothing is written and nothing queued."""
+    event_id = uuid.uuid4()
+    defer_sql, defer_params = jobs.defer_expression(then, event_id=str(event_id))
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    cursor = await driver.execute(
+        _STORE_AND_QUEUE.format(defer=defer_sql),
+        {"id": event_id, "provider": provider, "external_id": external_id, "kind": kind,
+         "received_at": clock.now(), "payload": Jsonb(payload), **defer_params},
+    )
+    if await cursor.fetchone() is None:
+        log.info("webhook.duplicate", provider=provider, kind=kind)
+        return None
+    return event_id
 
 
 async def pending_inbound_event(session: AsyncSession, event_id: uuid.UUID) -> InboundEvent | None:

@@ -56,6 +56,7 @@ from prm.communications.messages import (
     send,
     status_counts,
     statuses,
+    store_inbound_event,
 )
 from prm.communications.models import Communication, SandboxMessage
 from prm.media import service as media
@@ -114,6 +115,7 @@ __all__ = [
     "send",
     "status_counts",
     "statuses",
+    "store_inbound_event",
     "webhook_secret",
     "whatsapp_window_open",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -240,7 +241,7 @@ class _Run:
                 )
             except DomainError as exc:
                 return assistant.ActionFailed(exc.code)
-            slots.extend(
+            slots.extend(islice((  # only as many as still wanted: a chunk of a busy clinic holds thousands
                 assistant.Slot(
                     start_at=s.start_at,
                     end_at=s.end_at,
@@ -251,7 +252,7 @@ class _Run:
                 )
                 for s in found
                 if cmd.start_at <= s.start_at < cmd.end_at
-            )
+            ), cmd.limit - len(slots)))
             day = chunk_end + timedelta(days=1)
         return assistant.SlotsFound(cmd, tuple(slots[: cmd.limit]))
 

@@ -174,6 +174,18 @@ async def defer(
         return None
 
 
+def defer_expression(name: str, *, priority: int = 0, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """An SQL expression (psycopg parameters) queueing job `name` now, for a statement that writes a
+    row and its job at once (`... SELECT <expression> FROM inserted`: queued only when a row is)."""
+    spec = _registry.get(name)
+    if spec is None:
+        raise KeyError(f"unknown job {name!r}")
+    return ("procrastinate_defer_jobs_v1(ARRAY[ROW(%(job_queue)s, %(job_task)s, %(job_priority)s, NULL, NULL, "
+            "%(job_args)s::jsonb, NULL)::procrastinate_job_to_defer_v1])",
+            {"job_queue": spec.queue, "job_task": name, "job_priority": priority,
+             "job_args": json.dumps(kwargs, default=str)})
+
+
 # --- deferred with the next flush: all the jobs of a unit of work in one statement ---------------
 
 _PENDING = "prm.jobs.pending"

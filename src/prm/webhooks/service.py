@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.core import clock, events, jobs
+from prm.core import clock, events
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
@@ -87,11 +87,10 @@ async def accept_twilio_message(session: AsyncSession, params: dict[str, str]) -
     msg = _parse_message(params)
     if rules.keyword(msg.body) is not None:
         return await receive_twilio_message(session, params)
-    event = await _claim(session, provider="twilio", external_id=msg.message_sid, kind="message", payload=params)
-    if event is None:
-        return Outcome("duplicate")
-    await jobs.defer(session, PROCESS_MESSAGE_JOB, event_id=str(event.id))
-    return Outcome("received")
+    event_id = await communications.store_inbound_event(
+        session, provider="twilio", external_id=msg.message_sid, kind="message", payload=params,
+        then=PROCESS_MESSAGE_JOB)
+    return Outcome("duplicate" if event_id is None else "received")
 
 
 async def process_stored_twilio_message(session: AsyncSession, event_id: uuid.UUID) -> Outcome | None:

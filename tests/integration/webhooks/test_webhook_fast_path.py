@@ -4,6 +4,8 @@ path does (patient, communication, event), once, and clears the stored payload."
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prm.communications import service as communications
 from prm.communications.models import Communication, InboundEvent
 from prm.core import jobs
 from prm.core.events import EventRecord
@@ -19,7 +22,8 @@ from prm.patients import service as patients
 from prm.settings import Settings
 from prm.webhooks.service import PROCESS_MESSAGE_JOB
 from prm.webhooks.tasks import process_twilio_message
-from tests.fixtures.messaging import inbound, new_phone, patient_with_contacts, post_twilio
+from tests.conftest import Committed
+from tests.fixtures.messaging import CLINIC_NUMBER, TWILIO_SID, inbound, new_phone, patient_with_contacts, post_twilio
 from tests.fixtures.settings_switch import use_settings
 
 
@@ -106,3 +110,75 @@ async def test_stop_is_still_answered_in_the_request_and_bad_input_still_refused
                                {**params, "To": "whatsapp:+34910000001"}, signature="forged")
     assert forged.status_code == 403
     assert await _jobs(session) == 0
+
+
+async def _stored(session: AsyncSession, sid: str) -> list[InboundEvent]:
+    return list(await session.scalars(select(InboundEvent).where(InboundEvent.provider == "twilio",
+                                                                 InboundEvent.external_id == sid)))
+
+
+async def test_a_forged_or_unsigned_delivery_is_refused_before_anything_is_stored(
+    session: AsyncSession, anon_client: httpx.AsyncClient, twilio_org: Organisation, deferred: Settings,
+) -> None:
+    params = {"MessageSid": "SMforged1", "AccountSid": TWILIO_SID, "From": f"whatsapp:{new_phone()}",
+              "To": f"whatsapp:{CLINIC_NUMBER}", "Body": "hi", "NumMedia": "0"}
+    signed = (await post_twilio(anon_client, deferred, "/webhooks/twilio/messaging", params)).request
+    tampered = await anon_client.post("/webhooks/twilio/messaging", data={**params, "Body": "hi!"},
+                                      headers={"X-Twilio-Signature": signed.headers["X-Twilio-Signature"]})
+    unsigned = await post_twilio(anon_client, deferred, "/webhooks/twilio/messaging",
+                                 {**params, "MessageSid": "SMforged2"}, signature=None)
+    assert (tampered.status_code, unsigned.status_code) == (403, 403)
+    assert tampered.json()["code"] == "invalid_signature"
+    assert await _stored(session, "SMforged2") == []
+    [event] = await _stored(session, "SMforged1")  # the genuine one only, with its own body
+    assert event.payload is not None and event.payload["Body"] == "hi" and await _jobs(session) == 1
+
+
+async def test_a_replayed_delivery_is_answered_like_the_first_and_stores_nothing_more(
+    session: AsyncSession, anon_client: httpx.AsyncClient, twilio_org: Organisation, deferred: Settings,
+) -> None:
+    sender = new_phone()
+    first = await inbound(anon_client, deferred, from_=sender, body="Running late", sid="SMreplay1")
+    again = await inbound(anon_client, deferred, from_=sender, body="Running late", sid="SMreplay1")
+    assert first.status_code == again.status_code == 200
+    assert first.text == again.text and "<Message>" not in again.text  # Twilio wants a 200 and no reply
+    assert again.headers["content-type"].startswith("application/xml")
+    assert len(await _stored(session, "SMreplay1")) == 1 and await _jobs(session) == 1
+
+
+async def test_storing_and_queueing_is_one_unit_a_rolled_back_request_leaves_neither(
+    session: AsyncSession, deferred: Settings,
+) -> None:
+    async with session.begin_nested() as savepoint:
+        event_id = await communications.store_inbound_event(
+            session, provider="twilio", external_id="SMrolledback", kind="message", payload={"Body": "x"},
+            then=PROCESS_MESSAGE_JOB)
+        assert event_id is not None and await _jobs(session) == 1
+        await savepoint.rollback()
+    assert await _stored(session, "SMrolledback") == [] and await _jobs(session) == 0
+
+
+async def test_concurrent_deliveries_of_one_message_store_one_event_and_queue_one_job(
+    committed: Committed, deferred: Settings,
+) -> None:
+    sid = f"SM{uuid.uuid4().hex}"
+    params = {"MessageSid": sid, "AccountSid": TWILIO_SID, "From": f"whatsapp:{new_phone()}",
+              "To": f"whatsapp:{CLINIC_NUMBER}", "Body": "Is the clinic open today?", "NumMedia": "0"}
+    client = committed.client()
+    try:
+        answers = await asyncio.gather(*(post_twilio(client, deferred, "/webhooks/twilio/messaging", params)
+                                         for _ in range(8)))
+        assert [r.status_code for r in answers] == [200] * 8
+        async with committed.session() as s:
+            [event] = await _stored(s, sid)
+            queued = (await s.execute(text(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t AND args->>'event_id' = :e"),
+                {"t": PROCESS_MESSAGE_JOB, "e": str(event.id)})).scalar_one()
+            assert queued == 1 and event.outcome == "received"
+    finally:  # committed rows: leave nothing for other tests' workers
+        async with committed.session() as s:
+            await s.execute(text("DELETE FROM procrastinate_jobs WHERE task_name = :t AND args->>'event_id' IN "
+                                 "(SELECT id::text FROM inbound_events WHERE external_id = :sid)"),
+                            {"t": PROCESS_MESSAGE_JOB, "sid": sid})
+            await s.execute(text("DELETE FROM inbound_events WHERE external_id = :sid"), {"sid": sid})
+            await s.commit()
