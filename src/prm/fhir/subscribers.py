@@ -31,11 +31,16 @@ async def _sync_patient(session: AsyncSession, event: events.Event) -> None:
         await sync.enqueue(session, event.org_id, uuid.UUID(str(patient_id)), event.type)
 
 
+# No delivery job at all for an organisation without an enabled EHR connection (most events of most
+# clinics): checked in the statement that publishes the event.
+HAS_CONNECTION = "EXISTS (SELECT 1 FROM fhir_ehr_connections WHERE org_id = :org_id AND enabled)"
+
 for _event_type in PATIENT_TRIGGERS:
-    events.subscriber(_event_type, name=f"fhir.sync_on_{_event_type.replace('.', '_')}")(_sync_patient)
+    events.subscriber(_event_type, name=f"fhir.sync_on_{_event_type.replace('.', '_')}",
+                      only_if=HAS_CONNECTION)(_sync_patient)
 
 
-@events.subscriber("patient.merged", name="fhir.sync_on_patient_merged")
+@events.subscriber("patient.merged", name="fhir.sync_on_patient_merged", only_if=HAS_CONNECTION)
 async def sync_merged(session: AsyncSession, event: events.Event) -> None:
     """The survivor's chart (it now holds the duplicate's records), and the duplicate itself if the
     EHR has it (sent inactive with a `replaced-by` link to the survivor)."""

@@ -219,3 +219,33 @@ def test_cache_drops_the_least_recently_used(monkeypatch: pytest.MonkeyPatch) ->
         reference._store(copy)
     assert list(reference._cache) == [copies[1].org_id, copies[2].org_id]
     reference.forget()
+
+
+async def test_a_booking_queues_only_deliveries_that_can_have_work(committed: Any) -> None:
+    """No EHR connection, no webhook endpoint: the booking's event gets no FHIR or integrations
+    delivery job; an enabled EHR connection makes FHIR's queued too."""
+    org, client, clinic, patients = await _setup(committed)
+
+    async def deliveries(appointment_id: str) -> list[str]:
+        async with committed.session() as s:
+            event_id = await s.scalar(select(EventRecord.id).where(
+                EventRecord.org_id == org.id, EventRecord.payload["appointment_id"].astext == appointment_id))
+            return sorted(await s.scalars(text(
+                "SELECT args->>'subscriber' FROM procrastinate_jobs WHERE task_name = 'events.deliver' "
+                "AND args->>'event_id' = :e"), {"e": str(event_id)}))
+
+    with clock.frozen(NOW):
+        r = await client.post("/appointments", json=_body(clinic, patients[0], at(24, 9)))
+        assert r.status_code == 201, r.text
+        assert await deliveries(r.json()["id"]) == ["journeys.react", "notifications.appointment_booked"]
+        async with committed.session() as s:
+            await s.execute(text(
+                "INSERT INTO fhir_ehr_connections (id, org_id, name, base_url, server_family, auth, scope, "
+                "signing_alg, key_id, bearer_token, enabled) VALUES (gen_random_uuid(), :o, 'EHR', "
+                "'https://ehr.example/fhir', 'transaction', 'bearer', 'system/*.write', 'ES384', :k, 't', true)"),
+                {"o": org.id, "k": uuid.uuid4().hex})
+            await s.commit()
+        r = await client.post("/appointments", json=_body(clinic, patients[1], at(24, 10)))
+        assert r.status_code == 201, r.text
+        assert await deliveries(r.json()["id"]) == [
+            "fhir.sync_on_appointment_booked", "journeys.react", "notifications.appointment_booked"]
