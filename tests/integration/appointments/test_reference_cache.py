@@ -6,6 +6,7 @@ an uncommitted change never reaches other requests; a refused booking writes not
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -22,17 +23,25 @@ from prm.core.events import EventRecord
 
 from .conftest import NOW, build_clinic, make_patient
 from .support import at
+from .test_double_booking import _cleanup_reminder_jobs
 
 pytestmark = pytest.mark.slow
 
 
-async def _setup(committed: Any) -> tuple[Any, Any, Any, list[uuid.UUID]]:
+@pytest.fixture
+async def setup(committed: Any) -> AsyncIterator[tuple[Any, Any, Any, list[uuid.UUID]]]:
+    """A committed clinic, an admin client and 12 patients; afterwards its jobs are cancelled (they
+    must not run in a later test that runs every due job) and its EHR connection removed."""
     org, key = await committed.org()
     async with committed.session() as s:
         clinic = await build_clinic(s, org.id)
         patients = [(await make_patient(s, org.id, given=f"P{i}")).id for i in range(12)]
         await s.commit()
-    return org, committed.client(key), clinic, patients
+    yield org, committed.client(key), clinic, patients
+    await _cleanup_reminder_jobs(committed, org.id)
+    async with committed.session() as s:
+        await s.execute(text("DELETE FROM fhir_ehr_connections WHERE org_id = :o"), {"o": org.id})
+        await s.commit()
 
 
 def _body(clinic: Any, patient: uuid.UUID, start: Any, **extra: Any) -> dict[str, Any]:
@@ -40,8 +49,8 @@ def _body(clinic: Any, patient: uuid.UUID, start: Any, **extra: Any) -> dict[str
             "practitioner_id": str(clinic.vega.id), "start_at": start.isoformat(), **extra}
 
 
-async def test_every_reference_change_reaches_the_next_booking(committed: Any) -> None:
-    _, client, clinic, patients = await _setup(committed)
+async def test_every_reference_change_reaches_the_next_booking(committed: Any, setup: Any) -> None:
+    _, client, clinic, patients = setup
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -110,8 +119,8 @@ async def test_every_reference_change_reaches_the_next_booking(committed: Any) -
         assert offsets == ["2h"]
 
 
-async def test_slots_follow_every_change_too(committed: Any) -> None:
-    _, client, clinic, _ = await _setup(committed)
+async def test_slots_follow_every_change_too(committed: Any, setup: Any) -> None:
+    _, client, clinic, _ = setup
     query = {"service_id": str(clinic.cleaning.id), "practitioner_id": str(clinic.vega.id),
              "start_date": "2026-03-24", "end_date": "2026-03-24"}
 
@@ -136,8 +145,8 @@ async def test_slots_follow_every_change_too(committed: Any) -> None:
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "practitioner_id", r.text
 
 
-async def test_an_uncommitted_change_never_reaches_other_requests(committed: Any) -> None:
-    org, client, clinic, patients = await _setup(committed)
+async def test_an_uncommitted_change_never_reaches_other_requests(committed: Any, setup: Any) -> None:
+    org, client, clinic, patients = setup
     with clock.frozen(NOW):
         r = await client.post("/appointments", json=_body(clinic, patients[0], at(24, 9)))
         assert r.status_code == 201, r.text
@@ -163,8 +172,8 @@ async def test_an_uncommitted_change_never_reaches_other_requests(committed: Any
         assert r.status_code == 422 and r.json()["code"] == "outside_availability", r.text
 
 
-async def test_a_refused_booking_writes_nothing(committed: Any) -> None:
-    org, client, clinic, patients = await _setup(committed)
+async def test_a_refused_booking_writes_nothing(committed: Any, setup: Any) -> None:
+    org, client, clinic, patients = setup
 
     async def counts() -> list[int]:
         async with committed.session() as s:
@@ -221,10 +230,10 @@ def test_cache_drops_the_least_recently_used(monkeypatch: pytest.MonkeyPatch) ->
     reference.forget()
 
 
-async def test_a_booking_queues_only_deliveries_that_can_have_work(committed: Any) -> None:
+async def test_a_booking_queues_only_deliveries_that_can_have_work(committed: Any, setup: Any) -> None:
     """No EHR connection, no webhook endpoint: the booking's event gets no FHIR or integrations
     delivery job; an enabled EHR connection makes FHIR's queued too."""
-    org, client, clinic, patients = await _setup(committed)
+    org, client, clinic, patients = setup
 
     async def deliveries(appointment_id: str) -> list[str]:
         async with committed.session() as s:
