@@ -13,7 +13,8 @@ round runs, one after the other on the same database and the same loaded machine
 3. HTTP `GET /auth/me` (authenticated, no writes: the framework floor);
 4. raw SQL: the rows a signed inbound webhook must write synchronously (its inbound event row and
    one queued job, in one transaction);
-5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures); then the
+5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures; sent by a
+   minimal HTTP/1.1 client, `RawHttp`, as light as the raw phases' psycopg); then the
    benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
    queued), so the next phase does not pay for them, and reports that CPU separately.
 
@@ -53,6 +54,7 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as wall
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -267,6 +269,38 @@ def tree_cpu_seconds(root: int) -> dict[str, float]:
 # --- phases -------------------------------------------------------------------------------------------
 
 
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection that posts a form and reads the answer, and little else.
+
+    httpx costs this process ~3.5 ms of CPU per webhook, more than the server spends answering it,
+    on the same two cores: the HTTP phase then measured the client. The raw phases' psycopg client
+    is C; this one costs ~0.2 ms (`--webhook-client httpx` for the former)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, base: str) -> RawHttp:
+        parts = httpx.URL(base)
+        reader, writer = await asyncio.open_connection(parts.host, parts.port)
+        return cls(reader, writer, f"{parts.host}:{parts.port}")
+
+    async def post_form(self, path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        body = urlencode(form).encode()
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
+                          f"application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+                          .encode() + body)
+        answer = await self.reader.readuntil(b"\r\n\r\n")
+        lines = answer.decode("latin-1").split("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+        return int(lines[0].split(" ", 2)[1]), (await self.reader.readexactly(length)).decode()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+
 RECONNECTS = {"count": 0}
 
 
@@ -394,11 +428,21 @@ class Bench:
                       "From": f"whatsapp:{senders[(c * 7 + k) % len(senders)]}",
                       "To": f"whatsapp:{self.clinic_number}", "Body": f"hello {c}/{k}", "NumMedia": "0"}
             sig = self.validator.compute_signature(f"https://bench.test{path}", params)
-            r = await http.post(path, data=params, headers={"X-Twilio-Signature": sig})
-            if r.status_code != 200:
-                raise SystemExit(f"webhook: unexpected {r.status_code}: {r.text}")
+            if raw_http is None:
+                r = await http.post(path, data=params, headers={"X-Twilio-Signature": sig})
+                status, text = r.status_code, r.text
+            else:
+                status, text = await raw_http[c].post_form(path, params, {"X-Twilio-Signature": sig})
+            if status != 200:
+                raise SystemExit(f"webhook: unexpected {status}: {text}")
 
-        return await run_clients(self.args.clients, self.args.per_client, one)
+        raw_http = None if self.args.webhook_client == "httpx" else [
+            await RawHttp.open(self.base) for _ in range(self.args.clients)]
+        try:
+            return await run_clients(self.args.clients, self.args.per_client, one)
+        finally:
+            for conn in raw_http or []:
+                conn.close()
 
     async def drain_webhook_jobs(self, phase: Phase) -> None:
         """Wait until the server's worker has processed the jobs the webhook phase queued (and those
@@ -617,6 +661,7 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
         f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
         f"{''.join(' ' + s for s in args.serve_arg)}`, WEBHOOK_INGEST={args.webhook_ingest}, "
+        f"webhook client {args.webhook_client}, "
         f"{os.cpu_count()} cores)",
         "",
         "Median (min–max over rounds). Each ratio is service ÷ raw SQL measured in the same round.",
@@ -734,6 +779,8 @@ if __name__ == "__main__":
     parser.add_argument("--per-client", type=int, default=10)
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
+    parser.add_argument("--webhook-client", default="raw", choices=["raw", "httpx"],
+                        help="HTTP client of the webhook phase (raw: a minimal keep-alive HTTP/1.1 client)")
     parser.add_argument("--only", default="all", choices=sorted(PHASES),
                         help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
