@@ -9,14 +9,18 @@ worker it runs by default) and drives it over real HTTP with `--clients` concurr
 round runs, one after the other on the same database and the same loaded machine:
 
 1. raw SQL: the booking's INSERT from `--clients` psycopg connections (the ceiling);
-2. HTTP `POST /appointments` on distinct free slots;
+2. HTTP `POST /appointments` on distinct free slots; then the benchmark waits until the server's
+   worker has delivered the events the bookings published (confirmations), reported apart;
 3. HTTP `GET /auth/me` (authenticated, no writes: the framework floor);
 4. raw SQL: the rows a signed inbound webhook must write synchronously (its inbound event row and
    one queued job, in one transaction);
-5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures; sent by a
-   minimal HTTP/1.1 client, `RawHttp`, as light as the raw phases' psycopg); then the
+5. HTTP signed Twilio webhooks (`POST /webhooks/twilio/messaging`, valid signatures); then the
    benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
    queued), so the next phase does not pay for them, and reports that CPU separately.
+
+Every HTTP phase is sent by a minimal keep-alive HTTP/1.1 client, `RawHttp`, about as light as the
+raw phases' psycopg (httpx cost this process more CPU per request than the server spent answering;
+`--client httpx` for it).
 
 `--only webhook` runs phases 3-5 only (no booking phases, sweep, race or in-process booking profile).
 
@@ -83,8 +87,8 @@ class Phase:
     cpu_seconds: float | None = None  # all server processes
     worker_cpu_seconds: float | None = None  # of which the job worker process (when it is one)
     client_cpu_seconds: float | None = None  # this benchmark process (the HTTP clients) meanwhile
-    queued_after: int | None = None  # webhook: its jobs still waiting when the phase ended
-    drain_cpu_seconds: float | None = None  # webhook: server CPU while those jobs were worked off
+    queued_after: int | None = None  # its jobs still waiting when the phase ended
+    drain_cpu_seconds: float | None = None  # server CPU while those jobs were worked off
 
     @property
     def rate(self) -> float:
@@ -286,11 +290,14 @@ class RawHttp:
         return cls(reader, writer, f"{parts.host}:{parts.port}")
 
     async def post_form(self, path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        body = urlencode(form).encode()
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
-                          f"application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n{head}\r\n"
-                          .encode() + body)
+        return await self.request("POST", path, urlencode(form).encode(), "application/x-www-form-urlencoded",
+                                  headers)
+
+    async def request(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json",
+                      headers: dict[str, str] | None = None) -> tuple[int, str]:
+        head = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
+                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
         answer = await self.reader.readuntil(b"\r\n\r\n")
         lines = answer.decode("latin-1").split("\r\n")
         length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
@@ -338,6 +345,7 @@ class Bench:
         self.slot = 0
         self.day0 = datetime.combine(datetime.now(UTC).date() + timedelta(days=2), wall(0), tzinfo=UTC)
         self.results = Results()
+        self.auth = {"Authorization": f"Bearer {ctx['key']}"}
         self.sweep: list[tuple[int, Phase, Phase]] = []
 
     def next_slots(self, n: int) -> list[tuple[uuid.UUID, datetime]]:
@@ -382,21 +390,44 @@ class Bench:
         async def one(c: int, k: int) -> None:
             n = c * a.per_client + k
             practitioner, start = plan[n]
-            r = await http.post("/appointments", json={
-                "patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
-                "practitioner_id": str(practitioner), "start_at": start.isoformat()})
-            if r.status_code != 201:
-                raise SystemExit(f"booking: unexpected {r.status_code}: {r.text}")
+            body = {"patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
+                    "practitioner_id": str(practitioner), "start_at": start.isoformat()}
+            if raw_http is None:
+                r = await http.post("/appointments", json=body)
+                status, text = r.status_code, r.text
+            else:
+                status, text = await raw_http[c].request("POST", "/appointments", json.dumps(body).encode(),
+                                                         headers=self.auth)
+            if status != 201:
+                raise SystemExit(f"booking: unexpected {status}: {text}")
 
-        return await run_clients(a.clients, a.per_client, one)
+        raw_http = await self.raw_clients(a.clients)
+        try:
+            return await run_clients(a.clients, a.per_client, one)
+        finally:
+            for conn in raw_http or []:
+                conn.close()
 
     async def http_me(self, http: httpx.AsyncClient) -> Phase:
         async def one(c: int, k: int) -> None:
-            r = await http.get("/auth/me")
-            if r.status_code != 200:
-                raise SystemExit(f"/auth/me: unexpected {r.status_code}: {r.text}")
+            if raw_http is None:
+                r = await http.get("/auth/me")
+                status, text = r.status_code, r.text
+            else:
+                status, text = await raw_http[c].request("GET", "/auth/me", headers=self.auth)
+            if status != 200:
+                raise SystemExit(f"/auth/me: unexpected {status}: {text}")
 
-        return await run_clients(self.args.clients, self.args.per_client, one)
+        raw_http = await self.raw_clients(self.args.clients)
+        try:
+            return await run_clients(self.args.clients, self.args.per_client, one)
+        finally:
+            for conn in raw_http or []:
+                conn.close()
+
+    async def raw_clients(self, clients: int) -> list[RawHttp] | None:
+        """One minimal keep-alive connection per client (None: `--client httpx`)."""
+        return None if self.args.client == "httpx" else [await RawHttp.open(self.base) for _ in range(clients)]
 
     async def raw_webhooks(self) -> Phase:
         a = self.args
@@ -436,15 +467,14 @@ class Bench:
             if status != 200:
                 raise SystemExit(f"webhook: unexpected {status}: {text}")
 
-        raw_http = None if self.args.webhook_client == "httpx" else [
-            await RawHttp.open(self.base) for _ in range(self.args.clients)]
+        raw_http = await self.raw_clients(self.args.clients)
         try:
             return await run_clients(self.args.clients, self.args.per_client, one)
         finally:
             for conn in raw_http or []:
                 conn.close()
 
-    async def drain_webhook_jobs(self, phase: Phase) -> None:
+    async def drain_jobs(self, phase: Phase, task: str) -> None:
         """Wait until the server's worker has processed the jobs the webhook phase queued (and those
         they queued in turn), so the next phase does not pay for them; records how many of the
         webhook's own were left and the CPU the drain took."""
@@ -454,7 +484,7 @@ class Bench:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             deadline, stalled_since, before = time.monotonic() + 300, time.monotonic(), -1
             while True:
-                row = await (await conn.execute(sql, ("webhooks.process_twilio_message",))).fetchone()
+                row = await (await conn.execute(sql, (task,))).fetchone()
                 own, left = row if row else (0, 0)
                 if phase.queued_after is None:
                     phase.queued_after = own
@@ -519,7 +549,9 @@ class Bench:
                     "webhook": lambda: self.over_http(self.http_webhooks),
                 }[name]()
                 if name == "webhook":
-                    await self.drain_webhook_jobs(phase)
+                    await self.drain_jobs(phase, "webhooks.process_twilio_message")
+                elif name == "booking":  # its event deliveries (confirmations): the next phase must not pay
+                    await self.drain_jobs(phase, "events.deliver")
                 self.results.add(name, phase)
             print(f"  round {r + 1}/{a.rounds}: " + "; ".join(
                 f"{name} {self.results.phases[name][-1].rate:.0f}/s" for name in order), flush=True)
@@ -649,8 +681,11 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         return spread_of([(ph.cpu_seconds - (ph.worker_cpu_seconds or 0)) / ph.count * 1000 for ph in p[name]
                           if ph.cpu_seconds is not None], "{:.1f}")
 
-    webhook_total = [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p["webhook"]
-                     if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
+    def with_jobs(name: str) -> list[float]:
+        return [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p[name]
+                if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
+
+    webhook_total, booking_total = with_jobs("webhook"), with_jobs("booking")
     separate = any(ph.worker_cpu_seconds for ph in p["booking"] + p["webhook"])
     sweep_lines = ["", "Booking throughput against concurrent clients (one run each, after the rounds):", "",
                    "| clients | service | p95 | raw inserts | ratio |", "|---|---|---|---|---|"] + [
@@ -661,7 +696,7 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         f"# Throughput ({args.rounds} rounds, {args.clients} clients, "
         f"`prm serve{'' if args.workers is None else f' --workers {args.workers}'}"
         f"{''.join(' ' + s for s in args.serve_arg)}`, WEBHOOK_INGEST={args.webhook_ingest}, "
-        f"webhook client {args.webhook_client}, "
+        f"HTTP client {args.client}, "
         f"{os.cpu_count()} cores)",
         "",
         "Median (min–max over rounds). Each ratio is service ÷ raw SQL measured in the same round.",
@@ -691,6 +726,8 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         f"{spread_of([float(ph.queued_after or 0) for ph in p['webhook']], '{:.0f}')} of "
         f"{args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + "
         f"drain): {spread_of(webhook_total, '{:.1f}')} ms",
+        (f"- server CPU per booking including the event deliveries it caused (phase + drain): "
+         f"{spread_of(booking_total, '{:.1f}')} ms" if booking_total else "- booking phases: not run"),
         (f"- the app alone (requests handed to it in process, one at a time, no HTTP client, server or job "
          f"worker): {profile['statements']:.1f} statements and {profile['cpu_ms']:.2f} ms CPU per booking, "
          f"{profile['wall_ms']:.1f} ms wall; `GET /auth/me`: {profile['me_statements']:.0f} statements, "
@@ -779,8 +816,8 @@ if __name__ == "__main__":
     parser.add_argument("--per-client", type=int, default=10)
     parser.add_argument("--webhook-ingest", default="deferred", choices=["deferred", "inline"],
                         help="WEBHOOK_INGEST of the server (deferred: the fast path, production's default)")
-    parser.add_argument("--webhook-client", default="raw", choices=["raw", "httpx"],
-                        help="HTTP client of the webhook phase (raw: a minimal keep-alive HTTP/1.1 client)")
+    parser.add_argument("--client", "--webhook-client", dest="client", default="raw", choices=["raw", "httpx"],
+                        help="HTTP client of the measured phases (raw: a minimal keep-alive HTTP/1.1 client)")
     parser.add_argument("--only", default="all", choices=sorted(PHASES),
                         help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
     parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
