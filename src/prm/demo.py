@@ -40,7 +40,9 @@ async def seed_if_empty(session: AsyncSession) -> dict[str, Any] | None:
     )
     _, key = await identity.create_api_key(session, org.id, ApiKeyCreate(name="demo integration", role="integration"))
     context: dict[str, Any] = {"admin": admin}
-    for domain in DOMAINS:
+    # the care journeys go live before the patients are created, so that the patients' own events
+    # enrol them (a journey reacts only to what happens while it is live)
+    for domain in sorted(DOMAINS, key=lambda d: d != "journeys"):
         name = f"prm.{domain}.demo"
         try:
             found = importlib.util.find_spec(name) is not None

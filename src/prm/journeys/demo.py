@@ -7,7 +7,7 @@
 * `post-visit` (once per appointment, on `appointment.completed`): in 6 weeks, at 09:30 local time,
   invite the patient to book their follow-up.
 
-The demo patients were created just before, so their `patient.created` events enrol them in
+They are seeded before the demo patients, so the patients' `patient.created` events enrol them in
 `new-patient` as soon as the worker delivers them: `make run` shows running journeys at once.
 """
 

@@ -16,5 +16,12 @@ async def react(session: AsyncSession, event: events.Event) -> None:
     await service.react(session, event)
 
 
+# No delivery job for an organisation where no journey can react: none live (published, not retired)
+# and no patient still in one (checked in the statement that publishes the event). So a journey
+# published later does not enrol patients for what happened before it was live.
+ANY_JOURNEY = ("EXISTS (SELECT 1 FROM journeys WHERE org_id = :org_id AND retired_at IS NULL "
+               "AND active_version IS NOT NULL) "
+               "OR EXISTS (SELECT 1 FROM journey_instances WHERE org_id = :org_id AND status = 'active')")
+
 for _event_type in HANDLED:
-    events.subscriber(_event_type, name="journeys.react")(react)
+    events.subscriber(_event_type, name="journeys.react", only_if=ANY_JOURNEY)(react)

@@ -231,8 +231,8 @@ def test_cache_drops_the_least_recently_used(monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_a_booking_queues_only_deliveries_that_can_have_work(committed: Any, setup: Any) -> None:
-    """No EHR connection, no webhook endpoint: the booking's event gets no FHIR or integrations
-    delivery job; an enabled EHR connection makes FHIR's queued too."""
+    """No EHR connection, no journey, no webhook endpoint: the booking's event gets only the patient's
+    confirmation; an enabled EHR connection and a live journey make theirs queued too."""
     org, client, clinic, patients = setup
 
     async def deliveries(appointment_id: str) -> list[str]:
@@ -246,8 +246,11 @@ async def test_a_booking_queues_only_deliveries_that_can_have_work(committed: An
     with clock.frozen(NOW):
         r = await client.post("/appointments", json=_body(clinic, patients[0], at(24, 9)))
         assert r.status_code == 201, r.text
-        assert await deliveries(r.json()["id"]) == ["journeys.react", "notifications.appointment_booked"]
+        assert await deliveries(r.json()["id"]) == ["notifications.appointment_booked"]
         async with committed.session() as s:
+            await s.execute(text(
+                "INSERT INTO journeys (id, org_id, key, name, entry_policy, draft, active_version, latest_version) "
+                "VALUES (gen_random_uuid(), :o, 'j', 'J', 'once_per_patient', '{}', 1, 1)"), {"o": org.id})
             await s.execute(text(
                 "INSERT INTO fhir_ehr_connections (id, org_id, name, base_url, server_family, auth, scope, "
                 "signing_alg, key_id, bearer_token, enabled) VALUES (gen_random_uuid(), :o, 'EHR', "

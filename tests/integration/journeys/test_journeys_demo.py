@@ -22,10 +22,11 @@ async def test_demo_journeys_are_published_and_enrol_the_demo_patients(
 ) -> None:
     with clock.frozen(datetime(2026, 11, 25, 9, 0, tzinfo=UTC)):
         context: dict[str, Any] = {}
-        await patients_demo.seed(session, org, context)
-        await notifications_demo.seed(session, org, context)
+        # in the demo's order: the journeys go live before the patients are created
         await journeys_demo.seed(session, org, context)
         await journeys_demo.seed(session, org, context)  # a second start seeds nothing more
+        await patients_demo.seed(session, org, context)
+        await notifications_demo.seed(session, org, context)
         journeys = list(await session.scalars(select(Journey).where(Journey.org_id == org.id).order_by(Journey.key)))
         assert [(j.key, j.active_version) for j in journeys] == [("new-patient", 1), ("post-visit", 1)]
         await jobs.run_due(session)
