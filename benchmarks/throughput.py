@@ -392,12 +392,7 @@ class Bench:
             practitioner, start = plan[n]
             body = {"patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
                     "practitioner_id": str(practitioner), "start_at": start.isoformat()}
-            if raw_http is None:
-                r = await http.post("/appointments", json=body)
-                status, text = r.status_code, r.text
-            else:
-                status, text = await raw_http[c].request("POST", "/appointments", json.dumps(body).encode(),
-                                                         headers=self.auth)
+            status, text = await self.send(http, raw_http, c, "POST", "/appointments", json.dumps(body).encode())
             if status != 201:
                 raise SystemExit(f"booking: unexpected {status}: {text}")
 
@@ -410,11 +405,7 @@ class Bench:
 
     async def http_me(self, http: httpx.AsyncClient) -> Phase:
         async def one(c: int, k: int) -> None:
-            if raw_http is None:
-                r = await http.get("/auth/me")
-                status, text = r.status_code, r.text
-            else:
-                status, text = await raw_http[c].request("GET", "/auth/me", headers=self.auth)
+            status, text = await self.send(http, raw_http, c, "GET", "/auth/me")
             if status != 200:
                 raise SystemExit(f"/auth/me: unexpected {status}: {text}")
 
@@ -424,6 +415,15 @@ class Bench:
         finally:
             for conn in raw_http or []:
                 conn.close()
+
+    async def send(self, http: httpx.AsyncClient, raw_http: list[RawHttp] | None, c: int, method: str, path: str,
+                   body: bytes = b"") -> tuple[int, str]:
+        """One authenticated JSON request by client `c`: on its raw connection, or through httpx."""
+        if raw_http is None:
+            r = await http.request(method, path, content=body or None,
+                                   headers={"Content-Type": "application/json"} if body else None)
+            return r.status_code, r.text
+        return await raw_http[c].request(method, path, body, headers=self.auth)
 
     async def raw_clients(self, clients: int) -> list[RawHttp] | None:
         """One minimal keep-alive connection per client (None: `--client httpx`)."""

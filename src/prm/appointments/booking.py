@@ -16,7 +16,6 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import BigInteger, BindParameter, ColumnElement, TextClause, Uuid, bindparam, cast, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -217,13 +216,19 @@ def _opening() -> TextClause:
     }.values())
 
 
+@functools.cache
+def _opening_parts() -> tuple[str, dict[str, Any]]:
+    """The first statement's SQL text and the constants it binds, for embedding it as a guard."""
+    opening = _opening()
+    return str(opening), {name: bound.value for name, bound in opening._bindparams.items()
+                          if name not in ("lock_keys", "org_id", "patient_id")}
+
+
 def _guard(org_id: uuid.UUID, practitioner_id: uuid.UUID, patient_id: uuid.UUID, version: int) -> Guard:
     """The first statement as the guard of the optimistic one-statement booking: the row is written
     only when the reference version is still `version` and the patient can be booked."""
-    opening = _opening()
-    constants = {name: bound.value for name, bound in opening._bindparams.items()
-                 if name not in ("lock_keys", "org_id", "patient_id")}
-    return Guard(sql=str(opening), params={
+    sql, constants = _opening_parts()
+    return Guard(sql=sql, params={
         **constants, "lock_keys": _lock_keys([practitioner_id], [patient_id]), "org_id": org_id,
         "patient_id": patient_id, "expected_version": version,
     }, condition="guard.version = :expected_version AND guard.patient_ok", columns=_Opened._fields)
@@ -255,25 +260,9 @@ async def _serialize(
     await session.execute(select(_locking(_lock_keys(practitioner_ids, patient_ids))))
 
 
-async def _insert_guarded(session: AsyncSession, values: dict[str, Any]) -> Appointment:
-    """Insert an appointment; one that the exclusion constraints refuse is a 409, in one statement.
-
-    `ON CONFLICT DO NOTHING` makes the constraints arbiters: a refused row is simply not inserted,
-    so the caller's transaction stays usable (the booking assistant offers other times in it)
-    without the savepoint a caught IntegrityError would need (two more round trips per booking).
-    Under `_serialize` a refusal only happens when a writer that does not take the locks got there
-    first, or when the patient already has an overlapping appointment with someone else.
-    """
-    stmt = pg_insert(Appointment).values(**values).on_conflict_do_nothing().returning(Appointment)
-    appointment = (await session.scalars(stmt)).one_or_none()
-    if appointment is not None:
-        return appointment  # type: ignore[no-any-return]
-    await _refused(session, values)
-    raise AssertionError("unreachable")
-
-
 async def _refused(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Why the exclusion constraints refused an appointment with these values: always raises 409."""
+    """Why the exclusion constraints refused an appointment with these values (the booking inserts
+    with `ON CONFLICT DO NOTHING`, so a refusal leaves the transaction usable): always raises 409."""
     taken = await session.scalar(
         select(Appointment.id).where(
             Appointment.practitioner_id == values["practitioner_id"], _holding,

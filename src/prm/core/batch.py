@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, TextClause, column, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,10 +135,6 @@ def _complete(row: _Row) -> dict[str, Any]:
     return values
 
 
-def _json(values: dict[str, Any]) -> str:
-    return orjson.dumps(values, default=str).decode()
-
-
 def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob],
             guard: Guard | None = None) -> tuple[TextClause, dict[str, Any]]:
     """The statement (built once per shape) and its parameters: one JSON document per row, the jobs
@@ -147,9 +142,9 @@ def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob],
     completed = [_complete(row) for row in rows]
     gate_values = _complete(gate) if gate is not None else None
     array, params, _ = jobs.jobs_array(pending, prefix="_b") if pending else ("", {}, 0)
-    params.update({f"w{n}": _json(values) for n, values in enumerate(completed)})
+    params.update({f"w{n}": jobs.json_text(values) for n, values in enumerate(completed)})
     if gate_values is not None:
-        params["gate"] = _json(gate_values)
+        params["gate"] = jobs.json_text(gate_values)
     shape = (
         (gate.table.name, tuple(gate_values)) if gate is not None and gate_values is not None else None,
         tuple((row.table.name, tuple(values), row.job.index if row.job else None, row.job_column)

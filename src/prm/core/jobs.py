@@ -237,7 +237,8 @@ def _as_record(p: PendingJob) -> dict[str, Any]:
             "args": p.kwargs, "scheduled_at": p.schedule_at}
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """JSON for a jsonb parameter (orjson; what it cannot encode, as text)."""
     return orjson.dumps(value, default=str).decode()
 
 
@@ -253,12 +254,12 @@ def jobs_array(pending: Sequence[PendingJob], prefix: str = "") -> tuple[str, di
     params: dict[str, Any] = {}
     parts = []
     if plain:
-        params[f"jobs{prefix}"] = _json([_as_record(p) for p in plain])
+        params[f"jobs{prefix}"] = json_text([_as_record(p) for p in plain])
         elements = f"jsonb_array_elements(CAST(:jobs{prefix} AS jsonb))"
         parts.append(f"ARRAY(SELECT jsonb_populate_record(CAST(NULL AS {_TO_DEFER}), e.value) "  # noqa: S608
                      f"FROM {elements} WITH ORDINALITY AS e(value, n) ORDER BY e.n)")
     for k, p in enumerate(conditional):
-        params[f"job{prefix}{k}"] = _json(_as_record(p))
+        params[f"job{prefix}{k}"] = json_text(_as_record(p))
         params[f"org{prefix}{k}"] = str(p.kwargs["org_id"])
         condition = (p.only_if or "").replace(":org_id", f"CAST(:org{prefix}{k} AS uuid)")
         parts.append(f"ARRAY(SELECT jsonb_populate_record(CAST(NULL AS {_TO_DEFER}), CAST(:job{prefix}{k} AS jsonb)) "
