@@ -26,7 +26,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,27 +106,39 @@ def _escaped(word: str) -> str:
     return word.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
+# pg_trgm's own default of `pg_trgm.similarity_threshold`, in force unless something set it.
+PG_TRGM_THRESHOLD = 0.3
+# The row of the dictionary-word statement that gives the session's `pg_trgm.similarity_threshold`.
+_SETTING_ROW = -1
+
+
 @cache
 def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
+    threshold = bindparam("threshold", type_=Float(53))
     parts = []
     for i, fuzzy in enumerate(trigram):
         word, pattern = bindparam(f"w{i}", type_=Text), bindparam(f"p{i}", type_=Text)
         starts = PatientNameTerm.word.like(pattern, escape="/")
-        matches = [PatientNameTerm.word == word, starts]
-        if fuzzy:
-            matches.append(PatientNameTerm.word.op("%")(word))
+        matches: list[ColumnElement[bool]] = [PatientNameTerm.word == word, starts]
+        if fuzzy:  # `%` finds them through the trigram index, at least as similar as the search wants
+            matches.append(and_(PatientNameTerm.word.op("%")(word),
+                                func.similarity(word, PatientNameTerm.word) >= threshold))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
         parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
                      .where(PatientNameTerm.org_id == _ORG, or_(*matches)))
+    if any(trigram):  # the threshold `%` used: it must not exceed the search's (see name_terms)
+        setting = func.coalesce(func.current_setting("pg_trgm.similarity_threshold", True), str(PG_TRGM_THRESHOLD))
+        parts.append(select(literal(_SETTING_ROW), setting.collate("C"), literal(0.0)))
     return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
 
 
-def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> tuple[Select[Any], dict[str, Any]]:
+def _name_terms_query(org_id: uuid.UUID, words: list[str], threshold: float) -> tuple[Select[Any], dict[str, Any]]:
     """The organisation's dictionary words that match each query word `i`, with their score: equal to
-    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
-    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
-    params: dict[str, Any] = {"org_id": org_id}
+    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least
+    `threshold`). Small: read through the trigram index of `patient_name_terms`. With a word of 3+
+    letters, one more row (i = -1) gives the session's `pg_trgm.similarity_threshold` as its word."""
+    params: dict[str, Any] = {"org_id": org_id, "threshold": threshold}
     for i, word in enumerate(words):
         params |= {f"w{i}": word, f"p{i}": _escaped(word) + "%"}
     return _name_terms_template(tuple(len(w) >= 3 for w in words)), params
@@ -155,9 +167,24 @@ def _terms_table() -> Any:
     return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
 
 
-async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str]) -> NameTerms:
-    result = await session.execute(*_name_terms_query(org_id, words))
-    return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
+async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str], *, threshold: float
+                     ) -> NameTerms:
+    """The dictionary words matching `words` (see `_name_terms_query`), in one round trip.
+
+    Trigram similarity `%` finds fuzzy matches through the index at the session's
+    `pg_trgm.similarity_threshold`, which is pg_trgm's default (0.3) unless something in this
+    transaction set it (duplicate detection sets 0.45). At or below `threshold` that finds them all and
+    `similarity >= threshold` keeps the right ones, with no `set_config` round trip. Above it (or a
+    search threshold below pg_trgm's default), the threshold is set for the transaction first."""
+    if threshold < PG_TRGM_THRESHOLD:
+        await _set_similarity(session, threshold)
+    rows = [(int(i), str(word), float(score)) for i, word, score in
+            await session.execute(*_name_terms_query(org_id, words, threshold))]
+    setting = [float(word) for i, word, _ in rows if i == _SETTING_ROW]
+    if setting and setting[0] > threshold:
+        await _set_similarity(session, threshold)
+        return await name_terms(session, org_id, words, threshold=threshold)
+    return NameTerms(words, [row for row in rows if row[0] != _SETTING_ROW])
 
 
 def _score(terms: Any, count: int) -> ColumnElement[Any]:
@@ -190,7 +217,8 @@ def _name_matches(count: int) -> Any:
 
 def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tuple[Select[Any], dict[str, Any]]:
     """One page of the name search ranking, a statement and its parameters giving rows (patient_id,
-    total, complete): best score first, then the shorter name, the name, the id. `total` counts the
+    total, complete, score, sort_key): best score first, then the shorter name (`sort_key`, the
+    patient's folded name), the name, the id. `total` counts the
     matches, exactly, except for one query word: the distinct patients of its first postings (see
     `_single_word_page`), with `complete` false when the postings did not run out.
 
@@ -236,7 +264,7 @@ def _whole_match_set_page(count: int) -> Select[Any]:
     top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
            .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
     total = select(func.count()).select_from(matches).scalar_subquery()
-    return (select(top.c.patient_id, total.label("total"), true().label("complete"))
+    return (select(top.c.patient_id, total.label("total"), true().label("complete"), top.c.score, top.c.sort_key)
             .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -267,7 +295,8 @@ def _single_word_page() -> Select[Any]:
                 .limit(bindparam("count_limit", type_=Integer)).cte("counted"))
     total = select(func.count(postings.c.patient_id.distinct())).scalar_subquery()
     complete = select(func.count() < bindparam("count_limit", type_=Integer)).select_from(postings).scalar_subquery()
-    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"))
+    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"), scored.c.score,
+                   scored.c.sort_key)
             .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
                       scored.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
@@ -288,7 +317,8 @@ def _name_index_page(count: int) -> Select[Any]:
               .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
               .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
     total = select(func.count()).select_from(matched).scalar_subquery()
-    return (select(scored.c.id, total.label("total"), true().label("complete"))
+    return (select(scored.c.id.label("patient_id"), total.label("total"), true().label("complete"), scored.c.score,
+                   scored.c.search_name.label("sort_key"))
             .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -354,15 +384,13 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
         raise ValidationFailed.field("q", "must contain letters or digits")
 
     if query and not filters.include_merged:
-        await _set_similarity(session, _settings(session).patient_search_similarity)
-        terms = await name_terms(session, org_id, _query_words(query))
+        terms = await name_terms(session, org_id, _query_words(query),
+                                 threshold=_settings(session).patient_search_similarity)
         if not {i for i, _, _ in terms.rows} >= set(range(len(terms.words))):  # a word matches no name
             await _audit_search(session, who, filters, [])
             return Found([], 0)
-        if not narrowed:
-            found = await _page_of_name_matches(session, org_id, terms, paging)
-            await _audit_search(session, who, filters, found.rows)
-            return found
+        if not narrowed:  # audited in the same statement
+            return await _page_of_name_matches(session, who, filters, terms, paging)
         matches, params = _name_matches(len(terms.words)), {"org_id": org_id, **terms.params()}
         stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
@@ -388,33 +416,64 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
     return Found(rows, total)
 
 
-async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms: NameTerms, paging: PageParams
-                                ) -> Found:
-    """Rank, count and page from the name indexes alone; load only the page's patients."""
-    ranked = (await session.execute(*name_ranking(org_id, terms, paging))).all()
-    if not ranked:
+def _ranked_order(ranked: Any) -> list[ColumnElement[Any]]:
+    return [ranked.c.score.desc(), func.length(ranked.c.sort_key), ranked.c.sort_key, ranked.c.patient_id]
+
+
+@cache
+def _loaded_page(ranking: Select[Any]) -> Select[Any]:
+    """One statement for a page of name matches: the ranking (a `name_ranking` statement), the page's
+    patients with their phones, emails and identifiers (joined: a page is a few dozen rows), and the
+    search's audit row naming them (a data-modifying CTE, written whether or not rows come back).
+    Rows: (Patient, total, complete) in ranking order, once per joined contact row."""
+    ranked = ranking.cte("ranked")
+    page = (select(ranked.c.patient_id, ranked.c.score, ranked.c.sort_key)
+            .join(Patient, Patient.id == ranked.c.patient_id)
+            .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None)).cte("page"))
+    found = (select(func.jsonb_agg(aggregate_order_by(cast(page.c.patient_id, Text), *_ranked_order(page))))
+             .scalar_subquery())
+    details = func.jsonb_build_object("filters", bindparam("audit_filters", type_=JSONB), "patient_ids",
+                                      func.coalesce(found, cast(literal("[]"), JSONB)))
+    written = audit.insert_with(details).cte("audit_row")
+    return (select(Patient, ranked.c.total, ranked.c.complete)
+            .join(ranked, ranked.c.patient_id == Patient.id)
+            .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None))
+            .order_by(*_ranked_order(ranked))
+            .options(joinedload(Patient.phones), joinedload(Patient.emails), joinedload(Patient.identifiers))
+            .add_cte(written))
+
+
+async def _page_of_name_matches(session: AsyncSession, who: Principal, filters: Filters, terms: NameTerms,
+                                paging: PageParams) -> Found:
+    """Rank, count, page and audit from the name indexes alone, loading only the page's patients: one
+    round trip (two when the page is past the end, or a one-word total needs counting in full)."""
+    org_id = who.org_id
+    ranking, params = name_ranking(org_id, terms, paging)
+    params |= audit.params(who, "search", "patient") | {"audit_filters": filters.used()}
+    result = (await session.execute(_loaded_page(ranking), params)).unique().all()
+    if not result:
         matches = _name_matches(len(terms.words))
         params = {"org_id": org_id, **terms.params()}
         return Found([], int(await session.scalar(select(func.count()).select_from(matches), params) or 0))
-    ids = [row[0] for row in ranked]
-    # the page's patients with their phones, emails and identifiers in one statement (joined, not
-    # one more statement per collection: a page is a few dozen rows)
-    loaded = {p.id: p for p in (await session.execute(_live(org_id).where(Patient.id.in_(ids)).options(
-        joinedload(Patient.phones), joinedload(Patient.emails), joinedload(Patient.identifiers)))).unique().scalars()}
-    rows, total = [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    rows, total, complete = [row[0] for row in result], int(result[0][1]), bool(result[0][2])
     if not _stops_counting(terms, paging):
         return Found(rows, total)
     if total > TOTAL_COUNTED:
         return Found(rows, TOTAL_COUNTED, total_exact=False)
-    if not ranked[0][2]:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
+    if not complete:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
         params = {"org_id": org_id, **terms.params()}
         total = int(await session.scalar(select(func.count()).select_from(_name_matches(1)), params) or 0)
     return Found(rows, total)
 
 
 async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:
-    await audit.record(session, who, "search", "patient", None,
-                       details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
+    """The search's audit row (a name search of the indexes writes it in its own statement instead:
+    `_loaded_page`), written now: one INSERT, without the ORM's unit of work."""
+    details = {"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]}
+    await session.execute(_AUDIT_SEARCH, audit.params(who, "search", "patient") | {"audit_details": details})
+
+
+_AUDIT_SEARCH = audit.insert_with(bindparam("audit_details", type_=JSONB))
 
 
 async def active_ids(
