@@ -318,6 +318,7 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
 
 
 _COMPILED: dict[int, Any] = {}
+THRESHOLD: float = Settings.model_fields["patient_search_similarity"].default  # the service's default
 
 
 def _plain_sql(stmt: Any, params: dict[str, Any], dialect: Any) -> tuple[str, dict[str, Any]]:
@@ -330,7 +331,8 @@ def _plain_sql(stmt: Any, params: dict[str, Any], dialect: Any) -> tuple[str, di
 async def _plain_terms(conn: psycopg.AsyncConnection[Any], org_id: uuid.UUID, words: list[str], dialect: Any
                        ) -> search.NameTerms:
     """`search.name_terms` on a plain connection."""
-    rows = await (await conn.execute(*_plain_sql(*search._name_terms_query(org_id, words), dialect))).fetchall()
+    rows = await (await conn.execute(*_plain_sql(*search._name_terms_query(org_id, words, THRESHOLD), dialect))
+                  ).fetchall()
     return search.NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in rows])
 
 

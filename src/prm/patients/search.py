@@ -106,39 +106,35 @@ def _escaped(word: str) -> str:
     return word.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
-# pg_trgm's own default of `pg_trgm.similarity_threshold`, in force unless something set it.
-PG_TRGM_THRESHOLD = 0.3
-# The row of the dictionary-word statement that gives the session's `pg_trgm.similarity_threshold`.
-_SETTING_ROW = -1
-
-
 @cache
 def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
-    threshold = bindparam("threshold", type_=Float(53))
+    threshold = bindparam("threshold", type_=Text)
     parts = []
     for i, fuzzy in enumerate(trigram):
         word, pattern = bindparam(f"w{i}", type_=Text), bindparam(f"p{i}", type_=Text)
         starts = PatientNameTerm.word.like(pattern, escape="/")
-        matches: list[ColumnElement[bool]] = [PatientNameTerm.word == word, starts]
-        if fuzzy:  # `%` finds them through the trigram index, at least as similar as the search wants
-            matches.append(and_(PatientNameTerm.word.op("%")(word),
-                                func.similarity(word, PatientNameTerm.word) >= threshold))
+        matches = [PatientNameTerm.word == word, starts]
+        if fuzzy:  # `word % (SELECT <w> once the threshold is set)`: see _name_terms_query
+            setting = func.set_config("pg_trgm.similarity_threshold", threshold, True)
+            matches.append(PatientNameTerm.word.op("%")(select(case((setting.is_not(None), word))).scalar_subquery()))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
         parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
                      .where(PatientNameTerm.org_id == _ORG, or_(*matches)))
-    if any(trigram):  # the threshold `%` used: it must not exceed the search's (see name_terms)
-        setting = func.coalesce(func.current_setting("pg_trgm.similarity_threshold", True), str(PG_TRGM_THRESHOLD))
-        parts.append(select(literal(_SETTING_ROW), setting.collate("C"), literal(0.0)))
     return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
 
 
 def _name_terms_query(org_id: uuid.UUID, words: list[str], threshold: float) -> tuple[Select[Any], dict[str, Any]]:
     """The organisation's dictionary words that match each query word `i`, with their score: equal to
     it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least
-    `threshold`). Small: read through the trigram index of `patient_name_terms`. With a word of 3+
-    letters, one more row (i = -1) gives the session's `pg_trgm.similarity_threshold` as its word."""
-    params: dict[str, Any] = {"org_id": org_id, "threshold": threshold}
+    `threshold`). Small: read through the trigram index of `patient_name_terms`.
+
+    `%` compares with `pg_trgm.similarity_threshold`, which the statement sets itself (for the
+    transaction, as `_set_similarity` does) instead of a round trip before it: its query word is an
+    uncorrelated subquery, `(SELECT CASE WHEN set_config(...) IS NOT NULL THEN :w END)`, which
+    PostgreSQL evaluates once (an InitPlan), when its value is first needed: before the trigram index
+    scan starts (its comparison value) and before any `%` computed row by row (its argument)."""
+    params: dict[str, Any] = {"org_id": org_id, "threshold": str(threshold)}
     for i, word in enumerate(words):
         params |= {f"w{i}": word, f"p{i}": _escaped(word) + "%"}
     return _name_terms_template(tuple(len(w) >= 3 for w in words)), params
@@ -169,22 +165,8 @@ def _terms_table() -> Any:
 
 async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str], *, threshold: float
                      ) -> NameTerms:
-    """The dictionary words matching `words` (see `_name_terms_query`), in one round trip.
-
-    Trigram similarity `%` finds fuzzy matches through the index at the session's
-    `pg_trgm.similarity_threshold`, which is pg_trgm's default (0.3) unless something in this
-    transaction set it (duplicate detection sets 0.45). At or below `threshold` that finds them all and
-    `similarity >= threshold` keeps the right ones, with no `set_config` round trip. Above it (or a
-    search threshold below pg_trgm's default), the threshold is set for the transaction first."""
-    if threshold < PG_TRGM_THRESHOLD:
-        await _set_similarity(session, threshold)
-    rows = [(int(i), str(word), float(score)) for i, word, score in
-            await session.execute(*_name_terms_query(org_id, words, threshold))]
-    setting = [float(word) for i, word, _ in rows if i == _SETTING_ROW]
-    if setting and setting[0] > threshold:
-        await _set_similarity(session, threshold)
-        return await name_terms(session, org_id, words, threshold=threshold)
-    return NameTerms(words, [row for row in rows if row[0] != _SETTING_ROW])
+    result = await session.execute(*_name_terms_query(org_id, words, threshold))
+    return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
 
 
 def _score(terms: Any, count: int) -> ColumnElement[Any]:
