@@ -54,7 +54,9 @@ QUERIES = ["garcia", "GARCÍA", "garc", "gar", "ga", "garsia", "gracia", "maria 
            "maria lopez", "jose nunez", "jo smit", "john smitt", "smith", "smyth", "li", "li wang", "lim",
            "o connor", "o'connor", "connor", "ana maria lopez", "ana maria", "anna", "mar", "ma", "mar martin",
            "jean pierre", "zoe", "bjorn muller", "sanchez vicario", "sondergaard", "ng", "zzzzqq",
-           "maria maria", "garcia garcia lopez"]
+           "maria maria", "garcia garcia lopez",
+           # short prefixes, as typed so far: one or two letters a word (no fuzzy match), several words
+           "o c", "ma ga", "m g", "li w", "j s", "a m l", "ga ma l", "z b"]
 PAGES = [(20, 0), (5, 0), (5, 5), (7, 13), (50, 0), (3, 60), (200, 0), (10, 400)]
 
 
