@@ -59,9 +59,13 @@ TOTAL_COUNTED = 1_000
 # ... from at most this many postings per match counted (a patient is in a word's postings once per
 # matching word of its name); in the rare case that is not enough, all are counted.
 COUNTED_POSTINGS = 4
-# The most dictionary words a search of several words looks up in the GIN index of name words (each
-# is one lookup); with more (short prefixes), the postings of the words are scanned instead.
+# The most keys a search of several words looks up in the GIN index of name words (each is one
+# lookup: a dictionary word, or every word starting with a query word of up to PREFIX_KEY_LETTERS
+# letters); with more, the postings of the words are scanned instead.
 NAME_INDEX_TERMS = 200
+# The longest word prefix the GIN index of name words holds as a key of its own (see the migration
+# 20261130_name_search_prefixes).
+PREFIX_KEY_LETTERS = 3
 # How a folded name splits into words: the same in the trigger, the index and the search.
 NAME_WORD_SEPARATORS = "[^[:alnum:]]+"
 
@@ -225,11 +229,22 @@ def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tup
     if _stops_counting(terms, paging):
         params["count_limit"] = int(COUNTED_POSTINGS * (TOTAL_COUNTED + 1))
         return _single_word_page(), params
-    if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
-        for i in range(len(terms.words)):
-            params[f"keys_{i}"] = [f"{org_id}:{word}" for word in terms.of(i)]
+    keys = [_name_keys(org_id, terms, i) for i in range(len(terms.words))]
+    if end <= TOP_RANKED and sum(len(k) for k in keys) <= NAME_INDEX_TERMS:
+        params |= {f"keys_{i}": k for i, k in enumerate(keys)}
         return _name_index_page(len(terms.words)), params
     return _whole_match_set_page(len(terms.words)), params | {"cut_offset": end - 1}
+
+
+def _name_keys(org_id: uuid.UUID, terms: NameTerms, i: int) -> list[str]:
+    """The keys of `ix_patients_name_search_keys` whose patients match query word `i`: its dictionary
+    words ("<org id>:<word>"), or, for a word of up to PREFIX_KEY_LETTERS letters, the one key of
+    every word starting with it ("<org id>:^<word>": thousands of dictionary words for one or two
+    letters) and those only similar to it."""
+    word = terms.words[i]
+    if len(word) > PREFIX_KEY_LETTERS:
+        return [f"{org_id}:{term}" for term in terms.of(i)]
+    return [f"{org_id}:^{word}"] + [f"{org_id}:{term}" for term in terms.of(i) if not term.startswith(word)]
 
 
 _LIMIT, _OFFSET = bindparam("page_limit", type_=Integer), bindparam("page_offset", type_=Integer)
@@ -286,7 +301,7 @@ def _single_word_page() -> Select[Any]:
 
 @cache
 def _name_index_page(count: int) -> Select[Any]:
-    name_keys = func.prm_name_keys(Patient.org_id, Patient.search_name)  # "<org id>:<word>", GIN indexed
+    name_keys = func.prm_name_search_keys(Patient.org_id, Patient.search_name)  # GIN indexed, see _name_keys
     matched = (select(Patient.id, Patient.search_name)
                .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None), Patient.status != "merged",
                       *[name_keys.op("&&")(bindparam(f"keys_{i}", type_=ARRAY(Text))) for i in range(count)])
