@@ -96,7 +96,7 @@ def insert_with(details: ColumnElement[Any]) -> Insert:
     found: as a data-modifying CTE (`.cte()` and `Select.add_cte`), a read and its audit row are one
     round trip. Its other values are the parameters given by `params`. Build it once per shape."""
     table = AuditEntry.__table__
-    return insert(table).values(
+    return insert(AuditEntry).values(
         {name: bindparam(f"audit_{name}", type_=table.c[name].type) for name in _BOUND_COLUMNS}
         | {"details": details})
 
