@@ -386,8 +386,10 @@ def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None) -> pro
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
     for spec in _registry.values():
 
-        def runner(_spec: JobSpec = spec, **kwargs: Any) -> Awaitable[Any]:
-            return _run_in_own_transaction(_spec, kwargs)
+        # a coroutine function, so procrastinate awaits it on the worker's loop (a plain function
+        # returning an awaitable is run through a thread first)
+        async def runner(_spec: JobSpec = spec, **kwargs: Any) -> Any:
+            return await _run_in_own_transaction(_spec, kwargs)
 
         runner.__name__ = spec.name.replace(".", "_")
         task: Any = app.task(name=spec.name, queue=spec.queue, retry=spec.retry or False)(runner)
