@@ -1,8 +1,8 @@
 """One statement for a unit of work's rows and jobs: data-modifying CTEs behind an optional gate.
 
-A booking writes the appointment, its history entry, its reminders (each with a queued job), an
-audit entry, the domain event and a job per subscriber. Through the ORM that is one round trip per
-table plus one for the jobs; here it is ONE statement:
+A booking writes the appointment, its history entry, its reminders, an audit entry, the domain event
+and a job per subscriber (a row may also take the id of a job queued with it: `insert(..., job=)`).
+Through the ORM that is one round trip per table plus one for the jobs; here it is ONE statement:
 
     WITH gate AS (INSERT INTO appointments (...) SELECT r.... FROM jsonb_populate_record(NULL::appointments,
                     :gate) AS r ON CONFLICT DO NOTHING RETURNING true AS written),
@@ -10,8 +10,8 @@ table plus one for the jobs; here it is ONE statement:
                     CASE WHEN EXISTS (SELECT FROM gate) THEN procrastinate_defer_jobs_v1(ARRAY(...)) END) AS id),
          w0 AS (INSERT INTO appointment_changes (...) SELECT r.... FROM jsonb_populate_record(..., :w0) AS r
                 WHERE EXISTS (SELECT FROM gate)),
-         w1 AS (INSERT INTO appointment_reminders (..., job_id) SELECT r...., (SELECT id FROM jobs WHERE ord = 1)
-                FROM jsonb_populate_record(..., :w1) AS r WHERE EXISTS (SELECT FROM gate)),
+         w1 AS (INSERT INTO appointment_reminders (...) SELECT r.... FROM jsonb_populate_record(..., :w1) AS r
+                WHERE EXISTS (SELECT FROM gate)),
          ...
     SELECT gate.written FROM gate
 
