@@ -11,7 +11,7 @@ CONCURRENTLY outside the migration's transaction, like the index they replace (a
 an INVALID index behind: the upgrade drops it first and builds again when run anew).
 
 Revision ID: 20261130_name_search_prefixes
-Revises: 20261130_name_search_ranking
+Revises: 20261130_reminder_sweep
 Create Date: 2026-11-30 14:00:00
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "20261130_name_search_prefixes"
-down_revision = "20261130_name_search_ranking"
+down_revision = "20261130_reminder_sweep"
 branch_labels = None
 depends_on = None
 
