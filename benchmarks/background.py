@@ -1,6 +1,6 @@
 """CPU and statements of the background work a booking and an inbound message cause, in process.
 
-    PYTHONPATH=src python benchmarks/background.py [--n 200] [--profile deliver|send|webhook]
+    PYTHONPATH=src python benchmarks/background.py [--n 200] [--profile deliver|send|webhook] [--trace]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it and seeds one clinic
 (`throughput.seed`), then in this process, with no HTTP server and no procrastinate worker:
@@ -64,10 +64,14 @@ class Meter:
         from sqlalchemy import event
 
         self.statements = 0
+        self.trace = False
+        self.trace_jobs = False
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
 
-    def _count(self, *_: Any) -> None:
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.statements += 1
+        if self.trace:
+            print("    SQL", " ".join(statement.split())[:240])
 
 
 async def run_jobs(db: Any, meter: Meter, names: tuple[str, ...], *, profile: cProfile.Profile | None = None,
@@ -77,11 +81,16 @@ async def run_jobs(db: Any, meter: Meter, names: tuple[str, ...], *, profile: cP
     from prm.core import jobs
 
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
+    traced: set[str] = set()
     while True:
         todo = await _todo(db, names)
         if not todo:
             break
         for _job_id, name, args in todo:
+            if meter.trace_jobs and name not in traced:
+                traced.add(name)
+                meter.trace = True
+                print(f"  {name} {args}")
             s0, c0 = meter.statements, time.process_time()
             if profile is not None:
                 profile.enable()
@@ -90,6 +99,7 @@ async def run_jobs(db: Any, meter: Meter, names: tuple[str, ...], *, profile: cP
             finally:
                 if profile is not None:
                     profile.disable()
+            meter.trace = False
             figures = out[name]
             figures[0] += 1
             figures[1] += time.process_time() - c0
@@ -122,6 +132,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
     db = Database.connect(url, pool_size=2)
     app = create_app(settings, database=db)
     meter = Meter(db.engine)
+    meter.trace_jobs = args.trace
     patients = iter(ctx["patients"])
     reachable = [next(patients) for _ in range(args.n + 20)]
     async with db.sessionmaker() as s:
@@ -188,4 +199,5 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--profile", choices=["deliver", "send", "webhook"], default=None)
     parser.add_argument("--lines", type=int, default=45)
+    parser.add_argument("--trace", action="store_true", help="print the statements of the first job of each name")
     asyncio.run(main(parser.parse_args(), throughput.prepare()))
