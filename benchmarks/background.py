@@ -100,7 +100,7 @@ async def run_jobs(db: Any, meter: Meter, names: tuple[str, ...], *, profile: cP
                 if profile is not None:
                     profile.disable()
             meter.trace = False
-            figures = out[name]
+            figures = out[f"{name} → {args['subscriber']}" if name == "events.deliver" else name]
             figures[0] += 1
             figures[1] += time.process_time() - c0
             figures[2] += meter.statements - s0
@@ -112,7 +112,7 @@ async def run_jobs(db: Any, meter: Meter, names: tuple[str, ...], *, profile: cP
 
 def show(title: str, figures: dict[str, list[float]]) -> None:
     for name, (n, cpu, statements) in sorted(figures.items()):
-        print(f"{title:<28} {name:<40} n={int(n):>4}  {cpu / n * 1000:6.2f} ms CPU/job  "
+        print(f"{title:<24} {name:<58} n={int(n):>4}  {cpu / n * 1000:6.2f} ms CPU/job  "
               f"{statements / n:5.1f} statements/job")
 
 

@@ -92,7 +92,8 @@ async def send(
         kind = "email address" if data.channel == "email" else "phone number"
         raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
     if not known.consent:
-        await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
+        await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose,
+                              patient=patient)
     stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id) if data.media_ids else []
     if (
         data.channel == "whatsapp"

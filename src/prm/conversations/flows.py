@@ -195,13 +195,15 @@ class _Run:
                         body=body,
                         conversation_id=self.conversation.id,
                     ),
+                    # the patient and the (locked) conversation this run already holds
+                    prechecked=communications.Prechecked(patient=self.patient, conversation=True),
+                    created_by="assistant",
                 )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
             log.warning(
                 "conversations.reply_refused", conversation_id=str(self.conversation.id), code=exc.code
             )
             return None
-        comm.created_by = "assistant"
         await add_message(self.session, self.conversation, comm)
         return comm
 
