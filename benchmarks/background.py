@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import throughput  # noqa: E402  (the seed, the database, the ASGI call)
+import throughput  # the seed, the database, the ASGI call
 
 
 async def _todo(db: Any, names: tuple[str, ...]) -> list[tuple[int, str, dict[str, Any]]]:
