@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm import context
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
+from prm.communications import rules as communication_rules
 from prm.communications import service as communications
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant, texts
@@ -195,8 +196,13 @@ class _Run:
                         body=body,
                         conversation_id=self.conversation.id,
                     ),
-                    # the patient and the (locked) conversation this run already holds
-                    prechecked=communications.Prechecked(patient=self.patient, conversation=True),
+                    # the patient and the (locked) conversation this run already holds; the window is
+                    # open when the conversation's last inbound message (a message of this patient on
+                    # this channel) is recent, else communications asks the database
+                    prechecked=communications.Prechecked(
+                        patient=self.patient, conversation=True,
+                        window=self.conversation.channel == "whatsapp" and communication_rules.whatsapp_window_open(
+                            self.conversation.last_inbound_at, clock.now())),
                     created_by="assistant",
                 )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
