@@ -89,6 +89,7 @@ class Phase:
     client_cpu_seconds: float | None = None  # this benchmark process (the HTTP clients) meanwhile
     queued_after: int | None = None  # its jobs still waiting when the phase ended
     drain_cpu_seconds: float | None = None  # server CPU while those jobs were worked off
+    db_cpu_seconds: float | None = None  # the database server's processes (embedded PostgreSQL only)
 
     @property
     def rate(self) -> float:
@@ -110,6 +111,9 @@ class Results:
 # --- the database and the clinic ------------------------------------------------------------------
 
 
+DATABASE_DIR: dict[str, Path] = {}  # the embedded PostgreSQL's data directory (not with DATABASE_URL)
+
+
 def prepare() -> str:
     from alembic import command
     from alembic.config import Config
@@ -117,9 +121,10 @@ def prepare() -> str:
     from prm.app import migrations_dir
     from prm.core import embedded
 
-    url = os.environ.get("DATABASE_URL") or embedded.start(
-        Path(tempfile.mkdtemp(prefix="prm-bench-")) / "pg", throwaway=True
-    )
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        DATABASE_DIR["pg"] = Path(tempfile.mkdtemp(prefix="prm-bench-")) / "pg"
+        url = embedded.start(DATABASE_DIR["pg"], throwaway=True)
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = url
@@ -270,6 +275,21 @@ def tree_cpu_seconds(root: int) -> dict[str, float]:
     return total
 
 
+def database_cpu_seconds() -> float | None:
+    """CPU used so far by the embedded PostgreSQL: the postmaster, its live backends and, through
+    the postmaster's cutime/cstime, the backends that have exited (None with DATABASE_URL)."""
+    if "pg" not in DATABASE_DIR:
+        return None
+    try:
+        postmaster = int((DATABASE_DIR["pg"] / "postmaster.pid").read_text().split()[0])
+        with open(f"/proc/{postmaster}/stat") as fh:
+            rest = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    reaped = (int(rest[13]) + int(rest[14])) / TICKS  # cutime, cstime: children already waited for
+    return sum(tree_cpu_seconds(postmaster).values()) + reaped
+
+
 # --- phases -------------------------------------------------------------------------------------------
 
 
@@ -369,7 +389,7 @@ class Bench:
         conns = [await psycopg.AsyncConnection.connect(self.url) for _ in range(a.clients)]
         try:
             async def one(c: int, k: int) -> None:
-                n = c * a.per_client + k
+                n = k * a.clients + c  # at each step the clients book consecutive slots: different practitioners
                 practitioner, start = plan[n]
                 end = start + timedelta(minutes=15)
                 async with conns[c].transaction():
@@ -388,7 +408,7 @@ class Bench:
         patients = [next(self.patients) for _ in plan]
 
         async def one(c: int, k: int) -> None:
-            n = c * a.per_client + k
+            n = k * a.clients + c  # at each step the clients book consecutive slots: different practitioners
             practitioner, start = plan[n]
             body = {"patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
                     "practitioner_id": str(practitioner), "start_at": start.isoformat()}
@@ -542,12 +562,16 @@ class Bench:
                 order = ["booking", "raw_booking", "me", "webhook", "raw_webhook"]
             order = [name for name in order if name in PHASES[a.only]]
             for name in order:
+                db0 = database_cpu_seconds()
                 phase = await {
                     "raw_booking": self.raw_bookings, "raw_webhook": self.raw_webhooks,
                     "booking": lambda: self.over_http(self.http_bookings),
                     "me": lambda: self.over_http(self.http_me),
                     "webhook": lambda: self.over_http(self.http_webhooks),
                 }[name]()
+                await asyncio.sleep(0.2)  # the backends of closed connections reaped into the postmaster's total
+                db1 = database_cpu_seconds()
+                phase.db_cpu_seconds = None if db0 is None or db1 is None else db1 - db0
                 if name == "webhook":
                     await self.drain_jobs(phase, "webhooks.process_twilio_message")
                 elif name == "booking":  # its event deliveries (confirmations): the next phase must not pay
@@ -685,6 +709,10 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         return [(ph.cpu_seconds + ph.drain_cpu_seconds) / ph.count * 1000 for ph in p[name]
                 if ph.cpu_seconds is not None and ph.drain_cpu_seconds is not None]
 
+    def db_cpu(name: str) -> str:
+        return spread_of([ph.db_cpu_seconds / ph.count * 1000 for ph in p[name] if ph.db_cpu_seconds is not None],
+                         "{:.2f}")
+
     webhook_total, booking_total = with_jobs("webhook"), with_jobs("booking")
     separate = any(ph.worker_cpu_seconds for ph in p["booking"] + p["webhook"])
     sweep_lines = ["", "Booking throughput against concurrent clients (one run each, after the rounds):", "",
@@ -715,6 +743,10 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         "",
         f"- server CPU per request (all `prm serve` processes incl. the job worker, from /proc): booking "
         f"{cpu('booking')} ms, webhook {cpu('webhook')} ms, `GET /auth/me` {cpu('me')} ms",
+        f"- database CPU per request (the embedded PostgreSQL's processes, from /proc; jobs the worker ran "
+        f"meanwhile included): booking {db_cpu('booking')} ms against {db_cpu('raw_booking')} ms per raw insert; "
+        f"webhook {db_cpu('webhook')} ms against {db_cpu('raw_webhook')} ms per raw event row + job; "
+        f"`GET /auth/me` {db_cpu('me')} ms",
         f"- the benchmark's own CPU per request (its HTTP clients, one Python process: when it nears a whole "
         f"core, the clients are the limit, not the server): booking {client_cpu('booking')} ms, webhook "
         f"{client_cpu('webhook')} ms, `GET /auth/me` {client_cpu('me')} ms",

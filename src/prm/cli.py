@@ -464,6 +464,10 @@ def worker(
                             max_seconds=settings.job_retry_max_seconds)
     url = _database_url(settings)
     options = worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue)
+    if settings.worker_nice:
+        # jobs are background work: where the worker shares the cores with API processes (`prm serve
+        # --workers N`, one host), requests get the CPU first and the jobs they queued follow
+        os.nice(settings.worker_nice)
 
     async def main() -> None:
         db = Database.connect(url, pool_size=options.concurrency + 1,
@@ -489,9 +493,19 @@ def worker(
             await db.dispose()
 
     try:
-        asyncio.run(main())
+        _run_loop(main())
     except worker_module.WorkerGaveUp as exc:
         _fail(str(exc))
+
+
+def _run_loop(main: Any) -> None:
+    """Run `main` on uvloop's event loop (the API's, through uvicorn), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # not on every platform: the standard loop does the same, slower
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 # --- organisations, users, keys ---------------------------------------------------------------

@@ -34,6 +34,7 @@ from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from prm import context, modules
+from prm.appointments import service as appointments
 from prm.core import clock, embedded, jobs
 from prm.core.db import Database
 from prm.settings import Settings
@@ -205,9 +206,11 @@ async def _flow(api: httpx.AsyncClient, anon: httpx.AsyncClient, base: str, data
     assert due_at is not None
     with clock.frozen(due_at):
         async with database.sessionmaker() as s:
-            report = await jobs.run_due(s, names=["appointments.send_reminder"])
+            fired = await appointments.fire_due_reminders(s)  # the worker's minute sweep, at that time
             await s.commit()
-    assert report.succeeded and not report.failed
+            status = await s.scalar(text("SELECT status FROM appointment_reminders WHERE appointment_id = :a "
+                                         "AND due_at = :d"), {"a": booked["id"], "d": due_at})
+    assert fired >= 1 and status == "due"
     await _until(lambda: _contains(delivered(patient_id), "appointment_reminder"), "the reminder")
 
     # 9. the visit happens; 10. the follow-up journey starts, new-patient moves to follow-up

@@ -82,6 +82,12 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
+def _nice(pid: int) -> int:
+    """The process's nice value (/proc/<pid>/stat, field 19)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -142,6 +148,10 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
                                   what="two API processes and one worker process", logs=[log])
         wait_until(lambda: log.read_text().count("Application startup complete") >= 2, timeout=120,
                    what="both API processes to have started", logs=[log])
+        # the worker yields the cores to the API processes (WORKER_NICE, 10 by default)
+        wait_until(lambda: _nice(workers[0]) == min(19, os.nice(0) + 10), timeout=60,
+                   what="the worker to lower its priority", logs=[log])
+        assert [_nice(p) for p in api] == [os.nice(0)] * 2
 
         # 200 clients race for one slot through both processes: exactly one booking
         start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)

@@ -30,11 +30,11 @@ from prm.appointments.models import (
     Practitioner,
     Service,
 )
-from prm.appointments.reminders import _schedule_reminders, _void_reminders, reminder_job_args, reminder_rows
+from prm.appointments.reminders import _schedule_reminders, _void_reminders, reminder_rows
 from prm.appointments.schemas import (
     AppointmentCreate,
 )
-from prm.appointments.setup import REMINDER_JOB, _apply, _get, _holding, _ref, describe, describe_with, get_service
+from prm.appointments.setup import _apply, _get, _holding, _ref, describe, describe_with, get_service
 from prm.core import audit, clock, events
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
@@ -393,15 +393,14 @@ def _plan(ref: reference.Reference, who: Principal, data: AppointmentCreate, sta
         "booked_by": who.credential,
     }
     # ONE statement writes the appointment and, only when the exclusion constraints let it in (under
-    # the locks they answer "is the time free" in the insert itself), its history, reminders and their
-    # jobs, the audit entry, the event and its deliveries (`prm.core.batch`)
+    # the locks they answer "is the time free" in the insert itself), its history, reminders (the sweep
+    # fires them), the audit entry, the event and its deliveries (`prm.core.batch`)
     draft = Appointment(**values)
     location = ref.locations[location_id]
     batch = Batch()
     batch.insert(AppointmentChange, _history_values(draft, "book", who, from_status=None))
     for reminder in reminder_rows(draft, ZoneInfo(location.timezone), ref.settings.reminder_offsets, clock.now()):
-        job = batch.defer(REMINDER_JOB, schedule_at=reminder["due_at"], **reminder_job_args(reminder))
-        batch.insert(AppointmentReminder, reminder, job=job)
+        batch.insert(AppointmentReminder, reminder)  # the reminder sweep fires it when due
     batch.insert(AuditEntry, audit.entry(who, "create", "appointment", draft.id, patient_id=draft.patient_id,
                                          details={"source": data.source}))
     described = describe_with(draft, service_name=service.name, practitioner_name=practitioner.name,

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     Time,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -219,12 +220,16 @@ class AppointmentChange(Base):
 
 
 class AppointmentReminder(IdMixin, TimestampMixin, OrgMixin, Base):
-    """One reminder of one appointment at one offset; its job publishes `appointment.reminder_due`."""
+    """One reminder of one appointment at one offset; the reminder sweep publishes
+    `appointment.reminder_due` once it is due. `job_id`: the job that fired it, on rows scheduled
+    before the sweep (one job per reminder)."""
 
     __tablename__ = "appointment_reminders"
     __table_args__ = (
         CheckConstraint(one_of("status", REMINDER_STATUSES), name="status"),
         Index("ix_appointment_reminders_appointment", "appointment_id"),
+        # the reminder sweep's queue: scheduled reminders by due time (`reminders.fire_due_reminders`)
+        Index("ix_appointment_reminders_due", "due_at", postgresql_where=text("status = 'scheduled'")),
     )
 
     appointment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))

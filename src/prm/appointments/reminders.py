@@ -1,14 +1,20 @@
-"""Appointment reminders: scheduled at booking, voided on change, fired by the reminder job."""
+"""Appointment reminders: scheduled at booking, voided on change, fired by the reminder sweep.
+
+A reminder is a row with its due time; the sweep (`fire_due_reminders`, a job every minute) fires
+every scheduled reminder that has come due. A booking writes no job per reminder: a clinic's queue
+does not fill with jobs months ahead, and moving or cancelling an appointment only voids its rows.
+Reminders scheduled before the sweep kept their own job (`job_id`), which fires the same way: a
+reminder fires once, whoever gets to it first (`fire_reminder` holds its row lock and checks it)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,13 +26,15 @@ from prm.appointments.models import (
     Location,
     Practitioner,
 )
-from prm.appointments.setup import REMINDER_JOB, describe
+from prm.appointments.setup import describe
 from prm.core import audit, clock, events, jobs, rowlock
 from prm.core import reminder_offsets as reminder_times
 from prm.core.auth import Principal
 from prm.core.events import Event
 from prm.core.reminder_offsets import ReminderOffset
 from prm.identity import service as identity
+
+log = structlog.get_logger(__name__)
 
 # --- reminders ----------------------------------------------------------------------------------
 
@@ -50,8 +58,8 @@ async def _zone_of(session: AsyncSession, appointment: Appointment) -> ZoneInfo:
 
 async def _schedule_reminders(session: AsyncSession, appointment: Appointment, *, zone: ZoneInfo | None = None,
                               offsets: Sequence[ReminderOffset] | None = None) -> list[AppointmentReminder]:
-    """One reminder row + job per offset whose moment is still ahead (days counted on the local calendar),
-    written with the session's next flush. `zone` and `offsets` are read when not given."""
+    """One reminder row per offset whose moment is still ahead (days counted on the local calendar),
+    written with the session's next flush; the sweep fires it. `zone` and `offsets` are read when not given."""
     now = clock.now()
     if zone is None:
         zone = await _zone_of(session, appointment)
@@ -60,10 +68,6 @@ async def _schedule_reminders(session: AsyncSession, appointment: Appointment, *
     created = []
     for values in reminder_rows(appointment, zone, offsets, now):
         reminder = AppointmentReminder(**values)
-        # the job is queued with the next flush, in one statement with the request's other jobs, and
-        # its id set on the row before the row is written (same transaction)
-        jobs.defer_with_flush(session, REMINDER_JOB, schedule_at=values["due_at"],
-                              on_id=partial(_set_job_id, reminder), **reminder_job_args(values))
         session.add(reminder)
         created.append(reminder)
     return created
@@ -83,14 +87,6 @@ def reminder_rows(appointment: Appointment, zone: ZoneInfo, offsets: Sequence[Re
     return rows
 
 
-def reminder_job_args(row: dict[str, Any]) -> dict[str, str]:
-    return {"org_id": str(row["org_id"]), "reminder_id": str(row["id"])}
-
-
-def _set_job_id(reminder: AppointmentReminder, job_id: int) -> None:
-    reminder.job_id = job_id
-
-
 async def _void_reminders(session: AsyncSession, appointment: Appointment) -> int:
     pending = list(
         await session.scalars(
@@ -101,11 +97,38 @@ async def _void_reminders(session: AsyncSession, appointment: Appointment) -> in
         )
     )
     for reminder in pending:
-        if reminder.job_id is not None:
+        if reminder.job_id is not None:  # scheduled before the sweep, with a job of its own
             await jobs.cancel_pending(session, reminder.job_id)
         reminder.status = "void"
     await session.flush()
     return len(pending)
+
+
+async def fire_due_reminders(session: AsyncSession, *, now: datetime | None = None, limit: int = 500,
+                             org_id: uuid.UUID | None = None) -> int:
+    """Fire every scheduled reminder due by `now` (the service clock), oldest first, at most `limit`
+    (the next sweep takes the rest), of every organisation or of `org_id`'s; returns how many fired.
+
+    The due rows are claimed with `FOR UPDATE SKIP LOCKED`, so two workers sweeping at once share
+    them out. Each fires in a savepoint of its own: one that fails is logged and left scheduled for
+    the next sweep, and the others still fire."""
+    now = now or clock.now()
+    due = (await session.execute(
+        select(AppointmentReminder.id, AppointmentReminder.org_id)
+        .where(AppointmentReminder.status == "scheduled", AppointmentReminder.due_at <= now,
+               *([AppointmentReminder.org_id == org_id] if org_id is not None else []))
+        .order_by(AppointmentReminder.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )).all()
+    fired = 0
+    for reminder_id, org_id in due:
+        try:
+            async with session.begin_nested():
+                fired += await fire_reminder(session, org_id, reminder_id)
+        except Exception as exc:  # one reminder's failure must not hold back the others behind it
+            log.error("appointments.reminder_failed", reminder_id=str(reminder_id), error=type(exc).__name__)
+    return fired
 
 
 async def fire_reminder(session: AsyncSession, org_id: uuid.UUID, reminder_id: uuid.UUID) -> bool:

@@ -43,6 +43,7 @@ from prm.appointments.models import (
     Service,
 )
 from prm.appointments.reminders import (
+    fire_due_reminders,
     fire_reminder,
     history_of,
     reminder_offsets,
@@ -51,6 +52,7 @@ from prm.appointments.reminders import (
 from prm.appointments.setup import (
     MAX_RANGE_DAYS,
     REMINDER_JOB,
+    REMINDER_SWEEP,
     _holding,
     add_exception,
     add_rule,
@@ -167,6 +169,7 @@ async def timeline(
 __all__ = [
     "MAX_RANGE_DAYS",
     "REMINDER_JOB",
+    "REMINDER_SWEEP",
     "add_exception",
     "add_rule",
     "agenda",
@@ -182,6 +185,7 @@ __all__ = [
     "describe",
     "event_payload",
     "find_services",
+    "fire_due_reminders",
     "fire_reminder",
     "get_appointment",
     "get_location",

@@ -37,7 +37,8 @@ from prm.identity import service as identity
 T = TypeVar("T")
 
 MAX_RANGE_DAYS = 62
-REMINDER_JOB = "appointments.send_reminder"
+REMINDER_JOB = "appointments.send_reminder"  # one reminder's own job (rows scheduled before the sweep)
+REMINDER_SWEEP = "appointments.send_due_reminders"  # every minute: every reminder that has come due
 _holding = Appointment.status.in_(sm.HOLDS_TIME)
 
 

@@ -1,19 +1,19 @@
 """One statement for a unit of work's rows and jobs: data-modifying CTEs behind an optional gate.
 
-A booking writes the appointment, its history entry, its reminders (each with a queued job), an
-audit entry, the domain event and a job per subscriber. Through the ORM that is one round trip per
-table plus one for the jobs; here it is ONE statement:
+A booking writes the appointment, its history entry, its reminders, an audit entry, the domain event
+and a job per subscriber (a row may also take the id of a job queued with it: `insert(..., job=)`).
+Through the ORM that is one round trip per table plus one for the jobs; here it is ONE statement:
 
     WITH gate AS (INSERT INTO appointments (...) SELECT r.... FROM jsonb_populate_record(NULL::appointments,
-                    :gate) AS r ON CONFLICT DO NOTHING RETURNING *),
+                    :gate) AS r ON CONFLICT DO NOTHING RETURNING true AS written),
          jobs AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM unnest(
                     CASE WHEN EXISTS (SELECT FROM gate) THEN procrastinate_defer_jobs_v1(ARRAY(...)) END) AS id),
          w0 AS (INSERT INTO appointment_changes (...) SELECT r.... FROM jsonb_populate_record(..., :w0) AS r
                 WHERE EXISTS (SELECT FROM gate)),
-         w1 AS (INSERT INTO appointment_reminders (..., job_id) SELECT r...., (SELECT id FROM jobs WHERE ord = 1)
-                FROM jsonb_populate_record(..., :w1) AS r WHERE EXISTS (SELECT FROM gate)),
+         w1 AS (INSERT INTO appointment_reminders (...) SELECT r.... FROM jsonb_populate_record(..., :w1) AS r
+                WHERE EXISTS (SELECT FROM gate)),
          ...
-    SELECT gate.* FROM gate
+    SELECT gate.written FROM gate
 
 When the gate writes nothing (an exclusion constraint refused the appointment), nothing else is
 written and no job is queued: the statement returns no row and the caller answers 409. Foreign keys
@@ -33,9 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, TextClause, column, select, text
+from sqlalchemy import Table, TextClause, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from prm.core import jobs
 
@@ -95,9 +96,10 @@ class Batch:
         if not self.rows and not self.pending and gate is None:
             return None
         gate_row = _Row(_table(gate[0]), gate[1]) if gate is not None else None
-        statement, params = _render(gate_row, self.rows, self.pending)
+        statement, params, gate_values = _render(gate_row, self.rows, self.pending)
         if gate_row is not None and returning is not None:
-            return (await session.execute(select(returning).from_statement(statement), params)).scalar_one_or_none()
+            written = (await session.execute(statement, params)).scalar_one_or_none()
+            return None if written is None else _persistent(session, returning, gate_row.table, gate_values)
         await session.execute(statement, params)
         return None
 
@@ -105,11 +107,25 @@ class Batch:
                               returning: Any) -> tuple[Any, Any]:
         """`execute` with the gate's insert (and so everything) conditional on `guard`: returns the
         gate's row as a `returning` instance (None when nothing was written) and the guard's row."""
-        statement, params = _render(_Row(_table(gate[0]), gate[1]), self.rows, self.pending, guard)
+        gate_row = _Row(_table(gate[0]), gate[1])
+        statement, params, gate_values = _render(gate_row, self.rows, self.pending, guard)
         params.update(guard.params)
-        row = (await session.execute(
-            select(returning, *(column(name) for name in guard.columns)).from_statement(statement), params)).one()
-        return row[0], row[1:]
+        row = (await session.execute(statement, params)).one()
+        written = None if row[0] is None else _persistent(session, returning, gate_row.table, gate_values)
+        return written, tuple(row[1:1 + len(guard.columns)])
+
+
+def _persistent(session: AsyncSession, mapped: Any, table: Table, values: dict[str, Any] | None) -> Any:
+    """The gate's row, just inserted, as a persistent `mapped` instance in `session` without reading it
+    back: the statement wrote exactly `values` (Python defaults applied) and NULL in every other
+    column (`_sql` refuses a gate whose omitted columns have a server default), so these are its
+    values. Reading the row back cost more than the rest of the booking's Python (result metadata
+    for its every column, ORM loading)."""
+    assert values is not None
+    instance = mapped(**{col.key: values.get(col.key) for col in table.columns})
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
 
 
 def _table(target: Any) -> Table:
@@ -136,7 +152,7 @@ def _complete(row: _Row) -> dict[str, Any]:
 
 
 def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob],
-            guard: Guard | None = None) -> tuple[TextClause, dict[str, Any]]:
+            guard: Guard | None = None) -> tuple[TextClause, dict[str, Any], dict[str, Any] | None]:
     """The statement (built once per shape) and its parameters: one JSON document per row, the jobs
     as `jobs.jobs_array` gives them. Few parameters and a short text: psycopg keeps its parsed form."""
     completed = [_complete(row) for row in rows]
@@ -155,7 +171,7 @@ def _render(gate: _Row | None, rows: list[_Row], pending: list[jobs.PendingJob],
     statement = _STATEMENTS.get(shape)
     if statement is None:
         statement = _STATEMENTS[shape] = text(_sql(gate, gate_values, rows, completed, array, guard))
-    return statement, params
+    return statement, params, gate_values
 
 
 def _columns(table: Table, keys: Any) -> list[str]:
@@ -179,12 +195,15 @@ def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row]
     if guard is not None:
         ctes.append(f"guard AS MATERIALIZED ({guard.sql})")
     if gate is not None and gate_values is not None:
+        defaulted = [col.name for col in gate.table.columns if col.key not in gate_values and col.server_default]
+        # the gate's row is rebuilt from its values (`_persistent`): no column may get a server default
+        assert not defaulted, f"{gate.table.name}: give {defaulted} a value (they have server defaults)"
         columns = _columns(gate.table, gate_values)
         source = f"SELECT {', '.join('r.' + c for c in columns)} FROM {_from_json(gate.table, 'gate')}"  # noqa: S608
         if guard is not None:
             source += f", guard WHERE {guard.condition}"
         ctes.append(f"gate AS (INSERT INTO {gate.table.name} ({', '.join(columns)}) {source} "
-                    "ON CONFLICT DO NOTHING RETURNING *)")
+                    "ON CONFLICT DO NOTHING RETURNING true AS written)")
         only = " WHERE EXISTS (SELECT FROM gate)"
     if array:
         deferred = f"procrastinate_defer_jobs_v1({array})"
@@ -200,8 +219,8 @@ def _sql(gate: _Row | None, gate_values: dict[str, Any] | None, rows: list[_Row]
         source = f"SELECT {select_list} FROM {_from_json(row.table, f'w{n}')}{only}"  # noqa: S608
         ctes.append(f"w{n} AS (INSERT INTO {row.table.name} ({', '.join(columns)}) {source})")
     counted = ", (SELECT count(*) FROM jobs) AS queued_jobs" if array else ""
-    if guard is not None:  # the guard's row always, the gate's when it was written
-        tail = f"SELECT gate.*, guard.*{counted} FROM guard LEFT JOIN gate ON true"  # noqa: S608
+    if guard is not None:  # the guard's row always, and whether the gate wrote
+        tail = f"SELECT gate.written, guard.*{counted} FROM guard LEFT JOIN gate ON true"  # noqa: S608
     else:
-        tail = f"SELECT gate.*{counted} FROM gate" if gate is not None else f"SELECT 1{counted}"  # noqa: S608
+        tail = f"SELECT gate.written{counted} FROM gate" if gate is not None else f"SELECT 1{counted}"  # noqa: S608
     return "WITH " + ",\n".join(ctes) + "\n" + tail

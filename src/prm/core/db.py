@@ -10,12 +10,22 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, Request
+from psycopg import _queries as psycopg_queries
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from prm.core import embedded
 from prm.settings import Settings
+
+# psycopg keeps the parsed form of a statement (its placeholders split out) only up to 4 kB of text,
+# and parses longer ones again on every execution: ~110 µs for a booking's one statement of ~4.5 kB
+# (`prm.core.batch`). Our long statements are few and fixed (built once per shape, values always
+# bound), so its cache of 128 statements may keep them up to 16 kB. The constant is read on every
+# execution; tests/integration/appointments/test_reference_cache.py checks a booking hits the cache.
+PARSED_STATEMENT_MAX_BYTES = 16384
+psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = max(psycopg_queries.MAX_CACHED_STATEMENT_LENGTH,
+                                                  PARSED_STATEMENT_MAX_BYTES)
 
 
 def resolve_database_url(settings: Settings) -> str:

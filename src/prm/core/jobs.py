@@ -8,7 +8,8 @@
 * `build_app(url)` gives a procrastinate `App` with every registered job, for `prm worker` and the
   in-process worker of `prm serve`.
 * `run_due(session)` runs the due jobs inside one transaction, using the service clock: the test
-  suite uses it to move time instead of sleeping, and `prm jobs run-due` for one-off catch-up.
+  suite uses it to move time instead of sleeping, and `prm jobs run-due` for one-off catch-up. It
+  runs the periodic sweeps of due work registered with `catch_up=True` (the reminder sweep) too.
 * Housekeeping (`Housekeeping`, given to `build_app`): two periodic tasks on procrastinate's own job
   manager. `jobs.recover_stalled` puts the running jobs of dead workers (no heartbeat for
   `stalled_after_seconds`) back in the queue; `jobs.prune` deletes finished jobs after their
@@ -79,6 +80,7 @@ class JobSpec:
     queue: str = "default"
     retry: BackoffRetry | None = None
     periodic_cron: str | None = None
+    catch_up: bool = False  # a periodic sweep `run_due` runs too (see `job`)
 
 
 _registry: dict[str, JobSpec] = {}
@@ -103,10 +105,13 @@ def job(
     retry: bool = True,
     retry_on: Iterable[type[BaseException]] = (Exception,),
     periodic: str | None = None,
+    catch_up: bool = False,
 ) -> Callable[[JobFn], JobFn]:
     """Register `fn(session, **kwargs)` as the job `name` (`<domain>.<verb>`).
 
     `periodic` takes a cron expression; the function then receives `timestamp` (epoch seconds).
+    `catch_up` (periodic jobs): a sweep that does work that is due by the clock (the reminder sweep),
+    which `run_due` runs too, once, before the queued jobs: what a worker would do at that time.
     """
 
     def decorate(fn: JobFn) -> JobFn:
@@ -121,7 +126,8 @@ def job(
             strategy._uses_defaults = max_attempts is None  # type: ignore[attr-defined]
         if name in _registry and _registry[name].fn is not fn:
             raise RuntimeError(f"job {name!r} registered twice")
-        _registry[name] = JobSpec(name=name, fn=fn, queue=queue, retry=strategy, periodic_cron=periodic)
+        _registry[name] = JobSpec(name=name, fn=fn, queue=queue, retry=strategy, periodic_cron=periodic,
+                                 catch_up=catch_up and periodic is not None)
         return fn
 
     return decorate
@@ -386,8 +392,10 @@ def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None) -> pro
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
     for spec in _registry.values():
 
-        def runner(_spec: JobSpec = spec, **kwargs: Any) -> Awaitable[Any]:
-            return _run_in_own_transaction(_spec, kwargs)
+        # a coroutine function, so procrastinate awaits it on the worker's loop (a plain function
+        # returning an awaitable is run through a thread first)
+        async def runner(_spec: JobSpec = spec, **kwargs: Any) -> Any:
+            return await _run_in_own_transaction(_spec, kwargs)
 
         runner.__name__ = spec.name.replace(".", "_")
         task: Any = app.task(name=spec.name, queue=spec.queue, retry=spec.retry or False)(runner)
@@ -505,6 +513,7 @@ class RunReport:
     succeeded: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    swept: dict[str, Any] = field(default_factory=dict)  # each catch-up sweep run, by name: its result
 
     @property
     def ran(self) -> int:
@@ -538,6 +547,10 @@ async def _run_due(session: AsyncSession, *, names: Iterable[str] | None, limit:
     # only jobs of the registry: housekeeping tasks belong to real workers (they use procrastinate's
     # own connection, outside this transaction)
     only = list(names) if names is not None else list(_registry)
+    for sweep in _registry.values():  # the sweeps of due work first: what they fire is queued below
+        if sweep.catch_up and sweep.name in only:
+            async with session.begin_nested():
+                report.swept[sweep.name] = await sweep.fn(session)
     for _ in range(limit):
         row = (
             await session.execute(

@@ -31,6 +31,9 @@ async def _cleanup_reminder_jobs(committed, org_id) -> None:  # type: ignore[no-
         )
         for job_id in list(pending):
             await jobs.cancel_pending(s, job_id)
+        # nor may its reminders (the sweep fires every organisation's)
+        await s.execute(text("UPDATE appointment_reminders SET status = 'void' WHERE org_id = :org "
+                             "AND status = 'scheduled'"), {"org": org_id})
         await s.commit()
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from psycopg import _queries as psycopg_queries
 from sqlalchemy import event, func, select, text
 
 from prm.appointments import reference
@@ -71,6 +72,16 @@ async def test_every_reference_change_reaches_the_next_booking(committed: Any, s
             event.remove(committed.db.engine.sync_engine, "before_cursor_execute", count)
         assert r.status_code == 201, r.text
         assert len(statements) == 1, statements
+        # its answer is built from the values the statement wrote (not read back): the row as stored
+        stored = await client.get(f"/appointments/{r.json()['id']}")
+        assert stored.status_code == 200, stored.text
+        assert {k: stored.json()[k] for k in r.json()} == r.json()
+        # and psycopg kept the statement's parsed form (it is longer than psycopg's own 4 kB limit)
+        assert len(statements[0].encode()) > 4096
+        hits = psycopg_queries._query2pg.cache_info().hits
+        r = await client.post("/appointments", json=_body(clinic, patients[9], at(24, 12)))
+        assert r.status_code == 201, r.text
+        assert psycopg_queries._query2pg.cache_info().hits > hits
 
         # time off, through the API
         r = await client.post(f"/practitioners/{clinic.vega.id}/availability/exceptions", json={

@@ -6,11 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.appointments import service
-from prm.core import clock, jobs
+from prm.core import clock
 
 from .conftest import NOW, Clinic, make_patient
 from .support import at, book, events_of, principal_for
@@ -28,15 +27,14 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
             ("2h", 120, at(25, 8), "scheduled"),
         ]
         # nothing is due yet
-        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await service.fire_due_reminders(session, org_id=clinic.org_id) == 0
         assert await events_of(session, clinic.org_id, "appointment.reminder_due") == []
         # one minute before the 24 h reminder: still nothing; at it: exactly one event
         c.set(at(24, 10) - timedelta(minutes=1))
-        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await service.fire_due_reminders(session, org_id=clinic.org_id) == 0
         assert await events_of(session, clinic.org_id, "appointment.reminder_due") == []
         c.set(at(24, 10))
-        report = await jobs.run_due(session, names=[service.REMINDER_JOB])
-        assert len(report.succeeded) == 1
+        assert await service.fire_due_reminders(session, org_id=clinic.org_id) == 1
         (payload,) = await events_of(session, clinic.org_id, "appointment.reminder_due")
         assert payload == {
             "reminder_id": str(reminders[0].id),
@@ -56,25 +54,22 @@ async def test_appointment_reminders(session: AsyncSession, clinic: Clinic, clie
         # the handler is idempotent: firing the same reminder again does nothing
         assert await service.fire_reminder(session, clinic.org_id, reminders[0].id) is False
 
-        # rescheduling voids the pending 2 h reminder (its job is cancelled) and schedules new ones
+        # rescheduling voids the pending 2 h reminder and schedules new ones
         moved = await service.reschedule(session, who, appt.id, start_at=at(26, 12))
         fresh = await service.reminders_of(session, moved.id)
         by_status = sorted((r.status, r.offset_minutes) for r in fresh)
         assert by_status == [("due", 1440), ("scheduled", 120), ("scheduled", 1440), ("void", 120)]
         void = next(r for r in fresh if r.status == "void")
-        job_status = await session.scalar(
-            text("SELECT status::text FROM procrastinate_jobs WHERE id = :id"), {"id": void.job_id}
-        )
-        assert job_status == "cancelled"
+        assert void.job_id is None  # a reminder has no job of its own: the sweep fires it when due
         # the old 2 h moment passes: nothing is sent for the old time
         c.set(at(25, 8))
-        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await service.fire_due_reminders(session, org_id=clinic.org_id) == 0
         assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
         # cancelling voids what is left; nothing fires afterwards
         await service.cancel(session, who, appt.id, reason="travelling")
         assert {r.status for r in await service.reminders_of(session, appt.id)} == {"due", "void"}
         c.set(at(26, 12))
-        await jobs.run_due(session, names=[service.REMINDER_JOB])
+        assert await service.fire_due_reminders(session, org_id=clinic.org_id) == 0
         assert len(await events_of(session, clinic.org_id, "appointment.reminder_due")) == 1
         # a reminder whose moment has already passed at booking time is not created
         late = await book(session, who, clinic, patient.id, at(27, 12), service=clinic.checkup)
