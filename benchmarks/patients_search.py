@@ -12,7 +12,10 @@ tail, accents, double surnames, compound given names); queries mix full names, c
 prefixes as typed so far, and typos. Runs on its own throwaway embedded PostgreSQL (or DATABASE_URL):
 
     PYTHONPATH=src python benchmarks/patients_search.py [--patients 100000] [--queries 140] [--rounds 5]
-    PYTHONPATH=src python benchmarks/patients_search.py --patients 1000000 --explain   # ~10 minutes
+    PYTHONPATH=src python benchmarks/patients_search.py --patients 100000 1000000 --explain   # ~15 minutes
+
+Each size runs in a database of its own; the last lines sum up the whole `service.search` call at
+every size (p50/p95, the seq-scan ratio, statements per call, the load while it ran).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import event
 
 from prm import context, modules
 from prm.core import embedded
@@ -250,10 +255,11 @@ def _spread(values: list[float]) -> str:
 
 
 async def _name_search_rounds(url: str, db: Database, who: Principal, queries: list[tuple[str, str]],
-                              rounds: int) -> None:
+                              rounds: int) -> dict[str, list[tuple[float, float]]]:
     """Each round runs every query three ways, one after the other:
-    * `service.search` as `GET /patients?q=` calls it (ranking, 20 patients loaded with their
-      contacts through the ORM, the audit row), with its Python CPU time;
+    * `service.search` as `GET /patients?q=` calls it, the whole call (the dictionary words, the
+      ranking, 20 patients loaded with their contacts through the ORM, the audit row), with its
+      Python CPU time and its statements (round trips);
     * the ranking statement alone (`search.name_ranking`: ids of the page + total) on a plain
       connection;
     * the naive search on another plain connection with index scans off: every word a substring
@@ -261,11 +267,17 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
     The two plain-connection figures are like for like (one statement, same client)."""
     page = PageParams(limit=20, offset=0)
     plain = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    await plain.execute("SELECT set_config('pg_trgm.similarity_threshold', '0.35', false)")
     naive = await psycopg.AsyncConnection.connect(url, autocommit=True)
     for setting in ("enable_indexscan", "enable_bitmapscan", "enable_indexonlyscan"):
         await naive.execute(f"SET {setting} = off")
-    figures: dict[str, list[tuple[float, float]]] = {"service": [], "ranking": [], "ilike": [], "cpu": []}
+    figures: dict[str, list[tuple[float, float]]] = {"service": [], "ranking": [], "ilike": [], "cpu": [],
+                                                     "statements": []}
+    statements = [0]
+
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        statements[0] += 1
+
     by_kind: dict[str, list[float]] = {kind: [] for kind in QUERY_KINDS}
     dialect = db.engine.dialect
     async with db.sessionmaker() as session:
@@ -274,10 +286,12 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
         for _ in range(rounds):
             samples: dict[str, list[float]] = {name: [] for name in figures}
             for n, (kind, q) in enumerate(queries):
+                statements[0] = 0
                 cpu, start = time.process_time(), time.perf_counter()
                 await service.search(session, who, service.Filters(q=q), page)
                 samples["service"].append((time.perf_counter() - start) * 1000)
                 samples["cpu"].append((time.process_time() - cpu) * 1000)
+                samples["statements"].append(statements[0])
                 by_kind[kind].append(samples["service"][-1])
                 if n % 20 == 19:
                     await session.rollback()  # drop the audit rows
@@ -296,6 +310,7 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
                 figures[name].append(_percentiles(values))
     await plain.close()
     await naive.close()
+    event.remove(db.engine.sync_engine, "before_cursor_execute", _count)
 
     def line(label: str, name: str, unit: str = "ms") -> str:
         return (f"  {label:<46} p50 {_spread([f[0] for f in figures[name]])}   "
@@ -309,15 +324,18 @@ async def _name_search_rounds(url: str, db: Database, who: Principal, queries: l
     print(f"fuzzy name search, {rounds} rounds of {len(queries)} queries (median (min-max) over rounds):")
     print(line("service.search (page of 20 + total, loaded)", "service"))
     print(line("  of which Python CPU", "cpu"))
+    print(line("  statements (round trips) per call", "statements", ""))
     print(line("ranking statement alone (ids + total)", "ranking"))
     print(line("seq-scan ILIKE (ids + total)", "ilike"))
     print(ratio("seq-scan ILIKE / ranking statement", "ilike", "ranking"))
     print(ratio("seq-scan ILIKE / service.search", "ilike", "service"))
     print("  service.search p95 by kind of query (ms, all rounds): "
           + ", ".join(f"{kind} {_percentiles(samples)[1]:.1f}" for kind, samples in by_kind.items()))
+    return figures
 
 
 _COMPILED: dict[int, Any] = {}
+THRESHOLD: float = Settings.model_fields["patient_search_similarity"].default  # the service's default
 
 
 def _plain_sql(stmt: Any, params: dict[str, Any], dialect: Any) -> tuple[str, dict[str, Any]]:
@@ -330,7 +348,8 @@ def _plain_sql(stmt: Any, params: dict[str, Any], dialect: Any) -> tuple[str, di
 async def _plain_terms(conn: psycopg.AsyncConnection[Any], org_id: uuid.UUID, words: list[str], dialect: Any
                        ) -> search.NameTerms:
     """`search.name_terms` on a plain connection."""
-    rows = await (await conn.execute(*_plain_sql(*search._name_terms_query(org_id, words), dialect))).fetchall()
+    rows = await (await conn.execute(*_plain_sql(*search._name_terms_query(org_id, words, THRESHOLD), dialect))
+                  ).fetchall()
     return search.NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in rows])
 
 
@@ -347,7 +366,8 @@ async def _explain(url: str, db: Database, org_id: uuid.UUID, qs: list[str]) -> 
             print("\n".join(row[0] for row in await result.fetchall()))
 
 
-async def _run(url: str, count: int, queries: int, rounds: int, explain: bool) -> None:
+async def _run(url: str, count: int, queries: int, rounds: int, explain: bool) -> str:
+    """Everything at one size; returns the whole-call line of the summary."""
     rng = random.Random(42)
     org_id = uuid.uuid4()
     people = _people(count, rng)
@@ -392,7 +412,8 @@ async def _run(url: str, count: int, queries: int, rounds: int, explain: bool) -
         await service.create(session, who, new_person(i))
 
     print(f"PostgreSQL {psycopg.connect(url).info.server_version}, {count:,} patients, 1 organisation")
-    await _name_search_rounds(url, db, who, _queries(people, queries, random.Random(7)), rounds)
+    figures = await _name_search_rounds(url, db, who, _queries(people, queries, random.Random(7)), rounds)
+    load_during = os.getloadavg()[0]
     await _time("phone search (any format)", db, queries, phone_search)
     await _time("duplicate detection for a new patient", db, queries, detect)
     await _time("create incl. duplicate detection", db, queries, create)
@@ -402,22 +423,44 @@ async def _run(url: str, count: int, queries: int, rounds: int, explain: bool) -
     await db.dispose()
     load1, load5, _ = os.getloadavg()
     print(f"load average while it ran: {load1:.2f} (1 min), {load5:.2f} (5 min) on {os.cpu_count()} cores")
+    p50s, p95s = [f[0] for f in figures["service"]], [f[1] for f in figures["service"]]
+    ratio = [a[1] / b[1] for a, b in zip(figures["ilike"], figures["service"], strict=True)]
+    return (f"  {count:>11,}  p50 {_spread(p50s)}  p95 {_spread(p95s)} ms  ILIKE/service p95 {_spread(ratio)}x"
+            f"  statements {statistics.median(f[0] for f in figures['statements']):.0f}  load {load_during:.2f}")
+
+
+def _database_for(url: str, count: int, embedded_server: bool) -> str:
+    """A fresh database per size on the throwaway embedded server (so one size's rows and statistics
+    do not bear on the other's); the given DATABASE_URL as it is otherwise (one organisation each)."""
+    if not embedded_server:
+        return url
+    name = f"bench_{count}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def main() -> None:
     prm_logging.configure("WARNING", json=False)
     modules.load()  # every domain's tables, so the ORM knows them all
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--patients", type=int, nargs="+", default=[100_000],
+                        help="one size or several, each in a database of its own (e.g. 100000 1000000)")
     parser.add_argument("--queries", type=int, default=140, help="queries per round (and runs of the others)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print the plans of three name searches")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        url = embedded.start(Path(tempfile.mkdtemp(prefix="prm-bench-")) / "pg", throwaway=True)
-    _migrate(url)
-    asyncio.run(_run(url, args.patients, args.queries, args.rounds, args.explain))
+    given = os.environ.get("DATABASE_URL")
+    server = given or embedded.start(Path(tempfile.mkdtemp(prefix="prm-bench-")) / "pg", throwaway=True)
+    summary = []
+    for count in args.patients:
+        url = _database_for(server, count, embedded_server=not given)
+        _migrate(url)
+        summary.append(asyncio.run(_run(url, count, args.queries, args.rounds, args.explain)))
+    print("fuzzy name search, the whole service.search call, median (min-max) over rounds:")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
         [--per-client 10] [--sweep 1,4,16,32] [--out benchmarks/out] [--only webhook]
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
-starts `prm serve` as a separate process on 127.0.0.1 (`--workers N` when given; with the job
-worker it runs by default) and drives it over real HTTP with `--clients` concurrent clients. Each
-round runs, one after the other on the same database and the same loaded machine:
+starts `prm serve --workers N` as a separate process on 127.0.0.1 (N: one per core by default, as
+in production: N API processes and the job worker as its own process, at a lower CPU priority;
+`--workers 1`: development's single process with the worker inside) and drives it over real HTTP
+with `--clients` concurrent clients. Each round runs, one after the other on the same database and
+the same loaded machine:
 
 1. raw SQL: the booking's INSERT from `--clients` psycopg connections (the ceiling);
 2. HTTP `POST /appointments` on distinct free slots; then the benchmark waits until the server's
@@ -841,7 +843,9 @@ async def main(args: argparse.Namespace, url: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=None, help="prm serve --workers N (default: its own)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="prm serve --workers N (default: one per core, as in production, with the job "
+                             "worker its own process; 1: development's one process with the worker inside)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for prm serve")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)

@@ -216,11 +216,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                            allow_headers=["*"], expose_headers=["X-Request-ID", "ETag", "Retry-After"])
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(UnhandledErrorMiddleware)  # and for failures of the middlewares themselves
-    app.add_middleware(RequestContextMiddleware)
-    # Outermost: bodies are bounded before anything reads them; forwarded headers believed only
-    # from TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
+    # Bodies are bounded before anything reads them; forwarded headers believed only from
+    # TRUSTED_PROXIES, so every layer sees the same client address, scheme and host.
     app.add_middleware(ForwardedHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware)
+    # Outermost: every answer carries its X-Request-ID, a body limit's 413 and 408 included
+    app.add_middleware(RequestContextMiddleware)
     log.info("startup.config", **startup.report(settings))
 
     @app.get("/health", tags=["ops"], summary="Liveness: the process is up")

@@ -164,7 +164,7 @@ def test_a_declared_body_that_never_arrives_is_408(served: Served) -> None:
     status, headers, problem = _problem(_raw_exchange(served.port, head, b"username=a"))
     assert status == 408
     assert headers["content-type"] == "application/problem+json"
-    assert problem["code"] == "request_timeout"
+    assert problem["code"] == "request_timeout" and headers["x-request-id"]
 
 
 def test_a_declared_oversize_body_is_413_before_it_is_sent(served: Served) -> None:
@@ -172,7 +172,7 @@ def test_a_declared_oversize_body_is_413_before_it_is_sent(served: Served) -> No
             b"Content-Length: 104857600\r\n\r\n")
     status, headers, problem = _problem(_raw_exchange(served.port, head))
     assert status == 413
-    assert headers["content-type"] == "application/problem+json"
+    assert headers["content-type"] == "application/problem+json" and headers["x-request-id"]
     assert problem["code"] == "payload_too_large" and problem["limit_bytes"] == BODY_LIMIT
 
 

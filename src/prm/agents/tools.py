@@ -57,6 +57,8 @@ class SearchPatientsIn(_In):
 class SearchPatientsOut(BaseModel):
     patients: list[PatientSummary]
     total: int
+    total_exact: bool = Field(True, description="false when a one-word name search matched more than `total` "
+                                                "patients (it stops counting there): narrow the search")
 
 
 @tool("search_patients", scope="patients:read", input=SearchPatientsIn, output=SearchPatientsOut, writes=False,
@@ -66,11 +68,11 @@ async def search_patients(session: AsyncSession, who: Principal, data: SearchPat
     if not any((data.q, data.phone, data.email, data.birth_date)):
         raise ValidationFailed.field("q", "give a name, phone, email or birth date to search by")
     filters = patients.Filters(q=data.q, phone=data.phone, email=data.email, birth_date=data.birth_date)
-    rows, total = await patients.search(session, who, filters, PageParams(limit=data.limit, offset=0))
-    for row in rows:
+    found = await patients.search_page(session, who, filters, PageParams(limit=data.limit, offset=0))
+    for row in found.rows:
         await audit.record(session, who, "read", "patient", row.id, patient_id=row.id, details={"via": "agent"})
-    return SearchPatientsOut(patients=[PatientSummary.model_validate(r, from_attributes=True) for r in rows],
-                             total=total)
+    return SearchPatientsOut(patients=[PatientSummary.model_validate(r, from_attributes=True) for r in found.rows],
+                             total=found.total, total_exact=found.total_exact)
 
 
 class PatientRef(_In):

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String
+from sqlalchemy import BigInteger, ColumnElement, ForeignKey, Identity, Index, Insert, String, bindparam, insert
 from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -83,3 +83,26 @@ async def record(
 ) -> None:
     """Append one audit row. `details` must not hold PHI values, only field names and ids."""
     session.add(AuditEntry(**entry(who, action, resource_type, resource_id, patient_id=patient_id, details=details)))
+
+
+# The columns of an audit row given as bound parameters `audit_<column>` by `insert_with` (all but
+# its id and `details`).
+_BOUND_COLUMNS = ("org_id", "at", "actor_kind", "actor_id", "actor_role", "action", "resource_type", "resource_id",
+                  "patient_id", "ip", "request_id")
+
+
+def insert_with(details: ColumnElement[Any]) -> Insert:
+    """An INSERT of one audit row whose `details` is a SQL expression, e.g. of what the same statement
+    found: as a data-modifying CTE (`.cte()` and `Select.add_cte`), a read and its audit row are one
+    round trip. Its other values are the parameters given by `params`. Build it once per shape."""
+    table = AuditEntry.__table__
+    return insert(AuditEntry).values(
+        {name: bindparam(f"audit_{name}", type_=table.c[name].type) for name in _BOUND_COLUMNS}
+        | {"details": details})
+
+
+def params(who: Principal, action: str, resource_type: str, resource_id: object | None = None, *,
+           patient_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """The parameters of an `insert_with` statement: the values `record` would write."""
+    values = entry(who, action, resource_type, resource_id, patient_id=patient_id)
+    return {f"audit_{name}": values[name] for name in _BOUND_COLUMNS}

@@ -72,9 +72,10 @@ class Patient(IdMixin, TimestampMixin, OrgMixin, Base):
         Index("ix_patients_org_family_given", "org_id", "family_name", "given_name"),
         Index("ix_patients_merged_into_id", "merged_into_id"),
         Index("ix_patients_tags", "tags", postgresql_using="gin"),
-        # The words of the folded name as "<org id>:<word>" (function created by the migration), so a
-        # search of several words intersects their patients in the index (patients.search.name_ranking).
-        Index("ix_patients_name_words", func.prm_name_keys(text("org_id"), text("search_name")),
+        # The words of the folded name as "<org id>:<word>", and their first 1-3 letters as
+        # "<org id>:^<prefix>" (function created by the migration), so a search of several words
+        # intersects their patients in the index (patients.search.name_ranking).
+        Index("ix_patients_name_search_keys", func.prm_name_search_keys(text("org_id"), text("search_name")),
               postgresql_using="gin"),
     )
 

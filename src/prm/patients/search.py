@@ -26,7 +26,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,9 +59,13 @@ TOTAL_COUNTED = 1_000
 # ... from at most this many postings per match counted (a patient is in a word's postings once per
 # matching word of its name); in the rare case that is not enough, all are counted.
 COUNTED_POSTINGS = 4
-# The most dictionary words a search of several words looks up in the GIN index of name words (each
-# is one lookup); with more (short prefixes), the postings of the words are scanned instead.
+# The most keys a search of several words looks up in the GIN index of name words (each is one
+# lookup: a dictionary word, or every word starting with a query word of up to PREFIX_KEY_LETTERS
+# letters); with more, the postings of the words are scanned instead.
 NAME_INDEX_TERMS = 200
+# The longest word prefix the GIN index of name words holds as a key of its own (see the migration
+# 20261130_name_search_prefixes).
+PREFIX_KEY_LETTERS = 3
 # How a folded name splits into words: the same in the trigger, the index and the search.
 NAME_WORD_SEPARATORS = "[^[:alnum:]]+"
 
@@ -108,13 +112,15 @@ def _escaped(word: str) -> str:
 
 @cache
 def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
+    threshold = bindparam("threshold", type_=Text)
     parts = []
     for i, fuzzy in enumerate(trigram):
         word, pattern = bindparam(f"w{i}", type_=Text), bindparam(f"p{i}", type_=Text)
         starts = PatientNameTerm.word.like(pattern, escape="/")
         matches = [PatientNameTerm.word == word, starts]
-        if fuzzy:
-            matches.append(PatientNameTerm.word.op("%")(word))
+        if fuzzy:  # `word % (SELECT <w> once the threshold is set)`: see _name_terms_query
+            setting = func.set_config("pg_trgm.similarity_threshold", threshold, True)
+            matches.append(PatientNameTerm.word.op("%")(select(case((setting.is_not(None), word))).scalar_subquery()))
         score = case((PatientNameTerm.word == word, 1.0), (starts, 0.9),
                      else_=func.similarity(word, PatientNameTerm.word))
         parts.append(select(literal(i).label("i"), PatientNameTerm.word.label("word"), score.label("score"))
@@ -122,11 +128,17 @@ def _name_terms_template(trigram: tuple[bool, ...]) -> Select[Any]:
     return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
 
 
-def _name_terms_query(org_id: uuid.UUID, words: list[str]) -> tuple[Select[Any], dict[str, Any]]:
+def _name_terms_query(org_id: uuid.UUID, words: list[str], threshold: float) -> tuple[Select[Any], dict[str, Any]]:
     """The organisation's dictionary words that match each query word `i`, with their score: equal to
-    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least the
-    `pg_trgm.similarity_threshold`). Small: read through the trigram index of `patient_name_terms`."""
-    params: dict[str, Any] = {"org_id": org_id}
+    it 1, starting with it 0.9, otherwise trigram similarity (words of 3+ letters only, at least
+    `threshold`). Small: read through the trigram index of `patient_name_terms`.
+
+    `%` compares with `pg_trgm.similarity_threshold`, which the statement sets itself (for the
+    transaction, as `_set_similarity` does) instead of a round trip before it: its query word is an
+    uncorrelated subquery, `(SELECT CASE WHEN set_config(...) IS NOT NULL THEN :w END)`, which
+    PostgreSQL evaluates once (an InitPlan), when its value is first needed: before the trigram index
+    scan starts (its comparison value) and before any `%` computed row by row (its argument)."""
+    params: dict[str, Any] = {"org_id": org_id, "threshold": str(threshold)}
     for i, word in enumerate(words):
         params |= {f"w{i}": word, f"p{i}": _escaped(word) + "%"}
     return _name_terms_template(tuple(len(w) >= 3 for w in words)), params
@@ -155,8 +167,9 @@ def _terms_table() -> Any:
     return select(rows.c.i, rows.c.word.collate("C").label("word"), rows.c.score).cte("name_terms")
 
 
-async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str]) -> NameTerms:
-    result = await session.execute(*_name_terms_query(org_id, words))
+async def name_terms(session: AsyncSession, org_id: uuid.UUID, words: list[str], *, threshold: float
+                     ) -> NameTerms:
+    result = await session.execute(*_name_terms_query(org_id, words, threshold))
     return NameTerms(words, [(int(i), str(word), float(score)) for i, word, score in result])
 
 
@@ -190,7 +203,8 @@ def _name_matches(count: int) -> Any:
 
 def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tuple[Select[Any], dict[str, Any]]:
     """One page of the name search ranking, a statement and its parameters giving rows (patient_id,
-    total, complete): best score first, then the shorter name, the name, the id. `total` counts the
+    total, complete, score, sort_key): best score first, then the shorter name (`sort_key`, the
+    patient's folded name), the name, the id. `total` counts the
     matches, exactly, except for one query word: the distinct patients of its first postings (see
     `_single_word_page`), with `complete` false when the postings did not run out.
 
@@ -215,11 +229,22 @@ def name_ranking(org_id: uuid.UUID, terms: NameTerms, paging: PageParams) -> tup
     if _stops_counting(terms, paging):
         params["count_limit"] = int(COUNTED_POSTINGS * (TOTAL_COUNTED + 1))
         return _single_word_page(), params
-    if end <= TOP_RANKED and len(terms.rows) <= NAME_INDEX_TERMS:
-        for i in range(len(terms.words)):
-            params[f"keys_{i}"] = [f"{org_id}:{word}" for word in terms.of(i)]
+    keys = [_name_keys(org_id, terms, i) for i in range(len(terms.words))]
+    if end <= TOP_RANKED and sum(len(k) for k in keys) <= NAME_INDEX_TERMS:
+        params |= {f"keys_{i}": k for i, k in enumerate(keys)}
         return _name_index_page(len(terms.words)), params
     return _whole_match_set_page(len(terms.words)), params | {"cut_offset": end - 1}
+
+
+def _name_keys(org_id: uuid.UUID, terms: NameTerms, i: int) -> list[str]:
+    """The keys of `ix_patients_name_search_keys` whose patients match query word `i`: its dictionary
+    words ("<org id>:<word>"), or, for a word of up to PREFIX_KEY_LETTERS letters, the one key of
+    every word starting with it ("<org id>:^<word>": thousands of dictionary words for one or two
+    letters) and those only similar to it."""
+    word = terms.words[i]
+    if len(word) > PREFIX_KEY_LETTERS:
+        return [f"{org_id}:{term}" for term in terms.of(i)]
+    return [f"{org_id}:^{word}"] + [f"{org_id}:{term}" for term in terms.of(i) if not term.startswith(word)]
 
 
 _LIMIT, _OFFSET = bindparam("page_limit", type_=Integer), bindparam("page_offset", type_=Integer)
@@ -236,7 +261,7 @@ def _whole_match_set_page(count: int) -> Select[Any]:
     top = (select(matches.c.patient_id, matches.c.score, sort_key.label("sort_key"))
            .where(or_(cut.is_(None), matches.c.score >= cut)).subquery("top_matches"))
     total = select(func.count()).select_from(matches).scalar_subquery()
-    return (select(top.c.patient_id, total.label("total"), true().label("complete"))
+    return (select(top.c.patient_id, total.label("total"), true().label("complete"), top.c.score, top.c.sort_key)
             .order_by(top.c.score.desc(), func.length(top.c.sort_key), top.c.sort_key, top.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -267,7 +292,8 @@ def _single_word_page() -> Select[Any]:
                 .limit(bindparam("count_limit", type_=Integer)).cte("counted"))
     total = select(func.count(postings.c.patient_id.distinct())).scalar_subquery()
     complete = select(func.count() < bindparam("count_limit", type_=Integer)).select_from(postings).scalar_subquery()
-    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"))
+    return (select(scored.c.patient_id, total.label("total"), complete.label("complete"), scored.c.score,
+                   scored.c.sort_key)
             .order_by(scored.c.score.desc(), func.length(scored.c.sort_key), scored.c.sort_key,
                       scored.c.patient_id)
             .limit(_LIMIT).offset(_OFFSET))
@@ -275,7 +301,7 @@ def _single_word_page() -> Select[Any]:
 
 @cache
 def _name_index_page(count: int) -> Select[Any]:
-    name_keys = func.prm_name_keys(Patient.org_id, Patient.search_name)  # "<org id>:<word>", GIN indexed
+    name_keys = func.prm_name_search_keys(Patient.org_id, Patient.search_name)  # GIN indexed, see _name_keys
     matched = (select(Patient.id, Patient.search_name)
                .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None), Patient.status != "merged",
                       *[name_keys.op("&&")(bindparam(f"keys_{i}", type_=ARRAY(Text))) for i in range(count)])
@@ -288,7 +314,8 @@ def _name_index_page(count: int) -> Select[Any]:
               .select_from(matched).join(word, true()).join(table, table.c.word == word.c.word.collate("C"))
               .group_by(matched.c.id, matched.c.search_name).having(score.is_not(None)).subquery("scored"))
     total = select(func.count()).select_from(matched).scalar_subquery()
-    return (select(scored.c.id, total.label("total"), true().label("complete"))
+    return (select(scored.c.id.label("patient_id"), total.label("total"), true().label("complete"), scored.c.score,
+                   scored.c.search_name.label("sort_key"))
             .order_by(scored.c.score.desc(), func.length(scored.c.search_name), scored.c.search_name, scored.c.id)
             .limit(_LIMIT).offset(_OFFSET))
 
@@ -354,15 +381,13 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
         raise ValidationFailed.field("q", "must contain letters or digits")
 
     if query and not filters.include_merged:
-        await _set_similarity(session, _settings(session).patient_search_similarity)
-        terms = await name_terms(session, org_id, _query_words(query))
+        terms = await name_terms(session, org_id, _query_words(query),
+                                 threshold=_settings(session).patient_search_similarity)
         if not {i for i, _, _ in terms.rows} >= set(range(len(terms.words))):  # a word matches no name
             await _audit_search(session, who, filters, [])
             return Found([], 0)
-        if not narrowed:
-            found = await _page_of_name_matches(session, org_id, terms, paging)
-            await _audit_search(session, who, filters, found.rows)
-            return found
+        if not narrowed:  # audited in the same statement
+            return await _page_of_name_matches(session, who, filters, terms, paging)
         matches, params = _name_matches(len(terms.words)), {"org_id": org_id, **terms.params()}
         stmt = stmt.join(matches, matches.c.patient_id == Patient.id)
         ordered = stmt.order_by(matches.c.score.desc(), func.length(Patient.search_name), Patient.family_name,
@@ -388,33 +413,64 @@ async def search_page(session: AsyncSession, who: Principal, filters: Filters, p
     return Found(rows, total)
 
 
-async def _page_of_name_matches(session: AsyncSession, org_id: uuid.UUID, terms: NameTerms, paging: PageParams
-                                ) -> Found:
-    """Rank, count and page from the name indexes alone; load only the page's patients."""
-    ranked = (await session.execute(*name_ranking(org_id, terms, paging))).all()
-    if not ranked:
+def _ranked_order(ranked: Any) -> list[ColumnElement[Any]]:
+    return [ranked.c.score.desc(), func.length(ranked.c.sort_key), ranked.c.sort_key, ranked.c.patient_id]
+
+
+@cache
+def _loaded_page(ranking: Select[Any]) -> Select[Any]:
+    """One statement for a page of name matches: the ranking (a `name_ranking` statement), the page's
+    patients with their phones, emails and identifiers (joined: a page is a few dozen rows), and the
+    search's audit row naming them (a data-modifying CTE, written whether or not rows come back).
+    Rows: (Patient, total, complete) in ranking order, once per joined contact row."""
+    ranked = ranking.cte("ranked")
+    page = (select(ranked.c.patient_id, ranked.c.score, ranked.c.sort_key)
+            .join(Patient, Patient.id == ranked.c.patient_id)
+            .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None)).cte("page"))
+    found = (select(func.jsonb_agg(aggregate_order_by(cast(page.c.patient_id, Text), *_ranked_order(page))))
+             .scalar_subquery())
+    details = func.jsonb_build_object("filters", bindparam("audit_filters", type_=JSONB), "patient_ids",
+                                      func.coalesce(found, cast(literal("[]"), JSONB)))
+    written = audit.insert_with(details).cte("audit_row")
+    return (select(Patient, ranked.c.total, ranked.c.complete)
+            .join(ranked, ranked.c.patient_id == Patient.id)
+            .where(Patient.org_id == _ORG, Patient.deleted_at.is_(None))
+            .order_by(*_ranked_order(ranked))
+            .options(joinedload(Patient.phones), joinedload(Patient.emails), joinedload(Patient.identifiers))
+            .add_cte(written))
+
+
+async def _page_of_name_matches(session: AsyncSession, who: Principal, filters: Filters, terms: NameTerms,
+                                paging: PageParams) -> Found:
+    """Rank, count, page and audit from the name indexes alone, loading only the page's patients: one
+    round trip (two when the page is past the end, or a one-word total needs counting in full)."""
+    org_id = who.org_id
+    ranking, params = name_ranking(org_id, terms, paging)
+    params |= audit.params(who, "search", "patient") | {"audit_filters": filters.used()}
+    result = (await session.execute(_loaded_page(ranking), params)).unique().all()
+    if not result:
         matches = _name_matches(len(terms.words))
         params = {"org_id": org_id, **terms.params()}
         return Found([], int(await session.scalar(select(func.count()).select_from(matches), params) or 0))
-    ids = [row[0] for row in ranked]
-    # the page's patients with their phones, emails and identifiers in one statement (joined, not
-    # one more statement per collection: a page is a few dozen rows)
-    loaded = {p.id: p for p in (await session.execute(_live(org_id).where(Patient.id.in_(ids)).options(
-        joinedload(Patient.phones), joinedload(Patient.emails), joinedload(Patient.identifiers)))).unique().scalars()}
-    rows, total = [loaded[i] for i in ids if i in loaded], int(ranked[0][1])
+    rows, total, complete = [row[0] for row in result], int(result[0][1]), bool(result[0][2])
     if not _stops_counting(terms, paging):
         return Found(rows, total)
     if total > TOTAL_COUNTED:
         return Found(rows, TOTAL_COUNTED, total_exact=False)
-    if not ranked[0][2]:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
+    if not complete:  # the postings counted held fewer patients than TOTAL_COUNTED + 1: count all
         params = {"org_id": org_id, **terms.params()}
         total = int(await session.scalar(select(func.count()).select_from(_name_matches(1)), params) or 0)
     return Found(rows, total)
 
 
 async def _audit_search(session: AsyncSession, who: Principal, filters: Filters, rows: list[Patient]) -> None:
-    await audit.record(session, who, "search", "patient", None,
-                       details={"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]})
+    """The search's audit row (a name search of the indexes writes it in its own statement instead:
+    `_loaded_page`), written now: one INSERT, without the ORM's unit of work."""
+    details = {"filters": filters.used(), "patient_ids": [str(p.id) for p in rows]}
+    await session.execute(_AUDIT_SEARCH, audit.params(who, "search", "patient") | {"audit_details": details})
+
+
+_AUDIT_SEARCH = audit.insert_with(bindparam("audit_details", type_=JSONB))
 
 
 async def active_ids(

@@ -191,6 +191,27 @@ async def test_birth_dates_are_redacted_in_the_tool_run(session: AsyncSession, m
     assert run["input"] == {"birth_date": "[redacted]", "limit": 5}
 
 
+async def test_search_patients_tool_says_when_the_total_is_capped(
+        session: AsyncSession, make_client: ClientFactory, org: Organisation, monkeypatch: Any) -> None:
+    """A one-word name search stops counting after TOTAL_COUNTED matches: the agent is told the total
+    is a floor (`total_exact` false), as the API's `GET /patients` says, instead of a wrong count."""
+    from prm.patients import search
+
+    for given in ["Ana", "Berta", "Carla", "Dora"]:
+        await make_patient(session, org, given_name=given, family_name="Garcia")
+    await make_patient(session, org, given_name="Elena", family_name="Serrano")
+    monkeypatch.setattr(search, "TOTAL_COUNTED", 2)
+    agent = await make_client("agent")
+    capped = await _run(agent, "search_patients", {"q": "garcia", "limit": 2})
+    assert capped.status_code == 200, capped.text
+    out = capped.json()["output"]
+    assert (len(out["patients"]), out["total"], out["total_exact"]) == (2, 2, False)  # "more than 2"
+    exact = (await _run(agent, "search_patients", {"q": "serrano"})).json()["output"]
+    assert ([p["given_name"] for p in exact["patients"]], exact["total"], exact["total_exact"]) == (["Elena"], 1, True)
+    api = (await agent.get("/patients", params={"q": "garcia", "limit": 2})).json()
+    assert (api["total"], api["total_exact"]) == (out["total"], out["total_exact"])
+
+
 async def test_invalid_tool_name(make_client: ClientFactory) -> None:
     agent = await make_client("agent")
     r = await _run(agent, "make_any_request", {"url": "http://169.254.169.254/"})

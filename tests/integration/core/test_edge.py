@@ -145,6 +145,7 @@ async def test_a_streamed_body_past_the_limit_is_413_before_it_is_read_whole(app
     assert r.status_code == 413
     assert r.headers["content-type"] == PROBLEM and r.headers["connection"] == "close"
     assert r.json()["code"] == "payload_too_large" and r.json()["limit_bytes"] == limit
+    assert r.headers["x-request-id"]
     assert sum(sent) <= limit + 2 * chunk < total_chunks * chunk  # stopped reading at the limit
 
 
@@ -153,6 +154,10 @@ async def test_a_declared_length_past_the_limit_is_413(app, anon_client) -> None
     r = await anon_client.post("/patients", content=b"{}", headers={"Content-Length": str(limit + 1),
                                                                      "Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    assert len(r.headers["x-request-id"]) == 32  # the body limit answers inside the request context
+    r = await anon_client.post("/patients", content=b"{}", headers={
+        "Content-Length": str(limit + 1), "Content-Type": "application/json", "X-Request-ID": "trace-413"})
+    assert r.status_code == 413 and r.headers["x-request-id"] == "trace-413"
 
 
 async def test_a_body_within_the_limit_in_many_chunks_still_reaches_the_nul_guard(client) -> None:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from prm.core.auth import Principal
 from prm.core.pagination import PageParams
 from prm.patients import names, search
 
@@ -53,7 +54,9 @@ QUERIES = ["garcia", "GARCÍA", "garc", "gar", "ga", "garsia", "gracia", "maria 
            "maria lopez", "jose nunez", "jo smit", "john smitt", "smith", "smyth", "li", "li wang", "lim",
            "o connor", "o'connor", "connor", "ana maria lopez", "ana maria", "anna", "mar", "ma", "mar martin",
            "jean pierre", "zoe", "bjorn muller", "sanchez vicario", "sondergaard", "ng", "zzzzqq",
-           "maria maria", "garcia garcia lopez"]
+           "maria maria", "garcia garcia lopez",
+           # short prefixes, as typed so far: one or two letters a word (no fuzzy match), several words
+           "o c", "ma ga", "m g", "li w", "j s", "a m l", "ga ma l", "z b"]
 PAGES = [(20, 0), (5, 0), (5, 5), (7, 13), (50, 0), (3, 60), (200, 0), (10, 400)]
 
 
@@ -91,7 +94,7 @@ async def test_ranking_equals_the_original(session, org, other_org, fixture_pati
     compared = nonempty = 0
     for query in QUERIES:
         words = search._query_words(names.fold(query))
-        terms = await search.name_terms(session, org.id, words)
+        terms = await search.name_terms(session, org.id, words, threshold=0.35)
         for limit, offset in PAGES:
             expected = await _original(session, org.id, words, limit, offset)
             found = await _found(session, org.id, terms, PageParams(limit=limit, offset=offset))
@@ -101,10 +104,14 @@ async def test_ranking_equals_the_original(session, org, other_org, fixture_pati
     assert compared == len(QUERIES) * len(PAGES) and nonempty > len(QUERIES) * 3  # the fixture exercises it
 
 
+async def _page(session, org_id: uuid.UUID, terms: search.NameTerms, page: PageParams) -> search.Found:
+    return await search._page_of_name_matches(session, Principal.system(org_id), search.Filters(q="-"), terms, page)
+
+
 async def _found(session, org_id: uuid.UUID, terms: search.NameTerms, page: PageParams):
     if not {i for i, _, _ in terms.rows} >= set(range(len(terms.words))):
         return [], 0
-    found = await search._page_of_name_matches(session, org_id, terms, page)
+    found = await _page(session, org_id, terms, page)
     assert found.total_exact
     return [p.id for p in found.rows], found.total
 
@@ -114,7 +121,7 @@ async def test_several_words_through_the_postings_rank_the_same(session, org, fi
     await search._set_similarity(session, 0.35)
     for query in ["maria garcia", "mari garc", "jose nunez", "ana maria lopez", "li wang"]:
         words = search._query_words(names.fold(query))
-        terms = await search.name_terms(session, org.id, words)
+        terms = await search.name_terms(session, org.id, words, threshold=0.35)
         for limit, offset in [(20, 0), (5, 5)]:
             expected = await _original(session, org.id, words, limit, offset)
             assert await _found(session, org.id, terms, PageParams(limit=limit, offset=offset)) == expected
@@ -122,30 +129,30 @@ async def test_several_words_through_the_postings_rank_the_same(session, org, fi
 
 async def test_one_word_total_stops_counting(session, org, fixture_patients, monkeypatch):
     await search._set_similarity(session, 0.35)
-    terms = await search.name_terms(session, org.id, ["garcia"])
+    terms = await search.name_terms(session, org.id, ["garcia"], threshold=0.35)
     _, everyone = await _original(session, org.id, ["garcia"], 20, 0)
     monkeypatch.setattr(search, "TOTAL_COUNTED", everyone)
-    exact = await search._page_of_name_matches(session, org.id, terms, PageParams(limit=20))
+    exact = await _page(session, org.id, terms, PageParams(limit=20))
     assert (exact.total, exact.total_exact) == (everyone, True)
     monkeypatch.setattr(search, "TOTAL_COUNTED", everyone - 1)
-    more = await search._page_of_name_matches(session, org.id, terms, PageParams(limit=20))
+    more = await _page(session, org.id, terms, PageParams(limit=20))
     assert (more.total, more.total_exact) == (everyone - 1, False)  # "more than everyone - 1"
     assert [p.id for p in more.rows] == [p.id for p in exact.rows]
     monkeypatch.setattr(search, "TOTAL_COUNTED", everyone)
     monkeypatch.setattr(search, "COUNTED_POSTINGS", 0.5)  # too few postings read: every match counted
-    counted_apart = await search._page_of_name_matches(session, org.id, terms, PageParams(limit=20))
+    counted_apart = await _page(session, org.id, terms, PageParams(limit=20))
     assert (counted_apart.total, counted_apart.total_exact) == (everyone, True)
-    two_words = await search.name_terms(session, org.id, ["maria", "garcia"])
+    two_words = await search.name_terms(session, org.id, ["maria", "garcia"], threshold=0.35)
     _, both = await _original(session, org.id, ["maria", "garcia"], 20, 0)
     monkeypatch.setattr(search, "TOTAL_COUNTED", 1)
-    several = await search._page_of_name_matches(session, org.id, two_words, PageParams(limit=20))
+    several = await _page(session, org.id, two_words, PageParams(limit=20))
     assert (several.total, several.total_exact) == (both, True) and both > 1  # counted in full
 
 
 async def test_common_word_ties_are_broken_by_name_then_id(session, org, fixture_patients):
     await search._set_similarity(session, 0.35)
-    terms = await search.name_terms(session, org.id, ["garcia"])
-    ids = [p.id for p in (await search._page_of_name_matches(session, org.id, terms, PageParams(limit=200))).rows]
+    terms = await search.name_terms(session, org.id, ["garcia"], threshold=0.35)
+    ids = [p.id for p in (await _page(session, org.id, terms, PageParams(limit=200))).rows]
     rows = (await session.execute(text(
         "SELECT id, search_name FROM patients WHERE id = ANY(:ids)"), {"ids": ids})).all()
     name = dict(rows)
