@@ -31,10 +31,16 @@ PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 
 
 async def require_consent(
-    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str, purpose: str
+    session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *, channel: str, purpose: str,
+    patient: Any = None,
 ) -> None:
-    """Raise 409 `consent_refused` (with the reason) unless the patient may be contacted so."""
-    decision = await patients.consent_allows(session, org_id, patient_id, channel=channel, purpose=purpose)
+    """Raise 409 `consent_refused` (with the reason) unless the patient may be contacted so.
+
+    `patient`: the patient row this transaction has just read (`patients.get`), not read again."""
+    if patient is not None and patient.id == patient_id and patient.org_id == org_id:
+        decision = (await patients.consents_allow(session, patient, channels=[channel], purpose=purpose))[channel]
+    else:
+        decision = await patients.consent_allows(session, org_id, patient_id, channel=channel, purpose=purpose)
     if not decision.allowed:
         raise Conflict(
             f"The patient may not be contacted by {channel} for {purpose}: {decision.reason}",

@@ -83,9 +83,9 @@ async def _check_still_allowed(session: AsyncSession, comm: Communication) -> bo
     except NotFound:
         _fail(comm, "patient_not_found", "the patient no longer exists")
         return False
-    decision = await patients.consent_allows(
-        session, comm.org_id, comm.patient_id, channel=comm.channel, purpose=comm.purpose or "care"
-    )
+    # the patient just read, asked for the channel's consent in one statement (a merged one: its survivor's)
+    decision = (await patients.consents_allow(session, patient, channels=[comm.channel],
+                                              purpose=comm.purpose or "care"))[comm.channel]
     if not decision.allowed:
         _fail(comm, "consent_refused", f"consent withdrawn before sending: {decision.reason}")
         return False

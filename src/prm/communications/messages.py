@@ -4,6 +4,7 @@ and applying provider status callbacks."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -40,8 +41,28 @@ SEND_JOB = "communications.send"
 # --- creating and reading ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prechecked:
+    """What a caller of `send` has already established in this transaction, so `send` does not ask
+    the database again (notifications' dispatch, the conversation assistant).
+
+    `patient`: the recipient as `patients.get` / `patients.resolve` returned it (a merged one is
+    resolved again); `consent`: the patient may be contacted on the message's channel for its
+    purpose; `window`: the WhatsApp window is open (or the message is a template); `new_key`: no
+    message of the organisation has the message's idempotency key yet; `conversation`: the
+    message's conversation is the organisation's.
+    """
+
+    patient: Any = None
+    consent: bool = False
+    window: bool = False
+    new_key: bool = False
+    conversation: bool = False
+
+
 async def send(
-    session: AsyncSession, who: Principal, data: CommunicationCreate
+    session: AsyncSession, who: Principal, data: CommunicationCreate, *, prechecked: Prechecked | None = None,
+    created_by: str | None = None, details: dict[str, Any] | None = None,
 ) -> Communication:
     """Create an outbound message and queue its sending (now, or at `data.send_at`).
 
@@ -49,32 +70,35 @@ async def send(
     naming the field), the patient has no address on the channel
     (422), did not consent (409 `consent_refused`), or when a free-form WhatsApp message falls
     outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
-    the first message.
+    the first message. `created_by` (default: the credential) and `details` are stored with it.
     """
     org_id = who.org_id
-    if data.idempotency_key:
-        existing = await session.scalar(
-            select(Communication).where(
-                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
-            )
-        )
+    known = prechecked or Prechecked()
+    if data.idempotency_key and not known.new_key:
+        existing = await find_by_idempotency_key(session, org_id, data.idempotency_key)
         if existing is not None:
             return existing
     _check_shape(data)
-    try:
-        patient = await patients.resolve(session, org_id, data.patient_id)
-    except NotFound:
-        raise references.unknown("patient_id", "patient") from None
-    await references.require(session, org_id, "conversation", data.conversation_id, field="conversation_id")
+    patient = known.patient
+    if patient is None or patient.merged_into_id is not None or patient.id != data.patient_id:
+        try:
+            patient = await patients.resolve(session, org_id, data.patient_id)
+        except NotFound:
+            raise references.unknown("patient_id", "patient") from None
+    if not known.conversation:
+        await references.require(session, org_id, "conversation", data.conversation_id, field="conversation_id")
     to = address_of(patient, data.channel)
     if not to:
         kind = "email address" if data.channel == "email" else "phone number"
         raise ValidationFailed.field("patient_id", f"the patient has no {kind} for {data.channel}", code="no_address")
-    await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose)
-    stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id)
+    if not known.consent:
+        await require_consent(session, org_id, patient.id, channel=data.channel, purpose=data.purpose,
+                              patient=patient)
+    stored_media = await media.attachable(session, who, data.media_ids, patient_id=patient.id) if data.media_ids else []
     if (
         data.channel == "whatsapp"
         and not data.content_sid
+        and not known.window
         and not await whatsapp_window_open(session, org_id, patient.id)
     ):
         raise ValidationFailed.field(
@@ -108,33 +132,33 @@ async def send(
         content_variables=data.content_variables or None,
         template_key=data.template_key,
         idempotency_key=data.idempotency_key,
-        created_by=who.credential,
+        created_by=created_by or who.credential,
         send_at=data.send_at,
         queued_at=now,
         attempts=0,
         details={},
     )
+    schedule_at = data.send_at if data.send_at and data.send_at > now else None
+
+    def with_job(job_id: int) -> None:  # the row goes in with its job's id (no UPDATE after)
+        comm.details = {"job_id": job_id, **(details or {})}
+
     try:
         async with session.begin_nested():
+            # the job goes in the savepoint's flush with the row (queued here, after begin_nested's
+            # own flush): a concurrent request with the same key leaves neither behind
+            jobs.defer_with_flush(session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id),
+                                  schedule_at=schedule_at, on_id=with_job)
             session.add(comm)
             await session.flush()
     except IntegrityError:
         if not data.idempotency_key:
             raise
         # a concurrent request with the same key won the race: answer with its message
-        existing = await session.scalar(
-            select(Communication).where(
-                Communication.org_id == org_id, Communication.idempotency_key == data.idempotency_key
-            )
-        )
+        existing = await find_by_idempotency_key(session, org_id, data.idempotency_key)
         if existing is None:
             raise
         return existing
-    schedule_at = data.send_at if data.send_at and data.send_at > now else None
-    job_id = await jobs.defer(
-        session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id), schedule_at=schedule_at
-    )
-    comm.details = {"job_id": job_id}
     await audit.record(
         session,
         who,

@@ -40,6 +40,7 @@ from prm.communications.delivery import (
 )
 from prm.communications.messages import (
     SEND_JOB,
+    Prechecked,
     apply_status,
     attach_conversation,
     cancel,
@@ -90,6 +91,7 @@ async def _media_link(session: AsyncSession, org_id: uuid.UUID, message_id: uuid
 __all__ = [
     "PHONE_CHANNELS",
     "SEND_JOB",
+    "Prechecked",
     "address_of",
     "apply_status",
     "attach_conversation",

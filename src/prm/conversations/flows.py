@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prm import context
 from prm.appointments import service as appointments
 from prm.appointments.schemas import AppointmentCreate
+from prm.communications import rules as communication_rules
 from prm.communications import service as communications
 from prm.communications.schemas import CommunicationCreate
 from prm.conversations import assistant, texts
@@ -195,13 +196,20 @@ class _Run:
                         body=body,
                         conversation_id=self.conversation.id,
                     ),
+                    # the patient and the (locked) conversation this run already holds; the window is
+                    # open when the conversation's last inbound message (a message of this patient on
+                    # this channel) is recent, else communications asks the database
+                    prechecked=communications.Prechecked(
+                        patient=self.patient, conversation=True,
+                        window=self.conversation.channel == "whatsapp" and communication_rules.whatsapp_window_open(
+                            self.conversation.last_inbound_at, clock.now())),
+                    created_by="assistant",
                 )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
             log.warning(
                 "conversations.reply_refused", conversation_id=str(self.conversation.id), code=exc.code
             )
             return None
-        comm.created_by = "assistant"
         await add_message(self.session, self.conversation, comm)
         return comm
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,7 +98,10 @@ async def open_for(
             updated_at=now,
         )
         .on_conflict_do_nothing(
-            index_elements=["org_id", "patient_id", "channel"], index_where=Conversation.status != "closed"
+            index_elements=["org_id", "patient_id", "channel"],
+            # a literal, as in the index: with a bound parameter PostgreSQL cannot match the partial
+            # index once psycopg prepares the statement (its generic plan), and the insert fails
+            index_where=text("status <> 'closed'"),
         )
     )
     conversation = await session.scalar(stmt)

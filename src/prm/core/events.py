@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import ForeignKey, Index, String, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -129,27 +129,49 @@ async def load(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
     return Event(type=row.type, org_id=row.org_id, payload=row.payload, id=row.id, occurred_at=row.occurred_at)
 
 
+def _handled_types(subscriber: str) -> list[str]:
+    """The event types `subscriber` is registered for (`"*"` included)."""
+    return [event_type for event_type, named in _subscribers.items() if subscriber in named]
+
+
+# Claim the delivery and load the event in one statement. The claim is the delivery row itself,
+# inserted first: a concurrent duplicate waits on its unique index until this transaction ends, then
+# inserts nothing (or claims it, when this one rolled back: a failing handler takes its claim with
+# it). The event is returned whether or not it was claimed (`claimed`), so an unknown subscriber or
+# a repeated delivery can be told apart from a missing event; a subscriber not registered for the
+# event's type claims nothing.
+_CLAIM = text(
+    "WITH claimed AS ("
+    " INSERT INTO event_deliveries (event_id, subscriber, delivered_at)"
+    " SELECT id, :subscriber, :now FROM domain_events"
+    " WHERE id = :id AND (type = ANY(CAST(:types AS text[])) OR :any_type)"
+    " ON CONFLICT DO NOTHING RETURNING event_id)"
+    " SELECT e.type, e.org_id, e.payload, e.occurred_at, claimed.event_id IS NOT NULL AS claimed"
+    " FROM domain_events AS e LEFT JOIN claimed ON claimed.event_id = e.id WHERE e.id = :id"
+)
+
+
 @jobs.job("events.deliver")
 async def deliver(session: AsyncSession, *, event_id: str, subscriber: str, org_id: str | None = None) -> bool:
-    """Hand one stored event to one subscriber; False when there was nothing (left) to do."""
-    event = await load(session, uuid.UUID(event_id))
-    if event is None:
+    """Hand one stored event to one subscriber; False when there was nothing (left) to do.
+
+    The delivery is claimed before the handler runs, in the same transaction (`_CLAIM`): a second
+    delivery of the same event to the same subscriber, even a concurrent one, does nothing, and a
+    handler that fails leaves it unclaimed for the retry. (So a handler never commits on its own.)
+    """
+    types = _handled_types(subscriber)
+    row = (await session.execute(_CLAIM, {
+        "id": uuid.UUID(event_id), "subscriber": subscriber, "now": clock.now(),
+        "types": [t for t in types if t != "*"], "any_type": "*" in types,
+    })).one_or_none()
+    if row is None:
+        return False  # the event is gone (its organisation deleted)
+    event_type, event_org, payload, occurred_at, claimed = row
+    if not claimed:
+        if subscribers_for(event_type).get(subscriber) is None:
+            log.warning("event.no_subscriber", event_type=event_type, subscriber=subscriber)
         return False
-    handler = subscribers_for(event.type).get(subscriber)
-    if handler is None:
-        log.warning("event.no_subscriber", event_type=event.type, subscriber=subscriber)
-        return False
-    already = await session.scalar(
-        select(EventDelivery.event_id).where(
-            EventDelivery.event_id == event.id, EventDelivery.subscriber == subscriber
-        ).with_for_update()
-    )
-    if already is not None:
-        return False
-    await handler(session, event)
-    await session.execute(
-        insert(EventDelivery)
-        .values(event_id=event.id, subscriber=subscriber, delivered_at=clock.now())
-        .on_conflict_do_nothing()
-    )
+    handler = _subscribers.get(event_type, {}).get(subscriber) or _subscribers["*"][subscriber]
+    await handler(session, Event(type=event_type, org_id=event_org, payload=payload, id=uuid.UUID(event_id),
+                                 occurred_at=occurred_at))
     return True

@@ -148,22 +148,10 @@ async def list_templates(
     )
 
 
-async def find_template(
-    session: AsyncSession, org_id: uuid.UUID, key: str, channel: str, language: str | None
-) -> tuple[TemplateSource, NotificationTemplate | None] | None:
-    """The organisation's template for the best locale, else the built-in one; None when neither exists."""
-    locales = locales_for(language)
-    rows = {
-        t.locale: t
-        for t in await session.scalars(
-            select(NotificationTemplate).where(
-                NotificationTemplate.org_id == org_id,
-                NotificationTemplate.key == key,
-                NotificationTemplate.channel == channel,
-                NotificationTemplate.locale.in_(locales),
-            )
-        )
-    }
+Found = tuple[TemplateSource, NotificationTemplate | None]
+
+
+def _best(rows: dict[str, NotificationTemplate], key: str, channel: str, locales: list[str]) -> Found | None:
     for loc in locales:
         if loc in rows:
             return _source(rows[loc]), rows[loc]
@@ -172,6 +160,32 @@ async def find_template(
         if builtin is not None:
             return builtin, None
     return None
+
+
+async def find_templates(
+    session: AsyncSession, org_id: uuid.UUID, key: str, channels: list[str], language: str | None
+) -> dict[str, Found | None]:
+    """`find_template` for several channels, in one statement (none when `channels` is empty)."""
+    locales = locales_for(language)
+    rows: dict[str, dict[str, NotificationTemplate]] = {channel: {} for channel in channels}
+    if channels:
+        for t in await session.scalars(
+            select(NotificationTemplate).where(
+                NotificationTemplate.org_id == org_id,
+                NotificationTemplate.key == key,
+                NotificationTemplate.channel.in_(channels),
+                NotificationTemplate.locale.in_(locales),
+            )
+        ):
+            rows[t.channel][t.locale] = t
+    return {channel: _best(rows[channel], key, channel, locales) for channel in channels}
+
+
+async def find_template(
+    session: AsyncSession, org_id: uuid.UUID, key: str, channel: str, language: str | None
+) -> Found | None:
+    """The organisation's template for the best locale, else the built-in one; None when neither exists."""
+    return (await find_templates(session, org_id, key, [channel], language))[channel]
 
 
 async def preview(session: AsyncSession, org_id: uuid.UUID, data: PreviewRequest) -> tuple[Rendered, str]:

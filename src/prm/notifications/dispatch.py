@@ -14,13 +14,14 @@ from prm.communications.schemas import CommunicationCreate
 from prm.core import references
 from prm.core.auth import Principal
 from prm.core.errors import Conflict, NotFound, ValidationFailed
-from prm.notifications.catalogue import _template_error, find_template
+from prm.notifications.catalogue import Found, _template_error, find_templates
 from prm.notifications.templates import TemplateError, render
 from prm.patients import service as patients
 
 if TYPE_CHECKING:
     from prm.communications.models import Communication
     from prm.patients.models import Patient
+    from prm.patients.service import ConsentDecision
 
 FALLBACK_ORDER = ("whatsapp", "sms", "email")
 
@@ -56,17 +57,17 @@ async def _plan(
     values: dict[str, Any],
     *,
     strict: bool,
-) -> CommunicationCreate:
-    """The message to send on `channel`, or _Skip(reason) (when not `strict`) if it cannot go there."""
+    consent: ConsentDecision | None,
+    found: Found | None,
+) -> tuple[CommunicationCreate, bool]:
+    """The message to send on `channel` and whether its WhatsApp window was found open, or
+    _Skip(reason) (when not `strict`) if it cannot go there. `consent` and `found` were read for
+    every channel of the chain at once (`send_notification`)."""
     if not strict:
         if not communications.address_of(patient, channel):
             raise _Skip("no_address")
-        decision = await patients.consent_allows(
-            session, org_id, patient.id, channel=channel, purpose=purpose
-        )
-        if not decision.allowed:
-            raise _Skip(f"consent:{decision.reason}")
-    found = await find_template(session, org_id, template_key, channel, patient.preferred_language)
+        if consent is None or not consent.allowed:
+            raise _Skip(f"consent:{consent.reason if consent else None}")
     if found is None:
         if strict:
             raise ValidationFailed.field(
@@ -84,13 +85,11 @@ async def _plan(
         if content_sid and row is not None
         else {}
     )
-    if (
-        channel == "whatsapp"
-        and not content_sid
-        and not strict
-        and not await communications.whatsapp_window_open(session, org_id, patient.id)
-    ):
-        raise _Skip("whatsapp_window_closed")
+    window_open = False
+    if channel == "whatsapp" and not content_sid and not strict:
+        if not await communications.whatsapp_window_open(session, org_id, patient.id):
+            raise _Skip("whatsapp_window_closed")
+        window_open = True
     return CommunicationCreate(
         patient_id=patient.id,
         channel=channel,
@@ -101,7 +100,7 @@ async def _plan(
         content_sid=content_sid,
         content_variables=content_variables,
         template_key=template_key,
-    )
+    ), window_open
 
 
 async def send_notification(
@@ -115,39 +114,52 @@ async def send_notification(
     purpose: str = "care",
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
+    patient: Patient | None = None,
 ) -> Communication:
     """Render `template_key` for the patient and queue it; returns the communication.
 
     With `channel`, only that channel (its refusal is raised as is: 409 consent, 422 window or
     template). Without, the patient's preference then the fallback chain; 409 `no_channel_available`
-    with each channel's reason when none can be used.
+    with each channel's reason when none can be used. `patient`: the patient as `patients.get` gave
+    it to the caller in this transaction (not read again).
     """
     org_id = who.org_id
     if idempotency_key:
         existing = await communications.find_by_idempotency_key(session, org_id, idempotency_key)
         if existing is not None:
             return existing
-    try:
-        patient = await patients.get(session, org_id, patient_id)
-    except NotFound:
-        raise references.unknown("patient_id", "patient") from None
+    if patient is None or patient.id != patient_id or patient.org_id != org_id:
+        try:
+            patient = await patients.get(session, org_id, patient_id)
+        except NotFound:
+            raise references.unknown("patient_id", "patient") from None
     values = {**patient_variables(patient), **variables}
     chain = [channel] if channel else fallback_chain(patient.preferred_channel)
+    strict = channel is not None
+    # what the chain needs, one statement each: consent of the channels with an address, then the
+    # templates of those that may be used (a patient with no address costs neither)
+    consents: dict[str, ConsentDecision] = {}
+    usable = chain
+    if not strict:
+        reachable = [ch for ch in chain if communications.address_of(patient, ch)]
+        consents = await patients.consents_allow(session, patient, channels=reachable, purpose=purpose)
+        usable = [ch for ch in reachable if consents[ch].allowed]
+    templates = await find_templates(session, org_id, template_key, usable, patient.preferred_language)
     skipped: list[dict[str, str]] = []
     for ch in chain:
         try:
-            data = await _plan(
-                session, org_id, patient, ch, template_key, purpose, values, strict=channel is not None
+            data, window_open = await _plan(
+                session, org_id, patient, ch, template_key, purpose, values, strict=strict,
+                consent=consents.get(ch), found=templates.get(ch),
             )
         except _Skip as skip:
             skipped.append({"channel": ch, "reason": skip.reason})
             continue
         data.idempotency_key = idempotency_key
         data.send_at = send_at
-        comm = await communications.send(session, who, data)
-        if skipped:
-            comm.details = {**(comm.details or {}), "fallback_from": skipped}
-        return comm
+        checked = communications.Prechecked(patient=patient, consent=not strict, window=window_open, new_key=True)
+        return await communications.send(session, who, data, prechecked=checked,
+                                          details={"fallback_from": skipped} if skipped else None)
     raise Conflict(
         "No channel can reach this patient for this notification: "
         + ", ".join(f"{s['channel']} ({s['reason']})" for s in skipped),

@@ -70,6 +70,9 @@ async def update_notification_settings(
 async def appointment_notice_enabled(session: AsyncSession, org_id: uuid.UUID, kind: str) -> bool:
     """Whether the patient is told automatically when an appointment is `kind` (booked, rescheduled,
     cancelled) in this organisation."""
-    row = await _settings_row(session, org_id)
-    chosen = getattr(row, f"appointment_{kind}") if row else None
+    if kind not in APPOINTMENT_NOTICES:
+        raise ValueError(f"unknown appointment notice {kind!r}")
+    # the one column, without loading the row (every booking's confirmation asks)
+    chosen = await session.scalar(select(getattr(NotificationSettings, f"appointment_{kind}"))
+                                  .where(NotificationSettings.org_id == org_id))
     return bool(chosen) if chosen is not None else kind in default_appointment_notices(context.of(session).settings)

@@ -65,9 +65,6 @@ def reminder_variables(payload: dict[str, Any], language: str | None = None) -> 
     }
 
 
-async def _language(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID) -> str | None:
-    """The patient's language, for the dates in the message (NotFound when the patient is gone)."""
-    return (await patients.get(session, org_id, patient_id)).preferred_language
 
 
 @events.subscriber("appointment.reminder_due", name="notifications.send_reminder")
@@ -80,15 +77,16 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
     payload = event.payload
     patient_id = uuid.UUID(str(payload["patient_id"]))
     try:
-        language = await _language(session, event.org_id, patient_id)
+        patient = await patients.get(session, event.org_id, patient_id)  # its language dates the message
         comm = await service.send_notification(
             session,
             Principal.system(event.org_id),
             patient_id=patient_id,
             template_key="appointment_reminder",
-            variables=reminder_variables(payload, language),
+            variables=reminder_variables(payload, patient.preferred_language),
             purpose="reminders",
             idempotency_key=f"reminder:{payload['reminder_id']}",
+            patient=patient,
         )
     except (Conflict, ValidationFailed, NotFound) as exc:
         log.warning(
@@ -154,17 +152,19 @@ async def send_appointment_notice(session: AsyncSession, event: events.Event) ->
         return
     patient_id = uuid.UUID(str(payload["patient_id"]))
     try:
-        language = await _language(session, event.org_id, patient_id)
-        async with session.begin_nested():
-            comm = await service.send_notification(
-                session,
-                Principal.system(event.org_id),
-                patient_id=patient_id,
-                template_key=template_key,
-                variables=notice_variables(payload, language),
-                purpose="care",
-                idempotency_key=f"{event.type}:{event.id}",
-            )
+        patient = await patients.get(session, event.org_id, patient_id)  # its language dates the message
+        # no savepoint needed: send_notification writes nothing before it has decided, so a refusal
+        # leaves nothing to undo (and the message's own insert has its savepoint)
+        comm = await service.send_notification(
+            session,
+            Principal.system(event.org_id),
+            patient_id=patient_id,
+            template_key=template_key,
+            variables=notice_variables(payload, patient.preferred_language),
+            purpose="care",
+            idempotency_key=f"{event.type}:{event.id}",
+            patient=patient,
+        )
     except (Conflict, ValidationFailed, NotFound) as exc:
         log.warning("notifications.appointment_notice_refused", kind=kind, code=exc.code, **ids)
         return

@@ -9,11 +9,12 @@ autoescaped, text parts are not.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 _text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
@@ -50,8 +51,16 @@ class Rendered:
     variables_used: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _env(part: str) -> SandboxedEnvironment:
-    return _html_env if part == "html_body" else _text_env
+# Parsing and compiling a template costs milliseconds; the same few texts are rendered for every
+# message, so both are kept per (environment, text). A text that does not parse is not kept.
+@functools.lru_cache(maxsize=1024)
+def _undeclared(html: bool, text: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables((_html_env if html else _text_env).parse(text)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(html: bool, text: str) -> Template:
+    return (_html_env if html else _text_env).from_string(text)
 
 
 def used_variables(source: TemplateSource) -> set[str]:
@@ -59,7 +68,7 @@ def used_variables(source: TemplateSource) -> set[str]:
     used: set[str] = set()
     for part, text in source.parts().items():
         try:
-            used |= meta.find_undeclared_variables(_env(part).parse(text))
+            used |= _undeclared(part == "html_body", text)
         except TemplateSyntaxError as exc:
             raise TemplateError(part, f"line {exc.lineno}: {exc.message}") from None
     return used
@@ -92,7 +101,7 @@ def render(
     out: dict[str, str] = {}
     for part, text in source.parts().items():
         try:
-            out[part] = _env(part).from_string(text).render(context).strip()
+            out[part] = _compiled(part == "html_body", text).render(context).strip()
         except UndefinedError as exc:
             raise TemplateError(part, str(exc.message)) from None
         except SecurityError as exc:

@@ -89,6 +89,11 @@ async def find_by_phone(session: AsyncSession, org_id: uuid.UUID, phone: str) ->
     number = phones.try_normalise(phone, await _phone_region(session, org_id))
     if number is None:
         return None
+    return await _find_by_number(session, org_id, number)
+
+
+async def _find_by_number(session: AsyncSession, org_id: uuid.UUID, number: str) -> Patient | None:
+    """`find_by_phone` for a number already in E.164 (no region to look up)."""
     stmt = (
         _live(org_id)
         .join(PatientPhone, and_(PatientPhone.patient_id == Patient.id, PatientPhone.org_id == org_id))
@@ -110,7 +115,7 @@ async def create_provisional(session: AsyncSession, org_id: uuid.UUID, *, phone:
     number = normalise_phone(phone, region=await _phone_region(session, org_id))
     lock_key = func.hashtext(f"patient-phone:{org_id}:{number}")
     await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
-    existing = await find_by_phone(session, org_id, number)
+    existing = await _find_by_number(session, org_id, number)
     if existing is not None:
         return existing
     patient = Patient(org_id=org_id, is_provisional=True, source=source[:32], primary_phone=number,

@@ -9,7 +9,8 @@ Functions other modules call (stable names and signatures):
 * `find_by_phone(session, org_id, phone)`: the live patient with that number (any input format).
 * `create_provisional(session, org_id, phone=..., source=...)`: a patient known only by a phone
   number (get-or-create: an existing live patient with that number is returned instead).
-* `consent_allows(...)`, `set_consent(...)`, `data_sharing_allows(...)`: consent (see `consent.py`).
+* `consent_allows(...)`, `set_consent(...)`, `data_sharing_allows(...)`: consent (see `consent.py`);
+  `consents_allow(session, patient, channels=, purpose=)`: several channels in one statement.
 * `to_fhir(patient)`: a validated FHIR R4B `Patient`.
 * `search(session, who, filters, paging)`: (patients, total); `search_page` gives a `Found` that
   also says whether the total is exact (a one-word name search stops counting at 1,000).
@@ -32,6 +33,7 @@ from prm.patients.consents import (
     change_consent,
     consent_allows,
     consent_overview,
+    consents_allow,
     data_sharing_allows,
     set_consent,
 )
@@ -100,6 +102,7 @@ __all__ = [
     "change_consent",
     "consent_allows",
     "consent_overview",
+    "consents_allow",
     "create",
     "create_provisional",
     "data_sharing_allows",

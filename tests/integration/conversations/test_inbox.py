@@ -209,3 +209,14 @@ async def test_staff_reply_follows_the_whatsapp_24_hour_rule(session, org, clien
     r = await client.post(f"{path}/messages", json={"body": "Sorry for the delay"})
     assert r.status_code == 422 and r.json()["code"] == "whatsapp_window_closed"
     assert (await _bodies(session, conversation.id))[-1].startswith("I'm passing you")  # nothing written
+
+
+async def test_opening_many_conversations_on_one_connection_keeps_working(session, org):
+    # psycopg prepares a statement sent five times on a connection and PostgreSQL then plans it
+    # generically: the insert's ON CONFLICT must still match the partial unique index (its predicate
+    # written as a literal, not a bound parameter, or the insert fails from about the tenth time on)
+    made = [await make_patient(session, org) for _ in range(15)]
+    opened = [await service.open_for(session, org.id, patient.id, "whatsapp") for patient in made]
+    assert len({c.id for c in opened}) == 15
+    again = await service.open_for(session, org.id, made[0].id, "whatsapp")
+    assert again.id == opened[0].id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -168,3 +169,68 @@ async def test_queueing_lock_defers_once(session, org) -> None:
     second = await jobs.defer(session, "tests.record", org_id=str(org.id), marker="q", queueing_lock="q1")
     assert first is not None and second is None
     assert await jobs.cancel_pending(session, first)
+
+
+GATE: dict[str, Any] = {}
+GATED: list[str] = []
+
+
+@events.subscriber("tests.gated", name="tests.gated_handler")
+async def gated_handler(session, event: Event) -> None:
+    GATED.append(str(event.id))
+    GATE["started"].set()
+    await GATE["open"].wait()
+    if event.payload.get("fail") and GATED.count(str(event.id)) == 1:
+        raise RuntimeError("the first delivery fails")
+
+
+async def _publish_committed(committed, org_id: uuid.UUID, event_type: str, payload: dict[str, Any]) -> Event:
+    async with committed.session() as s:
+        event = await events.publish(s, Event(type=event_type, org_id=org_id, payload=payload))
+        await s.commit()
+    return event
+
+
+async def test_two_concurrent_deliveries_of_one_event_run_the_handler_once(db, committed) -> None:
+    org, _ = await committed.org()
+    event = await _publish_committed(committed, org.id, "tests.gated", {})
+    GATE.update(started=asyncio.Event(), open=asyncio.Event())
+    first = asyncio.create_task(jobs.run_job("events.deliver", event_id=str(event.id),
+                                             subscriber="tests.gated_handler", org_id=str(org.id)))
+    await asyncio.wait_for(GATE["started"].wait(), 10)
+    # the duplicate (another worker, its own committed transaction) starts while the first is in its handler
+    second = asyncio.create_task(jobs.run_job("events.deliver", event_id=str(event.id),
+                                              subscriber="tests.gated_handler", org_id=str(org.id)))
+    await asyncio.sleep(0.3)
+    assert not second.done()  # waiting on the first one's claim
+    GATE["open"].set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 10) == [True, False]
+    assert GATED.count(str(event.id)) == 1
+    assert await _count(db, "SELECT count(*) FROM event_deliveries WHERE event_id = :id", id=event.id) == 1
+
+
+async def test_a_failed_delivery_leaves_no_claim_and_its_retry_runs_the_handler(db, committed) -> None:
+    org, _ = await committed.org()
+    event = await _publish_committed(committed, org.id, "tests.gated", {"fail": True})
+    GATE.update(started=asyncio.Event(), open=asyncio.Event())
+    GATE["open"].set()
+    with pytest.raises(RuntimeError):
+        await jobs.run_job("events.deliver", event_id=str(event.id), subscriber="tests.gated_handler")
+    assert await _count(db, "SELECT count(*) FROM event_deliveries WHERE event_id = :id", id=event.id) == 0
+    assert await jobs.run_job("events.deliver", event_id=str(event.id), subscriber="tests.gated_handler") is True
+    assert await jobs.run_job("events.deliver", event_id=str(event.id), subscriber="tests.gated_handler") is False
+    assert GATED.count(str(event.id)) == 2
+
+
+async def test_delivery_to_an_unknown_subscriber_or_of_a_missing_event_does_nothing(session, org) -> None:
+    event = await events.publish(session, Event(type="tests.thing_happened", org_id=org.id, payload={}))
+    # registered, but for another event type; and not registered at all
+    assert await events.deliver(session, event_id=str(event.id), subscriber="tests.gated_handler") is False
+    assert await events.deliver(session, event_id=str(event.id), subscriber="tests.nobody") is False
+    assert await events.deliver(session, event_id=str(uuid.uuid4()), subscriber="tests.count_things") is False
+    claims = (await session.execute(text("SELECT count(*) FROM event_deliveries WHERE event_id = :id"),
+                                    {"id": event.id})).scalar_one()
+    assert claims == 0
+    # the real subscriber still gets it once
+    assert await events.deliver(session, event_id=str(event.id), subscriber="tests.count_things") is True
+    assert await events.deliver(session, event_id=str(event.id), subscriber="tests.count_things") is False

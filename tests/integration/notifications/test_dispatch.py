@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
@@ -140,6 +141,10 @@ async def test_preference_and_consent_aware_fallback(
     assert r.status_code == 201, r.text
     assert r.json()["channel"] == "email"
     assert [s["channel"] for s in r.json()["details"]["fallback_from"]] == ["whatsapp", "sms"]
+    # the row was written with its send job's id (and the job is there)
+    job_args = (await session.execute(text("SELECT args FROM procrastinate_jobs WHERE id = :id"),
+                                      {"id": r.json()["details"]["job_id"]})).scalar_one()
+    assert job_args["communication_id"] == r.json()["id"]
     await patients.set_consent(
         session,
         Principal.system(org.id),

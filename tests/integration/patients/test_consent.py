@@ -179,3 +179,38 @@ async def test_consent_api(client, make_client):
     denied = await support.post(f"/patients/{pid}/consent",
                                 json={"changes": [{"channel": "sms", "granted": True}]})
     assert denied.status_code == 403
+
+
+async def test_consents_allow_answers_several_channels_as_consent_allows_does(session, org, client):
+    patient = await make_patient(session, org, phone="+34612000190", email="several@example.org")
+    who = Principal.system(org.id)
+    await patients.set_consent(session, who, patient.id, channel="sms", purpose=None, granted=False, source="api")
+    await patients.set_consent(session, who, patient.id, channel="email", purpose="marketing", granted=True,
+                               source="api")
+    await patients.set_consent(session, who, patient.id, channel="whatsapp", purpose="care", granted=False,
+                               source="api")
+    await patients.set_consent(session, who, patient.id, channel="whatsapp", purpose="care", granted=True,
+                               source="keyword:START")  # the newest record wins
+    channels = ["whatsapp", "sms", "email", "voice"]
+    for purpose in ("care", "reminders", "marketing"):
+        loaded = await patients.get(session, org.id, patient.id)
+        several = await patients.consents_allow(session, loaded, channels=channels, purpose=purpose)
+        assert list(several) == channels
+        for channel in channels:
+            one = await patients.consent_allows(session, org.id, patient.id, channel=channel, purpose=purpose)
+            assert several[channel] == one, (channel, purpose)
+    assert await patients.consents_allow(session, loaded, channels=[], purpose="care") == {}
+    with pytest.raises(ValidationFailed):
+        await patients.consents_allow(session, loaded, channels=["pigeon"], purpose="care")
+    # a merged patient is answered for its survivor, like consent_allows
+    duplicate = await make_patient(session, org, phone="+34612000191")
+    r = await client.post(f"/patients/{patient.id}/merge", json={"duplicate_id": str(duplicate.id)})
+    assert r.status_code == 200, r.text
+    merged = await patients.get(session, org.id, duplicate.id)
+    await session.refresh(merged)
+    assert merged.merged_into_id == patient.id
+    several = await patients.consents_allow(session, merged, channels=channels, purpose="care")
+    for channel in channels:
+        assert several[channel] == await patients.consent_allows(session, org.id, duplicate.id, channel=channel,
+                                                                 purpose="care")
+    assert not several["sms"].allowed and several["whatsapp"].allowed
