@@ -25,6 +25,9 @@ AUTH_KINDS = ("smart", "bearer")
 SIGNING_ALGS = ("ES384", "RS384")
 RUN_STATUSES = ("queued", "retrying", "running", "succeeded", "failed", "skipped")
 WAITING = ("queued", "retrying")
+# the predicate of the one-waiting-run index, as SQL with literals (an ON CONFLICT naming the index
+# repeats it: with bound parameters a prepared statement's generic plan cannot match the index)
+WAITING_SQL = "status IN (" + ", ".join(f"'{status}'" for status in WAITING) + ")"
 EXPORT_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 EXPORT_ACTIVE = ("queued", "running")
 EXPORT_LEVELS = ("system", "patient", "group")
@@ -80,7 +83,7 @@ class SyncRun(IdMixin, TimestampMixin, OrgMixin, Base):
     __table_args__ = (
         CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         Index("uq_fhir_sync_runs_one_waiting", "connection_id", "patient_id", unique=True,
-              postgresql_where=text("status IN ('queued', 'retrying')")),
+              postgresql_where=text(WAITING_SQL)),
         Index("ix_fhir_sync_runs_org_patient_created", "org_id", "patient_id", "created_at"),
     )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,7 +40,7 @@ from prm.core.errors import Conflict, NotFound
 from prm.core.pagination import PageParams, paginate
 from prm.fhir import bundles, connections, ehr, mapping, reads, smart
 from prm.fhir.bundles import ChartEntry, Known
-from prm.fhir.models import WAITING, EhrConnection, EhrLink, SyncRun
+from prm.fhir.models import WAITING, WAITING_SQL, EhrConnection, EhrLink, SyncRun
 from prm.identity import service as identity
 from prm.integrations import service as integrations
 from prm.patients import service as patients
@@ -88,7 +88,10 @@ async def _enqueue_one(session: AsyncSession, connection: EhrConnection, patient
                                        patient_id=patient_id, triggers=[trigger], status="queued", attempts=0,
                                        summary={}, created_at=clock.now(), updated_at=clock.now())
                 .on_conflict_do_nothing(index_elements=["connection_id", "patient_id"],
-                                        index_where=SyncRun.status.in_(WAITING))
+                                        # a literal, as in the index: with bound parameters PostgreSQL
+                                        # cannot match the partial index once psycopg prepares the
+                                        # statement (a generic plan), and the insert fails
+                                        index_where=text(WAITING_SQL))
                 .returning(SyncRun.id))
         if inserted is not None:
             job_id = await jobs.defer(session, SYNC_JOB, org_id=str(connection.org_id), run_id=str(run_id))

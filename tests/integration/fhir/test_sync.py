@@ -280,3 +280,21 @@ async def test_a_merged_patient_is_sent_inactive_pointing_at_the_survivor(
     assert merged["active"] is False
     assert merged["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
     assert len(fhir_peer.of_type("Patient")) == 2
+
+
+async def test_queueing_many_sync_runs_on_one_connection_keeps_working(world: Any, org: Any, client: Any,
+                                                                       session: Any, fhir_peer: FhirPeer) -> None:
+    # psycopg prepares a statement sent five times on a connection and PostgreSQL then plans it
+    # generically: the run's ON CONFLICT must still match the one-waiting-run partial index (its
+    # predicate written as literals, not bound parameters, or the insert fails from about the tenth time)
+    from prm.fhir import sync
+    from tests.fixtures.factories import make_patient
+
+    connection = await connect(client, fhir_peer)
+    patients = [await make_patient(session, org, given_name=f"Q{i}") for i in range(15)]
+    runs = [run for patient in patients
+            for run in await sync.enqueue(session, org.id, patient.id, "manual")]
+    assert len({run.id for run in runs}) == 15 and {str(run.connection_id) for run in runs} == {connection["id"]}
+    # a second trigger for a patient with a waiting run joins it
+    [again] = await sync.enqueue(session, org.id, patients[0].id, "patient.updated")
+    assert again.id == runs[0].id and again.triggers == ["manual", "patient.updated"]
