@@ -20,6 +20,10 @@ the same loaded machine:
    benchmark waits until the server's worker has processed the jobs they queued (and the jobs those
    queued), so the next phase does not pay for them, and reports that CPU separately.
 
+Before the rounds, uncounted: `GET /auth/me`, then ~10 bookings per pooled database connection of
+every API process (each connection prepares the booking's statement on its 5th use, and PostgreSQL
+settles on its plan after 5 more): the rounds measure the steady state.
+
 Every HTTP phase is sent by a minimal keep-alive HTTP/1.1 client, `RawHttp`, about as light as the
 raw phases' psycopg (httpx cost this process more CPU per request than the server spent answering;
 `--client httpx` for it).
@@ -72,6 +76,13 @@ SWEEP_REQUESTS = 256  # bookings per point of the clients sweep
 PHASES = {"all": ("raw_booking", "booking", "me", "raw_webhook", "webhook"),
           "webhook": ("me", "raw_webhook", "webhook")}
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def warm_up_bookings(args: argparse.Namespace) -> int:
+    """Bookings before the rounds: ~10 per pooled connection of every API process (prepared on the
+    5th use; PostgreSQL settles on one plan after 5 more), a whole number per client."""
+    wanted = 10 * args.pool * max(1, args.workers)
+    return max(1, wanted // args.clients + 1) * args.clients
 
 
 def pct(values: list[float], p: float) -> float:
@@ -557,7 +568,14 @@ class Bench:
 
     async def run(self) -> str:
         a = self.args
-        await self.over_http(self.http_me)  # warm-up: connections, caches, the first requests
+        # warm-up, not counted: every pooled connection of every API process opened and its statements
+        # prepared (psycopg prepares a statement on its 5th use on a connection, PostgreSQL then plans
+        # it once for all), the processes' reference copies loaded, the first requests' routing built
+        await self.over_http(self.http_me)
+        if "booking" in PHASES[a.only]:
+            warm = await self.over_http(lambda http: self.http_bookings(http, a.clients,
+                                                                        warm_up_bookings(a) // a.clients))
+            await self.drain_jobs(warm, "events.deliver")
         for r in range(a.rounds):
             order = ["raw_booking", "booking", "me", "raw_webhook", "webhook"]
             if r % 2:  # alternate which side goes first, so a trend in load does not favour one
@@ -825,7 +843,8 @@ async def main(args: argparse.Namespace, url: str) -> None:
     clinic_number = "+34910000777"
     token = secrets.token_hex(16)
     per_round = args.clients * args.per_client
-    ctx = await seed(url, patients=2 * args.rounds * per_round + 2 * SWEEP_REQUESTS * len(args.sweep) + RACE + 400,
+    ctx = await seed(url, patients=2 * args.rounds * per_round + 2 * SWEEP_REQUESTS * len(args.sweep) + RACE + 400
+                     + warm_up_bookings(args),
                      clinic_number=clinic_number)
     with server(url, args, token) as (base, pid):
         bench = Bench(args, url, ctx, base, pid, token, clinic_number)

@@ -220,7 +220,7 @@ def serve(
         get_logger("prm.cli").info("startup.config", processes=processes, separate_worker=separate_worker,
                                    **startup.report(settings))
         with _environ(shared):  # what the spawned API processes read their settings from
-            uvicorn_run("prm.cli:api_process_app", factory=True, workers=processes, **bind)
+            serve_processes("prm.cli:api_process_app", processes, **bind)
     finally:
         if job_worker is not None:
             job_worker.stop()
@@ -237,6 +237,109 @@ def uvicorn_run(app: Any, **options: Any) -> None:
         uvicorn.run(app, **options)
     except (KeyboardInterrupt, Terminated):  # a signal: uvicorn already stopped what it could
         pass
+
+
+def serve_processes(app: str, processes: int, **options: Any) -> None:
+    """`processes` API processes on one port, under uvicorn's process manager (a process that dies is
+    replaced; SIGTERM stops them all), each accepting on a listening socket of its own (SO_REUSEPORT),
+    so the kernel spreads new connections evenly over them.
+
+    On one shared socket, whichever process wakes first accepts every connection waiting: 32
+    keep-alive clients connecting at once landed 28 on one process and 4 on the other, which then
+    sat idle while the first queued their requests. Where SO_REUSEPORT does not exist, the processes
+    share one socket as uvicorn does it."""
+    import socket
+
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    config = uvicorn.Config(app, factory=True, workers=processes, **options)
+    if not hasattr(socket, "SO_REUSEPORT") or config.uds or config.fd is not None:
+        uvicorn_run(app, factory=True, workers=processes, **options)
+        return
+    try:  # the port must be free: a second server with SO_REUSEPORT would otherwise share it silently
+        _listening_socket(config, reuse_port=False).close()
+        first = _listening_socket(config, reuse_port=True)
+    except OSError as exc:
+        _log_uvicorn_error(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        sys.exit(STARTUP_FAILURE)
+    _log_uvicorn_running(config, first)
+    try:
+        _spreading_supervisor()(config, first).run()
+    except (KeyboardInterrupt, Terminated):  # a signal: the processes were stopped already
+        pass
+
+
+def _listening_socket(config: Any, *, reuse_port: bool) -> Any:
+    import socket
+
+    family = socket.AF_INET6 if config.host and ":" in config.host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _log_uvicorn_running(config: Any, sock: Any) -> None:
+    import logging
+
+    host, port = sock.getsockname()[:2]
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d, one listening socket per process (Press CTRL+C to quit)",
+        f"[{host}]" if ":" in host else host, port)
+
+
+def _log_uvicorn_error(message: str) -> None:
+    import logging
+
+    logging.getLogger("uvicorn.error").error(message)
+
+
+def _spreading_supervisor() -> type:
+    """uvicorn's process manager, handing every process it starts (at first, after a death, on
+    SIGHUP's restart) a listening socket of its own, bound to the same port with SO_REUSEPORT. It
+    reads `self.sockets` exactly when it starts a process. The parent closes its copy of a socket
+    once that process has started (the process holds the same socket), so a socket dies with its
+    process and the kernel stops sending it connections."""
+    from uvicorn.supervisors import Multiprocess
+
+    class SpreadingMultiprocess(Multiprocess):  # type: ignore[misc]
+        def __init__(self, config: Any, first: Any) -> None:
+            self._spare: list[Any] = [first]
+            self._handed: list[Any] = []
+            super().__init__(config, sockets=[])
+
+        @property
+        def sockets(self) -> list[Any]:
+            sock = self._spare.pop() if self._spare else _listening_socket(self.config, reuse_port=True)
+            self._handed.append(sock)
+            return [sock]
+
+        @sockets.setter
+        def sockets(self, _value: list[Any]) -> None:
+            pass  # each process gets its own (above)
+
+        def _close_handed(self) -> None:
+            while self._handed:
+                self._handed.pop().close()
+
+        def init_processes(self) -> None:
+            super().init_processes()
+            self._close_handed()
+
+        def keep_subprocess_alive(self) -> None:
+            self._close_handed()  # those of processes started since the last check (SIGHUP's restart)
+            super().keep_subprocess_alive()
+            self._close_handed()
+
+    return SpreadingMultiprocess
 
 
 def api_process_app() -> Any:

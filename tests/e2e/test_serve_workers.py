@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime, time, timedelta
@@ -82,6 +83,28 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
+def _sockets_by_process(port: int, pids: list[int], state: str) -> dict[int, set[str]]:
+    """The TCP sockets of local port `port` in `state` (/proc/net/tcp: "01" established, "0A"
+    listening) each process holds, by inode (matched against its socket fds)."""
+    wanted = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
+            wanted.add(fields[9])  # inode
+    found = {}
+    for pid in pids:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        found[pid] = inodes & wanted
+    return found
+
+
 def _nice(pid: int) -> int:
     """The process's nice value (/proc/<pid>/stat, field 19)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -148,6 +171,22 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
                                   what="two API processes and one worker process", logs=[log])
         wait_until(lambda: log.read_text().count("Application startup complete") >= 2, timeout=120,
                    what="both API processes to have started", logs=[log])
+        # 32 keep-alive connections opened at once are spread over both processes (a socket each)
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            for conn in held:
+                conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            spread = {pid: len(found) for pid, found in _sockets_by_process(port, api, "01").items()}
+        finally:
+            for conn in held:
+                conn.close()
+        assert sorted(spread.values())[0] >= 8 and sum(spread.values()) == 32, spread
+        # each process accepts on a listening socket of its own (SO_REUSEPORT: the kernel spreads
+        # new connections; on one shared socket the first process to wake takes all that wait)
+        listening = _sockets_by_process(port, api, "0A")
+        assert all(len(found) == 1 for found in listening.values()), listening
+        assert len(set().union(*listening.values())) == 2, listening
         # the worker yields the cores to the API processes (WORKER_NICE, 10 by default)
         wait_until(lambda: _nice(workers[0]) == min(19, os.nice(0) + 10), timeout=60,
                    what="the worker to lower its priority", logs=[log])
@@ -227,3 +266,22 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
     assert code == 0, log.read_text()[-3000:]
     wait_until(lambda: not any(_alive(p) for p in survivors), timeout=60, what="every child process to exit",
                logs=[log])
+
+
+def test_a_port_already_taken_is_refused_not_shared(own_postgres: OwnPostgres) -> None:
+    """The processes listen with SO_REUSEPORT: another server on the port, even one with SO_REUSEPORT
+    itself, makes `serve` fail at once instead of silently taking a share of its connections."""
+    root, port = own_postgres.root, free_port()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    log = root / "taken.log"
+    try:
+        serve = start_prm(["serve", "--workers", "2", "--no-migrate", "--no-worker", "--port", str(port)],
+                          prm_env(root, DATABASE_URL=own_postgres.url), log, root)
+        code = serve.wait(timeout=180)
+    finally:
+        squatter.close()
+    assert code != 0, log.read_text()[-2000:]
+    assert "cannot listen on" in log.read_text()
