@@ -98,8 +98,11 @@ async def test_production_serve_never_seeds_the_demo_or_prints_a_key(production_
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
+    from prm import cli as cli_module
+
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))  # one API process
+    monkeypatch.setattr(cli_module, "serve_processes", lambda app, n, **kw: served.append(kw))  # several
     monkeypatch.setenv("SECRET_KEY", SAFE_SECRET)
     monkeypatch.setenv("DATABASE_URL", fresh_database)
     monkeypatch.setenv("SEED_DEMO", "true")
