@@ -420,7 +420,7 @@ class Bench:
         plan = self.next_slots(a.clients * a.per_client)
         patients = [next(self.patients) for _ in plan]
 
-        async def one(c: int, k: int) -> None:
+        async def one(raw_http: list[RawHttp] | None, c: int, k: int) -> None:
             n = k * a.clients + c  # at each step the clients book consecutive slots: different practitioners
             practitioner, start = plan[n]
             body = {"patient_id": str(patients[n]), "service_id": str(self.ctx["service"]),
@@ -429,25 +429,15 @@ class Bench:
             if status != 201:
                 raise SystemExit(f"booking: unexpected {status}: {text}")
 
-        raw_http = await self.raw_clients(a.clients)
-        try:
-            return await run_clients(a.clients, a.per_client, one)
-        finally:
-            for conn in raw_http or []:
-                conn.close()
+        return await self.over_connections(a.clients, a.per_client, one)
 
     async def http_me(self, http: httpx.AsyncClient) -> Phase:
-        async def one(c: int, k: int) -> None:
+        async def one(raw_http: list[RawHttp] | None, c: int, k: int) -> None:
             status, text = await self.send(http, raw_http, c, "GET", "/auth/me")
             if status != 200:
                 raise SystemExit(f"/auth/me: unexpected {status}: {text}")
 
-        raw_http = await self.raw_clients(self.args.clients)
-        try:
-            return await run_clients(self.args.clients, self.args.per_client, one)
-        finally:
-            for conn in raw_http or []:
-                conn.close()
+        return await self.over_connections(self.args.clients, self.args.per_client, one)
 
     async def send(self, http: httpx.AsyncClient, raw_http: list[RawHttp] | None, c: int, method: str, path: str,
                    body: bytes = b"") -> tuple[int, str]:
@@ -458,9 +448,15 @@ class Bench:
             return r.status_code, r.text
         return await raw_http[c].request(method, path, body, headers=self.auth)
 
-    async def raw_clients(self, clients: int) -> list[RawHttp] | None:
-        """One minimal keep-alive connection per client (None: `--client httpx`)."""
-        return None if self.args.client == "httpx" else [await RawHttp.open(self.base) for _ in range(clients)]
+    async def over_connections(self, clients: int, per_client: int, one: Any) -> Phase:
+        """`run_clients` with `one(raw_http, c, k)`, given one minimal keep-alive connection per
+        client (None: `--client httpx`), closed afterwards."""
+        raw_http = None if self.args.client == "httpx" else [await RawHttp.open(self.base) for _ in range(clients)]
+        try:
+            return await run_clients(clients, per_client, lambda c, k: one(raw_http, c, k))
+        finally:
+            for conn in raw_http or []:
+                conn.close()
 
     async def raw_webhooks(self) -> Phase:
         a = self.args
@@ -487,7 +483,7 @@ class Bench:
         path = "/webhooks/twilio/messaging"
         senders = [f"+3460{n:07d}" for n in range(200)]
 
-        async def one(c: int, k: int) -> None:
+        async def one(raw_http: list[RawHttp] | None, c: int, k: int) -> None:
             params = {"MessageSid": f"SM{uuid.uuid4().hex}", "AccountSid": "ACbench",
                       "From": f"whatsapp:{senders[(c * 7 + k) % len(senders)]}",
                       "To": f"whatsapp:{self.clinic_number}", "Body": f"hello {c}/{k}", "NumMedia": "0"}
@@ -500,12 +496,7 @@ class Bench:
             if status != 200:
                 raise SystemExit(f"webhook: unexpected {status}: {text}")
 
-        raw_http = await self.raw_clients(self.args.clients)
-        try:
-            return await run_clients(self.args.clients, self.args.per_client, one)
-        finally:
-            for conn in raw_http or []:
-                conn.close()
+        return await self.over_connections(self.args.clients, self.args.per_client, one)
 
     async def drain_jobs(self, phase: Phase, task: str) -> None:
         """Wait until the server's worker has processed the jobs the webhook phase queued (and those

@@ -199,7 +199,9 @@ def serve(
         if processes == 1 and not separate_worker:
             from prm.app import create_app
 
-            uvicorn_run(_frozen(create_app(settings)), **bind)
+            app = create_app(settings)
+            _freeze_heap()
+            uvicorn_run(app, **bind)
             return
         # Every process must reach the same database: resolve it once here (starting the embedded
         # server if there is none) and hand the URL to the API processes and the worker.
@@ -211,8 +213,9 @@ def serve(
         if processes == 1:
             from prm.app import create_app
 
-            uvicorn_run(_frozen(create_app(settings.model_copy(update={"database_url": shared["DATABASE_URL"]}))),
-                        **bind)
+            app = create_app(settings.model_copy(update={"database_url": shared["DATABASE_URL"]}))
+            _freeze_heap()
+            uvicorn_run(app, **bind)
             return
         from structlog import get_logger
 
@@ -249,6 +252,7 @@ def serve_processes(app: str, processes: int, **options: Any) -> None:
     keep-alive clients connecting at once landed 28 on one process and 4 on the other, which then
     sat idle while the first queued their requests. Where SO_REUSEPORT does not exist, the processes
     share one socket as uvicorn does it."""
+    import logging
     import socket
 
     import uvicorn
@@ -258,13 +262,16 @@ def serve_processes(app: str, processes: int, **options: Any) -> None:
     if not hasattr(socket, "SO_REUSEPORT") or config.uds or config.fd is not None:
         uvicorn_run(app, factory=True, workers=processes, **options)
         return
+    log = logging.getLogger("uvicorn.error")
     try:  # the port must be free: a second server with SO_REUSEPORT would otherwise share it silently
         _listening_socket(config, reuse_port=False).close()
         first = _listening_socket(config, reuse_port=True)
     except OSError as exc:
-        _log_uvicorn_error(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         sys.exit(STARTUP_FAILURE)
-    _log_uvicorn_running(config, first)
+    host, bound = first.getsockname()[:2]
+    log.info("Uvicorn running on http://%s:%d, one listening socket per process (Press CTRL+C to quit)",
+             f"[{host}]" if ":" in host else host, bound)
     try:
         _spreading_supervisor()(config, first).run()
     except (KeyboardInterrupt, Terminated):  # a signal: the processes were stopped already
@@ -286,21 +293,6 @@ def _listening_socket(config: Any, *, reuse_port: bool) -> Any:
         raise
     sock.set_inheritable(True)
     return sock
-
-
-def _log_uvicorn_running(config: Any, sock: Any) -> None:
-    import logging
-
-    host, port = sock.getsockname()[:2]
-    logging.getLogger("uvicorn.error").info(
-        "Uvicorn running on http://%s:%d, one listening socket per process (Press CTRL+C to quit)",
-        f"[{host}]" if ":" in host else host, port)
-
-
-def _log_uvicorn_error(message: str) -> None:
-    import logging
-
-    logging.getLogger("uvicorn.error").error(message)
 
 
 def _spreading_supervisor() -> type:
@@ -348,19 +340,19 @@ def api_process_app() -> Any:
     `serve` prepared: the shared database, no in-process worker)."""
     from prm.app import create_app
 
-    return _frozen(create_app(get_settings()))
+    app = create_app(get_settings())
+    _freeze_heap()
+    return app
 
 
-def _frozen(app: Any) -> Any:
-    """`app`, with everything built so far (modules, routes, models: the bulk of the heap, alive as
-    long as the process) moved out of the garbage collector's sight (`gc.freeze`): its collections
-    then walk only what requests create, instead of pausing every request in flight to walk the
-    whole heap again."""
+def _freeze_heap() -> None:
+    """Move everything built so far (modules, routes, models: the bulk of the heap, alive as long as
+    the process) out of the garbage collector's sight (`gc.freeze`): its collections then walk only
+    what requests and jobs create, instead of pausing all work in flight to walk the whole heap."""
     import gc
 
     gc.collect()
     gc.freeze()
-    return app
 
 
 @contextlib.contextmanager
@@ -580,7 +572,7 @@ def worker(
                             max_seconds=settings.job_retry_max_seconds)
     url = _database_url(settings)
     options = worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue)
-    _frozen(None)  # what is loaded now lives as long as the worker
+    _freeze_heap()  # what is loaded now lives as long as the worker
     if settings.worker_nice:
         # jobs are background work: where the worker shares the cores with API processes (`prm serve
         # --workers N`, one host), requests get the CPU first and the jobs they queued follow
