@@ -167,11 +167,12 @@ async def deliver(session: AsyncSession, *, event_id: str, subscriber: str, org_
     if row is None:
         return False  # the event is gone (its organisation deleted)
     event_type, event_org, payload, occurred_at, claimed = row
+    handler = subscribers_for(event_type).get(subscriber)
     if not claimed:
-        if subscribers_for(event_type).get(subscriber) is None:
+        if handler is None:
             log.warning("event.no_subscriber", event_type=event_type, subscriber=subscriber)
         return False
-    handler = _subscribers.get(event_type, {}).get(subscriber) or _subscribers["*"][subscriber]
+    assert handler is not None  # claimed: the subscriber is registered for this type (or "*")
     await handler(session, Event(type=event_type, org_id=event_org, payload=payload, id=uuid.UUID(event_id),
                                  occurred_at=occurred_at))
     return True
