@@ -28,6 +28,7 @@ from prm.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+STOP_MARGIN_SECONDS = 5  # beyond `shutdown_seconds`, what stopping a worker may take before it is abandoned
 WorkerState = Literal["starting", "running", "reconnecting", "stopped", "failed"]
 
 
@@ -84,7 +85,19 @@ async def run(conninfo: str, *, concurrency: int = 4, queues: list[str] | None =
     if opts.queues:
         worker_options["queues"] = opts.queues
     async with app.open_async():
-        await app.run_worker_async(**worker_options)
+        worker = asyncio.create_task(app.run_worker_async(**worker_options), name="procrastinate worker")
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            # asked to stop: procrastinate stops taking jobs, gives running ones `shutdown_seconds`,
+            # then unregisters. Bounded: with the database gone, its last queries would each wait
+            # for a connection that never comes, and the process would not stop (SIGTERM ignored)
+            worker.cancel()
+            await asyncio.wait({worker}, timeout=(opts.shutdown_seconds or 0) + STOP_MARGIN_SECONDS)
+            if not worker.done():
+                log.warning("worker.stop_abandoned", waited_seconds=(opts.shutdown_seconds or 0) + STOP_MARGIN_SECONDS)
+                worker.cancel()
+            raise
 
 
 async def database_answers(conninfo: str, *, connect_timeout: int = 5) -> bool:

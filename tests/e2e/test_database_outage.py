@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -158,3 +159,36 @@ async def test_prm_serve_answers_503_while_the_database_is_down_and_recovers(
     finally:
         code = stop_process(serve)
     assert code == 0, log.read_text()[-3000:]
+
+
+def test_prm_serve_stops_on_sigterm_while_the_database_is_down(own_postgres: OwnPostgres) -> None:
+    """SIGTERM with the database gone: the worker's last queries (unregistering) can never get a
+    connection; stopping waits `WORKER_SHUTDOWN_SECONDS` and a margin, not for ever."""
+    root = own_postgres.root
+    port, log = free_port(), root / "serve-down.log"
+    env = prm_env(root, DATABASE_URL=own_postgres.url, WORKER_SHUTDOWN_SECONDS="2", LOG_LEVEL="WARNING")
+    serve = start_prm(["serve", "--no-migrate", "--port", str(port)], env, log, root)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert serve.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{base}/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=120, what="the server to be ready", logs=[log])
+        own_postgres.stop()
+        wait_until(lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 503, timeout=60,
+                   what="the server to see the database gone", logs=[log])
+        time.sleep(3)  # the worker is now failing to reach it
+        started = time.monotonic()
+        code = stop_process(serve, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        own_postgres.start()  # the fixture stops it again
+    assert code == 0, log.read_text()[-3000:]
+    assert took < 45, f"stopping took {took:.0f} s"
