@@ -161,7 +161,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     db = database or Database.connect(resolve_database_url(settings), pool_size=settings.db_pool_size,
                                       max_overflow=settings.db_max_overflow, echo=settings.db_echo,
                                       pool_timeout=settings.db_pool_timeout_seconds,
-                                      connect_timeout=settings.db_connect_timeout_seconds, name="prm-api")
+                                      connect_timeout=settings.db_connect_timeout_seconds, name="prm-api",
+                                      wake_workers=True)
     context.bind(db.sessionmaker, ctx)  # requests, jobs and event handlers all get their session here
     jobs.bind(db.sessionmaker)
 

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     worker_reconnect_max_seconds: float = Field(default=30.0, gt=0)
     worker_give_up_seconds: float = Field(default=600.0, ge=0)
     worker_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # a worker is woken after each commit that queued jobs (`prm.core.wakeups`); it also looks for
+    # jobs this often, for those queued by anything that does not wake it and for scheduled ones
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # how much lower the job worker's CPU priority is than the API's (`nice`, 0-19): on a machine the
     # two share, a burst of requests is served first and the jobs it queued run just after
     worker_nice: int = Field(default=10, ge=0, le=19)

@@ -43,6 +43,7 @@ class WorkerOptions:
     heartbeat_seconds: float = 10
     stalled_after_seconds: float = 30
     shutdown_seconds: float | None = 30
+    poll_seconds: float = 1.0
     reconnect_max_seconds: float = 30
     give_up_seconds: float = 600
     housekeeping: jobs.Housekeeping | None = field(default_factory=jobs.Housekeeping)
@@ -56,6 +57,7 @@ class WorkerOptions:
             heartbeat_seconds=settings.job_heartbeat_seconds,
             stalled_after_seconds=settings.job_stalled_after_seconds,
             shutdown_seconds=settings.worker_shutdown_seconds,
+            poll_seconds=settings.worker_poll_seconds,
             reconnect_max_seconds=settings.worker_reconnect_max_seconds,
             give_up_seconds=settings.worker_give_up_seconds,
             housekeeping=jobs.Housekeeping(
@@ -81,6 +83,7 @@ async def run(conninfo: str, *, concurrency: int = 4, queues: list[str] | None =
         "delete_jobs": "never", "update_heartbeat_interval": opts.heartbeat_seconds,
         "stalled_worker_timeout": opts.stalled_after_seconds,
         "shutdown_graceful_timeout": opts.shutdown_seconds,
+        "fetch_job_polling_interval": opts.poll_seconds,
     }
     if opts.queues:
         worker_options["queues"] = opts.queues

@@ -441,6 +441,7 @@ async def store_inbound_event(
     if await cursor.fetchone() is None:
         log.info("webhook.duplicate", provider=provider, kind=kind)
         return None
+    jobs.queued(session, [then])
     return event_id
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from prm.core import embedded
+from prm.core import embedded, wakeups
 from prm.settings import Settings
 
 # psycopg keeps the parsed form of a statement (its placeholders split out) only up to 4 kB of text,
@@ -62,9 +62,11 @@ class Database:
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
                 pool_timeout: float = 30, connect_timeout: int | None = None, name: str = "prm",
-                idle_ping_seconds: float | None = None) -> Database:
+                idle_ping_seconds: float | None = None, wake_workers: bool = False) -> Database:
         """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
-        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one.
+        `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one;
+        `wake_workers`: after a commit that queued jobs, wake the job workers (`prm.core.wakeups`;
+        the API's and the workers' databases do, one-off commands and tests leave it to polling).
 
         Every connection is named `<name>:<pid>` (`application_name`), so `pg_stat_activity` shows
         which process of a scaled-out deployment holds it (`prm-api:1234`, `prm-worker:1240`).
@@ -81,9 +83,12 @@ class Database:
             connect_args=connect_args,
         )
         ping_when_idle(engine, IDLE_PING_SECONDS if idle_ping_seconds is None else idle_ping_seconds)
+        if wake_workers:
+            wakeups.install(engine)
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 
     async def dispose(self) -> None:
+        await wakeups.uninstall(self.engine)
         await self.engine.dispose()
 
 

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
-from prm.core import clock
+from prm.core import clock, wakeups
 from prm.core.backoff import backoff_seconds
 
 log = structlog.get_logger(__name__)
@@ -170,6 +170,7 @@ async def defer(
     """
     params = _params(name, kwargs, schedule_at=schedule_at, queueing_lock=queueing_lock, lock=lock,
                      priority=priority)
+    queued(session, [name])
     stmt = text(_DEFER.format(rows=f"ARRAY[{_ROW.format(i='')}]"))
     if queueing_lock is None:
         return int((await session.execute(stmt, params)).scalar_one())
@@ -180,9 +181,17 @@ async def defer(
         return None
 
 
+def queued(session: AsyncSession | OrmSession, names: Iterable[str]) -> None:
+    """Note that the session's transaction queues jobs `names`: their workers are woken when it
+    commits (`prm.core.wakeups`). `defer`, `defer_with_flush` and `prm.core.batch` do it; a statement
+    of the caller's that queues a job with `defer_expression` calls it."""
+    wakeups.queued(session, {_registry[name].queue for name in names if name in _registry})
+
+
 def defer_expression(name: str, *, priority: int = 0, **kwargs: Any) -> tuple[str, dict[str, Any]]:
     """An SQL expression (psycopg parameters) queueing job `name` now, for a statement that writes a
-    row and its job at once (`... SELECT <expression> FROM inserted`: queued only when a row is)."""
+    row and its job at once (`... SELECT <expression> FROM inserted`: queued only when a row is); the
+    caller marks its session with `queued`."""
     spec = _registry.get(name)
     if spec is None:
         raise KeyError(f"unknown job {name!r}")
@@ -288,6 +297,7 @@ def _defer_pending(session: OrmSession) -> None:
     if not pending:
         return
     array, params, _ = jobs_array(pending)
+    queued(session, (p.name for p in pending))
     ids = [int(row[0]) for row in session.connection().execute(text(_DEFER.format(rows=array)), params)]
     plain = [p for p in pending if p.only_if is None]
     for p, job_id in zip(plain, sorted(ids), strict=False):  # ids ascend in array order; plain ones lead
