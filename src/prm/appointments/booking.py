@@ -35,7 +35,7 @@ from prm.appointments.schemas import (
     AppointmentCreate,
 )
 from prm.appointments.setup import _apply, _get, _holding, _ref, describe, describe_with, get_service
-from prm.core import audit, clock, events
+from prm.core import audit, clock, db, events
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
 from prm.core.batch import Batch, Guard
@@ -294,7 +294,8 @@ async def _write_guarded(session: AsyncSession, change: Callable[[], None]) -> N
 
 
 async def book(
-    session: AsyncSession, who: Principal, data: AppointmentCreate | dict[str, Any], *, notify_patient: bool = True
+    session: AsyncSession, who: Principal, data: AppointmentCreate | dict[str, Any], *, notify_patient: bool = True,
+    standalone: bool = False,
 ) -> Appointment:
     """Book a patient with a practitioner for a service at `data.start_at`.
 
@@ -303,6 +304,13 @@ async def book(
     time is held (checked, then enforced by the database's exclusion constraints, so concurrent
     bookings cannot both succeed). `notify_patient=False` marks the `appointment.booked` event so the
     standard confirmation is not sent (the caller confirms by its own means, e.g. the voice intake).
+
+    `standalone=True`: the caller's transaction is this booking and nothing else (`POST
+    /appointments`: nothing is written after it, and it commits right away). When the session has
+    begun nothing yet, the one-statement booking then runs as its own transaction, without the
+    `BEGIN` and `COMMIT` round trips (`prm.core.db.autocommit`); every other path still runs in the
+    session's transaction. Callers that write more in their transaction (the booking assistant, the
+    agents' tool, n8n, the voice intake) leave it False.
     """
     org_id = who.org_id
     if isinstance(data, dict):
@@ -327,14 +335,24 @@ async def book(
         except DomainError:
             pass
         else:
+            # A statement is atomic by itself and the guard's advisory locks are transaction-scoped: they
+            # hold from the guard through the write, as they would in a transaction of the request's
+            alone = standalone and await db.autocommit(session)
             written, guard = await batch.execute_guarded(
                 session, (Appointment, values), _guard(org_id, data.practitioner_id, data.patient_id, cached.version),
                 returning=Appointment)
             if written is not None:
                 return written  # type: ignore[no-any-return]
-            opened = _Opened(*guard)
-            if opened.version == cached.version and opened.patient_ok:
-                await _refused(session, values)  # the time is held: 409
+            if alone:
+                # That statement was its own transaction: its locks ended with it, so what it saw decides
+                # nothing now (a refusal diagnosed without them could name a time freed meanwhile). End
+                # it (it wrote nothing; this sends nothing) and decide below in a transaction, as
+                # without a copy: the locks again, the version, the plan, the write, the diagnosis.
+                await session.commit()
+            else:
+                opened = _Opened(*guard)
+                if opened.version == cached.version and opened.patient_ok:
+                    await _refused(session, values)  # the time is held: 409
     if opened is None:
         opened = await _open_booking(session, org_id, data.practitioner_id, data.patient_id)
     if not opened.patient_ok:

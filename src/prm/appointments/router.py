@@ -340,7 +340,8 @@ def _read(row: Appointment) -> AppointmentRead:
 async def book(
     body: AppointmentCreate, session: Session, who: Principal = Requires("appointments:write")
 ) -> AppointmentRead:
-    return _read(await service.book(session, who, body))
+    # the booking is the request's whole transaction: its one statement may run without BEGIN/COMMIT
+    return _read(await service.book(session, who, body, standalone=True))
 
 
 @booking.get("/appointments", response_model=Page[AppointmentRead], summary="List appointments (filters)")

@@ -143,3 +143,25 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+
+
+async def autocommit(session: AsyncSession) -> bool:
+    """Run the session's statements each as its own transaction, when it has begun none yet (nothing
+    was read, added or sent in it) on a connection of its own (not a caller's, as the tests' sessions
+    are bound to): True when it now does, False (nothing changed) otherwise.
+
+    For a caller whose whole transaction is ONE statement, which PostgreSQL makes atomic by itself
+    (and whose transaction-scoped advisory locks then last as long as that statement): psycopg sends
+    no `BEGIN` before it and the commit sends nothing, two round trips of three saved. Each statement
+    commits as it ends, so the caller must send nothing more that belongs with it; to go on in a
+    transaction, end the session's (`commit()`: it sends nothing) and the next statement begins a new
+    one on a connection in transaction mode. SQLAlchemy sets the isolation level on the connection
+    it checks out here and sets it back when the connection returns to the pool, so the next user of
+    that connection gets a transaction again (tests/integration/appointments/test_booking_autocommit.py).
+    """
+    if session.in_transaction() or not isinstance(session.bind, AsyncEngine):
+        return False
+    await session.connection(execution_options=AUTOCOMMIT)
+    return True
