@@ -68,7 +68,8 @@ def _twiml(reply: str | None = None) -> Response:
 async def twilio_messaging(request: Request, session: Session) -> Response:
     params = await _signed_form(request)
     if get_context(request).settings.webhooks_deferred:  # store, queue one job, answer (WEBHOOK_INGEST)
-        outcome = await service.accept_twilio_message(session, params)
+        # nothing else is written in this request: its one statement may run without BEGIN/COMMIT
+        outcome = await service.accept_twilio_message(session, params, standalone=True)
     else:
         outcome = await service.receive_twilio_message(session, params)
     return _twiml(outcome.reply)

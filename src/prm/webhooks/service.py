@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import rules
 from prm.communications import service as communications
-from prm.core import clock, events
+from prm.core import clock, db, events
 from prm.core.auth import Principal
 from prm.core.errors import BadRequest, PermissionDenied
 from prm.identity import service as identity
@@ -77,16 +77,23 @@ async def receive_twilio_message(session: AsyncSession, params: dict[str, str]) 
     return await _process_message(session, event, msg)
 
 
-async def accept_twilio_message(session: AsyncSession, params: dict[str, str]) -> Outcome:
+async def accept_twilio_message(session: AsyncSession, params: dict[str, str], *,
+                                standalone: bool = False) -> Outcome:
     """The fast path (WEBHOOK_INGEST=deferred): check the payload, store the raw event and queue one
     job that processes it (patient, communication, media, consent, event), then answer at once.
 
     A retried delivery is recognised as before (the event's unique provider id) and queues nothing.
     A STOP/START keyword is still processed here: its acknowledgement is this answer's TwiML.
+
+    `standalone=True` (the webhook's own request, which writes nothing else): storing and queueing is
+    ONE statement, atomic by itself, so it runs as its own transaction, without the `BEGIN` and
+    `COMMIT` round trips (`prm.core.db.autocommit`), as a booking's does.
     """
     msg = _parse_message(params)
     if rules.keyword(msg.body) is not None:
         return await receive_twilio_message(session, params)
+    if standalone:
+        await db.autocommit(session)
     event_id = await communications.store_inbound_event(
         session, provider="twilio", external_id=msg.message_sid, kind="message", payload=params,
         then=PROCESS_MESSAGE_JOB)

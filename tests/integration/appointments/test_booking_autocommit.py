@@ -8,17 +8,13 @@ connection goes back to the pool in transaction mode."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from psycopg import pq
-from sqlalchemy import event, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, select, text
 
 from prm.appointments import reference
 from prm.appointments import service as appointments
@@ -27,6 +23,7 @@ from prm.core import clock
 from prm.core.audit import AuditEntry
 from prm.core.auth import Principal
 from prm.core.db import Database
+from tests.fixtures.wire import on_the_wire
 
 from .conftest import NOW, build_clinic, make_patient
 from .support import at
@@ -36,67 +33,6 @@ pytestmark = pytest.mark.slow
 
 GUARDED = "guard AS MATERIALIZED"  # the one-statement booking (`prm.core.batch`, with its guard)
 OPENING = "pg_advisory_xact_lock"  # a statement taking the calendar locks
-
-
-@dataclass
-class Checkout:
-    """What was sent on one connection between its checkout and its return to the pool: each
-    statement SQLAlchemy executed (its SQL) and each command psycopg sent by itself (`BEGIN`,
-    `COMMIT`, `ROLLBACK`), in order; and whether it was in autocommit mode once back in the pool."""
-
-    sent: list[str] = field(default_factory=list)
-    autocommit_in_pool: bool | None = None
-
-
-@contextlib.contextmanager
-def on_the_wire(engine: AsyncEngine) -> Iterator[list[Checkout]]:
-    """Trace (libpq's PQtrace) every connection checked out of `engine` meanwhile; the list gets a
-    `Checkout` as each connection returns to the pool."""
-    done: list[Checkout] = []
-    open_: dict[int, tuple[Any, Any, list[str]]] = {}
-
-    def checked_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        pgconn = dbapi_connection.driver_connection.pgconn
-        trace = tempfile.TemporaryFile("w+")  # noqa: SIM115  # read and closed at check-in
-        pgconn.trace(trace.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-        open_[id(dbapi_connection)] = (pgconn, trace, [])
-
-    def executed(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        entry = open_.get(id(conn.connection.dbapi_connection))
-        if entry is not None:
-            entry[2].append(statement)
-
-    def checked_in(dbapi_connection: Any, _record: Any) -> None:  # after SQLAlchemy's reset
-        entry = open_.pop(id(dbapi_connection), None)
-        if entry is None:
-            return
-        pgconn, trace, statements = entry
-        pgconn.untrace()  # flushes
-        trace.seek(0)
-        checkout = Checkout(autocommit_in_pool=bool(dbapi_connection.autocommit))
-        for line in trace.read().splitlines():
-            fields = line.split("\t")
-            if fields[0] != "F":  # what the server sent back
-                continue
-            if fields[2] == "Query":  # the simple protocol: psycopg's own commands
-                checkout.sent.append(fields[3].strip().strip('"'))
-            elif fields[2] == "Execute":  # one per statement of the extended protocol
-                checkout.sent.append(statements.pop(0))
-        trace.close()
-        assert not statements, "every statement SQLAlchemy executed reached the server"
-        done.append(checkout)
-
-    sync = engine.sync_engine
-    listeners = [(sync, "checkout", checked_out), (sync, "before_cursor_execute", executed),
-                 (sync, "checkin", checked_in)]
-    for target, name, fn in listeners:
-        event.listen(target, name, fn)
-    try:
-        yield done
-    finally:
-        for target, name, fn in listeners:
-            event.remove(target, name, fn)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from prm.webhooks.tasks import process_twilio_message
 from tests.conftest import Committed
 from tests.fixtures.messaging import CLINIC_NUMBER, TWILIO_SID, inbound, new_phone, patient_with_contacts, post_twilio
 from tests.fixtures.settings_switch import use_settings
+from tests.fixtures.wire import DRIVER, on_the_wire
 
 
 @pytest.fixture
@@ -181,4 +182,43 @@ async def test_concurrent_deliveries_of_one_message_store_one_event_and_queue_on
                                  "(SELECT id::text FROM inbound_events WHERE external_id = :sid)"),
                             {"t": PROCESS_MESSAGE_JOB, "sid": sid})
             await s.execute(text("DELETE FROM inbound_events WHERE external_id = :sid"), {"sid": sid})
+            await s.commit()
+
+
+async def test_storing_and_queueing_is_one_statement_without_begin_or_commit(
+    committed: Committed, deferred: Settings,
+) -> None:
+    """The request writes nothing else, so its one statement is its own transaction: psycopg sends no
+    `BEGIN` before it and no `COMMIT` after it; a STOP still runs in a transaction of its own."""
+    sid = f"SM{uuid.uuid4().hex}"
+    params = {"MessageSid": sid, "AccountSid": TWILIO_SID, "From": f"whatsapp:{new_phone()}",
+              "To": f"whatsapp:{CLINIC_NUMBER}", "Body": "Can I move my appointment?", "NumMedia": "0"}
+    stop = {**params, "MessageSid": f"SM{uuid.uuid4().hex}", "Body": "STOP"}
+    client = committed.client()
+    try:
+        with on_the_wire(committed.db.engine) as wire:
+            r = await post_twilio(client, deferred, "/webhooks/twilio/messaging", params)
+            again = await post_twilio(client, deferred, "/webhooks/twilio/messaging", params)  # a retry
+        assert r.status_code == again.status_code == 200
+        assert [c.sent for c in wire] == [[DRIVER], [DRIVER]], [c.sent for c in wire]
+        assert not any(c.autocommit_in_pool for c in wire)  # back in transaction mode in the pool
+        async with committed.session() as s:
+            [event] = await _stored(s, sid)  # committed, once
+            queued = (await s.execute(text(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t AND args->>'event_id' = :e"),
+                {"t": PROCESS_MESSAGE_JOB, "e": str(event.id)})).scalar_one()
+            assert queued == 1
+
+        with on_the_wire(committed.db.engine) as wire:
+            r = await post_twilio(client, deferred, "/webhooks/twilio/messaging", stop)
+        assert r.status_code == 200
+        sent = [statement for c in wire for statement in c.sent]
+        assert sent[0].startswith("BEGIN") and sent[-1] == "COMMIT", sent
+    finally:
+        async with committed.session() as s:
+            await s.execute(text("DELETE FROM procrastinate_jobs WHERE task_name = :t AND args->>'event_id' IN "
+                                 "(SELECT id::text FROM inbound_events WHERE external_id IN (:sid, :stop))"),
+                            {"t": PROCESS_MESSAGE_JOB, "sid": sid, "stop": stop["MessageSid"]})
+            await s.execute(text("DELETE FROM inbound_events WHERE external_id IN (:sid, :stop)"),
+                            {"sid": sid, "stop": stop["MessageSid"]})
             await s.commit()
