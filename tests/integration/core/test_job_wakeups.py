@@ -148,52 +148,49 @@ async def test_commits_during_a_wake_up_get_one_more_wake_up_after_it(waking, se
     assert listener.received[-1][2] >= max(later)  # the job of the last commit is there to be fetched
 
 
-async def test_a_worker_runs_a_committed_job_at_once_without_polling(waking, settings) -> None:
-    """The worker polls only every 60 s here: the job runs within seconds only because it is woken."""
-    options = worker.WorkerOptions(concurrency=1, housekeeping=None, poll_seconds=60, shutdown_seconds=1)
-    jobs.bind(waking.sessionmaker)
-    running = asyncio.create_task(worker.run(waking.url, options=options))
+@contextlib.asynccontextmanager
+async def running_worker(database: Database, settings, *, poll_seconds: float) -> AsyncIterator[None]:
+    """A real procrastinate worker on `database`, LISTENing, polling every `poll_seconds`."""
+    options = worker.WorkerOptions(concurrency=1, housekeeping=None, poll_seconds=poll_seconds, shutdown_seconds=1)
+    jobs.bind(database.sessionmaker)
+    running = asyncio.create_task(worker.run(database.url, options=options))
     try:
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-            for _ in range(100):  # until its listener is LISTENing
+            for _ in range(100):  # until its listener is LISTENing (it has looked for jobs once by then)
                 row = await (await conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %procrastinate%'")).fetchone()
                 if row and row[0]:
                     break
                 await asyncio.sleep(0.05)
-        marker_count = len(RAN)
-        await _queue(waking)
-        for _ in range(100):
-            if len(RAN) > marker_count:
-                break
-            await asyncio.sleep(0.05)
-        assert len(RAN) == marker_count + 1
+        yield
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await _cleanup(settings)
+
+
+async def _runs_one_queued_job(database: Database) -> bool:
+    """Queue a job through `database`; whether the worker has run it within 5 s."""
+    before = len(RAN)
+    await _queue(database)
+    for _ in range(100):
+        if len(RAN) > before:
+            break
+        await asyncio.sleep(0.05)
+    return len(RAN) == before + 1
+
+
+async def test_a_worker_runs_a_committed_job_at_once_without_polling(waking, settings) -> None:
+    """The worker polls only every 60 s here: the job runs within seconds only because it is woken."""
+    async with running_worker(waking, settings, poll_seconds=60):
+        assert await _runs_one_queued_job(waking)
 
 
 async def test_a_worker_polls_for_jobs_nobody_woke_it_for(db, settings) -> None:
     """A job queued without a wake-up (`db` has no waker: psql, another tool) is found by polling."""
-    options = worker.WorkerOptions(concurrency=1, housekeeping=None, poll_seconds=0.2, shutdown_seconds=1)
-    jobs.bind(db.sessionmaker)
-    running = asyncio.create_task(worker.run(db.url, options=options))
-    try:
-        await asyncio.sleep(0.3)  # the worker has looked once and found nothing
-        marker_count = len(RAN)
-        await _queue(db)
-        for _ in range(100):
-            if len(RAN) > marker_count:
-                break
-            await asyncio.sleep(0.05)
-        assert len(RAN) == marker_count + 1
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await _cleanup(settings)
+    async with running_worker(db, settings, poll_seconds=0.2):
+        assert await _runs_one_queued_job(db)
 
 
 async def test_the_setting_reaches_the_worker(settings) -> None:
