@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from prm.core import embedded
@@ -88,6 +89,20 @@ def prm_env(root: Path, **overrides: str) -> dict[str, str]:
 def start_prm(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "prm", *args], env=env, cwd=cwd,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, *, timeout: float = 120) -> None:
+    """Wait until the `prm serve` process `proc` answers 200 on `{base}/ready` (fails at once, with its
+    log, if it exits first)."""
+
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{base}/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=timeout, what="the server to be ready", logs=[log])
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:

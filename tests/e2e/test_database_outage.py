@@ -22,7 +22,7 @@ from prm.communications.schemas import CommunicationCreate
 from prm.core.auth import Principal
 from prm.core.db import Database
 from prm.settings import Settings
-from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_until
+from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_ready, wait_until
 from tests.fixtures.factories import make_api_key, make_org, make_patient
 from tests.fixtures.messaging import new_phone
 
@@ -170,15 +170,8 @@ def test_prm_serve_stops_on_sigterm_while_the_database_is_down(own_postgres: Own
     serve = start_prm(["serve", "--no-migrate", "--port", str(port)], env, log, root)
     base = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        assert serve.poll() is None, log.read_text()[-3000:]
-        try:
-            return httpx.get(f"{base}/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, timeout=120, what="the server to be ready", logs=[log])
+        wait_ready(serve, base, log, timeout=120)
         own_postgres.stop()
         wait_until(lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 503, timeout=60,
                    what="the server to see the database gone", logs=[log])

@@ -12,10 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.processes import free_port, prm_env, start_prm, stop_process, wait_until
+from tests.e2e.processes import free_port, prm_env, start_prm, stop_process, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +57,7 @@ def test_sigterm_drains_stops_the_worker_and_the_embedded_database(root: Path) -
     serve = start_prm(["serve", "--port", str(port)], prm_env(root), log, root)
     pgdata = root / ".prm" / "pgdata"
     try:
-        def ready() -> bool:
-            assert serve.poll() is None, log.read_text()[-3000:]
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=120, what="the server to be ready", logs=[log])
+        wait_ready(serve, f"http://127.0.0.1:{port}", log, timeout=120)
         assert (pgdata / "postmaster.pid").exists()
 
         # A request in flight: its body is only half sent when SIGTERM arrives.

@@ -27,7 +27,7 @@ from prm.appointments.schemas import LocationCreate, PractitionerCreate, RuleCre
 from prm.core.db import Database
 from prm.patients.models import Patient, PatientPhone
 from prm.settings import Settings
-from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_until
+from tests.e2e.processes import OwnPostgres, free_port, prm_env, start_prm, stop_process, wait_ready, wait_until
 from tests.fixtures.factories import make_api_key, make_org, make_patient
 from tests.fixtures.messaging import new_phone
 
@@ -158,15 +158,8 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
     base = f"http://127.0.0.1:{port}"
     extra: subprocess.Popen[bytes] | None = None
 
-    def ready() -> bool:
-        assert serve.poll() is None, log.read_text()[-3000:]
-        try:
-            return httpx.get(f"{base}/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, timeout=180, what="the server to be ready", logs=[log])
+        wait_ready(serve, base, log, timeout=180)
         api, workers = wait_until(lambda: _complete(serve.pid), timeout=60,
                                   what="two API processes and one worker process", logs=[log])
         wait_until(lambda: log.read_text().count("Application startup complete") >= 2, timeout=120,

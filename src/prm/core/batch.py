@@ -97,7 +97,8 @@ class Batch:
             return None
         gate_row = _Row(_table(gate[0]), gate[1]) if gate is not None else None
         statement, params, gate_values = _render(gate_row, self.rows, self.pending)
-        jobs.queued(session, (p.name for p in self.pending))
+        if self.pending:
+            jobs.queued(session, (p.name for p in self.pending))
         if gate_row is not None and returning is not None:
             written = (await session.execute(statement, params)).scalar_one_or_none()
             return None if written is None else _persistent(session, returning, gate_row.table, gate_values)
@@ -111,7 +112,8 @@ class Batch:
         gate_row = _Row(_table(gate[0]), gate[1])
         statement, params, gate_values = _render(gate_row, self.rows, self.pending, guard)
         params.update(guard.params)
-        jobs.queued(session, (p.name for p in self.pending))
+        if self.pending:
+            jobs.queued(session, (p.name for p in self.pending))
         row = (await session.execute(statement, params)).one()
         written = None if row[0] is None else _persistent(session, returning, gate_row.table, gate_values)
         return written, tuple(row[1:1 + len(guard.columns)])
