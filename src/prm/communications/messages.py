@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from psycopg.types.json import Jsonb
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -470,10 +470,13 @@ async def find(session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.
     )
 
 
+_BY_IDEMPOTENCY_KEY = select(Communication).where(Communication.org_id == bindparam("org_id"),
+                                                  Communication.idempotency_key == bindparam("key"))
+
+
 async def find_by_idempotency_key(session: AsyncSession, org_id: uuid.UUID, key: str) -> Communication | None:
-    return await session.scalar(
-        select(Communication).where(Communication.org_id == org_id, Communication.idempotency_key == key)
-    )
+    # built once (every notification asks it first): a call only binds its values
+    return await session.scalar(_BY_IDEMPOTENCY_KEY, {"org_id": org_id, "key": key})
 
 
 async def of_conversation(

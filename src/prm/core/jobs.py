@@ -22,6 +22,8 @@ import contextlib
 import contextvars
 import json
 import random
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +31,7 @@ from typing import Any
 
 import orjson
 import procrastinate
+import psycopg_pool
 import structlog
 from procrastinate import exceptions as procrastinate_errors
 from procrastinate.jobs import Job as QueuedJob
@@ -42,6 +45,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from prm.core import clock, wakeups
 from prm.core.backoff import backoff_seconds
+from prm.core.db import IDLE_PING_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -393,13 +397,50 @@ async def _run_in_own_transaction(spec: JobSpec, kwargs: dict[str, Any]) -> Any:
         structlog.contextvars.unbind_contextvars("job")
 
 
+class _IdleCheck:
+    """psycopg_pool's `check` and `reset` callbacks: a pooled connection is checked (an empty query)
+    before use only when it has sat idle `idle_seconds`, as the API's pool does (`db.ping_when_idle`)."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def reset(self, conn: Any) -> None:
+        self.idle_since[conn] = time.monotonic()
+
+    async def check(self, conn: Any) -> None:
+        since = self.idle_since.pop(conn, None)
+        if since is None or time.monotonic() - since >= self.idle_seconds:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
+
+async def _autocommit(conn: Any) -> None:
+    await conn.set_autocommit(True)
+
+
+def connector(conninfo: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> procrastinate.PsycopgConnector:
+    """procrastinate's connector, two round trips lighter per query: each of its queries (fetch a job,
+    finish it, heartbeat) is one call of its SQL functions, so its pooled connections run in
+    autocommit (no `BEGIN` and `COMMIT` around it), and a connection is checked before use only
+    after sitting idle (procrastinate checks every checkout). A fetch or finish on a connection that
+    died while in use fails; the worker's supervisor then starts it again, and a job whose finish was
+    lost is recovered as stalled (jobs are idempotent)."""
+    idle = _IdleCheck(idle_ping_seconds)
+
+    def pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+        kwargs["check"] = idle.check
+        return psycopg_pool.AsyncConnectionPool(**kwargs, reset=idle.reset, configure=_autocommit)
+
+    return procrastinate.PsycopgConnector(conninfo=conninfo, pool_factory=pool)
+
+
 def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None) -> procrastinate.App:
     """A procrastinate App holding every registered job, connected to `conninfo`.
 
     With `housekeeping`, the periodic stalled-job recovery and pruning tasks are added (workers);
     without, the App only runs and inspects jobs (tests, operator commands).
     """
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    app = procrastinate.App(connector=connector(conninfo))
     for spec in _registry.values():
 
         # a coroutine function, so procrastinate awaits it on the worker's loop (a plain function

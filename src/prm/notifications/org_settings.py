@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
@@ -67,12 +67,15 @@ async def update_notification_settings(
     return await notification_settings(session, org_id)
 
 
+_NOTICE_SETTING = {kind: select(getattr(NotificationSettings, f"appointment_{kind}"))
+                   .where(NotificationSettings.org_id == bindparam("org_id")) for kind in APPOINTMENT_NOTICES}
+
+
 async def appointment_notice_enabled(session: AsyncSession, org_id: uuid.UUID, kind: str) -> bool:
     """Whether the patient is told automatically when an appointment is `kind` (booked, rescheduled,
     cancelled) in this organisation."""
     if kind not in APPOINTMENT_NOTICES:
         raise ValueError(f"unknown appointment notice {kind!r}")
-    # the one column, without loading the row (every booking's confirmation asks)
-    chosen = await session.scalar(select(getattr(NotificationSettings, f"appointment_{kind}"))
-                                  .where(NotificationSettings.org_id == org_id))
+    # the one column, without loading the row, by a statement built once (every booking's confirmation asks)
+    chosen = await session.scalar(_NOTICE_SETTING[kind], {"org_id": org_id})
     return bool(chosen) if chosen is not None else kind in default_appointment_notices(context.of(session).settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -37,15 +37,23 @@ def _with_contacts(stmt: Select[Any]) -> Select[Any]:
                         selectinload(Patient.identifiers))
 
 
+# The plain lookup (every job about a patient makes it), built once: a call only binds its values
+_GET = select(Patient).where(Patient.org_id == bindparam("org_id"), Patient.deleted_at.is_(None),
+                             Patient.id == bindparam("patient_id"))
+
+
 async def get(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *,
               with_contacts: bool = False, for_update: bool = False) -> Patient:
     """The patient (merged ones included); NotFound when unknown, another org's, or deleted."""
-    stmt = _live(org_id).where(Patient.id == patient_id)
-    if with_contacts:
-        stmt = _with_contacts(stmt)
-    if for_update:
-        stmt = stmt.with_for_update()
-    patient = (await session.execute(stmt)).scalar_one_or_none()
+    if with_contacts or for_update:
+        stmt = _live(org_id).where(Patient.id == patient_id)
+        if with_contacts:
+            stmt = _with_contacts(stmt)
+        if for_update:
+            stmt = stmt.with_for_update()
+        patient = (await session.execute(stmt)).scalar_one_or_none()
+    else:
+        patient = (await session.execute(_GET, {"org_id": org_id, "patient_id": patient_id})).scalar_one_or_none()
     if patient is None:
         raise _not_found(patient_id)
     return patient
