@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import os
 import signal
@@ -571,18 +572,21 @@ def worker(
     jobs.configure_defaults(max_attempts=settings.job_max_attempts, base_seconds=settings.job_retry_base_seconds,
                             max_seconds=settings.job_retry_max_seconds)
     url = _database_url(settings)
-    options = worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue)
+    # jobs are background work: where the worker shares the cores with API processes (`prm serve
+    # --workers N`, one host), requests get the CPU first and the jobs they queued follow. So do the
+    # server processes of its connections, where the database runs on this host (the embedded one).
+    options = dataclasses.replace(
+        worker_module.WorkerOptions.from_settings(settings, concurrency=concurrency, queues=queue),
+        backend_nice=settings.worker_nice)
     _freeze_heap()  # what is loaded now lives as long as the worker
     if settings.worker_nice:
-        # jobs are background work: where the worker shares the cores with API processes (`prm serve
-        # --workers N`, one host), requests get the CPU first and the jobs they queued follow
         os.nice(settings.worker_nice)
 
     async def main() -> None:
         db = Database.connect(url, pool_size=options.concurrency + 1,
                               pool_timeout=settings.db_pool_timeout_seconds,
                               connect_timeout=settings.db_connect_timeout_seconds, name="prm-worker",
-                              wake_workers=True)
+                              wake_workers=True, backend_nice=settings.worker_nice)
         context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
         loop = asyncio.get_running_loop()

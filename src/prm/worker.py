@@ -47,6 +47,7 @@ class WorkerOptions:
     reconnect_max_seconds: float = 30
     give_up_seconds: float = 600
     housekeeping: jobs.Housekeeping | None = field(default_factory=jobs.Housekeeping)
+    backend_nice: int = 0  # the CPU priority of its connections' server processes (`db.lower_backend_priority`)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, concurrency: int | None = None,
@@ -77,7 +78,7 @@ async def run(conninfo: str, *, concurrency: int = 4, queues: list[str] | None =
     Returns by itself (with `wait=True`) or raises when the database goes away.
     """
     opts = options or WorkerOptions(concurrency=concurrency, queues=queues, housekeeping=None)
-    app = jobs.build_app(conninfo, housekeeping=opts.housekeeping if wait else None)
+    app = jobs.build_app(conninfo, housekeeping=opts.housekeeping if wait else None, backend_nice=opts.backend_nice)
     worker_options: dict[str, Any] = {
         "concurrency": opts.concurrency, "wait": wait, "install_signal_handlers": False,
         "delete_jobs": "never", "update_heartbeat_interval": opts.heartbeat_seconds,

@@ -139,6 +139,14 @@ def _row(url: str, sql: str, *params: Any) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def _backend_nices(url: str, named: str) -> set[int]:
+    """The nice values of the server processes of the connections whose name starts with `named`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                                               (named + "%",))]
+    return {_nice(pid) for pid in pids if _alive(pid)}
+
+
 def _scalar(url: str, sql: str, *params: Any) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(sql, params).fetchone()
@@ -184,6 +192,11 @@ async def test_two_api_processes_and_a_worker_process_on_one_database(
         wait_until(lambda: _nice(workers[0]) == min(19, os.nice(0) + 10), timeout=60,
                    what="the worker to lower its priority", logs=[log])
         assert [_nice(p) for p in api] == [os.nice(0)] * 2
+        # ... and so do the server processes of its connections (the database runs on this host)
+        wait_until(lambda: _backend_nices(url, "prm-jobs:") == {10}, timeout=60,
+                   what="procrastinate's connections of the worker to run at its priority", logs=[log])
+        assert _backend_nices(url, "prm-worker:") <= {10}
+        assert _backend_nices(url, "prm-api:") <= {0}
 
         # 200 clients race for one slot through both processes: exactly one booking
         start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)

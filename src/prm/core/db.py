@@ -62,11 +62,14 @@ class Database:
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False,
                 pool_timeout: float = 30, connect_timeout: int | None = None, name: str = "prm",
-                idle_ping_seconds: float | None = None, wake_workers: bool = False) -> Database:
+                idle_ping_seconds: float | None = None, wake_workers: bool = False,
+                backend_nice: int = 0) -> Database:
         """`pool_timeout`: how long a checkout waits for a free connection before SQLAlchemy's
         `TimeoutError` (answered 503); `connect_timeout`: libpq's limit on opening one;
         `wake_workers`: after a commit that queued jobs, wake the job workers (`prm.core.wakeups`;
-        the API's and the workers' databases do, one-off commands and tests leave it to polling).
+        the API's and the workers' databases do, one-off commands and tests leave it to polling);
+        `backend_nice`: the CPU priority of the server process behind each connection, where the
+        database runs on this host (`lower_backend_priority`; the job worker's).
 
         Every connection is named `<name>:<pid>` (`application_name`), so `pg_stat_activity` shows
         which process of a scaled-out deployment holds it (`prm-api:1234`, `prm-worker:1240`).
@@ -85,6 +88,11 @@ class Database:
         ping_when_idle(engine, IDLE_PING_SECONDS if idle_ping_seconds is None else idle_ping_seconds)
         if wake_workers:
             wakeups.install(engine)
+        if backend_nice > 0:
+            @event.listens_for(engine.sync_engine, "connect")
+            def _lower_priority(dbapi_connection: Any, _record: Any) -> None:
+                lower_backend_priority(dbapi_connection.driver_connection.info, backend_nice)
+
         return cls(url=libpq_url(url), engine=engine, sessionmaker=make_sessionmaker(engine))
 
     async def dispose(self) -> None:
@@ -93,6 +101,32 @@ class Database:
 
 
 IDLE_PING_SECONDS = 10.0
+
+
+def lower_backend_priority(info: Any, nice: int) -> bool:
+    """Give the server process behind a connection (psycopg's `conn.info`) the CPU priority `nice`,
+    when that process runs on this host and is ours to lower; True when it did.
+
+    The job worker runs below the API processes (`WORKER_NICE`), but the queries of its jobs ran in
+    server processes at the API's priority: during a burst of requests, a worker catching up on the
+    jobs they queued took as much of the database's CPU as the requests themselves. On the embedded
+    database, or any PostgreSQL reached through a Unix socket on this host, its connections' server
+    processes now run at the worker's priority too. Only a process that is a PostgreSQL server
+    process (its title) is touched; over TCP (another host, or one whose processes this one cannot
+    see) nothing is, and a process that cannot be reniced is left as it is.
+    """
+    host = str(getattr(info, "host", "") or "")
+    if nice <= 0 or not host.startswith("/"):
+        return False
+    pid = int(info.backend_pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as title:
+            if not title.read().startswith(b"postgres"):
+                return False
+        os.setpriority(os.PRIO_PROCESS, pid, max(nice, os.getpriority(os.PRIO_PROCESS, pid)))
+    except (OSError, ValueError):  # gone meanwhile, not ours, or no /proc (not Linux)
+        return False
+    return True
 
 
 def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import os
 import random
 import time
 import weakref
@@ -45,7 +46,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from prm.core import clock, wakeups
 from prm.core.backoff import backoff_seconds
-from prm.core.db import IDLE_PING_SECONDS
+from prm.core.db import IDLE_PING_SECONDS, lower_backend_priority
 
 log = structlog.get_logger(__name__)
 
@@ -414,33 +415,38 @@ class _IdleCheck:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-async def _autocommit(conn: Any) -> None:
-    await conn.set_autocommit(True)
-
-
-def connector(conninfo: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> procrastinate.PsycopgConnector:
+def connector(conninfo: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS,
+              backend_nice: int = 0) -> procrastinate.PsycopgConnector:
     """procrastinate's connector, two round trips lighter per query: each of its queries (fetch a job,
     finish it, heartbeat) is one call of its SQL functions, so its pooled connections run in
     autocommit (no `BEGIN` and `COMMIT` around it), and a connection is checked before use only
     after sitting idle (procrastinate checks every checkout). A fetch or finish on a connection that
     died while in use fails; the worker's supervisor then starts it again, and a job whose finish was
-    lost is recovered as stalled (jobs are idempotent)."""
+    lost is recovered as stalled (jobs are idempotent). `backend_nice`: as `db.lower_backend_priority`
+    (the worker's own queries run at its priority)."""
     idle = _IdleCheck(idle_ping_seconds)
+
+    async def configure(conn: Any) -> None:
+        await conn.set_autocommit(True)
+        lower_backend_priority(conn.info, backend_nice)
 
     def pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
         kwargs["check"] = idle.check
-        return psycopg_pool.AsyncConnectionPool(**kwargs, reset=idle.reset, configure=_autocommit)
+        return psycopg_pool.AsyncConnectionPool(**kwargs, reset=idle.reset)
 
-    return procrastinate.PsycopgConnector(conninfo=conninfo, pool_factory=pool)
+    # named as the process's own connections are (`prm.core.db`): `pg_stat_activity` tells them apart.
+    # `configure` is procrastinate's too: its listening connection (outside the pool) gets it as well
+    return procrastinate.PsycopgConnector(conninfo=conninfo, pool_factory=pool, configure=configure,
+                                          kwargs={"application_name": f"prm-jobs:{os.getpid()}"})
 
 
-def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None) -> procrastinate.App:
+def build_app(conninfo: str, *, housekeeping: Housekeeping | None = None, backend_nice: int = 0) -> procrastinate.App:
     """A procrastinate App holding every registered job, connected to `conninfo`.
 
     With `housekeeping`, the periodic stalled-job recovery and pruning tasks are added (workers);
     without, the App only runs and inspects jobs (tests, operator commands).
     """
-    app = procrastinate.App(connector=connector(conninfo))
+    app = procrastinate.App(connector=connector(conninfo, backend_nice=backend_nice))
     for spec in _registry.values():
 
         # a coroutine function, so procrastinate awaits it on the worker's loop (a plain function

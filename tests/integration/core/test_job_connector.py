@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,3 +87,8 @@ async def test_a_connection_that_died_while_idle_is_replaced(db: Database) -> No
         await asyncio.sleep(0.3)
         fresh = await _backend(connector)  # no error: the check found the dead connection first
         assert fresh["pid"] not in pids
+
+
+async def test_its_connections_are_named(connector: Any) -> None:
+    row = await connector.execute_query_one_async("SELECT current_setting('application_name') AS name")
+    assert row["name"] == f"prm-jobs:{os.getpid()}"
