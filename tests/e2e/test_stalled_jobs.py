@@ -121,5 +121,8 @@ async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
                      "AND communication_id IS NOT NULL", batch_id) == RECIPIENTS
     recovered = _one(url, "SELECT count(*) FROM procrastinate_jobs WHERE id <> %s AND task_name = ANY(%s) "
                           "AND status = 'succeeded' AND attempts >= 2", stalled_ids[0], list(BATCH_TASKS))
-    assert recovered == running - 1, "the other stalled jobs were not recovered by the periodic task"
+    retried_jobs = _one(url, "SELECT json_agg(json_build_object('id', id, 'task', task_name, 'status', status, "
+                             "'attempts', attempts)) FROM procrastinate_jobs WHERE attempts >= 1")
+    assert recovered == running - 1, (f"the other stalled jobs were not recovered by the periodic task: "
+                                      f"{recovered} of {running} - 1; jobs tried again: {retried_jobs}")
     assert "jobs.stalled_recovered" in second_log.read_text()
