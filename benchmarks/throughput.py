@@ -5,7 +5,8 @@
 
 Starts a throwaway embedded PostgreSQL (or uses DATABASE_URL), migrates it, seeds one clinic, then
 starts `prm serve --workers N` as a separate process on 127.0.0.1 (N: one per core by default, as
-in production: N API processes and the job worker as its own process, at a lower CPU priority;
+in production: N API processes and the job worker as its own process, at a lower CPU priority, as
+are the embedded database's processes serving its queries;
 `--workers 1`: development's single process with the worker inside) and drives it over real HTTP
 with `--clients` concurrent clients. Each round runs, one after the other on the same database and
 the same loaded machine:
