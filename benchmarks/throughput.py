@@ -775,7 +775,10 @@ def report(args: argparse.Namespace, results: Results, race: str, profile: dict[
         f"{args.clients * args.per_client}; server CPU per webhook including the jobs it caused (phase + "
         f"drain): {spread_of(webhook_total, '{:.1f}')} ms",
         (f"- server CPU per booking including the event deliveries it caused (phase + drain): "
-         f"{spread_of(booking_total, '{:.1f}')} ms" if booking_total else "- booking phases: not run"),
+         f"{spread_of(booking_total, '{:.1f}')} ms; deliveries still queued when the phase ended (the "
+         f"worker's share of the phase is what it did of the rest): "
+         f"{spread_of([float(ph.queued_after or 0) for ph in p['booking']], '{:.0f}')} of "
+         f"{args.clients * args.per_client}" if booking_total else "- booking phases: not run"),
         (f"- the app alone (requests handed to it in process, one at a time, no HTTP client, server or job "
          f"worker): {profile['statements']:.1f} statements and {profile['cpu_ms']:.2f} ms CPU per booking, "
          f"{profile['wall_ms']:.1f} ms wall; `GET /auth/me`: {profile['me_statements']:.0f} statements, "
