@@ -84,7 +84,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def warm_up_bookings(args: argparse.Namespace) -> int:
     """Bookings before the rounds: ~10 per pooled connection of every API process (prepared on the
     5th use; PostgreSQL settles on one plan after 5 more), a whole number per client."""
-    wanted = 10 * args.pool * max(1, args.workers)
+    from prm.settings import Settings
+
+    pool = args.pool or Settings.model_fields["db_pool_size"].default
+    wanted = 10 * pool * max(1, args.workers)
     return max(1, wanted // args.clients + 1) * args.clients
 
 
@@ -228,8 +231,7 @@ def server(url: str, args: argparse.Namespace, token: str) -> Iterator[tuple[str
         "TWILIO_AUTH_TOKEN": token,
         "RATE_LIMIT_WEBHOOKS": "100000000/minute",
         "PRM_DATA_DIR": tempfile.mkdtemp(prefix="prm-bench-serve-"),
-        "DB_POOL_SIZE": str(args.pool),
-        "DB_MAX_OVERFLOW": "10",
+        **({"DB_POOL_SIZE": str(args.pool)} if args.pool else {}),  # else the service's defaults
         "WEBHOOK_INGEST": args.webhook_ingest,
     }
     command = [sys.executable, "-m", "prm", "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
@@ -874,7 +876,8 @@ if __name__ == "__main__":
                         help="HTTP client of the measured phases (raw: a minimal keep-alive HTTP/1.1 client)")
     parser.add_argument("--only", default="all", choices=sorted(PHASES),
                         help="run only these phases (webhook: raw_webhook, webhook and /auth/me; no race)")
-    parser.add_argument("--pool", type=int, default=20, help="DB_POOL_SIZE of each server process")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="DB_POOL_SIZE of each server process (default: the service's own default)")
     parser.add_argument("--sweep", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 4, 16, 32],
                         help="client counts for the booking throughput-vs-clients chart (empty: none)")
     parser.add_argument("--out", default="benchmarks/out")

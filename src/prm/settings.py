@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     # --- database --------------------------------------------------------------------------------
     database_url: str | None = None
     prm_data_dir: Path = Path(".prm")
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # Every connection a process may hold is a pooled one, kept when returned: SQLAlchemy closes an
+    # "overflow" connection when it is returned to a full pool, so a burst larger than the pool opened
+    # a PostgreSQL connection per request (at 32 clients on 2 processes, 10 + 10 served 301
+    # bookings/s, p95 196 ms; 20 + 0 served 515/s, p95 98 ms: the same 20 connections at most)
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
     db_echo: bool = False
     allow_embedded_database: bool = False
     # reliability (issue 10): a request waits at most this long for a pool connection (then 503)
