@@ -586,7 +586,7 @@ def worker(
         db = Database.connect(url, pool_size=options.concurrency + 1,
                               pool_timeout=settings.db_pool_timeout_seconds,
                               connect_timeout=settings.db_connect_timeout_seconds, name="prm-worker",
-                              wake_workers=True, backend_nice=settings.worker_nice)
+                              wake_workers=True, backend_nice=options.backend_nice)
         context.bind(db.sessionmaker, context.Context.build(settings))  # what jobs and event handlers get
         jobs.bind(db.sessionmaker)
         loop = asyncio.get_running_loop()

@@ -28,7 +28,7 @@ from prm.patients.validation import MAX_MERGE_CHAIN, PatientMoved, _flush, _not_
 references.resolver("patient")(references.in_organisation(Patient))
 
 
-def _live(org_id: uuid.UUID) -> Select[Any]:
+def _live(org_id: uuid.UUID | ColumnElement[Any]) -> Select[Any]:
     return select(Patient).where(Patient.org_id == org_id, Patient.deleted_at.is_(None))
 
 
@@ -37,23 +37,19 @@ def _with_contacts(stmt: Select[Any]) -> Select[Any]:
                         selectinload(Patient.identifiers))
 
 
-# The plain lookup (every job about a patient makes it), built once: a call only binds its values
-_GET = select(Patient).where(Patient.org_id == bindparam("org_id"), Patient.deleted_at.is_(None),
-                             Patient.id == bindparam("patient_id"))
+# The lookup (every job about a patient makes it), built once: a call only binds its values
+_GET = _live(bindparam("org_id")).where(Patient.id == bindparam("patient_id"))
 
 
 async def get(session: AsyncSession, org_id: uuid.UUID, patient_id: uuid.UUID, *,
               with_contacts: bool = False, for_update: bool = False) -> Patient:
     """The patient (merged ones included); NotFound when unknown, another org's, or deleted."""
-    if with_contacts or for_update:
-        stmt = _live(org_id).where(Patient.id == patient_id)
-        if with_contacts:
-            stmt = _with_contacts(stmt)
-        if for_update:
-            stmt = stmt.with_for_update()
-        patient = (await session.execute(stmt)).scalar_one_or_none()
-    else:
-        patient = (await session.execute(_GET, {"org_id": org_id, "patient_id": patient_id})).scalar_one_or_none()
+    stmt = _GET
+    if with_contacts:
+        stmt = _with_contacts(stmt)
+    if for_update:
+        stmt = stmt.with_for_update()
+    patient = (await session.execute(stmt, {"org_id": org_id, "patient_id": patient_id})).scalar_one_or_none()
     if patient is None:
         raise _not_found(patient_id)
     return patient
