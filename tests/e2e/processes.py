@@ -35,8 +35,9 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, logs: list[Path] | None = None,
-               interval: float = 0.2) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds with the logs."""
+               interval: float = 0.2, state: Callable[[], str] | None = None) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds with the logs
+    (and what `state` describes of the system at that moment)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -45,7 +46,8 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, logs: list[
         if time.monotonic() > deadline:
             tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                               for p in logs or [] if p.exists())
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
+            seen = f"\nstate: {state()}" if state is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{seen}\n{tails}")
         time.sleep(interval)
 
 

@@ -71,6 +71,22 @@ def _cli(url: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
+def _state(url: str, org_id: str, batch_id: str) -> str:
+    """What a timed-out wait saw: the batch, its messages and every job by task and status."""
+    return str(_one(
+        url, "SELECT json_build_object("
+             "'batch_completed', (SELECT completed_at IS NOT NULL FROM notification_batches WHERE id = %s), "
+             "'messages', (SELECT json_object_agg(status, n) FROM (SELECT status::text, count(*) AS n "
+             "FROM communications WHERE org_id = %s GROUP BY 1) m), "
+             "'outbox', (SELECT count(*) FROM sandbox_outbox WHERE org_id = %s), "
+             "'jobs', (SELECT json_agg(j) FROM (SELECT task_name, status::text, attempts, count(*) AS n, "
+             "min(id) AS first_id, bool_or(worker_id IS NULL) AS no_worker FROM procrastinate_jobs "
+             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) j), "
+             "'workers', (SELECT json_agg(json_build_object('id', id, 'heartbeat_age', "
+             "extract(epoch FROM now() - last_heartbeat))) FROM procrastinate_workers))",
+        batch_id, org_id, org_id))
+
+
 async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
     app: Any, settings: Settings, own_postgres: OwnPostgres
 ) -> None:
@@ -89,15 +105,17 @@ async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     assert _one(url, sent, org_id) < RECIPIENTS, "the batch finished before the worker was killed"
-    running = _one(url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' AND task_name = ANY(%s)",
-                   list(BATCH_TASKS))
-    assert running > 0, "no job was running when the worker was killed"
+    running = _one(url, "SELECT array_agg(id) FROM procrastinate_jobs WHERE status = 'doing' "
+                        "AND task_name = ANY(%s)", list(BATCH_TASKS))
+    assert running, "no job was running when the worker was killed"
 
     # The operator's view: the dead worker's jobs are listed as stalled once its heartbeat is old.
     listed = wait_until(lambda: (r := _cli(url, root, "jobs", "list", "--stalled")).returncode == 0
                         and not r.stdout.startswith("0 stalled") and r, timeout=60, what="stalled jobs listed")
     stalled_ids = [int(m) for m in re.findall(r"^\s*(\d+)\s+stalled\s+attempts=", listed.stdout, re.MULTILINE)]
-    assert len(stalled_ids) == running, listed.stdout
+    # every job the dead worker was running (and perhaps one more: a fetch it sent just before it died
+    # still commits, in autocommit, after the count above)
+    assert set(running) <= set(stalled_ids), listed.stdout
     retried = _cli(url, root, "jobs", "retry", str(stalled_ids[0]))
     assert retried.returncode == 0 and "todo again" in retried.stdout, retried.stdout + retried.stderr
     assert _one(url, "SELECT status::text FROM procrastinate_jobs WHERE id = %s", stalled_ids[0]) == "todo"
@@ -111,7 +129,8 @@ async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
             == RECIPIENTS
             and _one(url, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
                           "AND task_name = ANY(%s)", list(BATCH_TASKS)) == 0,
-            timeout=300, what="the batch to complete", logs=[second_log])
+            timeout=300, what="the batch to complete", logs=[second_log],
+            state=lambda: _state(url, org_id, batch_id))
     finally:
         code = stop_process(second)
     assert code == 0, second_log.read_text()[-3000:]
@@ -122,10 +141,14 @@ async def test_worker_killed_mid_batch_loses_nothing_and_sends_once(
     assert (total, messages, patients) == (RECIPIENTS, RECIPIENTS, RECIPIENTS)
     assert _one(url, "SELECT count(*) FROM notification_batch_items WHERE batch_id = %s AND status = 'queued' "
                      "AND communication_id IS NOT NULL", batch_id) == RECIPIENTS
-    recovered = _one(url, "SELECT count(*) FROM procrastinate_jobs WHERE id <> %s AND task_name = ANY(%s) "
-                          "AND status = 'succeeded' AND attempts >= 2", stalled_ids[0], list(BATCH_TASKS))
+    # the stalled jobs the operator did not retry were recovered by the periodic task: run again, done
+    # (a live worker's job may be recovered too when a loaded machine delays its heartbeat: safe, not
+    # counted here)
+    recovered = _one(url, "SELECT count(*) FROM procrastinate_jobs WHERE id = ANY(%s) AND status = 'succeeded' "
+                          "AND attempts >= 2", stalled_ids[1:])
     retried_jobs = _one(url, "SELECT json_agg(json_build_object('id', id, 'task', task_name, 'status', status, "
                              "'attempts', attempts)) FROM procrastinate_jobs WHERE attempts >= 1")
-    assert recovered == running - 1, (f"the other stalled jobs were not recovered by the periodic task: "
-                                      f"{recovered} of {running} - 1; jobs tried again: {retried_jobs}")
+    assert recovered == len(stalled_ids) - 1, (f"the other stalled jobs were not recovered by the periodic task: "
+                                               f"{recovered} of {stalled_ids[1:]}; jobs tried again: {retried_jobs}")
+    assert _one(url, "SELECT status::text FROM procrastinate_jobs WHERE id = %s", stalled_ids[0]) == "succeeded"
     assert "jobs.stalled_recovered" in second_log.read_text()

@@ -129,6 +129,11 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
     else:
         item.status = "queued"
         item.communication_id = comm.id
+    # The batch's row lock orders the items' last step: an item counts the others only once every
+    # item that counted before it has committed, so two items finishing together cannot each see the
+    # other still pending and leave the batch incomplete for ever.
+    await session.execute(select(NotificationBatch.id).where(NotificationBatch.id == batch.id)
+                          .with_for_update(key_share=True))
     remaining = await session.scalar(
         select(func.count())
         .select_from(NotificationBatchItem)
@@ -138,7 +143,7 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
             NotificationBatchItem.id != item.id,
         )
     )
-    if not remaining:
+    if not remaining and batch.completed_at is None:
         batch.completed_at = clock.now()
     return item.status
 
