@@ -25,6 +25,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi import Request
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prm import context
@@ -215,6 +216,16 @@ class Committed:
                               headers=headers, **kwargs)
         self._clients.append(c)
         return c
+
+    async def cancel_queued_jobs(self, org_id: uuid.UUID) -> None:
+        """Cancel this organisation's queued jobs (event deliveries, reminders, sends), so that they do
+        not run in later tests (a worker, a moved clock)."""
+        async with self.session() as s:
+            for job_id in list(await s.scalars(text(
+                    "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
+                    {"org": str(org_id)})):
+                await jobs.cancel_pending(s, job_id)
+            await s.commit()
 
     async def run_worker(self) -> None:
         """Drain the job queue with a real procrastinate worker, then return."""

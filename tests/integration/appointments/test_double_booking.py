@@ -25,16 +25,11 @@ async def _cleanup_reminder_jobs(committed, org_id) -> None:  # type: ignore[no-
         for job_id in await s.scalars(select(AppointmentReminder.job_id).where(AppointmentReminder.org_id == org_id)):
             if job_id is not None:
                 await jobs.cancel_pending(s, job_id)
-        pending = await s.scalars(
-            text("SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
-            {"org": str(org_id)},
-        )
-        for job_id in list(pending):
-            await jobs.cancel_pending(s, job_id)
         # nor may its reminders (the sweep fires every organisation's)
         await s.execute(text("UPDATE appointment_reminders SET status = 'void' WHERE org_id = :org "
                              "AND status = 'scheduled'"), {"org": org_id})
         await s.commit()
+    await committed.cancel_queued_jobs(org_id)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from prm.core import clock, jobs
 from prm.fhir import sync
@@ -94,8 +94,5 @@ async def _cleanup(committed: Committed, org_id: uuid.UUID) -> None:
     """Committed jobs of this organisation (event deliveries, reminders) must not run in later tests."""
     async with committed.session() as s:
         await s.execute(update(EhrConnection).where(EhrConnection.org_id == org_id).values(enabled=False))
-        for job_id in list(await s.scalars(text(
-                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
-                {"org": str(org_id)})):
-            await jobs.cancel_pending(s, job_id)
         await s.commit()
+    await committed.cancel_queued_jobs(org_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import uuid
+from typing import Any
 
 import httpx
 from sqlalchemy import select, text, update
@@ -104,17 +105,20 @@ async def test_batch_notifications(
     assert unknown.status_code == 422
 
 
+async def _sms_batch(session: AsyncSession, org: Organisation, people: list[Any]) -> Any:
+    return await notifications.create_batch(
+        session, principal(org),
+        BatchCreate(template_key="appointment_reminder", channel="sms", purpose="care", variables=APPT,
+                    patient_ids=[p.id for p in people]))
+
+
 async def test_the_last_two_items_finishing_together_complete_the_batch(committed: Committed) -> None:
     """Two items in flight at once, each counting the other before either commits: the batch row lock
     makes the later one wait for the earlier's commit, so it sees no item pending and completes it."""
     org, _ = await committed.org()
     async with committed.session() as s:
         people = [await make_patient(s, org, phone=new_phone()) for _ in range(2)]
-        batch = await notifications.create_batch(
-            s, principal(org),
-            BatchCreate(template_key="appointment_reminder", channel="sms", purpose="care", variables=APPT,
-                        patient_ids=[p.id for p in people]),  # type: ignore[attr-defined]
-        )
+        batch = await _sms_batch(s, org, people)
         await s.commit()
         item_ids = [str(i) for i in await s.scalars(
             select(NotificationBatchItem.id).where(NotificationBatchItem.batch_id == batch.id))]
@@ -134,11 +138,7 @@ async def test_the_last_two_items_finishing_together_complete_the_batch(committe
         done = await s.scalar(select(NotificationBatch.completed_at).where(NotificationBatch.id == batch.id))
         statuses = list(await s.scalars(select(NotificationBatchItem.status)
                                         .where(NotificationBatchItem.batch_id == batch.id)))
-        for job_id in list(await s.scalars(text(
-                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
-                {"org": str(org.id)})):
-            await jobs.cancel_pending(s, job_id)
-        await s.commit()
+    await committed.cancel_queued_jobs(org.id)
     assert statuses == ["queued", "queued"]
     assert done is not None, "both items finished and the batch was left incomplete"
 
@@ -153,17 +153,10 @@ async def test_the_migration_completes_the_batches_the_race_left_open(committed:
     org, _ = await committed.org()
     async with committed.session() as s:
         people = [await make_patient(s, org, phone=new_phone()) for _ in range(3)]
-        made = [await notifications.create_batch(
-            s, principal(org),
-            BatchCreate(template_key="appointment_reminder", channel="sms", purpose="care", variables=APPT,
-                        patient_ids=[p.id for p in people[:n]]),  # type: ignore[attr-defined]
-        ) for n in (2, 3)]
+        made = [await _sms_batch(s, org, people[:n]) for n in (2, 3)]
         await s.commit()
         stuck, running = (b.id for b in made)
-        for job_id in list(await s.scalars(text(
-                "SELECT id FROM procrastinate_jobs WHERE status = 'todo' AND args->>'org_id' = :org"),
-                {"org": str(org.id)})):
-            await jobs.cancel_pending(s, job_id)
+        await committed.cancel_queued_jobs(org.id)
         # the stuck batch: every item done, left open; the running one: one item still pending
         await s.execute(update(NotificationBatchItem).where(NotificationBatchItem.batch_id == stuck)
                         .values(status="refused", reason="test"))
