@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import service as communications
@@ -129,18 +129,20 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
     else:
         item.status = "queued"
         item.communication_id = comm.id
-    # The batch's row lock orders the items' last step: an item counts the others only once every
-    # item that counted before it has committed, so two items finishing together cannot each see the
-    # other still pending and leave the batch incomplete for ever.
+    # The batch's row lock orders the items' last step: an item looks at the others only once every
+    # item that looked before it has committed, so two items finishing together cannot each see the
+    # other still pending and leave the batch incomplete for ever. (A separate statement: one that
+    # waits for the lock must read the items after it has it.) One pending item is enough to know,
+    # found by the (batch_id, status) index: no count over a large batch while the lock is held.
     await session.execute(select(NotificationBatch.id).where(NotificationBatch.id == batch.id)
                           .with_for_update(key_share=True))
     remaining = await session.scalar(
-        select(func.count())
-        .select_from(NotificationBatchItem)
-        .where(
-            NotificationBatchItem.batch_id == batch.id,
-            NotificationBatchItem.status == "pending",
-            NotificationBatchItem.id != item.id,
+        select(
+            exists().where(
+                NotificationBatchItem.batch_id == batch.id,
+                NotificationBatchItem.status == "pending",
+                NotificationBatchItem.id != item.id,
+            )
         )
     )
     if not remaining and batch.completed_at is None:
