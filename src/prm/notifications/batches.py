@@ -132,10 +132,11 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
     # The batch's row lock orders the items' last step: an item looks at the others only once every
     # item that looked before it has committed, so two items finishing together cannot each see the
     # other still pending and leave the batch incomplete for ever. (A separate statement: one that
-    # waits for the lock must read the items after it has it.) One pending item is enough to know,
-    # found by the (batch_id, status) index: no count over a large batch while the lock is held.
-    await session.execute(select(NotificationBatch.id).where(NotificationBatch.id == batch.id)
-                          .with_for_update(key_share=True))
+    # waits for the lock must read the items after it has it.) The lock also reloads the batch, so
+    # `completed_at` is read as committed. One pending item is enough to know, found by the
+    # (batch_id, status) index: no count over a large batch while the lock is held.
+    batch = await rowlock.lock(session, NotificationBatch, item.batch_id)
+    assert batch is not None
     remaining = await session.scalar(
         select(
             exists().where(
