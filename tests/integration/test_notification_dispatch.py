@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm.communications import sandbox
@@ -274,6 +274,11 @@ async def test_appointment_notice_is_sent_once_when_the_event_is_delivered_twice
     [confirmation] = await _notices(session, patient.id, "appointment_confirmation")
     assert confirmation.idempotency_key == f"appointment.booked:{event.id}"
     assert len(await sandbox.outbox(session, org.id, patient_id=patient.id)) == 1
+    # the handler's repeats found the key at the insert and left no job of their own
+    sends = list(await session.scalars(text(
+        "SELECT args->>'communication_id' FROM procrastinate_jobs WHERE task_name = 'communications.send' "
+        "AND args->>'org_id' = :org"), {"org": str(org.id)}))
+    assert sends == [str(confirmation.id)]
 
 
 async def test_organisation_can_turn_appointment_notices_off(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
 from psycopg.types.json import Jsonb
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
@@ -48,9 +48,10 @@ class Prechecked:
 
     `patient`: the recipient as `patients.get` / `patients.resolve` returned it (a merged one is
     resolved again); `consent`: the patient may be contacted on the message's channel for its
-    purpose; `window`: the WhatsApp window is open (or the message is a template); `new_key`: no
-    message of the organisation has the message's idempotency key yet; `conversation`: the
-    message's conversation is the organisation's.
+    purpose; `window`: the WhatsApp window is open (or the message is a template); `new_key`: do not
+    look for an earlier message with the idempotency key first (the caller did, or runs once per key:
+    a repeat is still caught when the message is inserted); `conversation`: the message's
+    conversation is the organisation's.
     """
 
     patient: Any = None
@@ -111,8 +112,9 @@ async def send(
     config = await channel_config(session, org_id, data.channel)
     if config is not None and not config.enabled:
         raise Conflict(f"The {data.channel} channel is disabled for this organisation", code="channel_disabled")
-    comm = Communication(
-        id=uuid.uuid4(),
+    comm_id = uuid.uuid4()
+    values: dict[str, Any] = dict(
+        id=comm_id,
         org_id=org_id,
         patient_id=patient.id,
         conversation_id=data.conversation_id,
@@ -136,29 +138,28 @@ async def send(
         send_at=data.send_at,
         queued_at=now,
         attempts=0,
-        details={},
     )
     schedule_at = data.send_at if data.send_at and data.send_at > now else None
+    if data.idempotency_key:
+        inserted = await _insert_keyed(session, values, schedule_at, details)
+        if inserted is None:  # the key is taken (a concurrent request won the race, or a repeat): answer with it
+            existing = await find_by_idempotency_key(session, org_id, data.idempotency_key)
+            if existing is None:  # pragma: no cover - the conflicting row is committed once the insert returns
+                raise Conflict("A message with this idempotency key was being created; retry",
+                               code="idempotency_in_progress")
+            return existing
+        comm = inserted
+    else:
+        comm = Communication(**values, details={})
 
-    def with_job(job_id: int) -> None:  # the row goes in with its job's id (no UPDATE after)
-        comm.details = {"job_id": job_id, **(details or {})}
+        def with_job(job_id: int) -> None:  # the row goes in with its job's id (no UPDATE after)
+            comm.details = {"job_id": job_id, **(details or {})}
 
-    try:
-        async with session.begin_nested():
-            # the job goes in the savepoint's flush with the row (queued here, after begin_nested's
-            # own flush): a concurrent request with the same key leaves neither behind
-            jobs.defer_with_flush(session, SEND_JOB, org_id=str(org_id), communication_id=str(comm.id),
-                                  schedule_at=schedule_at, on_id=with_job)
-            session.add(comm)
-            await session.flush()
-    except IntegrityError:
-        if not data.idempotency_key:
-            raise
-        # a concurrent request with the same key won the race: answer with its message
-        existing = await find_by_idempotency_key(session, org_id, data.idempotency_key)
-        if existing is None:
-            raise
-        return existing
+        # no key, no conflict possible: the row and its job go in this flush, one statement each
+        jobs.defer_with_flush(session, SEND_JOB, org_id=str(org_id), communication_id=str(comm_id),
+                              schedule_at=schedule_at, on_id=with_job)
+        session.add(comm)
+        await session.flush()
     await audit.record(
         session,
         who,
@@ -174,6 +175,33 @@ async def send(
         channel=comm.channel,
         scheduled=schedule_at is not None,
     )
+    return comm
+
+
+_INSERT_KEYED = (
+    insert(Communication)
+    .on_conflict_do_nothing(index_elements=[Communication.org_id, Communication.idempotency_key],
+                            index_where=Communication.idempotency_key.is_not(None))
+    .returning(Communication)
+)
+
+
+async def _insert_keyed(session: AsyncSession, values: dict[str, Any], schedule_at: datetime | None,
+                        details: dict[str, Any] | None) -> Communication | None:
+    """Insert a message with an idempotency key and queue its job, in two statements and no savepoint;
+    None (and no job left) when the organisation already has a message with that key. A concurrent
+    insert of the same key waits for the other transaction: None once it commits, inserted if it
+    rolls back."""
+    # the job first: the row carries its id
+    job_id = await jobs.defer(session, SEND_JOB, org_id=str(values["org_id"]), communication_id=str(values["id"]),
+                              schedule_at=schedule_at)
+    assert job_id is not None
+    # the values as parameters of a statement built once (an ORM bulk insert of one row): `.values()`
+    # would coerce each into the statement, a large part of a notification's CPU
+    comm: Communication | None = await session.scalar(
+        _INSERT_KEYED, [{**values, "details": {"job_id": job_id, **(details or {})}}])
+    if comm is None:
+        await jobs.discard(session, job_id)
     return comm
 
 

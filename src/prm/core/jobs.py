@@ -342,6 +342,12 @@ async def cancel_pending(session: AsyncSession, job_id: int) -> bool:
     return result.scalar_one_or_none() is not None
 
 
+async def discard(session: AsyncSession, job_id: int) -> None:
+    """Delete a job this transaction queued and no longer wants (not committed yet: no worker has
+    seen it)."""
+    await session.execute(text("DELETE FROM procrastinate_jobs WHERE id = :id AND status = 'todo'"), {"id": job_id})
+
+
 # --- running -----------------------------------------------------------------------------------
 
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None

@@ -115,16 +115,19 @@ async def send_notification(
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     patient: Patient | None = None,
+    look_up_key: bool = True,
 ) -> Communication:
     """Render `template_key` for the patient and queue it; returns the communication.
 
     With `channel`, only that channel (its refusal is raised as is: 409 consent, 422 window or
     template). Without, the patient's preference then the fallback chain; 409 `no_channel_available`
     with each channel's reason when none can be used. `patient`: the patient as `patients.get` gave
-    it to the caller in this transaction (not read again).
+    it to the caller in this transaction (not read again). A repeated `idempotency_key` returns the
+    first message; `look_up_key=False` skips looking for it first (a caller that runs once per key,
+    an event's delivery): a repeat is then caught when the message is inserted, after the checks.
     """
     org_id = who.org_id
-    if idempotency_key:
+    if idempotency_key and look_up_key:
         existing = await communications.find_by_idempotency_key(session, org_id, idempotency_key)
         if existing is not None:
             return existing

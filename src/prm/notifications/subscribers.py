@@ -87,6 +87,7 @@ async def send_reminder(session: AsyncSession, event: events.Event) -> None:
             purpose="reminders",
             idempotency_key=f"reminder:{payload['reminder_id']}",
             patient=patient,
+            look_up_key=False,  # delivered once per event (claimed): a repeat is caught at the insert
         )
     except (Conflict, ValidationFailed, NotFound) as exc:
         log.warning(
@@ -164,6 +165,7 @@ async def send_appointment_notice(session: AsyncSession, event: events.Event) ->
             purpose="care",
             idempotency_key=f"{event.type}:{event.id}",
             patient=patient,
+            look_up_key=False,  # delivered once per event (claimed): a repeat is caught at the insert
         )
     except (Conflict, ValidationFailed, NotFound) as exc:
         log.warning("notifications.appointment_notice_refused", kind=kind, code=exc.code, **ids)

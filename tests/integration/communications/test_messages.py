@@ -6,6 +6,7 @@ import base64
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -296,6 +297,41 @@ async def test_concurrent_sends_with_one_idempotency_key_make_one_message(commit
     responses = await asyncio.gather(*(client.post("/communications", json=payload) for _ in range(4)))
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+@pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+async def test_a_send_racing_one_with_its_key_waits_for_it(committed, messaging_settings, first_ends: str) -> None:
+    """The second send of a key waits for the first transaction: it answers with the first message
+    once that commits (leaving no job of its own behind), and inserts its own if that rolls back."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from tests.fixtures.factories import make_patient
+
+    organisation, _ = await committed.org()
+    async with committed.session() as s:
+        patient = await make_patient(s, organisation, phone="+34655000112")
+        await s.commit()
+    who = Principal.system(organisation.id)
+    data = CommunicationCreate(patient_id=patient.id, channel="sms", body="once", idempotency_key="race:1")
+    async with committed.session() as first, committed.session() as second:
+        mine = (await communications.send(first, who, data)).id  # inserted, not committed
+        theirs = asyncio.create_task(communications.send(second, who, data))
+        await asyncio.sleep(0.3)
+        assert not theirs.done()  # waiting on the key
+        await (first.commit() if first_ends == "commit" else first.rollback())
+        answer = (await asyncio.wait_for(theirs, 10)).id
+        await second.commit()
+    async with committed.session() as s:
+        messages = list(await s.scalars(select(Communication.id).where(Communication.org_id == organisation.id)))
+        queued = list(await s.scalars(text(
+            "SELECT args->>'communication_id' FROM procrastinate_jobs "
+            "WHERE task_name = 'communications.send' AND args->>'org_id' = :org"), {"org": str(organisation.id)}))
+    assert messages == [answer]
+    assert (answer == mine) is (first_ends == "commit")
+    assert queued == [str(answer)]  # one job, the message's: the loser's was discarded
+    await committed.cancel_queued_jobs(organisation.id)
 
 
 async def test_recorded_inbound_and_outbound_reply_are_both_audited(
