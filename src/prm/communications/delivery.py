@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prm import context
@@ -179,15 +179,28 @@ async def deliver(session: AsyncSession, *, org_id: str, communication_id: str) 
     return await _record(session, oid, cid, attempt_id, result=result)
 
 
+# The message and one of its attempts, read afresh and locked in one statement (message first, as
+# everywhere else): the outcome of an attempt is written under both locks.
+_LOCK_WITH_ATTEMPT = (
+    select(Communication, DeliveryAttempt)
+    .join(DeliveryAttempt, DeliveryAttempt.communication_id == Communication.id)
+    .where(Communication.id == bindparam("cid"), Communication.org_id == bindparam("org"),
+           DeliveryAttempt.id == bindparam("aid"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 async def _record(
     session: AsyncSession, org_id: uuid.UUID, communication_id: uuid.UUID, attempt_id: uuid.UUID, *,
     result: SendResult | None = None, error: DeliveryError | None = None, reconciled: bool = False,
 ) -> str:
     """Write an attempt's outcome (in the job's transaction, committed by the worker)."""
-    comm = await rowlock.lock(session, Communication, communication_id, org_id=org_id)
-    attempt = await rowlock.lock(session, DeliveryAttempt, attempt_id)
-    if comm is None or attempt is None:
+    locked = (await session.execute(_LOCK_WITH_ATTEMPT, {"cid": communication_id, "org": org_id,
+                                                         "aid": attempt_id})).one_or_none()
+    if locked is None:
         return rowlock.MISSING
+    comm, attempt = locked
     if attempt.state != "pending" or comm.status != "sending":  # settled meanwhile by someone else
         return comm.status
     cid = str(communication_id)
@@ -230,7 +243,7 @@ async def _record(
     comm.error_code = None
     comm.error_message = None
     log.info("communication.sent", communication_id=cid, provider=result.provider, reconciled=reconciled)
-    if result.provider_message_id:
+    if result.provider_message_id and result.provider == "twilio":  # the only provider with status callbacks
         await _apply_early_statuses(session, result.provider, result.provider_message_id)
     return comm.status
 
