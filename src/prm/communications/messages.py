@@ -69,9 +69,11 @@ async def send(
 
     Refuses (nothing written) when the patient or conversation is unknown in the organisation (422
     naming the field), the patient has no address on the channel
-    (422), did not consent (409 `consent_refused`), or when a free-form WhatsApp message falls
-    outside the 24-hour window (422 `whatsapp_window_closed`). A repeated `idempotency_key` returns
-    the first message. `created_by` (default: the credential) and `details` are stored with it.
+    (422), did not consent (409 `consent_refused`), when a free-form WhatsApp message falls
+    outside the 24-hour window (422 `whatsapp_window_closed`) or the channel is disabled (409
+    `channel_disabled`): callers rely on it (no savepoint around a send that may be refused). A
+    repeated `idempotency_key` returns the first message. `created_by` (default: the credential) and
+    `details` are stored with it.
     """
     org_id = who.org_id
     known = prechecked or Prechecked()

@@ -175,6 +175,7 @@ class _Run:
     text: str
     facts: assistant.Facts
     policy: assistant.Policy
+    consented: bool = False  # a reply of this run was sent: the patient's consent holds for the next
 
     @property
     def org_id(self) -> uuid.UUID:
@@ -186,30 +187,32 @@ class _Run:
 
     async def send(self, body: str) -> Communication | None:
         try:
-            async with self.session.begin_nested():
-                comm = await communications.send(
-                    self.session,
-                    self.who,
-                    CommunicationCreate(
-                        patient_id=self.patient.id,
-                        channel=self.conversation.channel,  # type: ignore[arg-type]
-                        body=body,
-                        conversation_id=self.conversation.id,
-                    ),
-                    # the patient and the (locked) conversation this run already holds; the window is
-                    # open when the conversation's last inbound message (a message of this patient on
-                    # this channel) is recent, else communications asks the database
-                    prechecked=communications.Prechecked(
-                        patient=self.patient, conversation=True,
-                        window=self.conversation.channel == "whatsapp" and communication_rules.whatsapp_window_open(
-                            self.conversation.last_inbound_at, clock.now())),
-                    created_by="assistant",
-                )
+            # no savepoint: communications.send refuses (consent, window, a disabled channel) before it
+            # writes anything, so a refusal leaves nothing to undo
+            comm = await communications.send(
+                self.session,
+                self.who,
+                CommunicationCreate(
+                    patient_id=self.patient.id,
+                    channel=self.conversation.channel,  # type: ignore[arg-type]
+                    body=body,
+                    conversation_id=self.conversation.id,
+                ),
+                # the patient and the (locked) conversation this run already holds; the window is
+                # open when the conversation's last inbound message (a message of this patient on
+                # this channel) is recent, else communications asks the database
+                prechecked=communications.Prechecked(
+                    patient=self.patient, conversation=True, consent=self.consented,
+                    window=self.conversation.channel == "whatsapp" and communication_rules.whatsapp_window_open(
+                        self.conversation.last_inbound_at, clock.now())),
+                created_by="assistant",
+            )
         except DomainError as exc:  # no consent, window closed ...: nothing was sent; a person will see it
             log.warning(
                 "conversations.reply_refused", conversation_id=str(self.conversation.id), code=exc.code
             )
             return None
+        self.consented = True  # (nothing in this transaction changes it: the same channel and purpose)
         await add_message(self.session, self.conversation, comm)
         return comm
 
