@@ -112,17 +112,19 @@ async def send_batch_item(session: AsyncSession, *, org_id: str, item_id: str) -
     batch = await session.get(NotificationBatch, item.batch_id)
     assert batch is not None
     try:
-        async with session.begin_nested():
-            comm = await send_notification(
-                session,
-                Principal.system(oid),
-                patient_id=item.patient_id,
-                template_key=batch.template_key,
-                variables=batch.variables,
-                channel=batch.channel,
-                purpose=batch.purpose,
-                idempotency_key=f"batch:{batch.id}:{item.patient_id}",
-            )
+        # no savepoint: send_notification refuses before it writes anything. The key is not looked up
+        # first: the item runs once (locked, still pending); a repeat would be caught at the insert.
+        comm = await send_notification(
+            session,
+            Principal.system(oid),
+            patient_id=item.patient_id,
+            template_key=batch.template_key,
+            variables=batch.variables,
+            channel=batch.channel,
+            purpose=batch.purpose,
+            idempotency_key=f"batch:{batch.id}:{item.patient_id}",
+            look_up_key=False,
+        )
     except DomainError as exc:
         item.status = "refused"
         item.reason = f"{exc.code}: {exc.detail}"[:200]
