@@ -111,14 +111,14 @@ def publish_in(batch: Batch, event: Event) -> Event:
 
 
 async def publish(session: AsyncSession, event: Event) -> Event:
-    """Store `event` and queue its delivery to every subscriber, in the caller's transaction."""
-    session.add(EventRecord(**_row(event)))
-    for delivery in _deliveries(event):
-        jobs.defer_with_flush(session, "events.deliver", **delivery)
-    # one flush: the event row, what the caller added before (history, audit ...) and every job
-    # queued with it (these deliveries, a booking's reminders) in one statement
+    """Store `event` and queue its delivery to every subscriber, in the caller's transaction.
+
+    What the caller added before (history, audit, ...) is flushed first; then the event row and its
+    deliveries go in ONE statement (`publish_in`): not an insert and a job statement each."""
     await session.flush()
-    log.debug("event.published", event_type=event.type, event_id=str(event.id))
+    batch = Batch()
+    publish_in(batch, event)
+    await batch.execute(session)
     return event
 
 

@@ -164,6 +164,31 @@ async def test_event_delivered_twice_is_handled_once(session, org) -> None:
     assert seen == 1
 
 
+async def test_an_event_and_its_deliveries_are_written_in_one_statement(session, org) -> None:
+    from sqlalchemy import event as sa_event
+
+    await session.flush()
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    engine = session.bind.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", count)
+    try:
+        published = await events.publish(session, Event(type="tests.thing_happened", org_id=org.id, payload={"n": 1}))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+    assert len(sent) == 1, sent
+    stored = (await session.execute(text("SELECT type, payload FROM domain_events WHERE id = :id"),
+                                    {"id": published.id})).one()
+    assert (stored.type, stored.payload) == ("tests.thing_happened", {"n": 1})
+    queued = (await session.execute(text(
+        "SELECT args->>'subscriber' FROM procrastinate_jobs WHERE task_name = 'events.deliver' "
+        "AND args->>'event_id' = :id"), {"id": str(published.id)})).scalars().all()
+    assert "tests.count_things" in queued
+
+
 async def test_queueing_lock_defers_once(session, org) -> None:
     first = await jobs.defer(session, "tests.record", org_id=str(org.id), marker="q", queueing_lock="q1")
     second = await jobs.defer(session, "tests.record", org_id=str(org.id), marker="q", queueing_lock="q1")
